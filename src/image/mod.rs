@@ -1,0 +1,1 @@
+//! Pixel formats and image views, conversion to the backbone input, image files.

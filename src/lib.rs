@@ -1,0 +1,16 @@
+//! `varad`: high-resolution industrial anomaly detection with VarAD.
+//!
+//! The pipeline (see `DESIGN.md` in the project's shared folder) mirrors the module
+//! layout: [`image`] turns pixels into the backbone's input, [`backbone`] runs the frozen
+//! ONNX feature extractor, [`predictor`] is the trainable Mamba predictor. This crate's
+//! Rust API knows nothing of C; the C ABI lives in `ffi` and only translates.
+
+pub mod backbone;
+pub mod error;
+pub mod image;
+pub mod predictor;
+
+pub use error::{Error, ErrorKind, Result};
+
+/// The library's version, from Cargo.toml.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,1 @@
+//! The Mamba predictor: forward, backward, selective scan, initialisation, weights.
