@@ -6,10 +6,13 @@
 //! Rust API knows nothing of C; the C ABI lives in `ffi` and only translates.
 
 pub mod backbone;
+pub mod device;
 pub mod error;
 pub mod image;
 pub mod predictor;
+pub mod threads;
 
+pub use device::Device;
 pub use error::{Error, ErrorKind, Result};
 
 /// The library's version, from Cargo.toml.

@@ -1,1 +1,9 @@
-//! The frozen backbone: finding and loading ONNX Runtime, the backbone contract, the tokenizer.
+//! The frozen backbone (the paper's tokenizer): finding and loading ONNX Runtime, the
+//! backbone contract, and running a backbone on batches of images.
+
+pub mod contract;
+pub mod runtime;
+mod session;
+
+pub use contract::{BackboneSpec, OutputLevel};
+pub use session::{ActiveDevice, Backbone, BackboneIdentity, BackboneOptions, FeatureMap};
