@@ -8,6 +8,7 @@
 pub mod backbone;
 pub mod device;
 pub mod error;
+pub mod ffi;
 pub mod image;
 pub mod predictor;
 pub mod threads;
