@@ -31,8 +31,18 @@ fn python_median_ms(root: &Path, model: &Path, size: (usize, usize), threads: us
     let output = Command::new(root.join(".deps/venv/bin/python"))
         .arg(root.join("scripts/bench_ort_python.py"))
         .arg(model)
-        .args(["--width", &size.0.to_string(), "--height", &size.1.to_string()])
-        .args(["--threads", &threads.to_string(), "--reps", &REPS.to_string()])
+        .args([
+            "--width",
+            &size.0.to_string(),
+            "--height",
+            &size.1.to_string(),
+        ])
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "--reps",
+            &REPS.to_string(),
+        ])
         .output()
         .expect("run the Python baseline (make setup installs it)");
     let text = String::from_utf8_lossy(&output.stdout);
@@ -50,7 +60,10 @@ fn python_median_ms(root: &Path, model: &Path, size: (usize, usize), threads: us
 fn bench(root: &Path, model: &Path) {
     let backbone = Backbone::open(
         model,
-        &BackboneOptions { device: Device::Cpu, ..Default::default() },
+        &BackboneOptions {
+            device: Device::Cpu,
+            ..Default::default()
+        },
     )
     .unwrap_or_else(|e| panic!("{}: {e}", model.display()));
     let spec = backbone.spec();
