@@ -10,7 +10,7 @@ CC          ?= cc
 CXX         ?= c++
 CWARN       := -Wall -Wextra -Wpedantic -Werror
 
-.PHONY: all setup backbones build test test-rust test-python test-header lint header-check demo bench clean
+.PHONY: all setup backbones build test test-rust test-c test-python test-header lint header-check demo bench clean
 
 all: build
 
@@ -26,7 +26,7 @@ build:
 	$(CARGO) build --release
 
 ## test: everything CI checks
-test: setup lint header-check test-header test-rust test-python
+test: setup lint header-check test-header test-rust test-c test-python
 	@echo "make test: all checks passed"
 
 test-rust:
@@ -50,6 +50,18 @@ test-header:
 	$(CC) -std=c99 $(CWARN) -Iinclude -c target/header_c.c -o target/header_c.o
 	cp target/header_c.c target/header_cpp.cpp
 	$(CXX) -std=c++17 $(CWARN) -Iinclude -c target/header_cpp.cpp -o target/header_cpp.o
+
+## test-c: C programs that link the shared library, built with strict warnings and run
+C_TESTS := $(wildcard tests/c/*.c)
+test-c:
+	$(CARGO) build
+	@mkdir -p target/c
+	@set -e; for src in $(C_TESTS); do \
+	  exe=target/c/$$(basename $$src .c); \
+	  echo "CC $$src"; \
+	  $(CC) -std=c99 $(CWARN) -Iinclude $$src -Ltarget/debug -lvarad -Wl,-rpath,$(CURDIR)/target/debug -o $$exe; \
+	  $$exe; \
+	done
 
 bench: setup
 	$(CARGO) bench --bench tokenizer
