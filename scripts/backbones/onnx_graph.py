@@ -48,7 +48,7 @@ class Graph:
 
     def const(self, name: str, value, dtype=np.float32) -> str:
         """Adds an initializer (a weight or a constant) and returns its name."""
-        arr = np.ascontiguousarray(np.asarray(value, dtype=dtype))
+        arr = np.array(value, dtype=dtype, order="C")  # keeps 0-d arrays 0-d
         name = self._unique(name)
         self.initializers.append(numpy_helper.from_array(arr, name))
         return name
