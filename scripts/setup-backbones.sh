@@ -13,7 +13,9 @@ out_dir=$1
 out="$out_dir/efficientnet_lite0.onnx"
 python="$root/.deps/venv/bin/python"
 
-"$root/scripts/setup-python.sh"
+if [ ! -x "$python" ]; then
+  "$root/scripts/setup-python.sh"
+fi
 
 stale=0
 if [ ! -f "$out" ]; then
