@@ -68,15 +68,37 @@ def test_vitb14_first_block_matches_numpy_reference():
     assert err < TOL
 
 
+@pytest.fixture(scope="module")
+def small37():
+    sd = vit.random_state_dict(SMALL37, seed=3)
+    return sd, session(vit.build(sd, SMALL37))
+
+
 @pytest.mark.parametrize("height,width", [(518, 518), (518, 504), (504, 518), (532, 490), (14, 14), (28, 1022)])
-def test_position_embedding_interpolation(height, width):
+def test_position_embedding_interpolation(small37, height, width):
     """37x37 grid: kept as is at 518x518 (DINOv2 returns pos_embed unchanged when the patch
     count matches and the image is square), bicubic with the 0.1 offset otherwise."""
-    sd = vit.random_state_dict(SMALL37, seed=3)
-    sess = session(vit.build(sd, SMALL37))
+    sd, sess = small37
     image = np.random.default_rng(4).random((1, 3, height, width), dtype=np.float32)
     err = _max_err(run(sess, image), ref.forward(sd, image, 14, SMALL37.heads, [1, 2, 3]))
     assert err < TOL, err
+
+
+@pytest.mark.parametrize("height,width,expected", [
+    (518, 518, (1.0, 1.0)),  # DINOv2 keeps pos_embed as is
+    (518, 504, (37.1 / 37, 36.1 / 37)),
+    (98, 154, (7.1 / 37, 11.1 / 37)),
+])
+def test_resize_scales_in_the_graph(height, width, expected):
+    """The scales the graph hands to Resize. (ONNX Runtime's CPU Resize copies its input
+    whenever the output size equals the input size, whatever the scale, so the 518x518 case
+    cannot be told apart from the outputs alone there; other runtimes need the scale 1.)"""
+    sd = vit.random_state_dict(dataclasses.replace(SMALL37, depth=1, layers=(1,)), seed=12)
+    model = vit.build(sd, dataclasses.replace(SMALL37, depth=1, layers=(1,)))
+    model.graph.output.append(onnx.helper.make_tensor_value_info("pos.scales", onnx.TensorProto.FLOAT, [4]))
+    image = np.zeros((1, 3, height, width), np.float32)
+    scales = run(session(model), image)["pos.scales"]
+    np.testing.assert_allclose(scales, [1.0, 1.0, *expected], rtol=1e-6)
 
 
 def test_reference_interpolation_is_the_dinov2_one():
