@@ -114,15 +114,13 @@ class _Builder:
             group=group,
         )
         if act:
-            y = relu6(self.g, y, f"{conv}.relu6")
+            y = self.relu6(y, f"{conv}.relu6")
         return y
 
-
-def relu6(g: Graph, x: str, name: str) -> str:
-    if "relu6.min" not in g._names:
-        g.const("relu6.min", 0.0)
-        g.const("relu6.max", 6.0)
-    return g.op("Clip", [x, "relu6.min", "relu6.max"], name)
+    def relu6(self, x: str, name: str) -> str:
+        if not hasattr(self, "_clip"):
+            self._clip = (self.g.const("relu6.min", 0.0), self.g.const("relu6.max", 6.0))
+        return self.g.op("Clip", [x, *self._clip], name)
 
 
 def build(
@@ -188,6 +186,9 @@ def build(
         x = g.op("Gemm", [x, g.const("_fc.weight", fc_w), g.const("_fc.bias", b.w("_fc.bias"))],
                  "_fc", transB=1)
         g.output(x, "logits", ["batch", int(fc_w.shape[0])])
+        unused = sorted(set(sd) - b.used)
+        if unused:  # the whole network was built, so every tensor must have been read
+            raise ValueError(f"state_dict has tensors EfficientNet-Lite0 does not use: {unused[:5]}")
 
     meta = contract_metadata(
         name=NAME,
