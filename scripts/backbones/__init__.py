@@ -1,0 +1,1 @@
+"""Builders of varad backbone ONNX files (see scripts/README.md)."""
