@@ -1,0 +1,103 @@
+//! Pixel rows to planar f32 samples in [0, 1].
+//!
+//! Mono stays one plane (the caller replicates it to RGB after resampling, which is three
+//! times less work than resampling three equal planes); colour becomes R, G, B planes.
+
+use super::PixelFormat;
+
+/// How many planes a row of `format` converts to: 1 for grey, 3 for colour.
+pub(crate) fn plane_count(format: PixelFormat) -> usize {
+    if format.is_mono() {
+        1
+    } else {
+        3
+    }
+}
+
+/// Converts one row of `width` pixels to `plane_count(format)` planes of `width` samples,
+/// plane `c` at `dst[c * width..]`.
+///
+/// Samples are divided (not multiplied by a reciprocal) so that 255 and 65535 map to
+/// exactly 1.0 and an identity resize reproduces the definition bit for bit.
+pub(crate) fn row_to_planes(format: PixelFormat, src: &[u8], width: usize, dst: &mut [f32]) {
+    debug_assert_eq!(src.len(), width * format.bytes_per_pixel());
+    debug_assert_eq!(dst.len(), width * plane_count(format));
+    let u8_to_f32 = |v: u8| f32::from(v) / 255.0;
+    match format {
+        PixelFormat::Mono8 => {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = u8_to_f32(s);
+            }
+        }
+        PixelFormat::Mono16 => {
+            // Bytes, not a &[u16] cast: camera buffers need not be 2-byte aligned.
+            for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = f32::from(u16::from_ne_bytes([s[0], s[1]])) / 65535.0;
+            }
+        }
+        PixelFormat::Rgb8 => interleaved_to_planes::<3>(src, width, [0, 1, 2], dst),
+        PixelFormat::Bgr8 => interleaved_to_planes::<3>(src, width, [2, 1, 0], dst),
+        PixelFormat::Rgba8 => interleaved_to_planes::<4>(src, width, [0, 1, 2], dst),
+        PixelFormat::Bgra8 => interleaved_to_planes::<4>(src, width, [2, 1, 0], dst),
+    }
+}
+
+/// Splits `N`-byte pixels into R, G, B planes; `rgb` gives the byte offset of each of
+/// R, G and B within a pixel (which is all that tells RGB from BGR), the rest is ignored.
+fn interleaved_to_planes<const N: usize>(
+    src: &[u8],
+    width: usize,
+    rgb: [usize; 3],
+    dst: &mut [f32],
+) {
+    let (r, gb) = dst.split_at_mut(width);
+    let (g, b) = gb.split_at_mut(width);
+    for (i, px) in src.chunks_exact(N).enumerate() {
+        r[i] = f32::from(px[rgb[0]]) / 255.0;
+        g[i] = f32::from(px[rgb[1]]) / 255.0;
+        b[i] = f32::from(px[rgb[2]]) / 255.0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn convert(format: PixelFormat, src: &[u8]) -> Vec<f32> {
+        let width = src.len() / format.bytes_per_pixel();
+        let mut dst = vec![f32::NAN; width * plane_count(format)];
+        row_to_planes(format, src, width, &mut dst);
+        dst
+    }
+
+    #[test]
+    fn every_format() {
+        assert_eq!(convert(PixelFormat::Mono8, &[0, 255, 51]), [0.0, 1.0, 0.2]);
+        let mut m16 = Vec::new();
+        for v in [0u16, 65535, 13107] {
+            m16.extend_from_slice(&v.to_ne_bytes());
+        }
+        assert_eq!(convert(PixelFormat::Mono16, &m16), [0.0, 1.0, 0.2]);
+        let rgb = [convert(PixelFormat::Rgb8, &[255, 51, 0, 0, 0, 255])];
+        assert_eq!(rgb[0], [1.0, 0.0, 0.2, 0.0, 0.0, 1.0]);
+        assert_eq!(convert(PixelFormat::Bgr8, &[0, 51, 255, 255, 0, 0]), rgb[0]);
+        assert_eq!(
+            convert(PixelFormat::Rgba8, &[255, 51, 0, 7, 0, 0, 255, 9]),
+            rgb[0]
+        );
+        assert_eq!(
+            convert(PixelFormat::Bgra8, &[0, 51, 255, 7, 255, 0, 0, 9]),
+            rgb[0]
+        );
+    }
+
+    #[test]
+    fn misaligned_mono16() {
+        let mut buf = vec![0u8];
+        for v in [1u16, 65535, 32768] {
+            buf.extend_from_slice(&v.to_ne_bytes());
+        }
+        let got = convert(PixelFormat::Mono16, &buf[1..]);
+        assert_eq!(got, [1.0 / 65535.0, 1.0, 32768.0 / 65535.0]);
+    }
+}
