@@ -1,7 +1,7 @@
-//! Pixel rows to planar f32 samples in [0, 1].
+//! Pixel rows to f32 samples in [0, 1].
 //!
-//! Mono stays one plane (the caller replicates it to RGB after resampling, which is three
-//! times less work than resampling three equal planes); colour becomes R, G, B planes.
+//! Grey stays one sample a pixel (the caller replicates it to RGB after resampling, which
+//! is three times less work than resampling three equal planes).
 
 use super::PixelFormat;
 
@@ -29,12 +29,10 @@ static U8_TO_F32: [f32; 256] = {
     t
 };
 
-/// Converts one row of `width` pixels to `plane_count(format)` planes of `width` samples,
-/// plane `c` at `dst[c * width..]`. 8-bit samples are divided by 255, 16-bit ones by
-/// 65535.
-pub(crate) fn row_to_planes(format: PixelFormat, src: &[u8], width: usize, dst: &mut [f32]) {
-    debug_assert_eq!(src.len(), width * format.bytes_per_pixel());
-    debug_assert_eq!(dst.len(), width * plane_count(format));
+/// Converts one row of grey pixels (Mono8 or Mono16) to samples; 8-bit samples are
+/// divided by 255, 16-bit ones by 65535.
+pub(crate) fn grey_row(format: PixelFormat, src: &[u8], dst: &mut [f32]) {
+    debug_assert_eq!(src.len(), dst.len() * format.bytes_per_pixel());
     match format {
         PixelFormat::Mono8 => {
             for (d, &s) in dst.iter_mut().zip(src) {
@@ -47,31 +45,35 @@ pub(crate) fn row_to_planes(format: PixelFormat, src: &[u8], width: usize, dst: 
                 *d = f32::from(u16::from_ne_bytes([s[0], s[1]])) / 65535.0;
             }
         }
-        PixelFormat::Rgb8 => interleaved_to_planes::<3>(src, width, [0, 1, 2], dst),
-        PixelFormat::Bgr8 => interleaved_to_planes::<3>(src, width, [2, 1, 0], dst),
-        PixelFormat::Rgba8 => interleaved_to_planes::<4>(src, width, [0, 1, 2], dst),
-        PixelFormat::Bgra8 => interleaved_to_planes::<4>(src, width, [2, 1, 0], dst),
+        _ => unreachable!("grey_row of {format}"),
     }
 }
 
-/// Splits `N`-byte pixels into R, G, B planes; `rgb` gives the byte offset of each of
-/// R, G and B within a pixel (which is all that tells RGB from BGR), the rest is ignored.
-fn interleaved_to_planes<const N: usize>(
-    src: &[u8],
-    width: usize,
-    rgb: [usize; 3],
-    dst: &mut [f32],
-) {
-    let (r, gb) = dst.split_at_mut(width);
-    let (g, b) = gb.split_at_mut(width);
-    for ((px, r), (g, b)) in src
-        .chunks_exact(N)
-        .zip(r.iter_mut())
-        .zip(g.iter_mut().zip(b.iter_mut()))
-    {
-        *r = U8_TO_F32[usize::from(px[rgb[0]])];
-        *g = U8_TO_F32[usize::from(px[rgb[1]])];
-        *b = U8_TO_F32[usize::from(px[rgb[2]])];
+/// Converts one row of colour pixels to `[R, G, B, 0]` samples (8-bit divided by 255).
+///
+/// Four lanes rather than three so that resampling treats a pixel as one SIMD vector:
+/// one multiply-add per filter tap for all three channels.
+pub(crate) fn rgb_row(format: PixelFormat, src: &[u8], dst: &mut [[f32; 4]]) {
+    debug_assert_eq!(src.len(), dst.len() * format.bytes_per_pixel());
+    match format {
+        PixelFormat::Rgb8 => interleaved_row::<3>(src, [0, 1, 2], dst),
+        PixelFormat::Bgr8 => interleaved_row::<3>(src, [2, 1, 0], dst),
+        PixelFormat::Rgba8 => interleaved_row::<4>(src, [0, 1, 2], dst),
+        PixelFormat::Bgra8 => interleaved_row::<4>(src, [2, 1, 0], dst),
+        _ => unreachable!("rgb_row of {format}"),
+    }
+}
+
+/// `rgb` gives the byte offset of each of R, G and B within an `N`-byte pixel (which is
+/// all that tells RGB from BGR); other bytes (alpha) are ignored.
+fn interleaved_row<const N: usize>(src: &[u8], rgb: [usize; 3], dst: &mut [[f32; 4]]) {
+    for (d, px) in dst.iter_mut().zip(src.chunks_exact(N)) {
+        *d = [
+            U8_TO_F32[usize::from(px[rgb[0]])],
+            U8_TO_F32[usize::from(px[rgb[1]])],
+            U8_TO_F32[usize::from(px[rgb[2]])],
+            0.0,
+        ];
     }
 }
 
@@ -79,11 +81,18 @@ fn interleaved_to_planes<const N: usize>(
 mod tests {
     use super::*;
 
+    /// Converts a row and returns planar samples (one plane for grey, three for colour).
     fn convert(format: PixelFormat, src: &[u8]) -> Vec<f32> {
         let width = src.len() / format.bytes_per_pixel();
-        let mut dst = vec![f32::NAN; width * plane_count(format)];
-        row_to_planes(format, src, width, &mut dst);
-        dst
+        if format.is_mono() {
+            let mut dst = vec![f32::NAN; width];
+            grey_row(format, src, &mut dst);
+            return dst;
+        }
+        let mut dst = vec![[f32::NAN; 4]; width];
+        rgb_row(format, src, &mut dst);
+        assert!(dst.iter().all(|p| p[3] == 0.0));
+        (0..3).flat_map(|c| dst.iter().map(move |p| p[c])).collect()
     }
 
     #[test]
@@ -94,17 +103,13 @@ mod tests {
             m16.extend_from_slice(&v.to_ne_bytes());
         }
         assert_eq!(convert(PixelFormat::Mono16, &m16), [0.0, 1.0, 0.2]);
-        let rgb = [convert(PixelFormat::Rgb8, &[255, 51, 0, 0, 0, 255])];
-        assert_eq!(rgb[0], [1.0, 0.0, 0.2, 0.0, 0.0, 1.0]);
-        assert_eq!(convert(PixelFormat::Bgr8, &[0, 51, 255, 255, 0, 0]), rgb[0]);
-        assert_eq!(
-            convert(PixelFormat::Rgba8, &[255, 51, 0, 7, 0, 0, 255, 9]),
-            rgb[0]
-        );
-        assert_eq!(
-            convert(PixelFormat::Bgra8, &[0, 51, 255, 7, 255, 0, 0, 9]),
-            rgb[0]
-        );
+        let rgb = convert(PixelFormat::Rgb8, &[255, 51, 0, 0, 0, 255]);
+        assert_eq!(rgb, [1.0, 0.0, 0.2, 0.0, 0.0, 1.0]);
+        assert_eq!(convert(PixelFormat::Bgr8, &[0, 51, 255, 255, 0, 0]), rgb);
+        let rgba = [255, 51, 0, 7, 0, 0, 255, 9];
+        assert_eq!(convert(PixelFormat::Rgba8, &rgba), rgb);
+        let bgra = [0, 51, 255, 7, 255, 0, 0, 9];
+        assert_eq!(convert(PixelFormat::Bgra8, &bgra), rgb);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use super::convert::{plane_count, row_to_planes};
+use super::convert::{grey_row, plane_count, rgb_row};
 use super::resize::AxisWeights;
 use super::{ImageView, InputGeometry, InputRect, InputSpec, PAD_VALUE};
 use crate::{Error, Result};
@@ -52,7 +52,7 @@ pub fn to_backbone_input(
         .zip(g_plane.par_chunks_mut(band_len))
         .zip(b_plane.par_chunks_mut(band_len))
         .enumerate()
-        .for_each_init(Vec::new, |scratch, (band, ((r, g), b))| {
+        .for_each_init(Scratch::default, |scratch, (band, ((r, g), b))| {
             resampler.band(band * BAND_ROWS, [r, g, b], scratch);
         });
     Ok(geometry)
@@ -64,6 +64,17 @@ pub fn to_backbone_input(
 /// neighbour (the filter's overlap, 1 or 2 of the 30-odd a band reads when shrinking a
 /// camera frame to 1024) are the price, and it is small at 16.
 const BAND_ROWS: usize = 16;
+
+/// Buffers one thread reuses from band to band.
+#[derive(Default)]
+struct Scratch {
+    /// The band's image rows after the horizontal pass, planar.
+    resized: Vec<f32>,
+    /// One converted grey row.
+    grey: Vec<f32>,
+    /// One converted colour row.
+    rgb: Vec<[f32; 4]>,
+}
 
 /// Everything one call needs to compute any band of the output: read-only, shared by
 /// the tasks.
@@ -91,7 +102,7 @@ impl<'v, 'a> Resampler<'v, 'a> {
 
     /// Fills output rows `first..` (as many as `dst`'s planes hold) of the R, G, B
     /// planes; `scratch` is reused between the bands one thread computes.
-    fn band(&self, first: usize, dst: [&mut [f32]; 3], scratch: &mut Vec<f32>) {
+    fn band(&self, first: usize, dst: [&mut [f32]; 3], scratch: &mut Scratch) {
         let (w, rw) = (self.view.width() as usize, self.rect.width as usize);
         let (rx, ry) = (self.rect.x as usize, self.rect.y as usize);
         let planes = self.planes;
@@ -118,16 +129,28 @@ impl<'v, 'a> Resampler<'v, 'a> {
 
         // Horizontal pass over the image rows lo..hi, converted one at a time; stored as
         // `planes` consecutive rows of `rw` samples per image row.
-        let resized_len = (hi - lo) * planes * rw;
-        scratch.resize(resized_len + planes * w, 0.0);
-        let (resized, converted) = scratch.split_at_mut(resized_len);
+        let Scratch { resized, grey, rgb } = scratch;
+        resized.resize((hi - lo) * planes * rw, 0.0);
+        let format = self.view.format();
         for (i, dst) in (lo..hi).zip(resized.chunks_exact_mut(planes * rw)) {
-            row_to_planes(self.view.format(), self.view.row(i as u32), w, converted);
-            for (src, dst) in converted.chunks_exact(w).zip(dst.chunks_exact_mut(rw)) {
-                self.weights_x.apply_row(src, dst);
+            let src = self.view.row(i as u32);
+            if planes == 1 {
+                grey.resize(w, 0.0);
+                grey_row(format, src, grey);
+                self.weights_x.apply_row(grey, |o, v| dst[o] = v);
+            } else {
+                rgb.resize(w, [0.0; 4]);
+                rgb_row(format, src, rgb);
+                let (r, gb) = dst.split_at_mut(rw);
+                let (g, b) = gb.split_at_mut(rw);
+                self.weights_x.apply_row(rgb, |o, [vr, vg, vb, _]| {
+                    r[o] = vr;
+                    g[o] = vg;
+                    b[o] = vb;
+                });
             }
         }
-        let resized = &*resized;
+        let resized = &resized[..];
 
         // Vertical pass, row by row; grey is computed once and copied to G and B.
         for y in first..first + rows {

@@ -79,40 +79,52 @@ impl AxisWeights {
         self.starts.len()
     }
 
-    /// Resamples one contiguous row: `dst[o] = sum_k w[o][k] * src[start[o] + k]`.
-    pub(crate) fn apply_row(&self, src: &[f32], dst: &mut [f32]) {
-        debug_assert_eq!(dst.len(), self.len());
+    /// Resamples one row: output `o` is `sum_k w[o][k] * src[start[o] + k]`, handed to
+    /// `store(o, value)`.
+    pub(crate) fn apply_row<P: Sample>(&self, src: &[P], store: impl FnMut(usize, P)) {
         match self.taps {
             // The common cases get fixed-size loops the compiler fully unrolls.
-            1 => self.apply_row_taps::<1>(src, dst),
-            2 => self.apply_row_taps::<2>(src, dst),
-            3 => self.apply_row_taps::<3>(src, dst),
-            4 => self.apply_row_taps::<4>(src, dst),
-            taps => {
-                for ((d, &s), w) in dst
-                    .iter_mut()
-                    .zip(&self.starts)
-                    .zip(self.weights.chunks_exact(taps))
-                {
-                    *d = dot(w, &src[s..s + taps]);
-                }
-            }
+            1 => self.apply_row_taps::<P, 1>(src, store),
+            2 => self.apply_row_taps::<P, 2>(src, store),
+            3 => self.apply_row_taps::<P, 3>(src, store),
+            4 => self.apply_row_taps::<P, 4>(src, store),
+            5 => self.apply_row_taps::<P, 5>(src, store),
+            _ => self.apply_row_any(src, store),
         }
     }
 
-    fn apply_row_taps<const T: usize>(&self, src: &[f32], dst: &mut [f32]) {
-        for ((d, &s), w) in dst
-            .iter_mut()
-            .zip(&self.starts)
+    fn apply_row_taps<P: Sample, const T: usize>(
+        &self,
+        src: &[P],
+        mut store: impl FnMut(usize, P),
+    ) {
+        for (o, (&s, w)) in self
+            .starts
+            .iter()
             .zip(self.weights.chunks_exact(T))
+            .enumerate()
         {
-            let x: &[f32; T] = src[s..s + T].try_into().unwrap();
-            let w: &[f32; T] = w.try_into().unwrap();
-            let mut acc = 0.0;
+            let x: &[P; T] = src[s..s + T].try_into().expect("taps inside the row");
+            let mut acc = P::default();
             for k in 0..T {
-                acc += w[k] * x[k];
+                acc.add_scaled(w[k], x[k]);
             }
-            *d = acc;
+            store(o, acc);
+        }
+    }
+
+    fn apply_row_any<P: Sample>(&self, src: &[P], mut store: impl FnMut(usize, P)) {
+        for (o, (&s, w)) in self
+            .starts
+            .iter()
+            .zip(self.weights.chunks_exact(self.taps))
+            .enumerate()
+        {
+            let mut acc = P::default();
+            for (&w, &x) in w.iter().zip(&src[s..s + self.taps]) {
+                acc.add_scaled(w, x);
+            }
+            store(o, acc);
         }
     }
 
@@ -142,8 +154,25 @@ impl AxisWeights {
     }
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+/// What a horizontal pass resamples: one grey sample, or one `[R, G, B, unused]` pixel
+/// that the compiler keeps in one SIMD register.
+pub(crate) trait Sample: Copy + Default {
+    /// `self += w * x`, per lane.
+    fn add_scaled(&mut self, w: f32, x: Self);
+}
+
+impl Sample for f32 {
+    fn add_scaled(&mut self, w: f32, x: f32) {
+        *self += w * x;
+    }
+}
+
+impl Sample for [f32; 4] {
+    fn add_scaled(&mut self, w: f32, x: [f32; 4]) {
+        for (a, x) in self.iter_mut().zip(x) {
+            *a += w * x;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -153,7 +182,14 @@ mod tests {
     fn resize(src: &[f32], n_out: usize) -> Vec<f32> {
         let w = AxisWeights::new(src.len(), n_out);
         let mut dst = vec![f32::NAN; n_out];
-        w.apply_row(src, &mut dst);
+        w.apply_row(src, |o, v| dst[o] = v);
+        // The colour path must give the same numbers in every lane.
+        let rgbx: Vec<[f32; 4]> = src.iter().map(|&v| [v, -v, 2.0 * v, 0.0]).collect();
+        let mut lanes = vec![[f32::NAN; 4]; n_out];
+        w.apply_row(&rgbx, |o, v| lanes[o] = v);
+        for (d, l) in dst.iter().zip(&lanes) {
+            assert_eq!(*l, [*d, -*d, 2.0 * *d, 0.0]);
+        }
         dst
     }
 
