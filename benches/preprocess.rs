@@ -1,7 +1,8 @@
 //! Preprocessing speed: `to_backbone_input` against the naive per-pixel definition
 //! (`varad::image::reference`), measured in the same run.
 //!
-//! `cargo bench --bench preprocess`; prints milliseconds per image (median) and the ratio.
+//! `cargo bench --bench preprocess [-- FILTER]`; prints milliseconds per image (median)
+//! and the ratio, for the cases whose name contains FILTER (e.g. `Mono16`).
 
 use std::time::Instant;
 
@@ -57,7 +58,15 @@ fn main() {
     ];
     let spec = InputSpec::new(1024, 1024);
     let mut out = vec![0.0f32; spec.buffer_len().unwrap()];
+    // Cargo passes `--bench` to harness-less benches; anything else filters the cases.
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     for (name, w, h, format) in cases {
+        if !filter.iter().all(|f| name.contains(f.as_str())) {
+            continue;
+        }
         let mut s = 0x9E37_79B9u32;
         let data: Vec<u8> = (0..w * h * format.bytes_per_pixel())
             .map(|_| {
