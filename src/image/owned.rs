@@ -7,12 +7,24 @@ use crate::{Error, ErrorKind, Result};
 ///
 /// The fields are private so that `data` always matches the size and format, which
 /// lets [`OwnedImage::view`] be infallible.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct OwnedImage {
     width: u32,
     height: u32,
     format: PixelFormat,
     data: Vec<u8>,
+}
+
+// By hand, so that logging an image prints its size, not megabytes of pixels.
+impl std::fmt::Debug for OwnedImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedImage")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("format", &self.format)
+            .field("bytes", &self.data.len())
+            .finish()
+    }
 }
 
 impl OwnedImage {

@@ -59,8 +59,8 @@ pub fn to_backbone_input(
 }
 
 /// Output rows per parallel task. Each band resizes horizontally just the image rows it
-/// needs, into a buffer small enough to stay in cache (a few hundred KiB for a camera
-/// frame), instead of one image-sized intermediate; the rows a band shares with its
+/// needs, into a buffer small enough to stay in cache (about half a MiB for an RGB camera
+/// frame to 1024 x 1024), instead of one image-sized intermediate; the rows a band shares with its
 /// neighbour (the filter's overlap, 1 or 2 of the 30-odd a band reads when shrinking a
 /// camera frame to 1024) are the price, and it is small at 16.
 const BAND_ROWS: usize = 16;

@@ -11,13 +11,26 @@ use crate::{Error, ErrorKind, Result};
 /// `cv::Mat` steps, camera line padding, a region of interest inside a larger image);
 /// they are never read. The last row needs no padding: a view needs
 /// `stride * (height - 1) + width * bytes_per_pixel` bytes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct ImageView<'a> {
     data: &'a [u8],
     width: u32,
     height: u32,
     stride: usize,
     format: PixelFormat,
+}
+
+// By hand, so that logging a view prints its geometry, not megabytes of pixels.
+impl std::fmt::Debug for ImageView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageView")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("stride", &self.stride)
+            .field("format", &self.format)
+            .field("data", &self.data.as_ptr())
+            .finish()
+    }
 }
 
 /// The number of bytes a view with this geometry reads, after checking the geometry.
@@ -95,6 +108,8 @@ impl<'a> ImageView<'a> {
     ///
     /// Checks everything [`ImageView::new`] checks that can be checked without knowing
     /// the buffer's length, and that `ptr` is not null ([`ErrorKind::InvalidImage`]).
+    /// Sizes from an untrusted caller should pass [`ImageLimits::check`] first, so that
+    /// an absurd width or height fails before a slice of that size is formed.
     ///
     /// # Safety
     ///
@@ -240,6 +255,17 @@ mod tests {
         let v = ImageView::new(&buf, 3, 3, 7, PixelFormat::Mono8).unwrap();
         assert_eq!(v.row(0), &[0, 1, 2]);
         assert_eq!(v.row(2), &[14, 15, 16]);
+    }
+
+    #[test]
+    fn debug_shows_geometry_not_pixels() {
+        let buf = [7u8; 64];
+        let v = ImageView::packed(&buf, 8, 8, PixelFormat::Mono8).unwrap();
+        let s = format!("{v:?}");
+        assert!(
+            s.contains("width: 8") && s.contains("Mono8") && !s.contains("7, 7"),
+            "{s}"
+        );
     }
 
     #[test]
