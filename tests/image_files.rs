@@ -13,9 +13,8 @@ struct TempFile(PathBuf);
 
 impl TempFile {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("varad-image-files-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempFile(dir.join(name))
+        let file = format!("varad-image-files-{}-{name}", std::process::id());
+        TempFile(std::env::temp_dir().join(file))
     }
     fn path(&self) -> &Path {
         &self.0
