@@ -142,8 +142,7 @@ impl AxisWeights {
             .iter()
             .enumerate()
         {
-            // Padding taps are exact zeros; skipping them also keeps an identity resize an
-            // exact copy.
+            // Padding taps (exact zeros) would add nothing but work.
             if w == 0.0 {
                 continue;
             }
