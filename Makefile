@@ -30,7 +30,7 @@ test: setup lint header-check test-header test-rust test-c test-python
 	@echo "make test: all checks passed"
 
 test-rust:
-	$(CARGO) test --all-targets
+	VARAD_REQUIRE_BACKBONES=1 $(CARGO) test --all-targets
 
 test-python:
 	@if [ -d scripts/tests ]; then $(PY) -m pytest scripts/tests -q; else echo "no Python tests yet"; fi

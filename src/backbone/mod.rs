@@ -4,6 +4,8 @@
 pub mod contract;
 pub mod runtime;
 mod session;
+mod tokenizer;
 
 pub use contract::{BackboneSpec, OutputLevel};
 pub use session::{ActiveDevice, Backbone, BackboneIdentity, BackboneOptions, FeatureMap};
+pub use tokenizer::{Tokenizer, Tokens};
