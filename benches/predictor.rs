@@ -97,11 +97,16 @@ fn ort_library() -> Option<std::path::PathBuf> {
     if let Ok(p) = std::env::var("ORT_DYLIB_PATH") {
         return Some(p.into());
     }
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/venv/lib/python3.11/site-packages/onnxruntime/capi");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".deps/venv/lib/python3.11/site-packages/onnxruntime/capi");
     let mut found: Vec<_> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so.")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so."))
+        })
         .collect();
     found.sort();
     found.pop()
@@ -169,7 +174,10 @@ fn matmul_onnx(m: usize, k: usize, n: usize) -> Vec<u8> {
 /// Seconds per ONNX Runtime MatMul run on `[m, k] x [k, n]` with 2 intra-op threads.
 fn ort_matmul_seconds(m: usize, k: usize, n: usize) -> Result<f64, String> {
     let lib = ort_library().ok_or("ONNX Runtime library not found (set ORT_DYLIB_PATH)")?;
-    let env = ort::init_from(&lib).map_err(|e| e.to_string())?.build().map_err(|e| e.to_string())?;
+    let env = ort::init_from(&lib)
+        .map_err(|e| e.to_string())?
+        .build()
+        .map_err(|e| e.to_string())?;
     let mut session = ort::session::Session::builder(&env)
         .map_err(|e| e.to_string())?
         .with_intra_threads(2)
@@ -178,13 +186,23 @@ fn ort_matmul_seconds(m: usize, k: usize, n: usize) -> Result<f64, String> {
         .map_err(|e| e.to_string())?
         .commit_from_memory(&matmul_onnx(m, k, n))
         .map_err(|e| e.to_string())?;
-    let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
-    let b: Vec<f32> = (0..k * n).map(|i| ((i * 104_729) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let a: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    let b: Vec<f32> = (0..k * n)
+        .map(|i| ((i * 104_729) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
     let mut run = || -> Result<(), String> {
-        let ta = ort::value::TensorRef::from_array_view(([m, k], &*a)).map_err(|e| e.to_string())?;
-        let tb = ort::value::TensorRef::from_array_view(([k, n], &*b)).map_err(|e| e.to_string())?;
-        let out = session.run(ort::inputs!["A" => ta, "B" => tb]).map_err(|e| e.to_string())?;
-        let (_, y) = out["Y"].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+        let ta =
+            ort::value::TensorRef::from_array_view(([m, k], &*a)).map_err(|e| e.to_string())?;
+        let tb =
+            ort::value::TensorRef::from_array_view(([k, n], &*b)).map_err(|e| e.to_string())?;
+        let out = session
+            .run(ort::inputs!["A" => ta, "B" => tb])
+            .map_err(|e| e.to_string())?;
+        let (_, y) = out["Y"]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| e.to_string())?;
         assert_eq!(y.len(), m * n);
         Ok(())
     };
@@ -201,14 +219,26 @@ fn ort_matmul_seconds(m: usize, k: usize, n: usize) -> Result<f64, String> {
 fn main() {
     let (batch, len) = (4usize, 73 * 73);
     let cfg = PredictorConfig::new(384);
-    let (c, di, n, r, k) = (cfg.d_model, cfg.d_inner(), cfg.d_state, cfg.dt_rank, cfg.d_conv);
+    let (c, di, n, r, k) = (
+        cfg.d_model,
+        cfg.d_inner(),
+        cfg.d_state,
+        cfg.dt_rank,
+        cfg.d_conv,
+    );
     let rows = batch * len;
     let p = Predictor::init(cfg, 1).unwrap();
     let input: Vec<f32> = (0..rows * c).map(|i| ((i as f32) * 0.618).sin()).collect();
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
 
     let gemm = |m: usize, n: usize, k: usize| 2.0 * (m * n * k) as f64;
-    let fwd_flops = gemm(rows, 2 * di, c) + gemm(rows, r + 2 * n, di) + gemm(rows, di, r) + gemm(rows, c, di)
+    let fwd_flops = gemm(rows, 2 * di, c)
+        + gemm(rows, r + 2 * n, di)
+        + gemm(rows, di, r)
+        + gemm(rows, c, di)
         + 2.0 * (rows * di * k) as f64
         + 7.0 * (rows * di * n) as f64;
     println!("shape: B {batch}, L {len}, C {c}, Di {di}, N {n}, R {r}, d_conv {k}; 2 threads; medians of {REPS}");
@@ -219,9 +249,15 @@ fn main() {
 
     // Our GEMM on the in_proj shape, for reference next to ONNX Runtime's.
     let in_flops = gemm(rows, 2 * di, c);
-    let w: Vec<f32> = (0..2 * di * c).map(|i| ((i * 104_729) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let w: Vec<f32> = (0..2 * di * c)
+        .map(|i| ((i * 104_729) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
     let mut xz = vec![0f32; rows * 2 * di];
-    let t_ours = pool.install(|| time(|| varad::predictor::gemm::linear(rows, c, 2 * di, &input, c, &w, 0.0, &mut xz, 2 * di)));
+    let t_ours = pool.install(|| {
+        time(|| {
+            varad::predictor::gemm::linear(rows, c, 2 * di, &input, c, &w, 0.0, &mut xz, 2 * di)
+        })
+    });
     drop(xz);
     println!(
         "in_proj GEMM [{rows}, {c}] x [{c}, {}], matrixmultiply over rayon: {:.1} ms, {:.1} GFLOP/s",
@@ -231,7 +267,11 @@ fn main() {
     );
     let ort = ort_matmul_seconds(rows, c, 2 * di);
     match &ort {
-        Ok(t) => println!("in_proj GEMM, ONNX Runtime MatMul (2 intra-op threads): {:.1} ms, {:.1} GFLOP/s", t * 1e3, in_flops / t / 1e9),
+        Ok(t) => println!(
+            "in_proj GEMM, ONNX Runtime MatMul (2 intra-op threads): {:.1} ms, {:.1} GFLOP/s",
+            t * 1e3,
+            in_flops / t / 1e9
+        ),
         Err(e) => println!("ONNX Runtime MatMul not measured: {e}"),
     }
 
@@ -254,7 +294,10 @@ fn main() {
             added = added.max(PEAK.load(Ordering::Relaxed) - before);
         })
     });
-    println!("training step (forward_train + backward): {:.1} ms", t_train * 1e3);
+    println!(
+        "training step (forward_train + backward): {:.1} ms",
+        t_train * 1e3
+    );
 
     println!();
     match ort {
@@ -264,8 +307,16 @@ fn main() {
             in_flops / t / 1e9,
             fwd_gflops / (in_flops / t / 1e9)
         ),
-        Err(_) => println!("1. forward GFLOP/s / ORT MatMul GFLOP/s: not measured (no ONNX Runtime)"),
+        Err(_) => {
+            println!("1. forward GFLOP/s / ORT MatMul GFLOP/s: not measured (no ONNX Runtime)")
+        }
     }
-    println!("2. training step / forward = {:.2} (target <= 3)", t_train / t_fwd);
-    println!("3. peak memory added by a training step = {:.0} MB (target <= 1000 MB)", added as f64 / 1e6);
+    println!(
+        "2. training step / forward = {:.2} (target <= 3)",
+        t_train / t_fwd
+    );
+    println!(
+        "3. peak memory added by a training step = {:.0} MB (target <= 1000 MB)",
+        added as f64 / 1e6
+    );
 }
