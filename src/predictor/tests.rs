@@ -128,6 +128,7 @@ fn check_gradients(cfg: PredictorConfig, b: usize, l: usize, seed: u64, every_en
             worst = worst.max(e);
         }
     }
+    eprintln!("{cfg:?} B {b} L {l}: worst relative error {worst:.1e}");
     worst
 }
 
