@@ -1,1 +1,331 @@
-//! The Mamba predictor: forward, backward, selective scan, initialisation, weights.
+//! The Mamba predictor: `n_layers` residual blocks `x <- x + Mixer(RMSNorm(x))` over token
+//! sequences, forward and backward, on CPU (DESIGN.md, "Numerical contract of the
+//! predictor").
+//!
+//! # Use
+//!
+//! ```
+//! use varad::predictor::{Predictor, PredictorConfig};
+//! let cfg = PredictorConfig::new(8); // d_model = 8, mamba_ssm's other defaults
+//! let p = Predictor::init(cfg, 42).unwrap();
+//! let (batch, len) = (2, 5);
+//! let input = vec![0.1f32; batch * len * 8]; // [B, L, C], row-major
+//! let out = p.forward(&input, batch, len).unwrap();
+//!
+//! // Training: the tape holds what the backward needs.
+//! let (out2, tape) = p.forward_train(&input, batch, len).unwrap();
+//! assert_eq!(out, out2);
+//! let grad_out = vec![1.0f32; out.len()];
+//! let (grad_in, grads) = p.backward(&tape, &grad_out).unwrap();
+//! assert_eq!(grad_in.len(), input.len());
+//! assert!(grads.get("layers.0.mixer.A_log").is_some());
+//! ```
+//!
+//! - [`Predictor`] holds only the weights and is `Send + Sync`: share one (e.g. in an
+//!   `Arc`) between threads and call [`Predictor::forward`] from all of them at once;
+//!   every call allocates its own scratch buffers.
+//! - Sequences are causal: output position `l` depends on inputs `0..=l` only.
+//! - Training: [`Predictor::forward_train`] returns the output and a [`Tape`];
+//!   [`Predictor::backward`] turns `dL/d(output)` into `dL/d(input)` and [`Gradients`]
+//!   with the same names as the weights. An optimizer walks
+//!   [`Predictor::params_mut`] and looks each name up with [`Gradients::get`].
+//! - Weights: [`Predictor::tensors`] lists `(name, shape, data)` for safetensors, and
+//!   [`Predictor::from_tensors`] loads them back, checking every name and shape. Names are
+//!   `layers.{n}.norm.weight` and `layers.{n}.mixer.{in_proj.weight, conv1d.weight,
+//!   conv1d.bias, x_proj.weight, dt_proj.weight, dt_proj.bias, A_log, D, out_proj.weight}`
+//!   (the model prefixes `predictors.{h}.`).
+//! - Threads: all parallel work runs on rayon's *current* pool. To control the thread
+//!   count, call inside your own pool: `pool.install(|| p.forward(...))`.
+//! - Numbers: `f32` storage and arithmetic. The same code runs in `f64`
+//!   (`Predictor<f64>`, via [`Predictor::cast`]), which the gradient tests use.
+//! - Training memory: the scan keeps its state only every [`mixer::CHUNK`] steps and
+//!   recomputes in between, so a step needs `O(B L Di)` memory, not `O(B L Di N)`.
+
+mod config;
+pub mod conv;
+pub mod float;
+pub mod gemm;
+pub mod init;
+pub mod mixer;
+pub mod rmsnorm;
+pub mod rng;
+pub mod scan;
+pub mod weights;
+
+pub use config::PredictorConfig;
+pub use float::Float;
+pub use weights::{LayerParams, NAMES};
+
+use crate::{Error, ErrorKind, Result};
+
+/// A Mamba predictor's weights. Immutable during inference, so one instance serves any
+/// number of threads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Predictor<T = f32> {
+    cfg: PredictorConfig,
+    layers: Vec<LayerParams<T>>,
+}
+
+/// What [`Predictor::backward`] needs from a [`Predictor::forward_train`] call.
+#[derive(Debug, Clone)]
+pub struct Tape<T = f32> {
+    batch: usize,
+    len: usize,
+    layers: Vec<mixer::LayerTape<T>>,
+}
+
+impl<T: Float> Tape<T> {
+    /// Bytes held by the tape (for memory accounting by callers).
+    pub fn bytes(&self) -> usize {
+        let per = |l: &mixer::LayerTape<T>| {
+            l.input.len()
+                + l.rstd.len()
+                + l.xz.len()
+                + l.u.len()
+                + l.xdbl.len()
+                + l.delta.len()
+                + l.ckpt.len()
+        };
+        self.layers.iter().map(per).sum::<usize>() * std::mem::size_of::<T>()
+    }
+}
+
+/// Gradients of a loss with respect to every parameter, under the parameters' names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gradients<T = f32> {
+    layers: Vec<LayerParams<T>>,
+}
+
+impl<T: Float> Gradients<T> {
+    /// The gradient of the parameter called `name` (as in [`Predictor::tensors`]).
+    pub fn get(&self, name: &str) -> Option<&[T]> {
+        let (layer, i) = parse_name(name)?;
+        self.layers.get(layer).map(|l| l.tensors()[i])
+    }
+
+    /// Every `(name, gradient)`, in the order of [`Predictor::tensors`].
+    pub fn iter(&self) -> impl Iterator<Item = (String, &[T])> {
+        self.layers.iter().enumerate().flat_map(|(n, l)| {
+            l.tensors()
+                .into_iter()
+                .enumerate()
+                .map(move |(i, t)| (weights::full_name(n, i), t))
+        })
+    }
+}
+
+/// `layers.{n}.{suffix}` -> `(n, index of suffix in NAMES)`.
+fn parse_name(name: &str) -> Option<(usize, usize)> {
+    let rest = name.strip_prefix("layers.")?;
+    let (n, suffix) = rest.split_once('.')?;
+    let n: usize = n.parse().ok()?;
+    let i = NAMES.iter().position(|s| *s == suffix)?;
+    Some((n, i))
+}
+
+impl Predictor<f32> {
+    /// A predictor initialised as mamba_ssm does (see [`init::layer`]), deterministic in
+    /// `seed`.
+    pub fn init(cfg: PredictorConfig, seed: u64) -> Result<Self> {
+        cfg.validate()?;
+        let mut rng = rng::SplitMix64::new(seed);
+        let layers = (0..cfg.n_layers)
+            .map(|_| init::layer(&cfg, &mut rng))
+            .collect();
+        Ok(Predictor { cfg, layers })
+    }
+
+    /// Loads the weights through `lookup(name) -> (shape, data)`. Checks that every tensor
+    /// is present with the shape `cfg` implies; the error lists every missing name and
+    /// every mismatched shape, not only the first.
+    pub fn from_tensors(
+        cfg: PredictorConfig,
+        lookup: impl Fn(&str) -> Option<(Vec<usize>, Vec<f32>)>,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let shapes = LayerParams::<f32>::shapes(&cfg);
+        let mut problems = Vec::new();
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for n in 0..cfg.n_layers {
+            let mut layer = LayerParams::<f32>::zeros(&cfg);
+            for (i, slot) in layer.tensors_mut().into_iter().enumerate() {
+                let name = weights::full_name(n, i);
+                match lookup(&name) {
+                    None => problems.push(format!("{name} is missing")),
+                    Some((shape, data)) => {
+                        if shape != shapes[i] {
+                            problems.push(format!(
+                                "{name} has shape {shape:?}, expected {:?}",
+                                shapes[i]
+                            ));
+                        } else if data.len() != slot.len() {
+                            problems.push(format!(
+                                "{name} has {} values, its shape {shape:?} needs {}",
+                                data.len(),
+                                slot.len()
+                            ));
+                        } else if let Some(bad) = data.iter().position(|v| !v.is_finite()) {
+                            problems
+                                .push(format!("{name} holds a non-finite value at index {bad}"));
+                        } else {
+                            *slot = data;
+                        }
+                    }
+                }
+            }
+            layers.push(layer);
+        }
+        if problems.is_empty() {
+            Ok(Predictor { cfg, layers })
+        } else {
+            Err(Error::new(
+                ErrorKind::ModelFile,
+                format!(
+                    "predictor weights do not match the configuration: {}",
+                    problems.join("; ")
+                ),
+            ))
+        }
+    }
+}
+
+impl<T: Float> Predictor<T> {
+    /// The configuration.
+    pub fn config(&self) -> &PredictorConfig {
+        &self.cfg
+    }
+
+    /// The same weights in another float type (`f64` for gradient checks).
+    pub fn cast<U: Float>(&self) -> Predictor<U> {
+        Predictor {
+            cfg: self.cfg,
+            layers: self.layers.iter().map(|l| l.cast()).collect(),
+        }
+    }
+
+    /// Every `(name, shape, data)`, in a stable order, ready for a safetensors writer.
+    pub fn tensors(&self) -> Vec<(String, Vec<usize>, &[T])> {
+        let shapes = LayerParams::<T>::shapes(&self.cfg);
+        self.layers
+            .iter()
+            .enumerate()
+            .flat_map(|(n, l)| {
+                let shapes = shapes.clone();
+                l.tensors()
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(i, t)| (weights::full_name(n, i), shapes[i].clone(), t))
+            })
+            .collect()
+    }
+
+    /// Every `(name, data)` mutable, for an optimizer (pair each with
+    /// [`Gradients::get`]`(name)`).
+    pub fn params_mut(&mut self) -> Vec<(String, &mut [T])> {
+        self.layers
+            .iter_mut()
+            .enumerate()
+            .flat_map(|(n, l)| {
+                l.tensors_mut()
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(i, t)| (weights::full_name(n, i), t.as_mut_slice()))
+            })
+            .collect()
+    }
+
+    fn check_input(&self, input_len: usize, batch: usize, len: usize) -> Result<usize> {
+        let rows = batch
+            .checked_mul(len)
+            .ok_or_else(|| Error::config("predictor batch * len overflows"))?;
+        let want = rows
+            .checked_mul(self.cfg.d_model)
+            .ok_or_else(|| Error::config("predictor input size overflows"))?;
+        if input_len != want {
+            return Err(Error::config(format!(
+                "predictor input has {input_len} values, expected batch {batch} x len {len} x d_model {} = {want}",
+                self.cfg.d_model
+            )));
+        }
+        Ok(rows)
+    }
+
+    /// Inference over `batch` sequences of `len` tokens: `input` is `[batch, len, C]`
+    /// row-major; returns the output in the same layout.
+    pub fn forward(&self, input: &[T], batch: usize, len: usize) -> Result<Vec<T>> {
+        let mut out = input.to_vec();
+        self.forward_in_place(&mut out, batch, len)?;
+        Ok(out)
+    }
+
+    /// [`Predictor::forward`] over a caller's buffer: on entry the input, on return the
+    /// output (saves one copy of `[B, L, C]`).
+    pub fn forward_in_place(&self, x: &mut [T], batch: usize, len: usize) -> Result<()> {
+        self.check_input(x.len(), batch, len)?;
+        if x.is_empty() {
+            return Ok(());
+        }
+        for l in &self.layers {
+            mixer::forward(&self.cfg, l, x, batch, len);
+        }
+        Ok(())
+    }
+
+    /// Training forward: the output (same as [`Predictor::forward`]) and the tape for
+    /// [`Predictor::backward`].
+    pub fn forward_train(
+        &self,
+        input: &[T],
+        batch: usize,
+        len: usize,
+    ) -> Result<(Vec<T>, Tape<T>)> {
+        self.check_input(input.len(), batch, len)?;
+        let mut x = input.to_vec();
+        let mut tapes = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            let (out, tape) = mixer::forward_train(&self.cfg, l, x, batch, len);
+            tapes.push(tape);
+            x = out;
+        }
+        Ok((
+            x,
+            Tape {
+                batch,
+                len,
+                layers: tapes,
+            },
+        ))
+    }
+
+    /// Backward: given `dL/d(output)` (`[B, L, C]`), returns `dL/d(input)` and the
+    /// parameter gradients.
+    pub fn backward(&self, tape: &Tape<T>, grad_output: &[T]) -> Result<(Vec<T>, Gradients<T>)> {
+        let rows = self.check_input(grad_output.len(), tape.batch, tape.len)?;
+        if tape.layers.len() != self.layers.len() {
+            return Err(Error::invalid_argument(format!(
+                "tape has {} layers, predictor {}",
+                tape.layers.len(),
+                self.layers.len()
+            )));
+        }
+        let mut g = grad_output.to_vec();
+        let mut grads: Vec<LayerParams<T>> = (0..self.layers.len())
+            .map(|_| LayerParams::zeros(&self.cfg))
+            .collect();
+        if rows > 0 {
+            for ((l, t), gl) in self
+                .layers
+                .iter()
+                .zip(&tape.layers)
+                .zip(grads.iter_mut())
+                .rev()
+            {
+                mixer::backward(&self.cfg, l, t, tape.batch, tape.len, &mut g, gl);
+            }
+        }
+        Ok((g, Gradients { layers: grads }))
+    }
+}
+
+#[cfg(test)]
+mod tests;

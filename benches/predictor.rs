@@ -1,0 +1,322 @@
+//! Predictor benchmark at the paper's 1024 x 1024 grid: B = 4 sequences of L = 73 x 73 =
+//! 5329 tokens, C = 384 (DINOv2 ViT-S), Di = 768, N = 16, R = 24, one block, 2 threads.
+//!
+//! Prints three figures:
+//! 1. forward GFLOP/s over the GFLOP/s of ONNX Runtime's MatMul on the in_proj shape
+//!    `[B*L, C] x [C, 2 Di]` measured in the same run (target >= 0.5);
+//! 2. training step (forward_train + backward) time over forward time (target <= 3);
+//! 3. peak memory a training step adds, from a counting global allocator (target <= 1 GB).
+//!
+//! FLOP count of the forward (what "GFLOP/s" means here): `2 m n k` for each of the four
+//! GEMMs (in_proj, x_proj, dt_proj, out_proj), plus `2 * rows * Di * d_conv` for the
+//! causal conv, plus `7 * rows * Di * N` for the scan (per state entry: `dt*A`, `exp`,
+//! `decay*h`, `dt*x*B`, the add, `C*h` and its accumulation). RMSNorm, softplus and the
+//! SiLUs are not counted.
+//!
+//! Run: `cargo bench --bench predictor`. ONNX Runtime comes from `ORT_DYLIB_PATH`, else
+//! from `.deps/venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.*`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use varad::predictor::{Predictor, PredictorConfig};
+
+/// Counts live and peak heap bytes.
+struct Counting;
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; only adds bookkeeping.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, forwarded.
+        let p = unsafe { System.alloc(l) };
+        if !p.is_null() {
+            let now = CURRENT.fetch_add(l.size(), Ordering::Relaxed) + l.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { System.dealloc(p, l) };
+        CURRENT.fetch_sub(l.size(), Ordering::Relaxed);
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, forwarded.
+        let p = unsafe { System.alloc_zeroed(l) };
+        if !p.is_null() {
+            let now = CURRENT.fetch_add(l.size(), Ordering::Relaxed) + l.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        // SAFETY: the caller's contract, forwarded.
+        let q = unsafe { System.realloc(p, l, new) };
+        if !q.is_null() {
+            if new >= l.size() {
+                let now = CURRENT.fetch_add(new - l.size(), Ordering::Relaxed) + new - l.size();
+                PEAK.fetch_max(now, Ordering::Relaxed);
+            } else {
+                CURRENT.fetch_sub(l.size() - new, Ordering::Relaxed);
+            }
+        }
+        q
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+const REPS: usize = 5;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Median seconds of `REPS` runs after one warm-up.
+fn time(mut f: impl FnMut()) -> f64 {
+    f();
+    median(
+        (0..REPS)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+/// Finds the ONNX Runtime shared library (the lead will swap this for
+/// `varad::backbone::runtime`).
+fn ort_library() -> Option<std::path::PathBuf> {
+    if let Ok(p) = std::env::var("ORT_DYLIB_PATH") {
+        return Some(p.into());
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".deps/venv/lib/python3.11/site-packages/onnxruntime/capi");
+    let mut found: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so."))
+        })
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// Protocol-buffer encoding, just enough for a one-node ONNX model.
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+fn field_int(tag: u64, v: u64, out: &mut Vec<u8>) {
+    varint(tag << 3, out);
+    varint(v, out);
+}
+fn field_bytes(tag: u64, b: &[u8], out: &mut Vec<u8>) {
+    varint((tag << 3) | 2, out);
+    varint(b.len() as u64, out);
+    out.extend_from_slice(b);
+}
+
+/// An ONNX model `Y = MatMul(A, B)` with `A [m, k]` and `B [k, n]` as graph inputs.
+fn matmul_onnx(m: usize, k: usize, n: usize) -> Vec<u8> {
+    let value_info = |name: &str, dims: &[usize]| {
+        let mut shape = Vec::new();
+        for &d in dims {
+            let mut dim = Vec::new();
+            field_int(1, d as u64, &mut dim); // Dimension.dim_value
+            field_bytes(1, &dim, &mut shape); // TensorShapeProto.dim
+        }
+        let mut tensor = Vec::new();
+        field_int(1, 1, &mut tensor); // elem_type FLOAT
+        field_bytes(2, &shape, &mut tensor);
+        let mut ty = Vec::new();
+        field_bytes(1, &tensor, &mut ty); // TypeProto.tensor_type
+        let mut vi = Vec::new();
+        field_bytes(1, name.as_bytes(), &mut vi);
+        field_bytes(2, &ty, &mut vi);
+        vi
+    };
+    let mut node = Vec::new();
+    field_bytes(1, b"A", &mut node);
+    field_bytes(1, b"B", &mut node);
+    field_bytes(2, b"Y", &mut node);
+    field_bytes(3, b"matmul", &mut node);
+    field_bytes(4, b"MatMul", &mut node);
+    let mut graph = Vec::new();
+    field_bytes(1, &node, &mut graph);
+    field_bytes(2, b"bench", &mut graph);
+    field_bytes(11, &value_info("A", &[m, k]), &mut graph);
+    field_bytes(11, &value_info("B", &[k, n]), &mut graph);
+    field_bytes(12, &value_info("Y", &[m, n]), &mut graph);
+    let mut opset = Vec::new();
+    field_bytes(1, b"", &mut opset);
+    field_int(2, 13, &mut opset);
+    let mut model = Vec::new();
+    field_int(1, 8, &mut model); // ir_version
+    field_bytes(8, &opset, &mut model);
+    field_bytes(7, &graph, &mut model);
+    model
+}
+
+/// Seconds per ONNX Runtime MatMul run on `[m, k] x [k, n]` with 2 intra-op threads.
+fn ort_matmul_seconds(m: usize, k: usize, n: usize) -> Result<f64, String> {
+    let lib = ort_library().ok_or("ONNX Runtime library not found (set ORT_DYLIB_PATH)")?;
+    let env = ort::init_from(&lib)
+        .map_err(|e| e.to_string())?
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut session = ort::session::Session::builder(&env)
+        .map_err(|e| e.to_string())?
+        .with_intra_threads(2)
+        .map_err(|e| e.to_string())?
+        .with_inter_threads(1)
+        .map_err(|e| e.to_string())?
+        .commit_from_memory(&matmul_onnx(m, k, n))
+        .map_err(|e| e.to_string())?;
+    let a: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    let b: Vec<f32> = (0..k * n)
+        .map(|i| ((i * 104_729) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    let mut run = || -> Result<(), String> {
+        let ta =
+            ort::value::TensorRef::from_array_view(([m, k], &*a)).map_err(|e| e.to_string())?;
+        let tb =
+            ort::value::TensorRef::from_array_view(([k, n], &*b)).map_err(|e| e.to_string())?;
+        let out = session
+            .run(ort::inputs!["A" => ta, "B" => tb])
+            .map_err(|e| e.to_string())?;
+        let (_, y) = out["Y"]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| e.to_string())?;
+        assert_eq!(y.len(), m * n);
+        Ok(())
+    };
+    run()?;
+    let mut ts = Vec::new();
+    for _ in 0..REPS {
+        let t = Instant::now();
+        run()?;
+        ts.push(t.elapsed().as_secs_f64());
+    }
+    Ok(median(ts))
+}
+
+fn main() {
+    let (batch, len) = (4usize, 73 * 73);
+    let cfg = PredictorConfig::new(384);
+    let (c, di, n, r, k) = (
+        cfg.d_model,
+        cfg.d_inner(),
+        cfg.d_state,
+        cfg.dt_rank,
+        cfg.d_conv,
+    );
+    let rows = batch * len;
+    let p = Predictor::init(cfg, 1).unwrap();
+    let input: Vec<f32> = (0..rows * c).map(|i| ((i as f32) * 0.618).sin()).collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+
+    let gemm = |m: usize, n: usize, k: usize| 2.0 * (m * n * k) as f64;
+    let fwd_flops = gemm(rows, 2 * di, c)
+        + gemm(rows, r + 2 * n, di)
+        + gemm(rows, di, r)
+        + gemm(rows, c, di)
+        + 2.0 * (rows * di * k) as f64
+        + 7.0 * (rows * di * n) as f64;
+    println!("shape: B {batch}, L {len}, C {c}, Di {di}, N {n}, R {r}, d_conv {k}; 2 threads; medians of {REPS}");
+    println!(
+        "forward FLOPs: {:.2} G (2mnk per GEMM + 2*rows*Di*d_conv conv + 7*rows*Di*N scan)",
+        fwd_flops / 1e9
+    );
+
+    // Our GEMM on the in_proj shape, for reference next to ONNX Runtime's.
+    let in_flops = gemm(rows, 2 * di, c);
+    let w: Vec<f32> = (0..2 * di * c)
+        .map(|i| ((i * 104_729) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    let mut xz = vec![0f32; rows * 2 * di];
+    let t_ours = pool.install(|| {
+        time(|| {
+            varad::predictor::gemm::linear(rows, c, 2 * di, &input, c, &w, 0.0, &mut xz, 2 * di)
+        })
+    });
+    drop(xz);
+    println!(
+        "in_proj GEMM [{rows}, {c}] x [{c}, {}], matrixmultiply over rayon: {:.1} ms, {:.1} GFLOP/s",
+        2 * di,
+        t_ours * 1e3,
+        in_flops / t_ours / 1e9
+    );
+    let ort = ort_matmul_seconds(rows, c, 2 * di);
+    match &ort {
+        Ok(t) => println!(
+            "in_proj GEMM, ONNX Runtime MatMul (2 intra-op threads): {:.1} ms, {:.1} GFLOP/s",
+            t * 1e3,
+            in_flops / t / 1e9
+        ),
+        Err(e) => println!("ONNX Runtime MatMul not measured: {e}"),
+    }
+
+    let t_fwd = pool.install(|| {
+        time(|| {
+            std::hint::black_box(p.forward(&input, batch, len).unwrap());
+        })
+    });
+    let fwd_gflops = fwd_flops / t_fwd / 1e9;
+    println!("forward: {:.1} ms, {:.1} GFLOP/s", t_fwd * 1e3, fwd_gflops);
+
+    let mut added = 0usize;
+    let t_train = pool.install(|| {
+        time(|| {
+            let before = CURRENT.load(Ordering::Relaxed);
+            PEAK.store(before, Ordering::Relaxed);
+            let (out, tape) = p.forward_train(&input, batch, len).unwrap();
+            let (gx, grads) = p.backward(&tape, &out).unwrap();
+            std::hint::black_box((gx, grads));
+            added = added.max(PEAK.load(Ordering::Relaxed) - before);
+        })
+    });
+    println!(
+        "training step (forward_train + backward): {:.1} ms",
+        t_train * 1e3
+    );
+
+    println!();
+    match ort {
+        Ok(t) => println!(
+            "1. forward GFLOP/s / ORT MatMul GFLOP/s = {:.1} / {:.1} = {:.2} (target >= 0.5)",
+            fwd_gflops,
+            in_flops / t / 1e9,
+            fwd_gflops / (in_flops / t / 1e9)
+        ),
+        Err(_) => {
+            println!("1. forward GFLOP/s / ORT MatMul GFLOP/s: not measured (no ONNX Runtime)")
+        }
+    }
+    println!(
+        "2. training step / forward = {:.2} (target <= 3)",
+        t_train / t_fwd
+    );
+    println!(
+        "3. peak memory added by a training step = {:.0} MB (target <= 1000 MB)",
+        added as f64 / 1e6
+    );
+}

@@ -1,0 +1,215 @@
+//! The causal depthwise convolution `mixer.conv1d` (weight `[Di, 1, d_conv]`, bias `[Di]`)
+//! followed by SiLU, over token-major `[rows = B*L, Di]` data.
+//!
+//! torch pads `d_conv - 1` zeros on the left of each sequence and keeps the first `L`
+//! outputs, so `pre[t, d] = bias[d] + sum_k w[d, k] x[t + k - (d_conv - 1), d]`.
+//! Loops run over channels innermost (contiguous in memory) so they vectorise; the weight
+//! is transposed to `[d_conv, Di]` once per call for the same reason.
+
+use super::float::{silu, silu_and_grad, Float};
+use rayon::prelude::*;
+
+/// Rows per rayon task.
+const ROWS_PER_TASK: usize = 32;
+
+fn transpose<T: Float>(w: &[T], di: usize, kw: usize) -> Vec<T> {
+    let mut wt = vec![T::ZERO; di * kw];
+    for d in 0..di {
+        for k in 0..kw {
+            wt[k * di + d] = w[d * kw + k];
+        }
+    }
+    wt
+}
+
+/// Pre-activation of one output row `row` (sequence position `t`) into `acc`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn pre_row<T: Float>(
+    x: &[T],
+    ldx: usize,
+    wt: &[T],
+    bias: &[T],
+    row: usize,
+    t: usize,
+    kw: usize,
+    acc: &mut [T],
+) {
+    acc.copy_from_slice(bias);
+    let di = acc.len();
+    for k in 0..kw {
+        // Input position t + k - (kw - 1), skipped when it falls in the left padding.
+        if t + k + 1 < kw {
+            continue;
+        }
+        let src = &x[(row + k + 1 - kw) * ldx..][..di];
+        let wk = &wt[k * di..(k + 1) * di];
+        for d in 0..di {
+            acc[d] += wk[d] * src[d];
+        }
+    }
+}
+
+/// `u = silu(conv(x) + bias)`; `x` holds `len`-long sequences back to back with row
+/// stride `ldx` (the x half of in_proj's output), `u` is contiguous `[rows, di]`.
+pub fn forward<T: Float>(
+    x: &[T],
+    ldx: usize,
+    w: &[T],
+    bias: &[T],
+    len: usize,
+    kw: usize,
+    u: &mut [T],
+) {
+    let di = bias.len();
+    let wt = transpose(w, di, kw);
+    u.par_chunks_mut(di)
+        .enumerate()
+        .with_min_len(ROWS_PER_TASK)
+        .for_each(|(row, ur)| {
+            pre_row(x, ldx, &wt, bias, row, row % len, kw, ur);
+            for v in ur.iter_mut() {
+                *v = silu(*v);
+            }
+        });
+}
+
+/// Backward of [`forward`]. On entry `gu` holds `dL/du`; it is overwritten with
+/// `dL/dpre`. Writes `dL/dx` into `gx` (row stride `ldgx`) and adds the weight and bias
+/// gradients into `gw` (`[di, kw]`) and `gb`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward<T: Float>(
+    x: &[T],
+    ldx: usize,
+    w: &[T],
+    bias: &[T],
+    len: usize,
+    kw: usize,
+    gu: &mut [T],
+    gx: &mut [T],
+    ldgx: usize,
+    gw: &mut [T],
+    gb: &mut [T],
+) {
+    let di = bias.len();
+    let wt = transpose(w, di, kw);
+    // Pass 1: dL/dpre in place, and the weight/bias sums (per-task partials, reduced).
+    let (gwt, gbs) = gu
+        .par_chunks_mut(di)
+        .enumerate()
+        .with_min_len(ROWS_PER_TASK)
+        .fold(
+            || (vec![T::ZERO; kw * di], vec![T::ZERO; di], vec![T::ZERO; di]),
+            |(mut gwt, mut gbs, mut pre), (row, gr)| {
+                let t = row % len;
+                pre_row(x, ldx, &wt, bias, row, t, kw, &mut pre);
+                for d in 0..di {
+                    gr[d] *= silu_and_grad(pre[d]).1;
+                    gbs[d] += gr[d];
+                }
+                for k in 0..kw {
+                    if t + k + 1 < kw {
+                        continue;
+                    }
+                    let src = &x[(row + k + 1 - kw) * ldx..][..di];
+                    let acc = &mut gwt[k * di..(k + 1) * di];
+                    for d in 0..di {
+                        acc[d] += gr[d] * src[d];
+                    }
+                }
+                (gwt, gbs, pre)
+            },
+        )
+        .map(|(a, b, _)| (a, b))
+        .reduce(
+            || (vec![T::ZERO; kw * di], vec![T::ZERO; di]),
+            |(mut a1, mut b1), (a2, b2)| {
+                a1.iter_mut().zip(&a2).for_each(|(p, q)| *p += *q);
+                b1.iter_mut().zip(&b2).for_each(|(p, q)| *p += *q);
+                (a1, b1)
+            },
+        );
+    for d in 0..di {
+        gb[d] += gbs[d];
+        for k in 0..kw {
+            gw[d * kw + k] += gwt[k * di + d];
+        }
+    }
+    // Pass 2: dL/dx[s] = sum_k w[k] dL/dpre[s + kw - 1 - k], a gather so rows are
+    // independent (a scatter would race between tasks).
+    let gpre: &[T] = gu;
+    let rows = gpre.len() / di;
+    gx.par_chunks_mut(ldgx)
+        .take(rows)
+        .enumerate()
+        .with_min_len(ROWS_PER_TASK)
+        .for_each(|(row, gxr)| {
+            let t = row % len;
+            let out = &mut gxr[..di];
+            out.iter_mut().for_each(|v| *v = T::ZERO);
+            for k in 0..kw {
+                let ahead = kw - 1 - k;
+                if t + ahead >= len {
+                    continue;
+                }
+                let src = &gpre[(row + ahead) * di..][..di];
+                let wk = &wt[k * di..(k + 1) * di];
+                for d in 0..di {
+                    out[d] += wk[d] * src[d];
+                }
+            }
+        });
+}
+
+/// The obvious per-element twin of [`forward`], in `f64`, for tests.
+pub fn forward_naive<T: Float>(
+    x: &[T],
+    ldx: usize,
+    w: &[T],
+    bias: &[T],
+    len: usize,
+    kw: usize,
+    u: &mut [T],
+) {
+    let di = bias.len();
+    let rows = u.len() / di;
+    for row in 0..rows {
+        let (b, t) = (row / len, row % len);
+        for d in 0..di {
+            let mut s = bias[d].to_f64();
+            for k in 0..kw {
+                let src = t as isize + k as isize - (kw as isize - 1);
+                if src >= 0 {
+                    s += w[d * kw + k].to_f64() * x[(b * len + src as usize) * ldx + d].to_f64();
+                }
+            }
+            u[row * di + d] = T::from_f64(s / (1.0 + (-s).exp()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::predictor::rng::SplitMix64;
+
+    #[test]
+    fn fast_conv_matches_naive() {
+        let mut rng = SplitMix64::new(11);
+        let (b, len, di, kw, ldx) = (3, 9, 70, 4, 150);
+        let x: Vec<f32> = (0..b * len * ldx)
+            .map(|_| rng.uniform(-2.0, 2.0) as f32)
+            .collect();
+        let w: Vec<f32> = (0..di * kw)
+            .map(|_| rng.uniform(-1.0, 1.0) as f32)
+            .collect();
+        let bias: Vec<f32> = (0..di).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+        let mut fast = vec![0f32; b * len * di];
+        let mut slow = fast.clone();
+        forward(&x, ldx, &w, &bias, len, kw, &mut fast);
+        forward_naive(&x, ldx, &w, &bias, len, kw, &mut slow);
+        for (p, q) in fast.iter().zip(&slow) {
+            assert!((p - q).abs() < 1e-5 * (1.0 + q.abs()), "{p} {q}");
+        }
+    }
+}

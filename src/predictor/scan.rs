@@ -1,0 +1,856 @@
+//! The fused selective scan of `mixer` and its memory-bounded backward.
+//!
+//! For each sequence `b` and channel `d`, with `A[d, n] = -exp(A_log[d, n])`:
+//! `h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t`, `y_t = <C_t, h_t> + D x_t`, and the output
+//! is `y_t * silu(z_t)`. Discretisation, state update, read-out and gating happen in one
+//! pass over `t`, with the state in registers/L1 and nothing allocated per step.
+//!
+//! Vectorisation: data are token-major (`[B*L, Di]`), so a block of `W = 16` adjacent
+//! channels is contiguous at every step. The kernel keeps the block's state as `N` rows
+//! of `W` lanes and vectorises each update over the channel lanes, looping over the `N`
+//! state entries. Vectorising over `N` instead would need a horizontal sum per channel and
+//! step for `<C_t, h_t>` (a shuffle tree every time); over channels the read-out is plain
+//! lane-wise multiply-adds. Each update is elementwise over `(n, d)`, so this is the same
+//! arithmetic either way: the state dimension is fully in vector registers, 16 x 16 per
+//! block. Remainder channels (when `Di` is not a multiple of 16) go through the same code
+//! with `W = 1`.
+//!
+//! Backward: the forward of training stores the state at the start of every chunk of
+//! `chunk` steps (`[B, L/chunk, N, Di]`). The backward walks the chunks last to first,
+//! recomputes the chunk's states from its checkpoint into a small per-task buffer
+//! (`chunk x N x W`, a few tens of KB), then walks it backwards. Memory is
+//! `O(B L Di)` for the per-step gradients plus `O(B Di N L / chunk)` for checkpoints.
+
+use super::float::{silu, silu_and_grad, Float};
+use super::gemm::SendPtr;
+use rayon::prelude::*;
+
+/// Channels per vector block.
+const W: usize = 16;
+
+/// Lanes kept per partial sum of `dL/dB`, `dL/dC`: a block folds its 16 channel lanes to
+/// 8 (one vector add) and the final 8-to-1 reduction happens once per channel group
+/// instead of once per block, which took a third of the backward kernel's time.
+const LANES: usize = 8;
+
+/// Sizes of one scan call.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanDims {
+    /// Sequences.
+    pub batch: usize,
+    /// Steps per sequence.
+    pub len: usize,
+    /// Channels (`Di`).
+    pub d_inner: usize,
+    /// State size (`N`).
+    pub d_state: usize,
+    /// Offset of `B` within a row of `x_dbl` (`dt_rank`); `C` follows `B`.
+    pub b_offset: usize,
+    /// Row stride of `x_dbl` (`dt_rank + 2 N`).
+    pub ld_xdbl: usize,
+    /// Steps between state checkpoints in training.
+    pub chunk: usize,
+}
+
+impl ScanDims {
+    /// Number of checkpoint chunks per sequence.
+    pub fn n_chunks(&self) -> usize {
+        self.len.div_ceil(self.chunk)
+    }
+
+    /// Length of the checkpoint buffer, `[B, n_chunks, N, Di]`.
+    pub fn ckpt_len(&self) -> usize {
+        self.batch * self.n_chunks() * self.d_state * self.d_inner
+    }
+
+    fn rows(&self) -> usize {
+        self.batch * self.len
+    }
+
+    /// The `(first channel, width)` of each vector block: full blocks, then single
+    /// channels for the remainder.
+    fn blocks(&self) -> Vec<(usize, usize)> {
+        let full = self.d_inner / W;
+        let mut v: Vec<_> = (0..full).map(|i| (i * W, W)).collect();
+        v.extend((full * W..self.d_inner).map(|d| (d, 1)));
+        v
+    }
+}
+
+/// Read-only inputs of a scan, all token-major with `rows = B*L`.
+#[derive(Clone, Copy)]
+pub struct ScanInputs<'a, T> {
+    /// `A_log`, `[Di, N]`.
+    pub a_log: &'a [T],
+    /// `D`, `[Di]`.
+    pub d: &'a [T],
+    /// `dt` after softplus, `[rows, Di]`.
+    pub delta: &'a [T],
+    /// `x_proj` output, `[rows, ld_xdbl]`; `B` and `C` are read from it.
+    pub xdbl: &'a [T],
+    /// The gate `z`, `[rows, ld_z]` (the z half of in_proj's output).
+    pub z: &'a [T],
+    /// Row stride of `z`.
+    pub ld_z: usize,
+}
+
+impl<T: Float> ScanInputs<'_, T> {
+    fn check(&self, s: &ScanDims) {
+        let rows = s.rows();
+        assert_eq!(self.a_log.len(), s.d_inner * s.d_state);
+        assert_eq!(self.d.len(), s.d_inner);
+        assert_eq!(self.delta.len(), rows * s.d_inner);
+        assert!(s.b_offset + 2 * s.d_state <= s.ld_xdbl);
+        assert!(self.xdbl.len() >= rows * s.ld_xdbl);
+        assert!(
+            self.ld_z >= s.d_inner
+                && (rows == 0 || self.z.len() >= (rows - 1) * self.ld_z + s.d_inner)
+        );
+        assert!(s.chunk > 0);
+    }
+
+    /// `A` for the block's channels, transposed to `[N][lanes]`.
+    fn a_block<const V: usize>(&self, s: &ScanDims, d0: usize) -> Vec<[T; V]> {
+        (0..s.d_state)
+            .map(|n| std::array::from_fn(|w| -self.a_log[(d0 + w) * s.d_state + n].exp()))
+            .collect()
+    }
+}
+
+/// Pointers a forward task writes through.
+#[derive(Clone, Copy)]
+struct FwdOut<T> {
+    u: *const T,
+    y: *mut T,
+    ckpt: Option<SendPtr<T>>,
+}
+// SAFETY: see `forward`: tasks touch disjoint channel columns.
+unsafe impl<T> Send for FwdOut<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for FwdOut<T> {}
+
+/// Runs the fused scan: `y = (scan(u) + D u) * silu(z)`, `[rows, Di]` contiguous. `y` may
+/// be `u` itself (inference overwrites `u` in place), hence raw pointers; `ckpt`, when
+/// given (`ScanDims::ckpt_len` long), receives the states at chunk starts for
+/// [`backward`]. Parallel over (sequence, channel block) in rayon's current pool.
+///
+/// # Safety
+/// `u` and `y` must each address `rows * Di` valid elements (they may be equal), and
+/// nothing else may access them during the call.
+pub unsafe fn forward_raw<T: Float>(
+    s: &ScanDims,
+    inp: &ScanInputs<T>,
+    u: *const T,
+    y: *mut T,
+    ckpt: Option<&mut [T]>,
+) {
+    inp.check(s);
+    if let Some(c) = &ckpt {
+        assert_eq!(c.len(), s.ckpt_len());
+    }
+    let out = FwdOut {
+        u,
+        y,
+        ckpt: ckpt.map(|c| SendPtr(c.as_mut_ptr())),
+    };
+    let blocks = s.blocks();
+    let tasks: Vec<(usize, usize, usize)> = (0..s.batch)
+        .flat_map(|b| blocks.iter().map(move |&(d0, w)| (b, d0, w)))
+        .collect();
+    tasks.into_par_iter().for_each(|(b, d0, w)| {
+        // SAFETY: task (b, d0) reads and writes only rows of sequence b and columns
+        // d0..d0+w of u/y and of the checkpoints; tasks are disjoint in (b, columns).
+        unsafe {
+            if w == W {
+                dispatch_fwd::<T, W>(s, inp, &out, b, d0)
+            } else {
+                dispatch_fwd::<T, 1>(s, inp, &out, b, d0)
+            }
+        }
+    });
+}
+
+/// Safe wrapper of [`forward_raw`] with distinct `u` and `y`.
+pub fn forward<T: Float>(
+    s: &ScanDims,
+    inp: &ScanInputs<T>,
+    u: &[T],
+    y: &mut [T],
+    ckpt: Option<&mut [T]>,
+) {
+    assert_eq!(u.len(), s.rows() * s.d_inner);
+    assert_eq!(y.len(), u.len());
+    // SAFETY: both slices have the right length and `&mut y` is exclusive.
+    unsafe { forward_raw(s, inp, u.as_ptr(), y.as_mut_ptr(), ckpt) }
+}
+
+/// [`forward`] writing the output over `u`, for inference.
+pub fn forward_in_place<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &mut [T]) {
+    assert_eq!(u.len(), s.rows() * s.d_inner);
+    let p = u.as_mut_ptr();
+    // SAFETY: `u` is exclusively borrowed and long enough; each element is read before
+    // the same element is written, by the same task.
+    unsafe { forward_raw(s, inp, p, p, None) }
+}
+
+/// Runs `fwd_block` compiled for AVX2+FMA when the CPU has them: the crate is built for
+/// baseline x86-64 (SSE2), where the loops would use 4-lane vectors only.
+unsafe fn dispatch_fwd<T: Float, const V: usize>(
+    s: &ScanDims,
+    inp: &ScanInputs<T>,
+    out: &FwdOut<T>,
+    b: usize,
+    d0: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: features checked; the rest is the caller's contract.
+            return unsafe { fwd_block_avx2::<T, V>(s, inp, out, b, d0) };
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { fwd_block::<T, V>(s, inp, out, b, d0) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fwd_block_avx2<T: Float, const V: usize>(
+    s: &ScanDims,
+    inp: &ScanInputs<T>,
+    out: &FwdOut<T>,
+    b: usize,
+    d0: usize,
+) {
+    // SAFETY: the caller's contract.
+    unsafe { fwd_block::<T, V>(s, inp, out, b, d0) }
+}
+
+/// `[f(0), .., f(V-1)]`, always inlined (`std::array::from_fn` is not, and an opaque
+/// call in the kernels stops vectorisation).
+#[inline(always)]
+fn arr<T: Float, const V: usize>(f: impl Fn(usize) -> T) -> [T; V] {
+    let mut a = [T::ZERO; V];
+    for (w, x) in a.iter_mut().enumerate() {
+        *x = f(w);
+    }
+    a
+}
+
+#[inline(always)]
+unsafe fn load<T: Float, const V: usize>(p: *const T) -> [T; V] {
+    // SAFETY: the caller guarantees V readable elements.
+    arr(|w| unsafe { *p.add(w) })
+}
+
+#[inline(always)]
+unsafe fn store<T: Float, const V: usize>(p: *mut T, v: &[T; V]) {
+    for (w, x) in v.iter().enumerate() {
+        // SAFETY: the caller guarantees V writable elements.
+        unsafe { *p.add(w) = *x };
+    }
+}
+
+/// The scan of one sequence over channels `d0..d0+V`.
+#[inline(always)]
+unsafe fn fwd_block<T: Float, const V: usize>(
+    s: &ScanDims,
+    inp: &ScanInputs<T>,
+    out: &FwdOut<T>,
+    b: usize,
+    d0: usize,
+) {
+    let (di, ns) = (s.d_inner, s.d_state);
+    let a = inp.a_block::<V>(s, d0);
+    let dd: [T; V] = arr(|w| inp.d[d0 + w]);
+    let mut h = vec![[T::ZERO; V]; ns];
+    for t in 0..s.len {
+        let row = b * s.len + t;
+        if let Some(ck) = out.ckpt {
+            if t % s.chunk == 0 {
+                let base = (b * s.n_chunks() + t / s.chunk) * ns;
+                for (n, hn) in h.iter().enumerate() {
+                    // SAFETY: inside the checkpoint buffer, columns of this block.
+                    unsafe { store(ck.0.add((base + n) * di + d0), hn) };
+                }
+            }
+        }
+        let off = row * di + d0;
+        let dl: [T; V] = arr(|w| inp.delta[off + w]);
+        // SAFETY: `u` holds rows * di elements.
+        let uu: [T; V] = unsafe { load(out.u.add(off)) };
+        let du: [T; V] = arr(|w| dl[w] * uu[w]);
+        let bc = &inp.xdbl[row * s.ld_xdbl + s.b_offset..][..2 * ns];
+        let mut acc = [T::ZERO; V];
+        for n in 0..ns {
+            let (bn, cn) = (bc[n], bc[ns + n]);
+            let (hn, an) = (&mut h[n], &a[n]);
+            for w in 0..V {
+                let decay = (dl[w] * an[w]).fast_exp();
+                hn[w] = decay * hn[w] + du[w] * bn;
+                acc[w] += hn[w] * cn;
+            }
+        }
+        let zr = &inp.z[row * inp.ld_z + d0..][..V];
+        let yv: [T; V] = arr(|w| (acc[w] + dd[w] * uu[w]) * silu(zr[w]));
+        // SAFETY: `y` holds rows * di elements; `u` at `off` was read above.
+        unsafe { store(out.y.add(off), &yv) };
+    }
+}
+
+/// Gradient outputs of [`backward`].
+pub struct ScanGrads<'a, T> {
+    /// In: `dL/dy` (gated output), `[rows, Di]`. Out: the gated output `y` itself, which
+    /// the backward recomputes anyway and `out_proj`'s weight gradient needs.
+    pub gy_then_y: &'a mut [T],
+    /// Out: `dL/dz`, written into `[rows, ld_gz]`.
+    pub gz: &'a mut [T],
+    /// Row stride of `gz`.
+    pub ld_gz: usize,
+    /// Out: `dL/du`, `[rows, Di]`.
+    pub gu: &'a mut [T],
+    /// Out: `dL/d dt` (after softplus), `[rows, Di]`.
+    pub gdelta: &'a mut [T],
+    /// Out: `dL/dB` and `dL/dC`, written into columns `b_offset..b_offset + 2N` of this
+    /// `[rows, ld_xdbl]` buffer.
+    pub gxdbl: &'a mut [T],
+    /// Added to: `dL/dA_log`, `[Di, N]`.
+    pub ga_log: &'a mut [T],
+    /// Added to: `dL/dD`, `[Di]`.
+    pub gd: &'a mut [T],
+}
+
+#[derive(Clone, Copy)]
+struct BwdPtrs<T> {
+    gy: SendPtr<T>,
+    gz: SendPtr<T>,
+    gu: SendPtr<T>,
+    gdelta: SendPtr<T>,
+}
+
+/// Backward of [`forward`] from its checkpoints `ckpt` and inputs `u`. Parallel over
+/// (sequence, channel group); `dL/dB`, `dL/dC`, `dL/dA`, `dL/dD` are summed over channels
+/// or sequences through small per-task partials.
+pub fn backward<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], ckpt: &[T], g: ScanGrads<T>) {
+    inp.check(s);
+    let (rows, di, ns) = (s.rows(), s.d_inner, s.d_state);
+    assert_eq!(u.len(), rows * di);
+    assert_eq!(ckpt.len(), s.ckpt_len());
+    assert_eq!(g.gy_then_y.len(), rows * di);
+    assert_eq!(g.gu.len(), rows * di);
+    assert_eq!(g.gdelta.len(), rows * di);
+    assert!(g.ld_gz >= di && (rows == 0 || g.gz.len() >= (rows - 1) * g.ld_gz + di));
+    assert!(g.gxdbl.len() >= rows * s.ld_xdbl);
+    assert_eq!(g.ga_log.len(), di * ns);
+    assert_eq!(g.gd.len(), di);
+
+    // Channel groups: enough tasks to load every thread (about 4 each), few enough that
+    // the per-group partial sums of dB/dC ([L, 2N] each) stay small.
+    let blocks = s.blocks();
+    let want = (rayon::current_num_threads() * 4).div_ceil(s.batch.max(1));
+    let n_groups = want.clamp(1, blocks.len().max(1));
+    let per = blocks.len().div_ceil(n_groups).max(1);
+    let groups: Vec<&[(usize, usize)]> = blocks.chunks(per).collect();
+    let n_groups = groups.len();
+
+    let stride = s.len * 2 * ns * LANES;
+    let mut bc_part = vec![T::ZERO; s.batch * n_groups * stride];
+    let mut a_part = vec![T::ZERO; s.batch * di * ns];
+    let mut d_part = vec![T::ZERO; s.batch * di];
+    let ptrs = BwdPtrs {
+        gy: SendPtr(g.gy_then_y.as_mut_ptr()),
+        gz: SendPtr(g.gz.as_mut_ptr()),
+        gu: SendPtr(g.gu.as_mut_ptr()),
+        gdelta: SendPtr(g.gdelta.as_mut_ptr()),
+    };
+    let ld_gz = g.ld_gz;
+    let a_ptr = SendPtr(a_part.as_mut_ptr());
+    let d_ptr = SendPtr(d_part.as_mut_ptr());
+    bc_part
+        .par_chunks_mut(stride.max(1))
+        .enumerate()
+        .for_each(|(task, bc)| {
+            let (b, gi) = (task / n_groups, task % n_groups);
+            for &(d0, w) in groups[gi] {
+                // SAFETY: task (b, group) touches rows of sequence b and the group's
+                // channel columns only; a_part/d_part regions are per (b, channel).
+                unsafe {
+                    let ctx = BwdCtx {
+                        s,
+                        inp,
+                        u,
+                        ckpt,
+                        p: ptrs,
+                        ld_gz,
+                        bc,
+                        ga: a_ptr.get().add(b * di * ns),
+                        gd: d_ptr.get().add(b * di),
+                    };
+                    if w == W {
+                        dispatch_bwd::<T, W>(ctx, b, d0)
+                    } else {
+                        dispatch_bwd::<T, 1>(ctx, b, d0)
+                    }
+                }
+            }
+        });
+    // Reduce the partials.
+    for b in 0..s.batch {
+        for (x, y) in g
+            .ga_log
+            .iter_mut()
+            .zip(&a_part[b * di * ns..(b + 1) * di * ns])
+        {
+            *x += *y;
+        }
+        for (x, y) in g.gd.iter_mut().zip(&d_part[b * di..(b + 1) * di]) {
+            *x += *y;
+        }
+    }
+    g.gxdbl
+        .par_chunks_mut(s.ld_xdbl)
+        .take(rows)
+        .enumerate()
+        .with_min_len(64)
+        .for_each(|(row, gr)| {
+            let (b, t) = (row / s.len, row % s.len);
+            let dst = &mut gr[s.b_offset..s.b_offset + 2 * ns];
+            dst.iter_mut().for_each(|v| *v = T::ZERO);
+            for gi in 0..n_groups {
+                let src =
+                    &bc_part[(b * n_groups + gi) * stride + t * 2 * ns * LANES..][..2 * ns * LANES];
+                for (x, lanes) in dst.iter_mut().zip(src.chunks_exact(LANES)) {
+                    *x += lane_sum::<T, LANES>(lanes.try_into().unwrap());
+                }
+            }
+        });
+}
+
+struct BwdCtx<'a, 'b, T> {
+    s: &'a ScanDims,
+    inp: &'a ScanInputs<'b, T>,
+    u: &'a [T],
+    ckpt: &'a [T],
+    p: BwdPtrs<T>,
+    ld_gz: usize,
+    bc: &'a mut [T],
+    ga: *mut T,
+    gd: *mut T,
+}
+
+unsafe fn dispatch_bwd<T: Float, const V: usize>(ctx: BwdCtx<T>, b: usize, d0: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: features checked; the rest is the caller's contract.
+            return unsafe { bwd_block_avx2::<T, V>(ctx, b, d0) };
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { bwd_block::<T, V>(ctx, b, d0) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn bwd_block_avx2<T: Float, const V: usize>(ctx: BwdCtx<T>, b: usize, d0: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { bwd_block::<T, V>(ctx, b, d0) }
+}
+
+/// Adds lane `w` of `v` into `acc[w % LANES]`.
+#[inline(always)]
+fn fold_into<T: Float, const V: usize>(acc: &mut [T], v: &[T; V]) {
+    let acc: &mut [T; LANES] = acc.try_into().unwrap();
+    for (w, x) in v.iter().enumerate() {
+        acc[w % LANES] += *x;
+    }
+}
+
+/// Sum of the lanes by halving, so the adds vectorise (a left-to-right sum would not:
+/// float addition is not associative and the compiler keeps the order).
+#[inline(always)]
+fn lane_sum<T: Float, const V: usize>(mut v: [T; V]) -> T {
+    let mut half = V / 2;
+    let mut len = V;
+    while half > 0 {
+        for i in 0..half {
+            v[i] += v[i + half];
+        }
+        if len % 2 == 1 {
+            v[0] += v[len - 1];
+        }
+        len = half;
+        half /= 2;
+    }
+    v[0]
+}
+
+#[inline(always)]
+unsafe fn bwd_block<T: Float, const V: usize>(ctx: BwdCtx<T>, b: usize, d0: usize) {
+    let BwdCtx {
+        s,
+        inp,
+        u,
+        ckpt,
+        p,
+        ld_gz,
+        bc,
+        ga,
+        gd,
+    } = ctx;
+    let (di, ns, chunk) = (s.d_inner, s.d_state, s.chunk);
+    let a = inp.a_block::<V>(s, d0);
+    let dd: [T; V] = arr(|w| inp.d[d0 + w]);
+    // hs[j*ns + n]: state before step t0 + j (j = 0 is the checkpoint); decays[j*ns + n].
+    let mut hs = vec![[T::ZERO; V]; (chunk + 1) * ns];
+    let mut decays = vec![[T::ZERO; V]; chunk * ns];
+    let mut dh = vec![[T::ZERO; V]; ns];
+    let mut g_a = vec![[T::ZERO; V]; ns];
+    let mut g_d = [T::ZERO; V];
+    for c in (0..s.n_chunks()).rev() {
+        let (t0, t1) = (c * chunk, ((c + 1) * chunk).min(s.len));
+        let base = (b * s.n_chunks() + c) * ns;
+        for n in 0..ns {
+            hs[n] = arr(|w| ckpt[(base + n) * di + d0 + w]);
+        }
+        // Recompute the chunk's states.
+        for t in t0..t1 {
+            let j = t - t0;
+            let row = b * s.len + t;
+            let off = row * di + d0;
+            let dl: [T; V] = arr(|w| inp.delta[off + w]);
+            let du: [T; V] = arr(|w| dl[w] * u[off + w]);
+            let bc_in = &inp.xdbl[row * s.ld_xdbl + s.b_offset..][..ns];
+            let (prev, next) = hs[j * ns..(j + 2) * ns].split_at_mut(ns);
+            for n in 0..ns {
+                let bn = bc_in[n];
+                for w in 0..V {
+                    let e = (dl[w] * a[n][w]).fast_exp();
+                    decays[j * ns + n][w] = e;
+                    next[n][w] = e * prev[n][w] + du[w] * bn;
+                }
+            }
+        }
+        // Walk it backwards.
+        for t in (t0..t1).rev() {
+            let j = t - t0;
+            let row = b * s.len + t;
+            let off = row * di + d0;
+            let dl: [T; V] = arr(|w| inp.delta[off + w]);
+            let uu: [T; V] = arr(|w| u[off + w]);
+            let du: [T; V] = arr(|w| dl[w] * uu[w]);
+            let zr = &inp.z[row * inp.ld_z + d0..][..V];
+            let xr = &inp.xdbl[row * s.ld_xdbl + s.b_offset..][..2 * ns];
+            let (bn_row, cn_row) = xr.split_at(ns);
+            let h_now = &hs[(j + 1) * ns..(j + 2) * ns];
+            let h_prev = &hs[j * ns..(j + 1) * ns];
+            // SAFETY: this block's columns of row `row`.
+            let gyv: [T; V] = unsafe { load(p.gy.0.add(off)) };
+            let mut ys: [T; V] = arr(|w| dd[w] * uu[w]);
+            for n in 0..ns {
+                for w in 0..V {
+                    ys[w] += cn_row[n] * h_now[n][w];
+                }
+            }
+            let mut yv = [T::ZERO; V];
+            let mut gz = [T::ZERO; V];
+            let mut gys = [T::ZERO; V];
+            for w in 0..V {
+                let (sz, dsz) = silu_and_grad(zr[w]);
+                yv[w] = ys[w] * sz;
+                gz[w] = gyv[w] * ys[w] * dsz;
+                gys[w] = gyv[w] * sz;
+                g_d[w] += gys[w] * uu[w];
+            }
+            let mut gu: [T; V] = arr(|w| gys[w] * dd[w]);
+            let mut gdl = [T::ZERO; V];
+            let bcr = &mut bc[t * 2 * ns * LANES..(t + 1) * 2 * ns * LANES];
+            for n in 0..ns {
+                let (bn, cn) = (bn_row[n], cn_row[n]);
+                let mut pc = [T::ZERO; V];
+                let mut pb = [T::ZERO; V];
+                for w in 0..V {
+                    let dhn = dh[n][w] + gys[w] * cn;
+                    pc[w] = gys[w] * h_now[n][w];
+                    let e = decays[j * ns + n][w];
+                    let gdec = dhn * h_prev[n][w] * e;
+                    gdl[w] += gdec * a[n][w] + dhn * uu[w] * bn;
+                    g_a[n][w] += gdec * dl[w];
+                    gu[w] += dhn * dl[w] * bn;
+                    pb[w] = dhn * du[w];
+                    dh[n][w] = dhn * e;
+                }
+                fold_into(&mut bcr[n * LANES..(n + 1) * LANES], &pb);
+                fold_into(&mut bcr[(ns + n) * LANES..(ns + n + 1) * LANES], &pc);
+            }
+            // SAFETY: this block's columns of row `row` in each output.
+            unsafe {
+                store(p.gy.0.add(off), &yv);
+                store(p.gz.0.add(row * ld_gz + d0), &gz);
+                store(p.gu.0.add(off), &gu);
+                store(p.gdelta.0.add(off), &gdl);
+            }
+        }
+    }
+    for w in 0..V {
+        // SAFETY: per-(b, channel) partial slots, exclusive to this task.
+        unsafe {
+            *gd.add(d0 + w) += g_d[w];
+            for n in 0..ns {
+                // dL/dA_log = dL/dA * A.
+                *ga.add((d0 + w) * ns + n) += g_a[n][w] * a[n][w];
+            }
+        }
+    }
+}
+
+/// The obvious twin of [`forward`]: every state kept, one channel at a time, libm `exp`.
+pub fn forward_naive<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], y: &mut [T]) {
+    let (di, ns) = (s.d_inner, s.d_state);
+    for b in 0..s.batch {
+        for d in 0..di {
+            let mut h = vec![0f64; ns];
+            for t in 0..s.len {
+                let row = b * s.len + t;
+                let dl = inp.delta[row * di + d].to_f64();
+                let x = u[row * di + d].to_f64();
+                let xr = &inp.xdbl[row * s.ld_xdbl + s.b_offset..];
+                let mut acc = inp.d[d].to_f64() * x;
+                for n in 0..ns {
+                    let a = -inp.a_log[d * ns + n].to_f64().exp();
+                    h[n] = (dl * a).exp() * h[n] + dl * xr[n].to_f64() * x;
+                    acc += xr[ns + n].to_f64() * h[n];
+                }
+                let z = inp.z[row * inp.ld_z + d].to_f64();
+                y[row * di + d] = T::from_f64(acc * z / (1.0 + (-z).exp()));
+            }
+        }
+    }
+}
+
+/// The obvious twin of [`backward`]: all `L x N` states of a channel stored, walked back.
+/// Same outputs as [`backward`] (including `y` over `gy`), for tests.
+pub fn backward_naive<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], g: ScanGrads<T>) {
+    let (di, ns, l) = (s.d_inner, s.d_state, s.len);
+    for row in 0..s.rows() {
+        for v in &mut g.gxdbl[row * s.ld_xdbl + s.b_offset..][..2 * ns] {
+            *v = T::ZERO;
+        }
+    }
+    for b in 0..s.batch {
+        for d in 0..di {
+            let a: Vec<f64> = (0..ns)
+                .map(|n| -inp.a_log[d * ns + n].to_f64().exp())
+                .collect();
+            let dd = inp.d[d].to_f64();
+            let mut hs = vec![0f64; (l + 1) * ns];
+            for t in 0..l {
+                let row = b * l + t;
+                let dl = inp.delta[row * di + d].to_f64();
+                let x = u[row * di + d].to_f64();
+                let xr = &inp.xdbl[row * s.ld_xdbl + s.b_offset..];
+                for n in 0..ns {
+                    hs[(t + 1) * ns + n] =
+                        (dl * a[n]).exp() * hs[t * ns + n] + dl * xr[n].to_f64() * x;
+                }
+            }
+            let mut dh = vec![0f64; ns];
+            let (mut g_d, mut g_a) = (0f64, vec![0f64; ns]);
+            for t in (0..l).rev() {
+                let row = b * l + t;
+                let dl = inp.delta[row * di + d].to_f64();
+                let x = u[row * di + d].to_f64();
+                let xr: Vec<f64> = inp.xdbl[row * s.ld_xdbl + s.b_offset..][..2 * ns]
+                    .iter()
+                    .map(|v| v.to_f64())
+                    .collect();
+                let z = inp.z[row * inp.ld_z + d].to_f64();
+                let sig = 1.0 / (1.0 + (-z).exp());
+                let ys = dd * x
+                    + (0..ns)
+                        .map(|n| xr[ns + n] * hs[(t + 1) * ns + n])
+                        .sum::<f64>();
+                let gy = g.gy_then_y[row * di + d].to_f64();
+                g.gy_then_y[row * di + d] = T::from_f64(ys * z * sig);
+                g.gz[row * g.ld_gz + d] = T::from_f64(gy * ys * sig * (1.0 + z * (1.0 - sig)));
+                let gys = gy * z * sig;
+                g_d += gys * x;
+                let mut gu = gys * dd;
+                let mut gdl = 0.0;
+                for n in 0..ns {
+                    dh[n] += gys * xr[ns + n];
+                    let gr = &mut g.gxdbl[row * s.ld_xdbl + s.b_offset..];
+                    gr[ns + n] += T::from_f64(gys * hs[(t + 1) * ns + n]);
+                    gr[n] += T::from_f64(dh[n] * dl * x);
+                    let e = (dl * a[n]).exp();
+                    gdl += dh[n] * (hs[t * ns + n] * e * a[n] + x * xr[n]);
+                    g_a[n] += dh[n] * hs[t * ns + n] * e * dl;
+                    gu += dh[n] * dl * xr[n];
+                    dh[n] *= e;
+                }
+                g.gu[row * di + d] = T::from_f64(gu);
+                g.gdelta[row * di + d] = T::from_f64(gdl);
+            }
+            g.gd[d] += T::from_f64(g_d);
+            for n in 0..ns {
+                g.ga_log[d * ns + n] += T::from_f64(g_a[n] * a[n]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::predictor::rng::SplitMix64;
+
+    struct Case<T> {
+        s: ScanDims,
+        a_log: Vec<T>,
+        d: Vec<T>,
+        delta: Vec<T>,
+        xdbl: Vec<T>,
+        z: Vec<T>,
+        u: Vec<T>,
+        gy: Vec<T>,
+    }
+
+    fn case<T: Float>(
+        batch: usize,
+        len: usize,
+        di: usize,
+        ns: usize,
+        chunk: usize,
+        seed: u64,
+    ) -> Case<T> {
+        let mut r = SplitMix64::new(seed);
+        let mut v = |n: usize, lo: f64, hi: f64| {
+            (0..n)
+                .map(|_| T::from_f64(r.uniform(lo, hi)))
+                .collect::<Vec<T>>()
+        };
+        let rows = batch * len;
+        let s = ScanDims {
+            batch,
+            len,
+            d_inner: di,
+            d_state: ns,
+            b_offset: 3,
+            ld_xdbl: 3 + 2 * ns + 1,
+            chunk,
+        };
+        Case {
+            a_log: v(di * ns, -1.0, 2.5),
+            d: v(di, -1.0, 1.0),
+            delta: v(rows * di, 1e-3, 0.5),
+            xdbl: v(rows * s.ld_xdbl, -1.0, 1.0),
+            z: v(rows * 2 * di, -3.0, 3.0),
+            u: v(rows * di, -2.0, 2.0),
+            gy: v(rows * di, -1.0, 1.0),
+            s,
+        }
+    }
+
+    fn inputs<T: Float>(c: &Case<T>) -> ScanInputs<'_, T> {
+        ScanInputs {
+            a_log: &c.a_log,
+            d: &c.d,
+            delta: &c.delta,
+            xdbl: &c.xdbl,
+            z: &c.z[c.s.d_inner..],
+            ld_z: 2 * c.s.d_inner,
+        }
+    }
+
+    fn close<T: Float>(what: &str, x: &[T], y: &[T], tol: f64) {
+        assert_eq!(x.len(), y.len());
+        let scale = y
+            .iter()
+            .map(|v| v.to_f64().abs())
+            .fold(0.0, f64::max)
+            .max(1e-30);
+        for (i, (p, q)) in x.iter().zip(y).enumerate() {
+            let e = (p.to_f64() - q.to_f64()).abs() / scale;
+            assert!(e < tol, "{what}[{i}]: {p:?} vs {q:?} (rel {e:e})");
+        }
+    }
+
+    fn check_forward<T: Float>(c: &Case<T>, tol: f64) {
+        let inp = inputs(c);
+        let mut fast = vec![T::ZERO; c.u.len()];
+        let mut ck = vec![T::ZERO; c.s.ckpt_len()];
+        forward(&c.s, &inp, &c.u, &mut fast, Some(&mut ck));
+        let mut slow = fast.clone();
+        forward_naive(&c.s, &inp, &c.u, &mut slow);
+        close("y", &fast, &slow, tol);
+        let mut inplace = c.u.clone();
+        forward_in_place(&c.s, &inp, &mut inplace);
+        close("y in place", &inplace, &slow, tol);
+    }
+
+    fn check_backward<T: Float>(c: &Case<T>, tol: f64) {
+        let inp = inputs(c);
+        let (rows, di, ns) = (c.s.batch * c.s.len, c.s.d_inner, c.s.d_state);
+        let mut y = vec![T::ZERO; c.u.len()];
+        let mut ck = vec![T::ZERO; c.s.ckpt_len()];
+        forward(&c.s, &inp, &c.u, &mut y, Some(&mut ck));
+        let run = |fast: bool| {
+            let mut gy = c.gy.clone();
+            let mut gz = vec![T::ZERO; rows * 2 * di];
+            let mut gu = vec![T::ZERO; rows * di];
+            let mut gdelta = vec![T::ZERO; rows * di];
+            let mut gxdbl = vec![T::ZERO; rows * c.s.ld_xdbl];
+            let mut ga = vec![T::ZERO; di * ns];
+            let mut gd = vec![T::ZERO; di];
+            let g = ScanGrads {
+                gy_then_y: &mut gy,
+                gz: &mut gz[di..],
+                ld_gz: 2 * di,
+                gu: &mut gu,
+                gdelta: &mut gdelta,
+                gxdbl: &mut gxdbl,
+                ga_log: &mut ga,
+                gd: &mut gd,
+            };
+            if fast {
+                backward(&c.s, &inp, &c.u, &ck, g);
+            } else {
+                backward_naive(&c.s, &inp, &c.u, g);
+            }
+            [gy, gz, gu, gdelta, gxdbl, ga, gd]
+        };
+        let (f, n) = (run(true), run(false));
+        close("y from backward", &f[0], &y, tol);
+        for (i, name) in ["y", "gz", "gu", "gdelta", "gxdbl", "gA_log", "gD"]
+            .iter()
+            .enumerate()
+        {
+            close(name, &f[i], &n[i], tol);
+        }
+    }
+
+    #[test]
+    fn fused_forward_matches_naive() {
+        // 16-lane blocks plus remainder channels; f32 (fast exp) and f64.
+        check_forward(&case::<f32>(2, 37, 35, 16, 8, 1), 2e-5);
+        check_forward(&case::<f64>(2, 37, 35, 5, 8, 2), 1e-12);
+    }
+
+    #[test]
+    fn chunked_backward_matches_naive() {
+        // L below, equal to, and above a multiple of the chunk.
+        for (len, chunk) in [(5usize, 8usize), (16, 8), (29, 8), (40, 64)] {
+            check_backward(&case::<f64>(2, len, 19, 4, chunk, len as u64), 1e-11);
+        }
+        check_backward(&case::<f32>(3, 50, 33, 16, 16, 9), 5e-5);
+    }
+
+    #[test]
+    fn lane_sum_adds_every_lane() {
+        let v: [f64; 16] = std::array::from_fn(|i| (i * i) as f64);
+        assert_eq!(lane_sum(v), v.iter().sum::<f64>());
+        let w: [f64; 5] = [1.0, 2.0, 4.0, 8.0, 16.0];
+        assert_eq!(lane_sum(w), 31.0);
+        assert_eq!(lane_sum([3.0f64]), 3.0);
+    }
+}
