@@ -10,6 +10,7 @@ pub mod device;
 pub mod error;
 pub mod ffi;
 pub mod image;
+pub mod model;
 pub mod predictor;
 pub mod threads;
 

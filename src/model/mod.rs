@@ -1,0 +1,8 @@
+//! The VarAD model: adapters, BOS vectors, one predictor per feature map, the four scans
+//! with their shift, and the anomaly map (DESIGN.md, "The pipeline").
+
+pub mod level;
+pub mod scan;
+
+pub use level::{LevelGradients, LevelParams};
+pub use scan::Scans;

@@ -1,0 +1,251 @@
+//! The four directional scans of a token grid, the shift by `M` tokens with BOS padding,
+//! and the way back (DESIGN.md, "Directions over the grid" and "Shift").
+//!
+//! A grid of `h x w` tokens (row-major, token `(i, j)` at `i*w + j`) is read in four
+//! orders: `k=0` row-major from the top-left, `k=1` its reverse, `k=2` column-major from
+//! the top-left, `k=3` its reverse. For a sequence `v_1..v_L` the predictor's input is
+//! `[bos x M, v_1 .. v_{L-M}]` with `M = m*w` for rows and `M = m*h` for columns, so its
+//! causal output at `l` is the prediction of `v_l` from `v_1..v_{l-M}`.
+
+use crate::predictor::Float;
+use crate::{Error, Result};
+
+/// The number of scan directions.
+pub const DIRECTIONS: usize = 4;
+
+/// The scan orders and skips of one grid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scans {
+    height: usize,
+    width: usize,
+    /// `order[k][l]` = the grid index read at position `l` of direction `k`.
+    order: [Vec<u32>; DIRECTIONS],
+    /// `M` of each direction.
+    skip: [usize; DIRECTIONS],
+}
+
+impl Scans {
+    /// The scans of an `height x width` grid with prediction step `m`; `m` must be
+    /// positive and smaller than both sides.
+    pub fn new(height: usize, width: usize, m: usize) -> Result<Self> {
+        if m == 0 || m >= height || m >= width {
+            return Err(Error::config(format!(
+                "prediction step m = {m} needs 0 < m < grid height and width; this grid is {height} x {width} tokens \
+                 (use a smaller m or a larger input size)"
+            )));
+        }
+        let len = height * width;
+        if len > u32::MAX as usize {
+            return Err(Error::config(format!(
+                "a {height} x {width} token grid is too large"
+            )));
+        }
+        let rows: Vec<u32> = (0..len as u32).collect();
+        let cols: Vec<u32> = (0..len)
+            .map(|l| ((l % height) * width + l / height) as u32)
+            .collect();
+        let reversed = |v: &Vec<u32>| v.iter().rev().copied().collect::<Vec<u32>>();
+        Ok(Scans {
+            height,
+            width,
+            order: [rows.clone(), reversed(&rows), cols.clone(), reversed(&cols)],
+            skip: [m * width, m * width, m * height, m * height],
+        })
+    }
+
+    /// Tokens per sequence, `h * w`.
+    pub fn len(&self) -> usize {
+        self.height * self.width
+    }
+
+    /// Whether the grid is empty (never, for a grid `new` accepted).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The grid's `(height, width)`.
+    pub fn grid(&self) -> (usize, usize) {
+        (self.height, self.width)
+    }
+
+    /// The skip `M` of direction `k`.
+    pub fn skip(&self, k: usize) -> usize {
+        self.skip[k]
+    }
+
+    /// The grid index read at each position of direction `k`.
+    pub fn order(&self, k: usize) -> &[u32] {
+        &self.order[k]
+    }
+
+    /// Writes the predictor input of direction `k` for one image: `tokens` is the grid
+    /// `[L, C]` (token-major), `bos` is `[C]`, `out` is `[L, C]`.
+    pub fn shifted_sequence<T: Float>(&self, k: usize, tokens: &[T], bos: &[T], out: &mut [T]) {
+        let c = bos.len();
+        let skip = self.skip[k];
+        for (l, slot) in out.chunks_exact_mut(c).enumerate() {
+            if l < skip {
+                slot.copy_from_slice(bos);
+            } else {
+                let g = self.order[k][l - skip] as usize;
+                slot.copy_from_slice(&tokens[g * c..(g + 1) * c]);
+            }
+        }
+    }
+
+    /// Adds `weight * prediction[l]` of direction `k` onto the grid cell it predicts:
+    /// `grid[order[k][l]] += weight * seq[l]`.
+    pub fn unscan_add<T: Float>(&self, k: usize, seq: &[T], weight: T, grid: &mut [T]) {
+        let c = seq.len() / self.len();
+        for (l, pred) in seq.chunks_exact(c).enumerate() {
+            let g = self.order[k][l] as usize;
+            for (dst, &p) in grid[g * c..(g + 1) * c].iter_mut().zip(pred) {
+                *dst += weight * p;
+            }
+        }
+    }
+
+    /// The adjoint of [`Scans::shifted_sequence`]: spreads the gradient of a predictor
+    /// input `d_seq` `[L, C]` back onto the tokens (`d_tokens += ...`) and the BOS vector
+    /// (`d_bos += ...`).
+    pub fn shifted_sequence_backward<T: Float>(
+        &self,
+        k: usize,
+        d_seq: &[T],
+        d_tokens: &mut [T],
+        d_bos: &mut [T],
+    ) {
+        let c = d_bos.len();
+        let skip = self.skip[k];
+        for (l, d) in d_seq.chunks_exact(c).enumerate() {
+            let dst = if l < skip {
+                &mut d_bos[..]
+            } else {
+                let g = self.order[k][l - skip] as usize;
+                &mut d_tokens[g * c..(g + 1) * c]
+            };
+            for (a, &b) in dst.iter_mut().zip(d) {
+                *a += b;
+            }
+        }
+    }
+
+    /// The adjoint of [`Scans::unscan_add`]: `d_seq[l] = weight * d_grid[order[k][l]]`.
+    pub fn unscan_backward<T: Float>(&self, k: usize, d_grid: &[T], weight: T, d_seq: &mut [T]) {
+        let c = d_grid.len() / self.len();
+        for (l, d) in d_seq.chunks_exact_mut(c).enumerate() {
+            let g = self.order[k][l] as usize;
+            for (dst, &src) in d.iter_mut().zip(&d_grid[g * c..(g + 1) * c]) {
+                *dst = weight * src;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_follow_the_design() {
+        // 3 x 4 grid: rows 0..4, 4..8, 8..12.
+        let s = Scans::new(3, 4, 1).unwrap();
+        assert_eq!(&s.order(0)[..5], &[0, 1, 2, 3, 4]);
+        assert_eq!(&s.order(1)[..5], &[11, 10, 9, 8, 7]);
+        // Column-major: (0,0),(1,0),(2,0),(0,1),...
+        assert_eq!(&s.order(2)[..6], &[0, 4, 8, 1, 5, 9]);
+        assert_eq!(&s.order(3)[..4], &[11, 7, 3, 10]);
+        assert_eq!([s.skip(0), s.skip(1), s.skip(2), s.skip(3)], [4, 4, 3, 3]);
+        for k in 0..4 {
+            let mut seen = s.order(k).to_vec();
+            seen.sort();
+            assert_eq!(
+                seen,
+                (0..12).collect::<Vec<u32>>(),
+                "direction {k} is a permutation"
+            );
+        }
+    }
+
+    #[test]
+    fn m_must_fit_the_grid() {
+        assert!(Scans::new(4, 5, 4).is_err());
+        assert!(Scans::new(5, 4, 4).is_err());
+        assert!(Scans::new(5, 5, 0).is_err());
+        let err = Scans::new(3, 8, 3).unwrap_err();
+        assert!(err.message().contains("3 x 8"), "{err}");
+    }
+
+    #[test]
+    fn shift_puts_bos_first_and_drops_the_tail() {
+        let s = Scans::new(3, 3, 1).unwrap();
+        let c = 2;
+        let tokens: Vec<f64> = (0..9 * c).map(|v| v as f64).collect();
+        let bos = [-1.0, -2.0];
+        let mut seq = vec![0.0; 9 * c];
+        s.shifted_sequence(1, &tokens, &bos, &mut seq);
+        // Reverse row-major, M = 3: bos x 3, then tokens 8, 7, 6, 5, 4, 3.
+        assert_eq!(&seq[..6], &[-1.0, -2.0, -1.0, -2.0, -1.0, -2.0]);
+        assert_eq!(&seq[6..10], &[16.0, 17.0, 14.0, 15.0]);
+        assert_eq!(&seq[16..18], &[6.0, 7.0]);
+    }
+
+    #[test]
+    fn backward_functions_are_adjoints() {
+        // <A x, y> == <x, A^T y> for the shift and the unscan, on random data.
+        let s = Scans::new(4, 5, 2).unwrap();
+        let c = 3;
+        let n = s.len() * c;
+        let mut state = 7u64;
+        let mut rand = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+        };
+        let tokens: Vec<f64> = (0..n).map(|_| rand()).collect();
+        let bos: Vec<f64> = (0..c).map(|_| rand()).collect();
+        let y: Vec<f64> = (0..n).map(|_| rand()).collect();
+        for k in 0..4 {
+            let mut seq = vec![0.0; n];
+            s.shifted_sequence(k, &tokens, &bos, &mut seq);
+            let lhs: f64 = seq.iter().zip(&y).map(|(a, b)| a * b).sum();
+            let mut d_tokens = vec![0.0; n];
+            let mut d_bos = vec![0.0; c];
+            s.shifted_sequence_backward(k, &y, &mut d_tokens, &mut d_bos);
+            let rhs: f64 = d_tokens
+                .iter()
+                .zip(&tokens)
+                .map(|(a, b)| a * b)
+                .sum::<f64>()
+                + d_bos.iter().zip(&bos).map(|(a, b)| a * b).sum::<f64>();
+            assert!((lhs - rhs).abs() < 1e-12, "shift {k}: {lhs} vs {rhs}");
+
+            let mut grid = vec![0.0; n];
+            s.unscan_add(k, &tokens, 0.25, &mut grid);
+            let lhs: f64 = grid.iter().zip(&y).map(|(a, b)| a * b).sum();
+            let mut d_seq = vec![0.0; n];
+            s.unscan_backward(k, &y, 0.25, &mut d_seq);
+            let rhs: f64 = d_seq.iter().zip(&tokens).map(|(a, b)| a * b).sum();
+            assert!((lhs - rhs).abs() < 1e-12, "unscan {k}: {lhs} vs {rhs}");
+        }
+    }
+
+    #[test]
+    fn unscan_of_the_scans_of_a_grid_is_the_grid() {
+        let s = Scans::new(3, 5, 1).unwrap();
+        let c = 2;
+        let grid: Vec<f64> = (0..s.len() * c).map(|v| v as f64).collect();
+        let mut back = vec![0.0; grid.len()];
+        for k in 0..4 {
+            // Unshifted sequence: read the grid in order k.
+            let seq: Vec<f64> = s
+                .order(k)
+                .iter()
+                .flat_map(|&g| grid[g as usize * c..(g as usize + 1) * c].to_vec())
+                .collect();
+            s.unscan_add(k, &seq, 0.25, &mut back);
+        }
+        assert_eq!(back, grid);
+    }
+}
