@@ -36,6 +36,16 @@
 // images longer than that should be tiled by the caller, or the limit raised.
 #define ImageLimits_DEFAULT_MAX_PIXELS (1 << 28)
 
+// The number of scan directions.
+#define DIRECTIONS 4
+
+// Steps between scan state checkpoints in training: the chunk's recomputed states
+// (`chunk x N x 16` floats, 64 KB at N = 16) stay in L2 while the backward walks them.
+#define CHUNK 64
+
+// The epsilon added to the mean square.
+#define EPS 1e-5
+
 // The result of every fallible `varad_*` call. `VARAD_OK` is 0; every other value names
 // one class of failure, and `varad_last_error_message()` says what exactly went wrong.
 // Values are explicit and never reused.

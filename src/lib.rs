@@ -6,6 +6,7 @@
 //! Rust API knows nothing of C; the C ABI lives in `ffi` and only translates.
 
 pub mod backbone;
+pub mod config;
 pub mod device;
 pub mod error;
 pub mod ffi;
@@ -13,9 +14,12 @@ pub mod image;
 pub mod model;
 pub mod predictor;
 pub mod threads;
+pub mod train;
 
+pub use config::{Config, ScoreConfig, TrainConfig};
 pub use device::Device;
 pub use error::{Error, ErrorKind, Result};
+pub use model::Model;
 
 /// The library's version, from Cargo.toml.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

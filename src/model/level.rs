@@ -309,7 +309,7 @@ mod tests {
                 |name: &str,
                  analytic: &[f64],
                  get: &dyn Fn(&mut LevelParams<f64>) -> &mut Vec<f64>| {
-                    for i in 0..analytic.len() {
+                    for (i, &want) in analytic.iter().enumerate() {
                         let mut plus = p.clone();
                         get(&mut plus)[i] += eps;
                         let mut minus = p.clone();
@@ -323,12 +323,10 @@ mod tests {
                             loss(&plus, &scans, &feats, batch, &g)
                                 - loss(&minus, &scans, &feats, batch, &g)
                         } / (2.0 * eps);
-                        let err = (numeric - analytic[i]).abs()
-                            / (1e-6 + numeric.abs().max(analytic[i].abs()));
+                        let err = (numeric - want).abs() / (1e-6 + numeric.abs().max(want.abs()));
                         assert!(
                             err < 1e-5,
-                            "{name}[{i}] detach={detach}: numeric {numeric} analytic {}",
-                            analytic[i]
+                            "{name}[{i}] detach={detach}: numeric {numeric} analytic {want}"
                         );
                     }
                 };

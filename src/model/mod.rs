@@ -1,8 +1,11 @@
 //! The VarAD model: adapters, BOS vectors, one predictor per feature map, the four scans
 //! with their shift, and the anomaly map (DESIGN.md, "The pipeline").
 
+pub mod combine;
 pub mod level;
 pub mod scan;
+mod varad;
 
 pub use level::{LevelGradients, LevelParams};
 pub use scan::Scans;
+pub use varad::{predictor_config, LevelLayout, Model, Weights};

@@ -1,0 +1,296 @@
+//! The model configuration: everything that decides what a model computes, stored whole
+//! in the model file.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::image::ResizeMode;
+use crate::{Device, Error, Result};
+
+/// How a VarAD model is built, trained and scored. `Config::new(backbone)` gives the
+/// paper's defaults; every field can be changed before training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The backbone ONNX file.
+    pub backbone: PathBuf,
+    /// The ONNX Runtime library; `None` searches (see [`crate::backbone::runtime`]).
+    /// Not part of what the model computes; kept so a saved model reopens the same way.
+    pub runtime_path: Option<PathBuf>,
+    /// Which backbone outputs to use, by name, finest first; empty = all of them.
+    pub levels: Vec<String>,
+    /// Backbone input `(width, height)`; `None` = the backbone's preferred size.
+    pub input_size: Option<(u32, u32)>,
+    /// How images of another aspect ratio are fitted into the input.
+    #[serde(with = "resize_mode_serde")]
+    pub resize_mode: ResizeMode,
+    /// The largest image accepted, in pixels.
+    pub max_image_pixels: u64,
+    /// Prediction step `m`: the predictor sees tokens up to `m` rows (or columns) back.
+    /// Default 4 (the paper's).
+    pub prediction_step: usize,
+    /// Mamba blocks per predictor. Default 1.
+    pub n_layers: usize,
+    /// SSM state size `N`. Default 16.
+    pub d_state: usize,
+    /// Inner width factor (`Di = expand * C`). Default 2.
+    pub expand: usize,
+    /// Causal convolution width. Default 4.
+    pub d_conv: usize,
+    /// Stop the gradient through the prediction target (the adapted tokens), so the
+    /// adapters cannot shrink the features to shrink the loss. Default `false` (the
+    /// paper's formulation).
+    pub detach_target: bool,
+    /// Where to run.
+    #[serde(with = "device_serde")]
+    pub device: Device,
+    /// Worker threads for our kernels and ONNX Runtime; 0 = one per physical core.
+    pub threads: usize,
+    /// Seed of every random choice (initialisation, shuffling, calibration split).
+    pub seed: u64,
+    /// Training settings.
+    pub train: TrainConfig,
+    /// Scoring settings.
+    pub score: ScoreConfig,
+}
+
+/// Training settings (AdamW with the paper's defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Passes over the training images. Default 10.
+    pub epochs: usize,
+    /// Images per optimiser step. Default 2 (the paper's timing setup).
+    pub batch_size: usize,
+    /// AdamW learning rate. Default 5e-4.
+    pub learning_rate: f64,
+    /// AdamW decoupled weight decay. Default 0.01 (PyTorch's).
+    pub weight_decay: f64,
+    /// AdamW `beta1`. Default 0.9.
+    pub beta1: f64,
+    /// AdamW `beta2`. Default 0.999.
+    pub beta2: f64,
+    /// AdamW `eps`. Default 1e-8.
+    pub eps: f64,
+    /// Memory the backbone token cache may use, in bytes; past it, tokens spill to a
+    /// temporary file. Default 4 GiB.
+    pub cache_limit_bytes: u64,
+    /// Share of the normal images held back for calibration. Default 0.1.
+    pub calibration_fraction: f64,
+    /// Fewest images held back for calibration. Default 3.
+    pub min_calibration_images: usize,
+}
+
+/// Scoring settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreConfig {
+    /// Gaussian smoothing of the image-size map, in image pixels; 0 = none. Default 4.
+    pub sigma: f32,
+    /// The image score: the maximum of the map (`top_k = 0`, default) or the mean of its
+    /// `top_k` largest pixels.
+    pub top_k: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 10,
+            batch_size: 2,
+            learning_rate: 5e-4,
+            weight_decay: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            cache_limit_bytes: 4 << 30,
+            calibration_fraction: 0.1,
+            min_calibration_images: 3,
+        }
+    }
+}
+
+impl Default for ScoreConfig {
+    fn default() -> Self {
+        ScoreConfig {
+            sigma: 4.0,
+            top_k: 0,
+        }
+    }
+}
+
+impl Config {
+    /// The paper's defaults on `backbone`.
+    pub fn new(backbone: impl Into<PathBuf>) -> Self {
+        Config {
+            backbone: backbone.into(),
+            runtime_path: None,
+            levels: Vec::new(),
+            input_size: None,
+            resize_mode: ResizeMode::Stretch,
+            max_image_pixels: crate::image::ImageLimits::default().max_pixels,
+            prediction_step: 4,
+            n_layers: 1,
+            d_state: 16,
+            expand: 2,
+            d_conv: 4,
+            detach_target: false,
+            device: Device::Auto,
+            threads: 0,
+            seed: 0,
+            train: TrainConfig::default(),
+            score: ScoreConfig::default(),
+        }
+    }
+
+    /// Checks what can be checked without the backbone; the grid-dependent rules (`m`
+    /// against the grid, the input multiple) are checked when the model is built.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        let t = &self.train;
+        if self.prediction_step == 0 {
+            problems.push("prediction_step must be at least 1".to_string());
+        }
+        for (name, value) in [
+            ("n_layers", self.n_layers),
+            ("d_state", self.d_state),
+            ("expand", self.expand),
+            ("d_conv", self.d_conv),
+        ] {
+            if value == 0 {
+                problems.push(format!("{name} must be at least 1"));
+            }
+        }
+        if t.epochs == 0 {
+            problems.push("train.epochs is 0: a model needs at least one epoch".into());
+        }
+        if t.batch_size == 0 {
+            problems.push("train.batch_size must be at least 1".into());
+        }
+        if !(t.learning_rate.is_finite() && t.learning_rate > 0.0) {
+            problems.push(format!(
+                "train.learning_rate {} must be positive",
+                t.learning_rate
+            ));
+        }
+        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
+            problems.push(format!(
+                "train.weight_decay {} must be zero or positive",
+                t.weight_decay
+            ));
+        }
+        for (name, beta) in [("beta1", t.beta1), ("beta2", t.beta2)] {
+            if !(0.0..1.0).contains(&beta) {
+                problems.push(format!("train.{name} {beta} must be in [0, 1)"));
+            }
+        }
+        if !(t.eps.is_finite() && t.eps > 0.0) {
+            problems.push(format!("train.eps {} must be positive", t.eps));
+        }
+        if !(0.0..1.0).contains(&t.calibration_fraction) {
+            problems.push(format!(
+                "train.calibration_fraction {} must be in [0, 1)",
+                t.calibration_fraction
+            ));
+        }
+        if !(self.score.sigma.is_finite() && self.score.sigma >= 0.0) {
+            problems.push(format!(
+                "score.sigma {} must be zero or positive",
+                self.score.sigma
+            ));
+        }
+        if let Some((w, h)) = self.input_size {
+            if w == 0 || h == 0 {
+                problems.push(format!("input_size {w}x{h} has a zero side"));
+            }
+        }
+        if self.max_image_pixels == 0 {
+            problems.push("max_image_pixels must be positive".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::config(format!(
+                "invalid configuration: {}",
+                problems.join("; ")
+            )))
+        }
+    }
+}
+
+mod device_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::Device;
+
+    pub fn serialize<S: Serializer>(device: &Device, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&device.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Device, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+mod resize_mode_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::image::ResizeMode;
+
+    pub fn serialize<S: Serializer>(mode: &ResizeMode, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match mode {
+            ResizeMode::Stretch => "stretch",
+            ResizeMode::KeepAspect => "keep_aspect",
+        })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ResizeMode, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "stretch" => Ok(ResizeMode::Stretch),
+            "keep_aspect" => Ok(ResizeMode::KeepAspect),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown resize mode `{other}`: expected stretch or keep_aspect"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_papers_and_valid() {
+        let c = Config::new("b.onnx");
+        c.validate().unwrap();
+        assert_eq!(
+            (c.prediction_step, c.train.epochs, c.train.learning_rate),
+            (4, 10, 5e-4)
+        );
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let mut c = Config::new("b.onnx");
+        c.device = Device::Cuda(1);
+        c.resize_mode = ResizeMode::KeepAspect;
+        c.levels = vec!["stride8".into()];
+        let text = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<Config>(&text).unwrap(), c);
+        assert!(serde_json::from_str::<Config>(&text.replace("\"seed\"", "\"sed\"")).is_err());
+    }
+
+    #[test]
+    fn bad_values_are_all_named() {
+        let mut c = Config::new("b.onnx");
+        c.train.epochs = 0;
+        c.prediction_step = 0;
+        c.train.beta2 = 1.0;
+        let err = c.validate().unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Config);
+        for needle in ["epochs is 0", "prediction_step", "beta2"] {
+            assert!(err.message().contains(needle), "{needle}: {err}");
+        }
+    }
+}

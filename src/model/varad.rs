@@ -1,0 +1,304 @@
+//! The VarAD model: a tokenizer, the chosen backbone levels, and per level an adapter, a
+//! BOS vector and a Mamba predictor; from images to the raw anomaly map on the finest
+//! token grid, `A = sum_h up(A_h)`.
+
+use std::sync::Arc;
+
+use crate::backbone::{Backbone, BackboneOptions, Tokenizer};
+use crate::config::Config;
+use crate::image::{ImageLimits, ImageView, InputGeometry, InputSpec};
+use crate::predictor::PredictorConfig;
+use crate::{Error, Result};
+
+use super::combine::add_resized;
+use super::level::LevelParams;
+use super::scan::Scans;
+
+/// The trained parameters of every level, immutable once built: scoring threads share
+/// them through an `Arc`; training builds a new set and swaps it in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Weights {
+    /// One entry per used level, finest first.
+    pub levels: Vec<LevelParams>,
+}
+
+/// One level the model uses: which backbone output, its grid and its scans.
+#[derive(Debug, Clone)]
+pub struct LevelLayout {
+    /// Index of the backbone output.
+    pub output: usize,
+    /// The output's name.
+    pub name: String,
+    /// Channels `C_h`.
+    pub channels: usize,
+    /// Token grid `(height, width)`.
+    pub grid: (usize, usize),
+    /// The four scans of that grid.
+    pub scans: Scans,
+}
+
+/// A VarAD model: configuration, tokenizer and weights.
+pub struct Model {
+    config: Config,
+    tokenizer: Tokenizer,
+    layout: Vec<LevelLayout>,
+    weights: Arc<Weights>,
+    pool: Arc<rayon::ThreadPool>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .field(
+                "levels",
+                &self
+                    .layout
+                    .iter()
+                    .map(|l| (&l.name, l.channels, l.grid))
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// An untrained model (adapters at zero, predictors initialised from `config.seed`):
+    /// opens the backbone and checks the configuration against it.
+    pub fn new(config: Config) -> Result<Model> {
+        config.validate()?;
+        let threads = if config.threads == 0 {
+            crate::threads::physical_cores()
+        } else {
+            config.threads
+        };
+        let backbone = Backbone::open(
+            &config.backbone,
+            &BackboneOptions {
+                runtime_path: config.runtime_path.clone(),
+                device: config.device,
+                intra_threads: Some(threads),
+            },
+        )?;
+        let spec = backbone.spec().clone();
+        let (width, height) = config
+            .input_size
+            .unwrap_or((spec.input_size.0 as u32, spec.input_size.1 as u32));
+        let mut input = InputSpec::new(width, height).with_mode(config.resize_mode);
+        input.limits = ImageLimits {
+            max_pixels: config.max_image_pixels,
+        };
+        let tokenizer = Tokenizer::new(backbone, input)?;
+        let outputs: Vec<usize> = if config.levels.is_empty() {
+            (0..spec.levels.len()).collect()
+        } else {
+            config
+                .levels
+                .iter()
+                .map(|name| {
+                    spec.levels
+                        .iter()
+                        .position(|l| &l.name == name)
+                        .ok_or_else(|| {
+                            let names: Vec<&str> =
+                                spec.levels.iter().map(|l| l.name.as_str()).collect();
+                            Error::config(format!(
+                                "backbone `{}` has no output `{name}`; its outputs are {}",
+                                spec.name,
+                                names.join(", ")
+                            ))
+                        })
+                })
+                .collect::<Result<_>>()?
+        };
+        if outputs.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(Error::config(
+                "levels must name distinct backbone outputs, finest first",
+            ));
+        }
+        let channels = level_channels(&tokenizer, &outputs)?;
+        let grids = tokenizer.grids();
+        let layout = outputs
+            .iter()
+            .zip(&channels)
+            .map(|(&output, &channels)| {
+                let grid = grids[output];
+                let name = spec.levels[output].name.clone();
+                let scans = Scans::new(grid.0, grid.1, config.prediction_step)
+                    .map_err(|e| e.context(format!("level `{name}` at input {width}x{height}")))?;
+                Ok(LevelLayout {
+                    output,
+                    name,
+                    channels,
+                    grid,
+                    scans,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let weights = Weights {
+            levels: layout
+                .iter()
+                .enumerate()
+                .map(|(h, l)| {
+                    LevelParams::init(
+                        predictor_config(&config, l.channels),
+                        level_seed(config.seed, h),
+                    )
+                })
+                .collect::<Result<_>>()?,
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("varad-{i}"))
+            .build()
+            .map_err(|e| {
+                Error::new(
+                    crate::ErrorKind::Internal,
+                    format!("cannot start worker threads: {e}"),
+                )
+            })?;
+        Ok(Model {
+            config,
+            tokenizer,
+            layout,
+            weights: Arc::new(weights),
+            pool: Arc::new(pool),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The tokenizer (backbone and input size).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The levels in use, finest first.
+    pub fn layout(&self) -> &[LevelLayout] {
+        &self.layout
+    }
+
+    /// The current weights.
+    pub fn weights(&self) -> &Arc<Weights> {
+        &self.weights
+    }
+
+    /// Replaces the weights (training commits its result here; loading a model file too).
+    pub fn set_weights(&mut self, weights: Weights) -> Result<()> {
+        if weights.levels.len() != self.layout.len()
+            || weights
+                .levels
+                .iter()
+                .zip(&self.layout)
+                .any(|(w, l)| w.channels != l.channels)
+        {
+            return Err(Error::new(
+                crate::ErrorKind::ModelFile,
+                "weights do not match the model's levels",
+            ));
+        }
+        self.weights = Arc::new(weights);
+        Ok(())
+    }
+
+    /// The finest token grid `(height, width)`, where the raw map lives.
+    pub fn finest_grid(&self) -> (usize, usize) {
+        self.layout[0].grid
+    }
+
+    /// Values per image of the used levels' maps, all levels together.
+    pub fn values_per_image(&self) -> usize {
+        self.layout
+            .iter()
+            .map(|l| l.channels * l.grid.0 * l.grid.1)
+            .sum()
+    }
+
+    /// Runs `f` on the model's worker threads.
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
+    /// Tokenizes images and returns, per image, the used levels' maps concatenated
+    /// (`[C_h, h_h, w_h]` each, level order) and where the image landed.
+    pub fn features(&self, images: &[ImageView]) -> Result<Vec<(Vec<f32>, InputGeometry)>> {
+        let tokens = self.pool.install(|| self.tokenizer.tokenize(images))?;
+        Ok(tokens
+            .geometries
+            .iter()
+            .enumerate()
+            .map(|(i, &geometry)| {
+                let values = self
+                    .layout
+                    .iter()
+                    .flat_map(|l| tokens.levels[l.output].image(i).iter().copied())
+                    .collect();
+                (values, geometry)
+            })
+            .collect())
+    }
+
+    /// The raw anomaly map on the finest grid of one image from its concatenated level
+    /// maps (as [`Model::features`] gives them), with `weights`.
+    pub fn raw_map_with(&self, weights: &Weights, features: &[f32]) -> Result<Vec<f32>> {
+        let finest = self.finest_grid();
+        let mut total = vec![0f32; finest.0 * finest.1];
+        let mut offset = 0;
+        for (layout, params) in self.layout.iter().zip(&weights.levels) {
+            let n = layout.channels * layout.grid.0 * layout.grid.1;
+            let map = params.anomaly_maps(&layout.scans, &features[offset..offset + n], 1)?;
+            add_resized(&map, layout.grid, &mut total, finest);
+            offset += n;
+        }
+        Ok(total)
+    }
+
+    /// The raw anomaly maps (finest grid, before any resizing or smoothing) of a batch,
+    /// with where each image landed in the input.
+    pub fn raw_maps(&self, images: &[ImageView]) -> Result<Vec<(Vec<f32>, InputGeometry)>> {
+        let features = self.features(images)?;
+        let weights = Arc::clone(&self.weights);
+        self.pool.install(|| {
+            features
+                .into_iter()
+                .map(|(values, geometry)| Ok((self.raw_map_with(&weights, &values)?, geometry)))
+                .collect()
+        })
+    }
+}
+
+/// The predictor of a level with `channels` channels under `config`.
+pub fn predictor_config(config: &Config, channels: usize) -> PredictorConfig {
+    let mut p = PredictorConfig::new(channels);
+    p.n_layers = config.n_layers;
+    p.d_state = config.d_state;
+    p.expand = config.expand;
+    p.d_conv = config.d_conv;
+    p
+}
+
+/// Each level's predictor gets its own stream of the seed.
+fn level_seed(seed: u64, level: usize) -> u64 {
+    seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(level as u64 + 1))
+}
+
+/// The channels of the used outputs: from the graph where it fixes them, else from one run
+/// on the smallest valid input.
+fn level_channels(tokenizer: &Tokenizer, outputs: &[usize]) -> Result<Vec<usize>> {
+    let spec = tokenizer.backbone().spec();
+    if let Some(known) = outputs
+        .iter()
+        .map(|&o| spec.levels[o].channels)
+        .collect::<Option<Vec<_>>>()
+    {
+        return Ok(known);
+    }
+    let side = spec.input_multiple;
+    let maps = tokenizer
+        .backbone()
+        .run(&vec![0.5; 3 * side * side], 1, side, side)?;
+    Ok(outputs.iter().map(|&o| maps[o].channels).collect())
+}

@@ -1,0 +1,368 @@
+//! Training: images are added one at a time (each is tokenized once and cached), then
+//! `fit` trains adapters, BOS vectors and predictors with AdamW on the mean of the anomaly
+//! map over normal images. The model is touched only when training finishes: a cancelled
+//! or failed training leaves it as it was.
+
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use crate::image::{ImageView, InputGeometry};
+use crate::model::combine::resize_adjoint_of_ones;
+use crate::model::{LevelParams, Model, Weights};
+use crate::predictor::rng::SplitMix64;
+use crate::{Error, ErrorKind, Result};
+
+use super::adamw::AdamW;
+use super::cache::TokenCache;
+
+/// Where training is, for the progress callback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    /// Epoch, from 1.
+    pub epoch: usize,
+    /// Epochs in all.
+    pub epochs: usize,
+    /// Optimiser step within the whole training, from 1.
+    pub step: usize,
+    /// Steps in all.
+    pub steps: usize,
+    /// This step's loss (mean of the anomaly map over the batch).
+    pub loss: f64,
+    /// Time since `fit` started.
+    pub elapsed: Duration,
+    /// Estimated time to the end, from the mean step time so far.
+    pub remaining: Duration,
+}
+
+/// What a finished training did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainReport {
+    /// Images trained on.
+    pub train_images: usize,
+    /// Indices (in the order added) of the images held back for calibration.
+    pub calibration_images: Vec<usize>,
+    /// Mean loss of each epoch.
+    pub epoch_losses: Vec<f64>,
+    /// Per epoch and level: the mean per-channel variance of the adapted tokens divided by
+    /// that of the raw tokens, over the first training image (1.0 = no shrinkage; the
+    /// adapters collapsing the features drive it towards 0).
+    pub variance_ratios: Vec<Vec<f64>>,
+    /// Wall time of `fit`.
+    pub elapsed: Duration,
+    /// Token cache bytes in memory and spilled to disk.
+    pub cache_bytes: (u64, u64),
+}
+
+/// The images a model will be trained on, tokenized as they are added.
+pub struct TrainingSet {
+    cache: TokenCache,
+    values_per_image: usize,
+}
+
+impl TrainingSet {
+    /// An empty set for `model` (its levels and input size decide what is cached).
+    pub fn new(model: &Model) -> Self {
+        let values = model.values_per_image();
+        TrainingSet {
+            cache: TokenCache::new(values, model.config().train.cache_limit_bytes),
+            values_per_image: values,
+        }
+    }
+
+    /// Images added so far.
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Whether no image was added.
+    pub fn is_empty(&self) -> bool {
+        self.cache.is_empty()
+    }
+
+    /// Token cache bytes `(in memory, spilled to disk)`.
+    pub fn cache_bytes(&self) -> (u64, u64) {
+        (self.cache.memory_bytes(), self.cache.spilled_bytes())
+    }
+
+    /// Tokenizes `images` with `model`'s backbone and caches their maps. The caller may
+    /// drop the pixels afterwards.
+    pub fn add(&mut self, model: &Model, images: &[ImageView]) -> Result<()> {
+        if model.values_per_image() != self.values_per_image {
+            return Err(Error::invalid_argument(
+                "this training set was made for another model",
+            ));
+        }
+        for (values, geometry) in model.features(images)? {
+            self.cache.push(&values, geometry)?;
+        }
+        Ok(())
+    }
+
+    /// The cached maps and geometry of image `index`.
+    pub fn image(&self, index: usize) -> Result<(Vec<f32>, InputGeometry)> {
+        let cached = self.cache.get(index)?;
+        Ok((cached.values, cached.geometry))
+    }
+}
+
+/// The images held back for calibration: `max(min, round(fraction * n))` of them, chosen
+/// by the seed. At least one image must be left to train on.
+pub fn calibration_split(
+    n: usize,
+    fraction: f64,
+    min: usize,
+    seed: u64,
+) -> Result<(Vec<usize>, Vec<usize>)> {
+    let held = ((fraction * n as f64).round() as usize).max(min);
+    if n <= held {
+        return Err(Error::invalid_argument(format!(
+            "{n} training images: {held} are held back for calibration, so at least {} are needed",
+            held + 1
+        )));
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    shuffle(&mut order, seed ^ 0xC0FF_EE00);
+    let mut calibration = order[..held].to_vec();
+    let mut train = order[held..].to_vec();
+    calibration.sort_unstable();
+    train.sort_unstable();
+    Ok((train, calibration))
+}
+
+fn shuffle(items: &mut [usize], seed: u64) {
+    let mut rng = SplitMix64::new(seed);
+    for i in (1..items.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        items.swap(i, j);
+    }
+}
+
+/// Whether a parameter takes weight decay: matrices do; biases, norms, BOS vectors and
+/// the SSM's `A_log` and `D` do not (as mamba_ssm marks them).
+fn decays(name: &str) -> bool {
+    name.ends_with("in_proj.weight")
+        || name.ends_with("x_proj.weight")
+        || name.ends_with("dt_proj.weight")
+        || name.ends_with("out_proj.weight")
+        || name.ends_with("conv1d.weight")
+        || name == "adapter_weight"
+}
+
+/// Flattened views of every trainable tensor of `levels`, with their names, in a fixed order.
+fn params_mut(levels: &mut [LevelParams]) -> Vec<(String, &mut [f32])> {
+    let mut out = Vec::new();
+    for level in levels.iter_mut() {
+        out.push((
+            "adapter_weight".to_string(),
+            level.adapter_weight.as_mut_slice(),
+        ));
+        out.push((
+            "adapter_bias".to_string(),
+            level.adapter_bias.as_mut_slice(),
+        ));
+        out.push(("bos".to_string(), level.bos.as_mut_slice()));
+        out.extend(level.predictor.params_mut());
+    }
+    out
+}
+
+impl Model {
+    /// Trains on `set` (holding back calibration images), reporting every step to
+    /// `progress`, which can stop training by returning `ControlFlow::Break`. On success
+    /// the new weights replace the model's; on cancellation (`ErrorKind::Cancelled`) or any
+    /// error the model is unchanged.
+    pub fn fit(
+        &mut self,
+        set: &TrainingSet,
+        mut progress: impl FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<TrainReport> {
+        let start = Instant::now();
+        let t = self.config().train.clone();
+        let (train, calibration) = calibration_split(
+            set.len(),
+            t.calibration_fraction,
+            t.min_calibration_images,
+            self.config().seed,
+        )?;
+        let mut levels = self.weights().levels.clone();
+        let lengths: Vec<usize> = params_mut(&mut levels)
+            .iter()
+            .map(|(_, p)| p.len())
+            .collect();
+        let decay: Vec<bool> = params_mut(&mut levels)
+            .iter()
+            .map(|(n, _)| decays(n))
+            .collect();
+        let mut optimiser = AdamW::new(&t, &lengths);
+        let batches_per_epoch = train.len().div_ceil(t.batch_size);
+        let steps = batches_per_epoch * t.epochs;
+        let finest = self.finest_grid();
+        let pixels = (finest.0 * finest.1) as f64;
+        let level_weights: Vec<Vec<f32>> = self
+            .layout()
+            .iter()
+            .map(|l| resize_adjoint_of_ones(l.grid, finest))
+            .collect();
+        let detach = self.config().detach_target;
+        let mut epoch_losses = Vec::with_capacity(t.epochs);
+        let mut variance_ratios = Vec::with_capacity(t.epochs);
+        let mut step = 0;
+        for epoch in 1..=t.epochs {
+            let mut order = train.clone();
+            shuffle(&mut order, self.config().seed.wrapping_add(epoch as u64));
+            let mut epoch_loss = 0.0;
+            for batch in order.chunks(t.batch_size) {
+                step += 1;
+                let b = batch.len();
+                let images: Vec<Vec<f32>> = batch
+                    .iter()
+                    .map(|&i| set.image(i).map(|x| x.0))
+                    .collect::<Result<_>>()?;
+                let mut loss = 0.0f64;
+                let mut grads: Vec<Vec<f32>> = Vec::new();
+                let mut offset = 0;
+                for (h, layout) in self.layout().iter().enumerate() {
+                    let n = layout.channels * layout.grid.0 * layout.grid.1;
+                    let features: Vec<f32> = images
+                        .iter()
+                        .flat_map(|v| v[offset..offset + n].iter().copied())
+                        .collect();
+                    offset += n;
+                    // The loss is the mean over images and finest pixels of sum_h up(A_h):
+                    // linear in A_h, with derivative up^T(1) / (B P).
+                    let scale = (1.0 / (b as f64 * pixels)) as f32;
+                    let per_image: Vec<f32> = level_weights[h].iter().map(|w| w * scale).collect();
+                    let map_grad: Vec<f32> =
+                        (0..b).flat_map(|_| per_image.iter().copied()).collect();
+                    let (maps, g) = self.install(|| {
+                        levels[h].train_step(&layout.scans, &features, b, &map_grad, detach)
+                    })?;
+                    loss += maps
+                        .iter()
+                        .zip(&map_grad)
+                        .map(|(a, w)| (*a as f64) * (*w as f64))
+                        .sum::<f64>();
+                    grads.push(g.adapter_weight);
+                    grads.push(g.adapter_bias);
+                    grads.push(g.bos);
+                    for (name, _) in levels[h]
+                        .predictor
+                        .tensors()
+                        .iter()
+                        .map(|(n, _, t)| (n.clone(), t.len()))
+                    {
+                        let grad = g.predictor.get(&name).ok_or_else(|| {
+                            Error::new(ErrorKind::Internal, format!("no gradient for {name}"))
+                        })?;
+                        grads.push(grad.to_vec());
+                    }
+                }
+                if !loss.is_finite() {
+                    return Err(Error::new(
+                        ErrorKind::Internal,
+                        format!("training diverged at epoch {epoch}, step {step}: loss {loss}; try a smaller learning rate"),
+                    ));
+                }
+                {
+                    let mut params = params_mut(&mut levels);
+                    let mut slices: Vec<&mut [f32]> =
+                        params.iter_mut().map(|(_, p)| &mut **p).collect();
+                    let grad_refs: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
+                    optimiser.step(&mut slices, &grad_refs, &decay);
+                }
+                epoch_loss += loss;
+                let elapsed = start.elapsed();
+                let remaining = elapsed.mul_f64((steps - step) as f64 / step as f64);
+                let report = Progress {
+                    epoch,
+                    epochs: t.epochs,
+                    step,
+                    steps,
+                    loss,
+                    elapsed,
+                    remaining,
+                };
+                if progress(&report).is_break() {
+                    return Err(Error::new(
+                        ErrorKind::Cancelled,
+                        format!("training cancelled at epoch {epoch}, step {step}"),
+                    ));
+                }
+            }
+            epoch_losses.push(epoch_loss / batches_per_epoch as f64);
+            variance_ratios.push(self.variance_ratios(&levels, &set.image(train[0])?.0));
+        }
+        let report = TrainReport {
+            train_images: train.len(),
+            calibration_images: calibration,
+            epoch_losses,
+            variance_ratios,
+            elapsed: start.elapsed(),
+            cache_bytes: set.cache_bytes(),
+        };
+        self.set_weights(Weights { levels })?;
+        Ok(report)
+    }
+
+    /// Per level: mean per-channel variance of the adapted tokens over that of the raw
+    /// tokens, for one image's concatenated maps.
+    fn variance_ratios(&self, levels: &[LevelParams], features: &[f32]) -> Vec<f64> {
+        let mut offset = 0;
+        self.layout()
+            .iter()
+            .zip(levels)
+            .map(|(layout, params)| {
+                let len = layout.grid.0 * layout.grid.1;
+                let n = layout.channels * len;
+                let tokens = params.to_token_major(&features[offset..offset + n], 1, len);
+                offset += n;
+                let adapted = params.adapt(&tokens, len);
+                mean_channel_variance(&adapted, layout.channels)
+                    / mean_channel_variance(&tokens, layout.channels).max(1e-30)
+            })
+            .collect()
+    }
+}
+
+fn mean_channel_variance(tokens: &[f32], c: usize) -> f64 {
+    let rows = (tokens.len() / c) as f64;
+    let mut sum = vec![0f64; c];
+    let mut sq = vec![0f64; c];
+    for row in tokens.chunks_exact(c) {
+        for (i, &v) in row.iter().enumerate() {
+            sum[i] += v as f64;
+            sq[i] += (v as f64) * (v as f64);
+        }
+    }
+    (0..c)
+        .map(|i| sq[i] / rows - (sum[i] / rows).powi(2))
+        .sum::<f64>()
+        / c as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calibration_split_is_seeded_and_sized() {
+        let (train, cal) = calibration_split(40, 0.1, 3, 7).unwrap();
+        assert_eq!(cal.len(), 4);
+        assert_eq!(train.len(), 36);
+        assert_eq!(calibration_split(40, 0.1, 3, 7).unwrap().1, cal);
+        assert_ne!(calibration_split(40, 0.1, 3, 8).unwrap().1, cal);
+        assert_eq!(calibration_split(5, 0.1, 3, 0).unwrap().1.len(), 3);
+        let err = calibration_split(3, 0.1, 3, 0).unwrap_err();
+        assert!(err.message().contains("at least 4"), "{err}");
+    }
+
+    #[test]
+    fn weight_decay_only_on_matrices() {
+        assert!(decays("layers.0.mixer.in_proj.weight"));
+        assert!(decays("adapter_weight"));
+        assert!(!decays("layers.0.mixer.A_log"));
+        assert!(!decays("layers.0.mixer.D"));
+        assert!(!decays("layers.0.norm.weight"));
+        assert!(!decays("bos"));
+    }
+}
