@@ -11,6 +11,7 @@ pub mod error;
 pub mod ffi;
 pub mod image;
 pub mod predictor;
+pub mod score;
 pub mod threads;
 
 pub use device::Device;
