@@ -38,6 +38,16 @@ fn noise(n: usize, seed: u32) -> Vec<f32> {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs this unoptimised and without `--bench`: check that it
+    // works on a small case instead of spending minutes on the naive twin.
+    if !std::env::args().any(|a| a == "--bench") {
+        let g = InputGeometry::new(50, 40, &InputSpec::new(32, 32));
+        let fast = map_to_image(&noise(16, 1), 4, 4, &g, 2.0).unwrap();
+        let slow = map_to_image_naive(&noise(16, 1), 4, 4, &g, 2.0);
+        assert_eq!(fast.len(), slow.len());
+        println!("score bench: smoke run only (use `cargo bench --bench score`)");
+        return;
+    }
     let threads = rayon::current_num_threads();
     let one = rayon::ThreadPoolBuilder::new()
         .num_threads(1)

@@ -125,7 +125,7 @@ impl TryFrom<CalibrationFields> for Calibration {
         let s = &f.normal_scores;
         if s.count < MIN_NORMAL_IMAGES
             || s.sorted.len() != s.count
-            || s.sorted.windows(2).any(|w| !(w[0] <= w[1]))
+            || s.sorted.windows(2).any(|w| w[0] > w[1])
             || s.sorted.iter().any(|v| !v.is_finite())
         {
             return Err(Error::config(
