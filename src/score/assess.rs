@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::calibration::Calibration;
 use super::decision::Decision;
-use super::image_score::{check_finite_map, image_score};
+use super::image_score::image_score;
 use super::regions::{find_regions, Region};
 use super::roi::check_roi;
 use crate::{Error, Result};
@@ -75,7 +75,6 @@ pub fn assess(
         )));
     }
     check_roi(options.roi, width, height)?;
-    check_finite_map(map)?;
     let score = image_score(map, options.roi, calibration.score_policy())?;
     let mut regions = find_regions(
         map,

@@ -61,7 +61,7 @@ pub(crate) fn grid_positions(
 /// bit-identical for any thread count.
 ///
 /// [`crate::ErrorKind::InvalidArgument`] if `grid_map.len() != grid_h * grid_w`, a grid
-/// side is zero, or `sigma_px` is negative or not finite.
+/// side is zero, or `sigma_px` is not in `[0, super::MAX_SIGMA_PX]`.
 pub fn map_to_image(
     grid_map: &[f32],
     grid_h: usize,

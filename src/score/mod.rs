@@ -64,4 +64,4 @@ pub use image_score::{image_score, ImageScore};
 pub use regions::{find_regions, Region};
 pub use resize::resize_bilinear;
 pub use roi::check_roi;
-pub use smooth::{gaussian_smooth, kernel_radius, DEFAULT_SIGMA_PX};
+pub use smooth::{gaussian_smooth, kernel_radius, DEFAULT_SIGMA_PX, MAX_SIGMA_PX};

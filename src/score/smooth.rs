@@ -16,13 +16,18 @@ pub fn kernel_radius(sigma: f32) -> usize {
     (4.0 * f64::from(sigma)).ceil() as usize
 }
 
-/// Checks that `sigma` is a usable smoothing width (finite, not negative).
+/// The widest smoothing accepted, in pixels. Far beyond any useful value (the map is flat
+/// long before), it keeps a garbage argument from a C caller from turning into a kernel of
+/// millions of taps.
+pub const MAX_SIGMA_PX: f32 = 1000.0;
+
+/// Checks that `sigma` is a usable smoothing width: finite, in `[0, MAX_SIGMA_PX]`.
 pub(crate) fn check_sigma(sigma: f32) -> Result<()> {
-    if sigma.is_finite() && sigma >= 0.0 {
+    if (0.0..=MAX_SIGMA_PX).contains(&sigma) {
         Ok(())
     } else {
         Err(Error::invalid_argument(format!(
-            "smoothing sigma {sigma} must be finite and at least 0"
+            "smoothing sigma {sigma} must be between 0 and {MAX_SIGMA_PX} pixels"
         )))
     }
 }
@@ -56,7 +61,7 @@ pub(crate) fn gaussian_kernel(sigma: f32) -> Vec<f64> {
 /// call it; this is for maps that are already at their final size.
 ///
 /// [`crate::ErrorKind::InvalidArgument`] if `map.len() != height * width` or `sigma` is
-/// negative or not finite.
+/// not in `[0, MAX_SIGMA_PX]`.
 pub fn gaussian_smooth(map: &[f32], height: usize, width: usize, sigma: f32) -> Result<Vec<f32>> {
     check_sigma(sigma)?;
     if height.checked_mul(width) != Some(map.len()) {
@@ -157,6 +162,23 @@ mod tests {
     }
 
     #[test]
+    fn thread_count_does_not_change_a_bit() {
+        let map = noise(57 * 43, 4);
+        let run = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| gaussian_smooth(&map, 57, 43, 3.0).unwrap())
+        };
+        let one = run(1);
+        assert!(one
+            .iter()
+            .zip(run(2))
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+
+    #[test]
     fn zero_sigma_copies_and_bad_input_is_refused() {
         let map = noise(12, 1);
         assert_eq!(gaussian_smooth(&map, 3, 4, 0.0).unwrap(), map);
@@ -171,6 +193,10 @@ mod tests {
         );
         assert_eq!(
             kind(gaussian_smooth(&map, 3, 4, f32::NAN)),
+            crate::ErrorKind::InvalidArgument
+        );
+        assert_eq!(
+            kind(gaussian_smooth(&map, 3, 4, MAX_SIGMA_PX * 2.0)),
             crate::ErrorKind::InvalidArgument
         );
     }
