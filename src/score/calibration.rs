@@ -175,6 +175,16 @@ fn check_pixel_threshold(t: f32) -> Result<()> {
     }
 }
 
+/// The smallest f32 above the positive finite `t` (`t` itself at `f32::MAX`).
+fn next_up(t: f32) -> f32 {
+    let up = f32::from_bits(t.to_bits() + 1);
+    if up.is_finite() {
+        up
+    } else {
+        t
+    }
+}
+
 /// The 1-based rank of the image threshold among `n` sorted normal scores for false-reject
 /// rate `rate`: `ceil((n + 1) * (1 - rate))`, at most `n`.
 fn threshold_rank(n: usize, rate: f64) -> usize {
@@ -196,7 +206,10 @@ impl Calibration {
     ///   score distribution. When `k` would exceed `n` (fewer than `1 / rate - 1` images:
     ///   99 at the default 1%) the threshold is the largest normal score, and the
     ///   guarantee weakens to `1 / (n + 1)`, which [`Calibration::false_reject_bound`]
-    ///   reports. It is also the unit of [`Calibration::normalised`].
+    ///   reports. The threshold is then moved up by one f32 step, so that a calibration
+    ///   image scored again passes (decisions use `score >= threshold`) rather than being
+    ///   reviewed; the guarantee is unchanged. It is the unit of
+    ///   [`Calibration::normalised`].
     /// - Review threshold = image threshold; fail threshold = review + `review_band` *
     ///   the scores' standard deviation.
     /// - Pixel threshold: the `pixel_quantile` quantile of all normal pixels (see
@@ -255,8 +268,8 @@ impl Calibration {
             / (n - 1) as f64;
         let std = var.sqrt();
         let k = threshold_rank(n, config.target_false_reject_rate);
-        let image_threshold = sorted[k - 1];
-        check_image_threshold(image_threshold).map_err(|e| Error::config(e.message()))?;
+        check_image_threshold(sorted[k - 1]).map_err(|e| Error::config(e.message()))?;
+        let image_threshold = next_up(sorted[k - 1]);
         let fail = (f64::from(image_threshold) + config.review_band * std) as f32;
         let pixel_threshold = quantile_of_all(normal_maps, config.pixel_quantile);
         Ok(Calibration {
@@ -408,14 +421,17 @@ mod tests {
         assert_eq!(s.sorted, [1.0, 2.0, 3.0, 4.0, 5.0]);
         assert_eq!((s.count, s.mean, s.min, s.max), (5, 3.0, 1.0, 5.0));
         assert!((s.std - 2.5f64.sqrt()).abs() < 1e-12);
-        assert_eq!(c.image_threshold(), 5.0);
+        let t = next_up(5.0);
+        assert!(t > 5.0 && t < 5.000001);
+        assert_eq!(c.image_threshold(), t);
         assert!((c.false_reject_bound() - 1.0 / 6.0).abs() < 1e-12);
-        assert_eq!(c.review_threshold(), 5.0);
+        assert_eq!(c.review_threshold(), t);
         assert!((c.fail_threshold() - (5.0 + 3.0 * 2.5f64.sqrt()) as f32).abs() < 1e-6);
         assert_eq!(c.pixel_threshold(), 5.0);
-        assert_eq!(c.normalised(2.5), 0.5);
-        assert_eq!(c.decide(4.9), Decision::Pass);
-        assert_eq!(c.decide(5.0), Decision::Review);
+        assert!((c.normalised(2.5) - 0.5).abs() < 1e-6);
+        // Every calibration image passes, anything above them is reviewed.
+        assert_eq!(c.decide(5.0), Decision::Pass);
+        assert_eq!(c.decide(5.001), Decision::Review);
         assert_eq!(c.decide(10.0), Decision::Fail);
     }
 
@@ -428,7 +444,7 @@ mod tests {
             ..Default::default()
         };
         let c = fit(&scores, &config).unwrap();
-        assert_eq!(c.image_threshold(), 199.0);
+        assert_eq!(c.image_threshold(), next_up(199.0));
         assert!(c.false_reject_bound() <= 0.01);
         assert_eq!(c.review_threshold(), c.fail_threshold());
         // Pixels 0, s/2, s for s = 1..200: 600 values, rank 300.
