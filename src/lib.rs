@@ -13,6 +13,7 @@ pub mod ffi;
 pub mod image;
 pub mod model;
 pub mod predictor;
+pub mod score;
 pub mod threads;
 pub mod train;
 
