@@ -46,6 +46,19 @@
 // The epsilon added to the mean square.
 #define EPS 1e-5
 
+// The fewest normal images a calibration accepts: with fewer there is no spread to
+// speak of.
+#define MIN_NORMAL_IMAGES 3
+
+// The default smoothing of the map at image size, in image pixels (the value the VarAD
+// paper and most anomaly-detection reference code use).
+#define DEFAULT_SIGMA_PX 4.0
+
+// The widest smoothing accepted, in pixels. Far beyond any useful value (the map is flat
+// long before), it keeps a garbage argument from a C caller from turning into a kernel of
+// millions of taps.
+#define MAX_SIGMA_PX 1000.0
+
 // The result of every fallible `varad_*` call. `VARAD_OK` is 0; every other value names
 // one class of failure, and `varad_last_error_message()` says what exactly went wrong.
 // Values are explicit and never reused.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::image::ResizeMode;
+use crate::score::CalibrationConfig;
 use crate::{Device, Error, Result};
 
 /// How a VarAD model is built, trained and scored. `Config::new(backbone)` gives the
@@ -88,9 +89,11 @@ pub struct TrainConfig {
 pub struct ScoreConfig {
     /// Gaussian smoothing of the image-size map, in image pixels; 0 = none. Default 4.
     pub sigma: f32,
-    /// The image score: the maximum of the map (`top_k = 0`, default) or the mean of its
-    /// `top_k` largest pixels.
-    pub top_k: usize,
+    /// How thresholds are derived from the held-out normal images, and the image-score
+    /// policy (the map's maximum by default, or the mean of its top k pixels).
+    pub calibration: CalibrationConfig,
+    /// Smallest defect region reported, in pixels. Default 1.
+    pub min_region_area: usize,
 }
 
 impl Default for TrainConfig {
@@ -114,7 +117,8 @@ impl Default for ScoreConfig {
     fn default() -> Self {
         ScoreConfig {
             sigma: 4.0,
-            top_k: 0,
+            calibration: CalibrationConfig::default(),
+            min_region_area: 1,
         }
     }
 }

@@ -2,10 +2,12 @@
 //! with their shift, and the anomaly map (DESIGN.md, "The pipeline").
 
 pub mod combine;
+mod inference;
 pub mod level;
 pub mod scan;
 mod varad;
 
+pub use inference::{GridMap, ScoreOptions, ScoreResult};
 pub use level::{LevelGradients, LevelParams};
 pub use scan::Scans;
 pub use varad::{predictor_config, LevelLayout, Model, Weights};

@@ -8,6 +8,7 @@ use crate::backbone::{Backbone, BackboneOptions, Tokenizer};
 use crate::config::Config;
 use crate::image::{ImageLimits, ImageView, InputGeometry, InputSpec};
 use crate::predictor::PredictorConfig;
+use crate::score::Calibration;
 use crate::{Error, Result};
 
 use super::combine::add_resized;
@@ -39,10 +40,11 @@ pub struct LevelLayout {
 
 /// A VarAD model: configuration, tokenizer and weights.
 pub struct Model {
-    config: Config,
+    pub(super) config: Config,
     tokenizer: Tokenizer,
     layout: Vec<LevelLayout>,
-    weights: Arc<Weights>,
+    pub(super) weights: Arc<Weights>,
+    pub(super) calibration: Option<Calibration>,
     pool: Arc<rayon::ThreadPool>,
 }
 
@@ -162,6 +164,7 @@ impl Model {
             tokenizer,
             layout,
             weights: Arc::new(weights),
+            calibration: None,
             pool: Arc::new(pool),
         })
     }

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::image::{ImageView, InputGeometry};
 use crate::model::combine::resize_adjoint_of_ones;
-use crate::model::{LevelParams, Model, Weights};
+use crate::model::{LevelParams, Model, ScoreOptions, Weights};
 use crate::predictor::rng::SplitMix64;
+use crate::score::Calibration;
 use crate::{Error, ErrorKind, Result};
 
 use super::adamw::AdamW;
@@ -300,8 +301,32 @@ impl Model {
             elapsed: start.elapsed(),
             cache_bytes: set.cache_bytes(),
         };
-        self.set_weights(Weights { levels })?;
+        let weights = Weights { levels };
+        let calibration = self.calibrate(&weights, set, &report.calibration_images)?;
+        self.set_weights(weights)?;
+        self.set_calibration(calibration);
         Ok(report)
+    }
+
+    /// Thresholds from the held-out normal images, scored with the new weights.
+    fn calibrate(
+        &self,
+        weights: &Weights,
+        set: &TrainingSet,
+        images: &[usize],
+    ) -> Result<Calibration> {
+        let results = images
+            .iter()
+            .map(|&i| {
+                let (values, geometry) = set.image(i)?;
+                self.install(|| {
+                    self.score_features(weights, &values, &geometry, &ScoreOptions::default())
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let scores: Vec<f32> = results.iter().map(|r| r.image_score).collect();
+        let maps: Vec<&[f32]> = results.iter().map(|r| r.map.as_slice()).collect();
+        Calibration::fit(&scores, &maps, &self.config().score.calibration)
     }
 
     /// Per level: mean per-channel variance of the adapted tokens over that of the raw

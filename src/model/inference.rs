@@ -1,0 +1,138 @@
+//! Scoring with a model: images to anomaly maps at their own size, image scores, and,
+//! once calibrated, the decision and the defect regions.
+
+use std::sync::Arc;
+
+use crate::image::{ImageView, InputGeometry};
+use crate::score::{assess, image_score, map_to_image, AssessOptions, Assessment, Calibration};
+use crate::{Error, ErrorKind, Result};
+
+use super::{Model, Weights};
+
+/// Per-call scoring options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScoreOptions<'a> {
+    /// Also return the raw map on the finest token grid (before resizing and smoothing).
+    pub raw_map: bool,
+    /// Inspect only where this mask (one byte per image pixel, non-zero = inspect) is set;
+    /// the image score and the regions ignore the rest. All images of the call must then
+    /// have the mask's size.
+    pub roi: Option<&'a [u8]>,
+}
+
+/// The raw anomaly map on the finest token grid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GridMap {
+    /// Grid rows.
+    pub height: usize,
+    /// Grid columns.
+    pub width: usize,
+    /// `height * width` values, row-major.
+    pub values: Vec<f32>,
+}
+
+/// The result of scoring one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreResult {
+    /// The anomaly map at the image's size, `height * width` values, row-major, smoothed.
+    pub map: Vec<f32>,
+    /// The image's width.
+    pub width: usize,
+    /// The image's height.
+    pub height: usize,
+    /// The image score under the configured policy (the map's maximum by default).
+    pub image_score: f32,
+    /// Normalised score, decision and defect regions; `None` until the model is calibrated.
+    pub assessment: Option<Assessment>,
+    /// The raw token-grid map, when asked for.
+    pub raw_map: Option<GridMap>,
+}
+
+impl Model {
+    /// The calibration (thresholds from held-out normal images), if the model has one.
+    pub fn calibration(&self) -> Option<&Calibration> {
+        self.calibration.as_ref()
+    }
+
+    /// Replaces the calibration (to change thresholds at run time without retraining).
+    pub fn set_calibration(&mut self, calibration: Calibration) {
+        self.calibration = Some(calibration);
+    }
+
+    /// Scores a batch of images. Takes `&self`: any number of threads may score with one
+    /// model at once, and each gets exactly what a serial call would.
+    pub fn score(&self, images: &[ImageView], options: &ScoreOptions) -> Result<Vec<ScoreResult>> {
+        if let Some(roi) = options.roi {
+            for (i, image) in images.iter().enumerate() {
+                let pixels = image.width() as usize * image.height() as usize;
+                if roi.len() != pixels {
+                    return Err(Error::invalid_argument(format!(
+                        "image {i} is {}x{} ({pixels} pixels) but the ROI mask has {} bytes",
+                        image.width(),
+                        image.height(),
+                        roi.len()
+                    )));
+                }
+            }
+        }
+        let features = self.features(images)?;
+        let weights = Arc::clone(&self.weights);
+        self.install(|| {
+            features
+                .iter()
+                .map(|(values, geometry)| self.score_features(&weights, values, geometry, options))
+                .collect()
+        })
+    }
+
+    /// Scores one image's cached level maps (training uses this for calibration images).
+    pub(crate) fn score_features(
+        &self,
+        weights: &Weights,
+        features: &[f32],
+        geometry: &InputGeometry,
+        options: &ScoreOptions,
+    ) -> Result<ScoreResult> {
+        let (grid_h, grid_w) = self.finest_grid();
+        let raw = self.raw_map_with(weights, features)?;
+        let map = map_to_image(&raw, grid_h, grid_w, geometry, self.config.score.sigma)?;
+        let (width, height) = (
+            geometry.image_width as usize,
+            geometry.image_height as usize,
+        );
+        let policy = self.config.score.calibration.score_policy;
+        let image_score = image_score(&map, options.roi, policy)?;
+        if !image_score.is_finite() {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                format!("the anomaly map has a non-finite score {image_score}"),
+            ));
+        }
+        let assessment = match &self.calibration {
+            Some(calibration) => Some(assess(
+                &map,
+                width,
+                height,
+                calibration,
+                &AssessOptions {
+                    min_region_area: self.config.score.min_region_area,
+                    roi: options.roi,
+                    ..Default::default()
+                },
+            )?),
+            None => None,
+        };
+        Ok(ScoreResult {
+            map,
+            width,
+            height,
+            image_score,
+            assessment,
+            raw_map: options.raw_map.then(|| GridMap {
+                height: grid_h,
+                width: grid_w,
+                values: raw,
+            }),
+        })
+    }
+}
