@@ -128,7 +128,7 @@ impl Model {
             height,
             image_score,
             assessment,
-            raw_map: options.raw_map.then(|| GridMap {
+            raw_map: options.raw_map.then_some(GridMap {
                 height: grid_h,
                 width: grid_w,
                 values: raw,
