@@ -16,49 +16,6 @@
 #define VARAD_VERSION_STRING "0.1.0"
 
 
-// The value (in each of R, G, B) of input pixels that [`ResizeMode::KeepAspect`] leaves
-// outside the image.
-//
-// A constant rather than replicated edges: a flat field has no texture for the backbone
-// to react to, while replicated edges draw streaks that look like structure. Mid grey
-// sits near the ImageNet mean, so after the backbone's normalisation it is close to
-// zero, like the zero padding the backbone's own layers use. Scores in the padding are
-// meaningless either way and are cropped away with
-// [`InputGeometry::input_rect_for_image`].
-#define PAD_VALUE 0.5
-
-// 2^28 = 268,435,456 pixels, 16384 x 16384.
-//
-// Why this value: it is above every area-scan sensor on the market (the largest are
-// about 150 to 250 megapixels, e.g. 14192 x 10640 and 19200 x 12800), so no real
-// camera frame is refused, while the worst decoded file it admits (16-bit RGBA,
-// 8 bytes a pixel) stays at 2 GiB, which an inspection PC can hold. Line-scan
-// images longer than that should be tiled by the caller, or the limit raised.
-#define ImageLimits_DEFAULT_MAX_PIXELS (1 << 28)
-
-// The number of scan directions.
-#define DIRECTIONS 4
-
-// Steps between scan state checkpoints in training: the chunk's recomputed states
-// (`chunk x N x 16` floats, 64 KB at N = 16) stay in L2 while the backward walks them.
-#define CHUNK 64
-
-// The epsilon added to the mean square.
-#define EPS 1e-5
-
-// The fewest normal images a calibration accepts: with fewer there is no spread to
-// speak of.
-#define MIN_NORMAL_IMAGES 3
-
-// The default smoothing of the map at image size, in image pixels (the value the VarAD
-// paper and most anomaly-detection reference code use).
-#define DEFAULT_SIGMA_PX 4.0
-
-// The widest smoothing accepted, in pixels. Far beyond any useful value (the map is flat
-// long before), it keeps a garbage argument from a C caller from turning into a kernel of
-// millions of taps.
-#define MAX_SIGMA_PX 1000.0
-
 // The result of every fallible `varad_*` call. `VARAD_OK` is 0; every other value names
 // one class of failure, and `varad_last_error_message()` says what exactly went wrong.
 // Values are explicit and never reused.

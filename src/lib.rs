@@ -12,6 +12,7 @@ pub mod error;
 pub mod ffi;
 pub mod image;
 pub mod model;
+pub mod model_file;
 pub mod predictor;
 pub mod score;
 pub mod threads;

@@ -2,54 +2,11 @@
 //! deterministic, a cancelled training leaves the model as it was, bad configs are named.
 
 use std::ops::ControlFlow;
-use std::path::Path;
 
-use varad::image::{ImageView, PixelFormat};
-use varad::train::TrainingSet;
-use varad::{Config, Device, ErrorKind, Model};
+mod common;
 
-fn config() -> Config {
-    let mut c = Config::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny_vit.onnx"));
-    c.input_size = Some((112, 112));
-    c.device = Device::Cpu;
-    c.threads = 2;
-    c.prediction_step = 2;
-    c.d_state = 4;
-    c.train.epochs = 3;
-    c.train.learning_rate = 2e-3;
-    c.seed = 5;
-    c
-}
-
-/// Stripes with a random phase: a "normal" texture.
-fn texture(seed: u64, size: usize) -> Vec<u8> {
-    let phase = (seed * 37 % 17) as usize;
-    let mut out = Vec::with_capacity(size * size * 3);
-    for y in 0..size {
-        for x in 0..size {
-            let v = if ((x + phase) / 6 + y / 9) % 2 == 0 {
-                180
-            } else {
-                60
-            };
-            out.extend_from_slice(&[v, v / 2 + 20, 255 - v]);
-        }
-    }
-    out
-}
-
-fn training_set(model: &Model, n: u64) -> TrainingSet {
-    let mut set = TrainingSet::new(model);
-    for i in 0..n {
-        let pixels = texture(i, 128);
-        set.add(
-            model,
-            &[ImageView::packed(&pixels, 128, 128, PixelFormat::Rgb8).unwrap()],
-        )
-        .unwrap();
-    }
-    set
-}
+use common::{tiny_config as config, training_set};
+use varad::{ErrorKind, Model};
 
 #[test]
 fn loss_falls_and_training_is_deterministic() {

@@ -1,0 +1,353 @@
+//! The model file (DESIGN.md, "The model file"): one safetensors file holding every
+//! trainable tensor under stable names, and under the `varad` key of `__metadata__` a JSON
+//! with the format version, the full configuration, the backbone's identity and the
+//! calibration.
+//!
+//! Saving is atomic: the bytes go to a temporary file in the same folder, which is synced
+//! and renamed over the target, so a crash leaves either the old file or the new one.
+//! Loading checks everything and names every mismatch.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::model::{LevelParams, Model, Weights};
+use crate::predictor::Predictor;
+use crate::score::Calibration;
+use crate::{Config, Device, Error, ErrorKind, Result};
+
+/// The format this library writes, and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The `__metadata__` key that holds the JSON.
+const METADATA_KEY: &str = "varad";
+
+/// What the metadata JSON records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMetadata {
+    format_version: u32,
+    library_version: String,
+    config: Config,
+    backbone: BackboneRecord,
+    calibration: Option<Calibration>,
+}
+
+/// The backbone a model was trained on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackboneRecord {
+    name: String,
+    sha256: String,
+    /// Every output of the file, in order.
+    outputs: Vec<String>,
+    /// The levels the model uses: output name, channels, grid `(h, w)`.
+    levels: Vec<(String, usize, (usize, usize))>,
+}
+
+/// What may differ when a model is loaded on another machine: where its files are and how
+/// it runs. What it computes (the configuration and the backbone's bytes) may not.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// The backbone file, if not where the configuration says; its SHA-256 must match.
+    pub backbone: Option<PathBuf>,
+    /// The ONNX Runtime library.
+    pub runtime_path: Option<PathBuf>,
+    /// The device.
+    pub device: Option<Device>,
+    /// Worker threads (0 = one per physical core).
+    pub threads: Option<usize>,
+}
+
+fn tensor_names(h: usize) -> [String; 3] {
+    [
+        format!("adapters.{h}.weight"),
+        format!("adapters.{h}.bias"),
+        format!("bos.{h}"),
+    ]
+}
+
+fn le_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Writes `model` to `path` atomically.
+pub fn save(model: &Model, path: &Path) -> Result<()> {
+    let metadata = FileMetadata {
+        format_version: FORMAT_VERSION,
+        library_version: crate::VERSION.to_string(),
+        config: model.config().clone(),
+        backbone: record(model),
+        calibration: model.calibration().cloned(),
+    };
+    let json = serde_json::to_string(&metadata).map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("cannot encode the model metadata: {e}"),
+        )
+    })?;
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (h, level) in model.weights().levels.iter().enumerate() {
+        let c = level.channels;
+        let [w, b, bos] = tensor_names(h);
+        tensors.push((w, vec![c, c], le_bytes(&level.adapter_weight)));
+        tensors.push((b, vec![c], le_bytes(&level.adapter_bias)));
+        tensors.push((bos, vec![c], le_bytes(&level.bos)));
+        for (name, shape, data) in level.predictor.tensors() {
+            tensors.push((format!("predictors.{h}.{name}"), shape, le_bytes(data)));
+        }
+    }
+    let views = tensors
+        .iter()
+        .map(|(name, shape, data)| {
+            TensorView::new(Dtype::F32, shape.clone(), data)
+                .map(|view| (name.as_str(), view))
+                .map_err(|e| Error::new(ErrorKind::Internal, format!("tensor {name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::tensor::serialize(
+        views,
+        Some(HashMap::from([(METADATA_KEY.to_string(), json)])),
+    )
+    .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot encode the model: {e}")))?;
+    write_atomically(path, &bytes)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it, renames it over `path` and
+/// syncs the folder, so the rename itself survives a power cut.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::invalid_argument(format!("{} names no file", path.display())))?;
+    let temp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temp).map_err(|e| Error::io(&temp, "create", &e))?;
+        file.write_all(bytes)
+            .map_err(|e| Error::io(&temp, "write", &e))?;
+        file.sync_all().map_err(|e| Error::io(&temp, "sync", &e))?;
+        drop(file);
+        std::fs::rename(&temp, path).map_err(|e| Error::io(path, "replace", &e))?;
+        if let Ok(d) = std::fs::File::open(&dir) {
+            // Not every file system can sync a folder; the data itself is already synced.
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
+fn record(model: &Model) -> BackboneRecord {
+    let identity = model.tokenizer().backbone().identity();
+    BackboneRecord {
+        name: identity.name.clone(),
+        sha256: identity.sha256.clone(),
+        outputs: identity.outputs.clone(),
+        levels: model
+            .layout()
+            .iter()
+            .map(|l| (l.name.clone(), l.channels, l.grid))
+            .collect(),
+    }
+}
+
+impl Model {
+    /// Saves the model atomically (see [`save`]).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        save(self, path)
+    }
+
+    /// Loads a model file (see [`load`]).
+    pub fn load(path: &Path, options: &LoadOptions) -> Result<Model> {
+        load(path, options)
+    }
+}
+
+fn bad(path: &Path, what: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::ModelFile, format!("{}: {what}", path.display()))
+}
+
+/// Reads a model file, opens its backbone and checks that everything matches.
+pub fn load(path: &Path, options: &LoadOptions) -> Result<Model> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, "read the model file", &e))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(path, format!("not a safetensors file: {e}")))?;
+    let json = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(METADATA_KEY))
+        .ok_or_else(|| bad(path, "no varad metadata: not a varad model file"))?;
+    let version: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| bad(path, format!("the metadata is not JSON: {e}")))?;
+    match version.get("format_version").and_then(|v| v.as_u64()) {
+        Some(v) if v > FORMAT_VERSION as u64 => {
+            return Err(bad(
+                path,
+                format!("format version {v} was written by a newer varad; this library ({}) reads up to {FORMAT_VERSION}", crate::VERSION),
+            ))
+        }
+        Some(_) => {}
+        None => return Err(bad(path, "the metadata has no format_version")),
+    }
+    let metadata: FileMetadata = serde_json::from_value(version).map_err(|e| {
+        bad(
+            path,
+            format!("the metadata does not match format {FORMAT_VERSION}: {e}"),
+        )
+    })?;
+
+    let mut config = metadata.config.clone();
+    if let Some(backbone) = &options.backbone {
+        config.backbone = backbone.clone();
+    }
+    if let Some(runtime) = &options.runtime_path {
+        config.runtime_path = Some(runtime.clone());
+    }
+    if let Some(device) = options.device {
+        config.device = device;
+    }
+    if let Some(threads) = options.threads {
+        config.threads = threads;
+    }
+    let backbone_bytes = std::fs::read(&config.backbone)
+        .map_err(|e| Error::io(&config.backbone, "read the backbone", &e))?;
+    let sha: String = Sha256::digest(&backbone_bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if sha != metadata.backbone.sha256 {
+        return Err(bad(
+            path,
+            format!(
+                "the model was trained on backbone `{}` with SHA-256 {}, but {} has SHA-256 {sha}: another backbone file",
+                metadata.backbone.name,
+                metadata.backbone.sha256,
+                config.backbone.display()
+            ),
+        ));
+    }
+    let mut model = Model::new(config)?;
+    let actual = record(&model);
+    if actual != metadata.backbone {
+        return Err(bad(
+            path,
+            format!(
+                "the backbone's levels differ from the model's: file {:?}, now {:?}",
+                metadata.backbone.levels, actual.levels
+            ),
+        ));
+    }
+
+    let tensors = SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(path, format!("corrupt tensor data: {e}")))?;
+    let mut problems = Vec::new();
+    let mut expected = std::collections::BTreeSet::new();
+    let fetch = |name: &str, problems: &mut Vec<String>| -> Option<(Vec<usize>, Vec<f32>)> {
+        match tensors.tensor(name) {
+            Err(_) => {
+                problems.push(format!("{name} is missing"));
+                None
+            }
+            Ok(view) if view.dtype() != Dtype::F32 => {
+                problems.push(format!("{name} is {:?}; expected F32", view.dtype()));
+                None
+            }
+            Ok(view) => Some((
+                view.shape().to_vec(),
+                view.data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            )),
+        }
+    };
+    let mut levels = Vec::new();
+    for (h, layout) in model.layout().iter().enumerate() {
+        let c = layout.channels;
+        let names = tensor_names(h);
+        let mut small = Vec::new();
+        for (name, shape) in names.iter().zip([vec![c, c], vec![c], vec![c]]) {
+            expected.insert(name.clone());
+            match fetch(name, &mut problems) {
+                Some((s, data)) if s == shape => small.push(data),
+                Some((s, _)) => {
+                    problems.push(format!("{name} has shape {s:?}, expected {shape:?}"))
+                }
+                None => {}
+            }
+        }
+        let prefix = format!("predictors.{h}.");
+        let predictor =
+            Predictor::from_tensors(crate::model::predictor_config(model.config(), c), |name| {
+                let full = format!("{prefix}{name}");
+                tensors
+                    .tensor(&full)
+                    .ok()
+                    .filter(|v| v.dtype() == Dtype::F32)
+                    .map(|v| {
+                        (
+                            v.shape().to_vec(),
+                            v.data()
+                                .chunks_exact(4)
+                                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                                .collect(),
+                        )
+                    })
+            });
+        for n in 0..model.config().n_layers {
+            for i in 0..crate::predictor::NAMES.len() {
+                expected.insert(format!(
+                    "{prefix}{}",
+                    crate::predictor::weights::full_name(n, i)
+                ));
+            }
+        }
+        match (predictor, small.len()) {
+            (Ok(predictor), 3) => {
+                let bos = small.pop().expect("three tensors");
+                let bias = small.pop().expect("three tensors");
+                let weight = small.pop().expect("three tensors");
+                levels.push(LevelParams {
+                    channels: c,
+                    adapter_weight: weight,
+                    adapter_bias: bias,
+                    bos,
+                    predictor,
+                });
+            }
+            (Err(e), _) => problems.push(format!("level {h}: {}", e.message())),
+            _ => {}
+        }
+    }
+    let extra: Vec<&str> = tensors
+        .names()
+        .into_iter()
+        .filter(|n| !expected.contains(*n))
+        .collect();
+    if !extra.is_empty() {
+        problems.push(format!("unexpected tensors {}", extra.join(", ")));
+    }
+    if !problems.is_empty() {
+        problems.sort();
+        return Err(bad(path, problems.join("; ")));
+    }
+    model.set_weights(Weights { levels })?;
+    if let Some(calibration) = metadata.calibration {
+        model.set_calibration(calibration);
+    }
+    Ok(model)
+}
