@@ -36,14 +36,6 @@
 // images longer than that should be tiled by the caller, or the limit raised.
 #define ImageLimits_DEFAULT_MAX_PIXELS (1 << 28)
 
-// The fewest normal images a calibration accepts: with fewer there is no spread to
-// speak of.
-#define MIN_NORMAL_IMAGES 3
-
-// The default smoothing of the map at image size, in image pixels (the value the VarAD
-// paper and most anomaly-detection reference code use).
-#define DEFAULT_SIGMA_PX 4.0
-
 // The result of every fallible `varad_*` call. `VARAD_OK` is 0; every other value names
 // one class of failure, and `varad_last_error_message()` says what exactly went wrong.
 // Values are explicit and never reused.
