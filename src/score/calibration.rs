@@ -10,6 +10,8 @@ use crate::{Error, Result};
 
 /// The fewest normal images a calibration accepts: with fewer there is no spread to
 /// speak of.
+///
+/// cbindgen:ignore
 pub const MIN_NORMAL_IMAGES: usize = 3;
 
 /// How [`Calibration::fit`] turns normal images into thresholds.

@@ -8,6 +8,8 @@ use crate::{Error, Result};
 
 /// The default smoothing of the map at image size, in image pixels (the value the VarAD
 /// paper and most anomaly-detection reference code use).
+///
+/// cbindgen:ignore
 pub const DEFAULT_SIGMA_PX: f32 = 4.0;
 
 /// The kernel radius for `sigma`: `ceil(4 * sigma)` taps on each side. Beyond 4 sigma the
@@ -19,6 +21,8 @@ pub fn kernel_radius(sigma: f32) -> usize {
 /// The widest smoothing accepted, in pixels. Far beyond any useful value (the map is flat
 /// long before), it keeps a garbage argument from a C caller from turning into a kernel of
 /// millions of taps.
+///
+/// cbindgen:ignore
 pub const MAX_SIGMA_PX: f32 = 1000.0;
 
 /// Checks that `sigma` is a usable smoothing width: finite, in `[0, MAX_SIGMA_PX]`.
