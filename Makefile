@@ -66,8 +66,12 @@ test-c:
 bench: setup
 	$(CARGO) bench --bench tokenizer
 
+## demo: train on crops of a real photograph (scikit-image's bundled brick wall), score crops
+## with planted defects, write heatmaps to out/demo
 demo: setup
-	@echo "make demo: see README"
+	$(CARGO) build --release --bin varad
+	./target/release/varad demo --out out/demo --backbone $(BACKBONES)/efficientnet_lite0.onnx \
+	  --texture "$$(ls $(PYTHON_VENV)/lib/python3*/site-packages/skimage/data/brick.png | head -n 1)"
 
 clean:
 	$(CARGO) clean

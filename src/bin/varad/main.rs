@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod demo;
+
 use clap::{Parser, Subcommand};
 use varad::backbone::{runtime, Backbone, BackboneOptions};
 use varad::Device;
@@ -30,6 +32,22 @@ enum Command {
         #[arg(long, default_value = "auto")]
         device: Device,
     },
+    /// Train on crops of a texture photograph, score crops with planted defects, and write
+    /// heatmap pictures: the whole job in about a minute.
+    Demo {
+        /// The texture photograph (at least 384 x 384).
+        #[arg(long, value_name = "FILE")]
+        texture: PathBuf,
+        /// The backbone ONNX file (its outputs must include stride8 and stride16).
+        #[arg(long, value_name = "FILE")]
+        backbone: PathBuf,
+        /// Where to write the model and the pictures.
+        #[arg(long, value_name = "DIR", default_value = "out/demo")]
+        out: PathBuf,
+        /// Device: auto, cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: Device,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,6 +63,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> varad::Result<()> {
     match cli.command {
+        Command::Demo {
+            texture,
+            backbone,
+            out,
+            device,
+        } => demo::run(&texture, &backbone, &out, device),
         Command::Info { backbone, device } => {
             println!("varad {}", varad::VERSION);
             let rt = runtime::load(cli.runtime.as_deref())?;
