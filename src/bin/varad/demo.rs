@@ -82,11 +82,8 @@ fn overlay(pixels: &[u8], map: &[f32], scale: f32, regions: &[varad::score::Regi
     let mut out = Vec::with_capacity(pixels.len() * 3);
     for (&p, &m) in pixels.iter().zip(map) {
         let t = (m / scale).clamp(0.0, 1.0);
-        let heat = [
-            (255.0 * (1.5 - (4.0 * t - 3.0).abs()).clamp(0.0, 1.0)) as f32,
-            (255.0 * (1.5 - (4.0 * t - 2.0).abs()).clamp(0.0, 1.0)) as f32,
-            (255.0 * (1.5 - (4.0 * t - 1.0).abs()).clamp(0.0, 1.0)) as f32,
-        ];
+        let channel = |centre: f32| 255.0 * (1.5 - (4.0 * t - centre).abs()).clamp(0.0, 1.0);
+        let heat = [channel(3.0), channel(2.0), channel(1.0)];
         for h in heat {
             out.push((0.55 * p as f32 + 0.45 * h) as u8);
         }
