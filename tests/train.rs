@@ -27,10 +27,9 @@ fn loss_falls_and_training_is_deterministic() {
         .fit(&training_set(&b, 8), |_| ControlFlow::Continue(()))
         .unwrap();
     assert_eq!(report.epoch_losses, report_b.epoch_losses);
-    assert_eq!(
-        a.weights(),
-        b.weights(),
-        "same images, config, seed and threads: same weights"
+    assert!(
+        a.weights() == b.weights(),
+        "same images, config, seed and threads must give the same weights"
     );
 }
 
