@@ -94,13 +94,17 @@ pub fn backward<T: Float>(
     let di = bias.len();
     let wt = transpose(w, di, kw);
     // Pass 1: dL/dpre in place, and the weight/bias sums (per-task partials, reduced).
-    let (gwt, gbs) = gu
-        .par_chunks_mut(di)
+    // Per fixed block of rows, summed in block order, so the result does not depend on
+    // how rayon schedules the blocks.
+    let partials: Vec<(Vec<T>, Vec<T>)> = gu
+        .par_chunks_mut(ROWS_PER_TASK * di)
         .enumerate()
-        .with_min_len(ROWS_PER_TASK)
-        .fold(
-            || (vec![T::ZERO; kw * di], vec![T::ZERO; di], vec![T::ZERO; di]),
-            |(mut gwt, mut gbs, mut pre), (row, gr)| {
+        .map(|(blk, rows)| {
+            let mut gwt = vec![T::ZERO; kw * di];
+            let mut gbs = vec![T::ZERO; di];
+            let mut pre = vec![T::ZERO; di];
+            for (i, gr) in rows.chunks_exact_mut(di).enumerate() {
+                let row = blk * ROWS_PER_TASK + i;
                 let t = row % len;
                 pre_row(x, ldx, &wt, bias, row, t, kw, &mut pre);
                 for d in 0..di {
@@ -117,18 +121,16 @@ pub fn backward<T: Float>(
                         acc[d] += gr[d] * src[d];
                     }
                 }
-                (gwt, gbs, pre)
-            },
-        )
-        .map(|(a, b, _)| (a, b))
-        .reduce(
-            || (vec![T::ZERO; kw * di], vec![T::ZERO; di]),
-            |(mut a1, mut b1), (a2, b2)| {
-                a1.iter_mut().zip(&a2).for_each(|(p, q)| *p += *q);
-                b1.iter_mut().zip(&b2).for_each(|(p, q)| *p += *q);
-                (a1, b1)
-            },
-        );
+            }
+            (gwt, gbs)
+        })
+        .collect();
+    let mut gwt = vec![T::ZERO; kw * di];
+    let mut gbs = vec![T::ZERO; di];
+    for (a, b) in &partials {
+        gwt.iter_mut().zip(a).for_each(|(p, q)| *p += *q);
+        gbs.iter_mut().zip(b).for_each(|(p, q)| *p += *q);
+    }
     for d in 0..di {
         gb[d] += gbs[d];
         for k in 0..kw {

@@ -262,23 +262,21 @@ pub fn backward<T: Float>(
                 *gv *= softplus_grad_from_output(dv);
             }
         });
-    let gbias = gdelta
-        .par_chunks(di)
-        .with_min_len(256)
-        .fold(
-            || vec![T::ZERO; di],
-            |mut acc, row| {
+    // Per fixed block of rows, summed in block order (scheduling-independent).
+    let partials: Vec<Vec<T>> = gdelta
+        .par_chunks(256 * di)
+        .map(|rows| {
+            let mut acc = vec![T::ZERO; di];
+            for row in rows.chunks_exact(di) {
                 acc.iter_mut().zip(row).for_each(|(a, v)| *a += *v);
-                acc
-            },
-        )
-        .reduce(
-            || vec![T::ZERO; di],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += *y);
-                a
-            },
-        );
+            }
+            acc
+        })
+        .collect();
+    let mut gbias = vec![T::ZERO; di];
+    for p in &partials {
+        gbias.iter_mut().zip(p).for_each(|(a, b)| *a += *b);
+    }
     grads
         .dt_proj_bias
         .iter_mut()

@@ -53,15 +53,22 @@ pub fn backward<T: Float>(
     gx: &mut [T],
     gw: &mut [T],
 ) {
-    let partial = x
-        .par_chunks(c)
-        .zip(g.par_chunks(c))
-        .zip(gx.par_chunks_mut(c))
-        .zip(rstd.par_iter())
-        .with_min_len(ROWS_PER_TASK)
-        .fold(
-            || vec![T::ZERO; c],
-            |mut acc, (((xr, gr), gxr), &r)| {
+    // Partial weight gradients per fixed block of rows, summed in block order: the result
+    // does not depend on how rayon schedules the blocks.
+    let block = ROWS_PER_TASK * c;
+    let partials: Vec<Vec<T>> = x
+        .par_chunks(block)
+        .zip(g.par_chunks(block))
+        .zip(gx.par_chunks_mut(block))
+        .zip(rstd.par_chunks(ROWS_PER_TASK))
+        .map(|(((xb, gb), gxb), rb)| {
+            let mut acc = vec![T::ZERO; c];
+            for (((xr, gr), gxr), &r) in xb
+                .chunks_exact(c)
+                .zip(gb.chunks_exact(c))
+                .zip(gxb.chunks_exact_mut(c))
+                .zip(rb)
+            {
                 // d out_i / d x_j = r w_i (delta_ij - x_i x_j r^2 / c)
                 let dot: T = xr
                     .iter()
@@ -74,15 +81,13 @@ pub fn backward<T: Float>(
                     gxr[i] += r * (gr[i] * w[i] - xr[i] * k);
                     acc[i] += gr[i] * xr[i] * r;
                 }
-                acc
-            },
-        )
-        .reduce(
-            || vec![T::ZERO; c],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += *y);
-                a
-            },
-        );
+            }
+            acc
+        })
+        .collect();
+    let mut partial = vec![T::ZERO; c];
+    for p in &partials {
+        partial.iter_mut().zip(p).for_each(|(a, b)| *a += *b);
+    }
     gw.iter_mut().zip(&partial).for_each(|(a, b)| *a += *b);
 }
