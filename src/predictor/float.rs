@@ -49,6 +49,9 @@ pub trait Float:
     fn fast_ln_1p(self) -> Self;
     /// [`Float::exp_m1`] that the compiler can vectorise in `f32`; libm's in `f64`.
     fn fast_exp_m1(self) -> Self;
+    /// `self * a + b`, fused (one rounding). Only for code compiled with FMA enabled:
+    /// elsewhere it is a slow library call.
+    fn mul_add(self, a: Self, b: Self) -> Self;
     /// The larger of two values (no NaN handling needed by callers).
     #[inline(always)]
     fn max_of(self, other: Self) -> Self {
@@ -138,6 +141,10 @@ impl Float for f64 {
         f64::sqrt(self)
     }
     #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f64::mul_add(self, a, b)
+    }
+    #[inline(always)]
     fn ln(self) -> Self {
         f64::ln(self)
     }
@@ -214,6 +221,10 @@ impl Float for f32 {
     #[inline(always)]
     fn sqrt(self) -> Self {
         f32::sqrt(self)
+    }
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f32::mul_add(self, a, b)
     }
     #[inline(always)]
     fn ln(self) -> Self {

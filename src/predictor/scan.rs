@@ -210,7 +210,7 @@ unsafe fn dispatch_fwd<T: Float, const V: usize>(
         }
     }
     // SAFETY: the caller's contract.
-    unsafe { fwd_block::<T, V>(s, inp, out, b, d0) }
+    unsafe { fwd_block::<T, V, false>(s, inp, out, b, d0) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -223,7 +223,18 @@ unsafe fn fwd_block_avx2<T: Float, const V: usize>(
     d0: usize,
 ) {
     // SAFETY: the caller's contract.
-    unsafe { fwd_block::<T, V>(s, inp, out, b, d0) }
+    unsafe { fwd_block::<T, V, true>(s, inp, out, b, d0) }
+}
+
+/// `a * b + c`, fused when the kernel is compiled for FMA (`F`), plain otherwise (where
+/// `mul_add` would be a slow library call).
+#[inline(always)]
+fn fma<T: Float, const F: bool>(a: T, b: T, c: T) -> T {
+    if F {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
 }
 
 /// `[f(0), .., f(V-1)]`, always inlined (`std::array::from_fn` is not, and an opaque
@@ -253,7 +264,7 @@ unsafe fn store<T: Float, const V: usize>(p: *mut T, v: &[T; V]) {
 
 /// The scan of one sequence over channels `d0..d0+V`.
 #[inline(always)]
-unsafe fn fwd_block<T: Float, const V: usize>(
+unsafe fn fwd_block<T: Float, const V: usize, const F: bool>(
     s: &ScanDims,
     inp: &ScanInputs<T>,
     out: &FwdOut<T>,
@@ -287,8 +298,8 @@ unsafe fn fwd_block<T: Float, const V: usize>(
             let (hn, an) = (&mut h[n], &a[n]);
             for w in 0..V {
                 let decay = (dl[w] * an[w]).fast_exp();
-                hn[w] = decay * hn[w] + du[w] * bn;
-                acc[w] += hn[w] * cn;
+                hn[w] = fma::<T, F>(decay, hn[w], du[w] * bn);
+                acc[w] = fma::<T, F>(hn[w], cn, acc[w]);
             }
         }
         let zr = &inp.z[row * inp.ld_z + d0..][..V];
@@ -447,14 +458,14 @@ unsafe fn dispatch_bwd<T: Float, const V: usize>(ctx: BwdCtx<T>, b: usize, d0: u
         }
     }
     // SAFETY: the caller's contract.
-    unsafe { bwd_block::<T, V>(ctx, b, d0) }
+    unsafe { bwd_block::<T, V, false>(ctx, b, d0) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn bwd_block_avx2<T: Float, const V: usize>(ctx: BwdCtx<T>, b: usize, d0: usize) {
     // SAFETY: the caller's contract.
-    unsafe { bwd_block::<T, V>(ctx, b, d0) }
+    unsafe { bwd_block::<T, V, true>(ctx, b, d0) }
 }
 
 /// Adds lane `w` of `v` into `acc[w % LANES]`.
@@ -486,7 +497,7 @@ fn lane_sum<T: Float, const V: usize>(mut v: [T; V]) -> T {
 }
 
 #[inline(always)]
-unsafe fn bwd_block<T: Float, const V: usize>(ctx: BwdCtx<T>, b: usize, d0: usize) {
+unsafe fn bwd_block<T: Float, const V: usize, const F: bool>(ctx: BwdCtx<T>, b: usize, d0: usize) {
     let BwdCtx {
         s,
         inp,
@@ -527,7 +538,7 @@ unsafe fn bwd_block<T: Float, const V: usize>(ctx: BwdCtx<T>, b: usize, d0: usiz
                 for w in 0..V {
                     let e = (dl[w] * a[n][w]).fast_exp();
                     decays[j * ns + n][w] = e;
-                    next[n][w] = e * prev[n][w] + du[w] * bn;
+                    next[n][w] = fma::<T, F>(e, prev[n][w], du[w] * bn);
                 }
             }
         }
@@ -549,7 +560,7 @@ unsafe fn bwd_block<T: Float, const V: usize>(ctx: BwdCtx<T>, b: usize, d0: usiz
             let mut ys: [T; V] = arr(|w| dd[w] * uu[w]);
             for n in 0..ns {
                 for w in 0..V {
-                    ys[w] += cn_row[n] * h_now[n][w];
+                    ys[w] = fma::<T, F>(cn_row[n], h_now[n][w], ys[w]);
                 }
             }
             let mut yv = [T::ZERO; V];
@@ -562,27 +573,31 @@ unsafe fn bwd_block<T: Float, const V: usize>(ctx: BwdCtx<T>, b: usize, d0: usiz
                 gys[w] = gyv[w] * sz;
                 g_d[w] += gys[w] * uu[w];
             }
-            let mut gu: [T; V] = arr(|w| gys[w] * dd[w]);
             let mut gdl = [T::ZERO; V];
+            // sum_n dL/dh[n] B[n]: dh_t/d dt and dh_t/du share it (B x dt and B dt u).
+            let mut qsum = [T::ZERO; V];
             let bcr = &mut bc[t * 2 * ns * LANES..(t + 1) * 2 * ns * LANES];
             for n in 0..ns {
                 let (bn, cn) = (bn_row[n], cn_row[n]);
                 let mut pc = [T::ZERO; V];
                 let mut pb = [T::ZERO; V];
                 for w in 0..V {
-                    let dhn = dh[n][w] + gys[w] * cn;
+                    let dhn = fma::<T, F>(gys[w], cn, dh[n][w]);
                     pc[w] = gys[w] * h_now[n][w];
                     let e = decays[j * ns + n][w];
+                    // dL/d(decay) * decay: the decay's factor of both dt and A.
                     let gdec = dhn * h_prev[n][w] * e;
-                    gdl[w] += gdec * a[n][w] + dhn * uu[w] * bn;
-                    g_a[n][w] += gdec * dl[w];
-                    gu[w] += dhn * dl[w] * bn;
+                    gdl[w] = fma::<T, F>(gdec, a[n][w], gdl[w]);
+                    g_a[n][w] = fma::<T, F>(gdec, dl[w], g_a[n][w]);
+                    qsum[w] = fma::<T, F>(dhn, bn, qsum[w]);
                     pb[w] = dhn * du[w];
                     dh[n][w] = dhn * e;
                 }
                 fold_into(&mut bcr[n * LANES..(n + 1) * LANES], &pb);
                 fold_into(&mut bcr[(ns + n) * LANES..(ns + n + 1) * LANES], &pc);
             }
+            let gu: [T; V] = arr(|w| fma::<T, F>(qsum[w], dl[w], gys[w] * dd[w]));
+            let gdl: [T; V] = arr(|w| fma::<T, F>(qsum[w], uu[w], gdl[w]));
             // SAFETY: this block's columns of row `row` in each output.
             unsafe {
                 store(p.gy.0.add(off), &yv);
