@@ -6,7 +6,7 @@
 //! Loops run over channels innermost (contiguous in memory) so they vectorise; the weight
 //! is transposed to `[d_conv, Di]` once per call for the same reason.
 
-use super::float::{silu, silu_and_grad, Float};
+use super::float::{silu, silu_and_grad, with_avx2, Float};
 use rayon::prelude::*;
 
 /// Rows per rayon task.
@@ -67,10 +67,12 @@ pub fn forward<T: Float>(
         .enumerate()
         .with_min_len(ROWS_PER_TASK)
         .for_each(|(row, ur)| {
-            pre_row(x, ldx, &wt, bias, row, row % len, kw, ur);
-            for v in ur.iter_mut() {
-                *v = silu(*v);
-            }
+            with_avx2(|| {
+                pre_row(x, ldx, &wt, bias, row, row % len, kw, ur);
+                for v in ur.iter_mut() {
+                    *v = silu(*v);
+                }
+            })
         });
 }
 
@@ -101,22 +103,24 @@ pub fn backward<T: Float>(
         .fold(
             || (vec![T::ZERO; kw * di], vec![T::ZERO; di], vec![T::ZERO; di]),
             |(mut gwt, mut gbs, mut pre), (row, gr)| {
-                let t = row % len;
-                pre_row(x, ldx, &wt, bias, row, t, kw, &mut pre);
-                for d in 0..di {
-                    gr[d] *= silu_and_grad(pre[d]).1;
-                    gbs[d] += gr[d];
-                }
-                for k in 0..kw {
-                    if t + k + 1 < kw {
-                        continue;
-                    }
-                    let src = &x[(row + k + 1 - kw) * ldx..][..di];
-                    let acc = &mut gwt[k * di..(k + 1) * di];
+                with_avx2(|| {
+                    let t = row % len;
+                    pre_row(x, ldx, &wt, bias, row, t, kw, &mut pre);
                     for d in 0..di {
-                        acc[d] += gr[d] * src[d];
+                        gr[d] *= silu_and_grad(pre[d]).1;
+                        gbs[d] += gr[d];
                     }
-                }
+                    for k in 0..kw {
+                        if t + k + 1 < kw {
+                            continue;
+                        }
+                        let src = &x[(row + k + 1 - kw) * ldx..][..di];
+                        let acc = &mut gwt[k * di..(k + 1) * di];
+                        for d in 0..di {
+                            acc[d] += gr[d] * src[d];
+                        }
+                    }
+                });
                 (gwt, gbs, pre)
             },
         )

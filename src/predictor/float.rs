@@ -253,6 +253,26 @@ impl Float for f32 {
     }
 }
 
+/// Runs `f` inside a function compiled for AVX2 + FMA when the CPU has them, so that the
+/// loops `f` inlines vectorise 8 lanes wide; the crate itself targets baseline x86-64
+/// (4-lane SSE2). Call it around the innermost per-row loop body: code that `f` reaches
+/// only through a call that is not inlined (a rayon task) gets no benefit.
+#[inline(always)]
+pub fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features `run` is compiled for.
+            return unsafe { run(f) };
+        }
+    }
+    f()
+}
+
 /// `exp` for `f32` as straight-line arithmetic, so loops over it vectorise (libm's `expf`
 /// is an opaque call). Cephes' range reduction `x = k ln2 + r`, `|r| <= ln2/2`, and its
 /// degree-7 polynomial: relative error below 2e-7 over the clamped range.

@@ -7,7 +7,7 @@
 //! gated `y [rows, Di]`; out_proj adds `[rows, C]` to the residual stream.
 
 use super::config::PredictorConfig;
-use super::float::{softplus, softplus_grad_from_output, Float};
+use super::float::{softplus, softplus_grad_from_output, with_avx2, Float};
 use super::gemm::{linear, linear_grad_input, linear_grad_weight};
 use super::scan::{self, ScanDims, ScanGrads, ScanInputs};
 use super::weights::LayerParams;
@@ -61,9 +61,11 @@ fn dt_forward<T: Float>(
     let (di, r, s) = (cfg.d_inner(), cfg.dt_rank, cfg.x_proj_out());
     linear(rows, r, di, xdbl, s, &p.dt_proj_weight, T::ZERO, delta, di);
     delta.par_chunks_mut(di).with_min_len(64).for_each(|row| {
-        for (v, &b) in row.iter_mut().zip(&p.dt_proj_bias) {
-            *v = softplus(*v + b);
-        }
+        with_avx2(|| {
+            for (v, &b) in row.iter_mut().zip(&p.dt_proj_bias) {
+                *v = softplus(*v + b);
+            }
+        })
     });
 }
 
@@ -258,9 +260,11 @@ pub fn backward<T: Float>(
         .zip(tape.delta.par_chunks(di))
         .with_min_len(64)
         .for_each(|(gr, dr)| {
-            for (gv, &dv) in gr.iter_mut().zip(dr) {
-                *gv *= softplus_grad_from_output(dv);
-            }
+            with_avx2(|| {
+                for (gv, &dv) in gr.iter_mut().zip(dr) {
+                    *gv *= softplus_grad_from_output(dv);
+                }
+            })
         });
     let gbias = gdelta
         .par_chunks(di)

@@ -649,22 +649,17 @@ unsafe fn bwd_chunk<T: Float, const V: usize, const F: bool>(
         let h_prev = &hs[j * ns..(j + 1) * ns];
         // SAFETY: this block's columns of row `row`.
         let gyv: [T; V] = unsafe { load(sh.gy.get().add(off)) };
-        let mut ys: [T; V] = arr(|w| dd[w] * uu[w]);
-        for n in 0..ns {
-            for w in 0..V {
-                ys[w] = fma::<T, F>(cn_row[n], h_now[n][w], ys[w]);
-            }
-        }
-        let mut yv = [T::ZERO; V];
-        let mut gz = [T::ZERO; V];
+        // dL/d(ungated y) needs only the gate, so the state loop below can also
+        // recompute the ungated output `ys` from the states it loads anyway.
+        let mut dsz = [T::ZERO; V];
+        let mut sz = [T::ZERO; V];
         let mut gys = [T::ZERO; V];
         for w in 0..V {
-            let (sz, dsz) = silu_and_grad(zr[w]);
-            yv[w] = ys[w] * sz;
-            gz[w] = gyv[w] * ys[w] * dsz;
-            gys[w] = gyv[w] * sz;
+            (sz[w], dsz[w]) = silu_and_grad(zr[w]);
+            gys[w] = gyv[w] * sz[w];
             g_d[w] += gys[w] * uu[w];
         }
+        let mut ys: [T; V] = arr(|w| dd[w] * uu[w]);
         let mut gdl = [T::ZERO; V];
         // sum_n dL/dh[n] B[n]: dh_t/d dt and dh_t/du share it (B x dt and B dt u).
         let mut qsum = [T::ZERO; V];
@@ -675,6 +670,7 @@ unsafe fn bwd_chunk<T: Float, const V: usize, const F: bool>(
             let mut pb = [T::ZERO; V];
             for w in 0..V {
                 let dhn = fma::<T, F>(gys[w], cn, dh[n][w]);
+                ys[w] = fma::<T, F>(cn, h_now[n][w], ys[w]);
                 pc[w] = gys[w] * h_now[n][w];
                 let e = decays[j * ns + n][w];
                 // dL/d(decay) * decay: the decay's factor of both dt and A.
@@ -688,6 +684,8 @@ unsafe fn bwd_chunk<T: Float, const V: usize, const F: bool>(
             fold_into(&mut lr[n * LANES..(n + 1) * LANES], &pb);
             fold_into(&mut lr[(ns + n) * LANES..(ns + n + 1) * LANES], &pc);
         }
+        let yv: [T; V] = arr(|w| ys[w] * sz[w]);
+        let gz: [T; V] = arr(|w| gyv[w] * ys[w] * dsz[w]);
         let gu: [T; V] = arr(|w| fma::<T, F>(qsum[w], dl[w], gys[w] * dd[w]));
         let gdl: [T; V] = arr(|w| fma::<T, F>(qsum[w], uu[w], gdl[w]));
         // SAFETY: this block's columns of row `row` in each output.
