@@ -192,6 +192,47 @@ pub fn forward_naive<T: Float>(
     }
 }
 
+/// The obvious scatter-form twin of [`backward`], in `f64`, for tests: returns
+/// `(dL/dx [rows, di], dL/dw [di, kw], dL/db [di])` for `gu = dL/du`.
+pub fn backward_naive<T: Float>(
+    x: &[T],
+    ldx: usize,
+    w: &[T],
+    bias: &[T],
+    len: usize,
+    kw: usize,
+    gu: &[T],
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let di = bias.len();
+    let rows = gu.len() / di;
+    let (mut gx, mut gw, mut gb) = (vec![0f64; rows * di], vec![0f64; di * kw], vec![0f64; di]);
+    for row in 0..rows {
+        let (b, t) = (row / len, row % len);
+        for d in 0..di {
+            let src = |k: usize| {
+                let s = t as isize + k as isize - (kw as isize - 1);
+                (s >= 0).then(|| b * len + s as usize)
+            };
+            let mut pre = bias[d].to_f64();
+            for k in 0..kw {
+                if let Some(r) = src(k) {
+                    pre += w[d * kw + k].to_f64() * x[r * ldx + d].to_f64();
+                }
+            }
+            let sig = 1.0 / (1.0 + (-pre).exp());
+            let gpre = gu[row * di + d].to_f64() * sig * (1.0 + pre * (1.0 - sig));
+            gb[d] += gpre;
+            for k in 0..kw {
+                if let Some(r) = src(k) {
+                    gw[d * kw + k] += gpre * x[r * ldx + d].to_f64();
+                    gx[r * di + d] += gpre * w[d * kw + k].to_f64();
+                }
+            }
+        }
+    }
+    (gx, gw, gb)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +255,41 @@ mod tests {
         forward_naive(&x, ldx, &w, &bias, len, kw, &mut slow);
         for (p, q) in fast.iter().zip(&slow) {
             assert!((p - q).abs() < 1e-5 * (1.0 + q.abs()), "{p} {q}");
+        }
+    }
+
+    #[test]
+    fn fast_conv_backward_matches_naive() {
+        let mut rng = SplitMix64::new(12);
+        // Sequences shorter and longer than the kernel.
+        for &(b, len, di, kw) in &[
+            (3usize, 9usize, 21usize, 4usize),
+            (2, 2, 5, 4),
+            (1, 7, 3, 1),
+        ] {
+            let ldx = 2 * di + 1;
+            let x: Vec<f64> = (0..b * len * ldx).map(|_| rng.uniform(-2.0, 2.0)).collect();
+            let w: Vec<f64> = (0..di * kw).map(|_| rng.uniform(-1.0, 1.0)).collect();
+            let bias: Vec<f64> = (0..di).map(|_| rng.uniform(-1.0, 1.0)).collect();
+            let gu: Vec<f64> = (0..b * len * di).map(|_| rng.uniform(-1.0, 1.0)).collect();
+            let (want_gx, want_gw, want_gb) = backward_naive(&x, ldx, &w, &bias, len, kw, &gu);
+            let mut g = gu.clone();
+            let mut gx = vec![f64::NAN; b * len * ldx];
+            let (mut gw, mut gb) = (vec![0.0; di * kw], vec![0.0; di]);
+            backward(
+                &x, ldx, &w, &bias, len, kw, &mut g, &mut gx, ldx, &mut gw, &mut gb,
+            );
+            let close = |a: f64, e: f64| (a - e).abs() < 1e-12 * (1.0 + e.abs());
+            for row in 0..b * len {
+                for d in 0..di {
+                    assert!(
+                        close(gx[row * ldx + d], want_gx[row * di + d]),
+                        "gx {row} {d}"
+                    );
+                }
+            }
+            assert!(gw.iter().zip(&want_gw).all(|(a, e)| close(*a, *e)));
+            assert!(gb.iter().zip(&want_gb).all(|(a, e)| close(*a, *e)));
         }
     }
 }
