@@ -148,20 +148,22 @@ pub fn backward<T: Float>(
         .enumerate()
         .with_min_len(ROWS_PER_TASK)
         .for_each(|(row, gxr)| {
-            let t = row % len;
-            let out = &mut gxr[..di];
-            out.iter_mut().for_each(|v| *v = T::ZERO);
-            for k in 0..kw {
-                let ahead = kw - 1 - k;
-                if t + ahead >= len {
-                    continue;
+            with_avx2(|| {
+                let t = row % len;
+                let out = &mut gxr[..di];
+                out.iter_mut().for_each(|v| *v = T::ZERO);
+                for k in 0..kw {
+                    let ahead = kw - 1 - k;
+                    if t + ahead >= len {
+                        continue;
+                    }
+                    let src = &gpre[(row + ahead) * di..][..di];
+                    let wk = &wt[k * di..(k + 1) * di];
+                    for d in 0..di {
+                        out[d] += wk[d] * src[d];
+                    }
                 }
-                let src = &gpre[(row + ahead) * di..][..di];
-                let wk = &wt[k * di..(k + 1) * di];
-                for d in 0..di {
-                    out[d] += wk[d] * src[d];
-                }
-            }
+            })
         });
 }
 

@@ -7,7 +7,7 @@
 //! gated `y [rows, Di]`; out_proj adds `[rows, C]` to the residual stream.
 
 use super::config::PredictorConfig;
-use super::float::{softplus, softplus_grad_from_output, with_avx2, Float};
+use super::float::{softplus, with_avx2, Float};
 use super::gemm::{linear, linear_grad_input, linear_grad_weight};
 use super::scan::{self, ScanDims, ScanGrads, ScanInputs};
 use super::weights::LayerParams;
@@ -249,45 +249,13 @@ pub fn backward<T: Float>(
             gxdbl: &mut gxdbl,
             ga_log: &mut grads.a_log,
             gd: &mut grads.d,
+            gbias: &mut grads.dt_proj_bias,
         },
     );
     let y = gy;
     linear_grad_weight(rows, c, di, g, c, &y, di, T::ONE, &mut grads.out_proj);
     drop(y);
-    // softplus and dt_proj.
-    gdelta
-        .par_chunks_mut(di)
-        .zip(tape.delta.par_chunks(di))
-        .with_min_len(64)
-        .for_each(|(gr, dr)| {
-            with_avx2(|| {
-                for (gv, &dv) in gr.iter_mut().zip(dr) {
-                    *gv *= softplus_grad_from_output(dv);
-                }
-            })
-        });
-    let gbias = gdelta
-        .par_chunks(di)
-        .with_min_len(256)
-        .fold(
-            || vec![T::ZERO; di],
-            |mut acc, row| {
-                acc.iter_mut().zip(row).for_each(|(a, v)| *a += *v);
-                acc
-            },
-        )
-        .reduce(
-            || vec![T::ZERO; di],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += *y);
-                a
-            },
-        );
-    grads
-        .dt_proj_bias
-        .iter_mut()
-        .zip(&gbias)
-        .for_each(|(a, b)| *a += *b);
+    // dt_proj (the scan already went through the softplus and summed the bias grad).
     linear_grad_input(
         rows,
         di,

@@ -25,7 +25,7 @@
 // say that most plainly, and they vectorise the same as iterator chains.
 #![allow(clippy::needless_range_loop)]
 
-use super::float::{silu, silu_and_grad, Float};
+use super::float::{silu, silu_and_grad, softplus_grad_from_output, Float};
 use super::gemm::SendPtr;
 use rayon::prelude::*;
 
@@ -324,8 +324,11 @@ pub struct ScanGrads<'a, T> {
     pub ld_gz: usize,
     /// Out: `dL/du`, `[rows, Di]`.
     pub gu: &'a mut [T],
-    /// Out: `dL/d dt` (after softplus), `[rows, Di]`.
+    /// Out: the gradient of dt_proj's output, i.e. of `dt` *before* the softplus (the
+    /// kernel applies softplus' from the stored `dt`, saving a pass), `[rows, Di]`.
     pub gdelta: &'a mut [T],
+    /// Added to: `dL/d dt_proj.bias`, the column sums of `gdelta`, `[Di]`.
+    pub gbias: &'a mut [T],
     /// Out: `dL/dB` and `dL/dC`, written into columns `b_offset..b_offset + 2N` of this
     /// `[rows, ld_xdbl]` buffer.
     pub gxdbl: &'a mut [T],
@@ -350,6 +353,7 @@ pub fn backward<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], ckpt: &[T]
     assert!(g.gxdbl.len() >= rows * s.ld_xdbl);
     assert_eq!(g.ga_log.len(), di * ns);
     assert_eq!(g.gd.len(), di);
+    assert_eq!(g.gbias.len(), di);
 
     // Channel groups: enough tasks to load every thread (about 4 each), few enough that
     // the per-group partial sums of dB/dC ([L, 2N] each) stay small.
@@ -364,6 +368,7 @@ pub fn backward<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], ckpt: &[T]
     let mut bc_part = vec![T::ZERO; s.batch * n_groups * stride];
     let mut a_part = vec![T::ZERO; s.batch * di * ns];
     let mut d_part = vec![T::ZERO; s.batch * di];
+    let mut bias_part = vec![T::ZERO; s.batch * di];
     let sh = BwdShared {
         s,
         inp,
@@ -377,6 +382,7 @@ pub fn backward<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], ckpt: &[T]
     };
     let a_ptr = SendPtr(a_part.as_mut_ptr());
     let d_ptr = SendPtr(d_part.as_mut_ptr());
+    let bias_ptr = SendPtr(bias_part.as_mut_ptr());
     bc_part
         .par_chunks_mut(stride.max(1))
         .enumerate()
@@ -427,6 +433,7 @@ pub fn backward<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], ckpt: &[T]
                     st.write(
                         a_ptr.get().add(b * di * ns),
                         d_ptr.get().add(b * di),
+                        bias_ptr.get().add(b * di),
                         &inp.a_block::<W>(s, st.d0),
                     );
                 }
@@ -434,6 +441,7 @@ pub fn backward<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], ckpt: &[T]
                     st.write(
                         a_ptr.get().add(b * di * ns),
                         d_ptr.get().add(b * di),
+                        bias_ptr.get().add(b * di),
                         &inp.a_block::<1>(s, st.d0),
                     );
                 }
@@ -449,6 +457,9 @@ pub fn backward<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], ckpt: &[T]
             *x += *y;
         }
         for (x, y) in g.gd.iter_mut().zip(&d_part[b * di..(b + 1) * di]) {
+            *x += *y;
+        }
+        for (x, y) in g.gbias.iter_mut().zip(&bias_part[b * di..(b + 1) * di]) {
             *x += *y;
         }
     }
@@ -490,6 +501,8 @@ struct BlockState<T, const V: usize> {
     g_a: Vec<[T; V]>,
     /// dL/dD accumulated so far.
     g_d: [T; V],
+    /// dL/d dt_proj.bias accumulated so far.
+    g_bias: [T; V],
 }
 
 impl<T: Float, const V: usize> BlockState<T, V> {
@@ -499,16 +512,19 @@ impl<T: Float, const V: usize> BlockState<T, V> {
             dh: vec![[T::ZERO; V]; ns],
             g_a: vec![[T::ZERO; V]; ns],
             g_d: [T::ZERO; V],
+            g_bias: [T::ZERO; V],
         }
     }
 
-    /// Adds the block's dL/dA_log (= dL/dA * A) and dL/dD into the partial buffers.
-    unsafe fn write(&self, ga: *mut T, gd: *mut T, a: &[[T; V]]) {
+    /// Adds the block's dL/dA_log (= dL/dA * A), dL/dD and dL/d dt_proj.bias into the
+    /// partial buffers.
+    unsafe fn write(&self, ga: *mut T, gd: *mut T, gbias: *mut T, a: &[[T; V]]) {
         let ns = self.dh.len();
         for w in 0..V {
             // SAFETY: the caller hands buffers of [Di, N] and [Di] for this block's slots.
             unsafe {
                 *gd.add(self.d0 + w) += self.g_d[w];
+                *gbias.add(self.d0 + w) += self.g_bias[w];
                 for n in 0..ns {
                     *ga.add((self.d0 + w) * ns + n) += self.g_a[n][w] * a[n][w];
                 }
@@ -610,7 +626,7 @@ unsafe fn bwd_chunk<T: Float, const V: usize, const F: bool>(
     let a = inp.a_block::<V>(s, d0);
     let dd: [T; V] = arr(|w| inp.d[d0 + w]);
     let (hs, decays) = (&mut sc.hs, &mut sc.decays);
-    let (dh, g_a, g_d) = (&mut st.dh, &mut st.g_a, &mut st.g_d);
+    let (dh, g_a, g_d, g_bias) = (&mut st.dh, &mut st.g_a, &mut st.g_d, &mut st.g_bias);
     let (t0, t1) = (c * chunk, ((c + 1) * chunk).min(s.len));
     let base = (b * s.n_chunks() + c) * ns;
     for n in 0..ns {
@@ -687,7 +703,12 @@ unsafe fn bwd_chunk<T: Float, const V: usize, const F: bool>(
         let yv: [T; V] = arr(|w| ys[w] * sz[w]);
         let gz: [T; V] = arr(|w| gyv[w] * ys[w] * dsz[w]);
         let gu: [T; V] = arr(|w| fma::<T, F>(qsum[w], dl[w], gys[w] * dd[w]));
-        let gdl: [T; V] = arr(|w| fma::<T, F>(qsum[w], uu[w], gdl[w]));
+        // Through the softplus: dt = softplus(raw), d dt / d raw from dt itself.
+        let gdl: [T; V] =
+            arr(|w| fma::<T, F>(qsum[w], uu[w], gdl[w]) * softplus_grad_from_output(dl[w]));
+        for w in 0..V {
+            g_bias[w] += gdl[w];
+        }
         // SAFETY: this block's columns of row `row` in each output.
         unsafe {
             store(sh.gy.get().add(off), &yv);
@@ -783,7 +804,10 @@ pub fn backward_naive<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], g: S
                     dh[n] *= e;
                 }
                 g.gu[row * di + d] = T::from_f64(gu);
+                // softplus' from dt = softplus(raw): sigmoid(raw) = 1 - exp(-dt).
+                let gdl = gdl * if dl > 20.0 { 1.0 } else { -(-dl).exp_m1() };
                 g.gdelta[row * di + d] = T::from_f64(gdl);
+                g.gbias[d] += T::from_f64(gdl);
             }
             g.gd[d] += T::from_f64(g_d);
             for n in 0..ns {
@@ -896,6 +920,7 @@ mod tests {
             let mut gxdbl = vec![T::ZERO; rows * c.s.ld_xdbl];
             let mut ga = vec![T::ZERO; di * ns];
             let mut gd = vec![T::ZERO; di];
+            let mut gbias = vec![T::ZERO; di];
             let g = ScanGrads {
                 gy_then_y: &mut gy,
                 gz: &mut gz[di..],
@@ -905,17 +930,18 @@ mod tests {
                 gxdbl: &mut gxdbl,
                 ga_log: &mut ga,
                 gd: &mut gd,
+                gbias: &mut gbias,
             };
             if fast {
                 backward(&c.s, &inp, &c.u, &ck, g);
             } else {
                 backward_naive(&c.s, &inp, &c.u, g);
             }
-            [gy, gz, gu, gdelta, gxdbl, ga, gd]
+            [gy, gz, gu, gdelta, gxdbl, ga, gd, gbias]
         };
         let (f, n) = (run(true), run(false));
         close("y from backward", &f[0], &y, tol);
-        for (i, name) in ["y", "gz", "gu", "gdelta", "gxdbl", "gA_log", "gD"]
+        for (i, name) in ["y", "gz", "gu", "gdelta", "gxdbl", "gA_log", "gD", "gbias"]
             .iter()
             .enumerate()
         {
