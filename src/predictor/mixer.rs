@@ -139,7 +139,8 @@ fn scan_inputs<'a, T: Float>(
         d: &p.d,
         delta,
         xdbl,
-        z: &xz[di..],
+        // An empty batch has no z half to slice into.
+        z: &xz[di.min(xz.len())..],
         ld_z: 2 * di,
     }
 }

@@ -227,6 +227,15 @@ fn bad_shapes_are_config_errors() {
     assert_eq!(e.kind(), ErrorKind::Config);
     assert!(e.message().contains("expected"), "{e}");
     assert!(p.forward(&[], 0, 5).unwrap().is_empty());
+    let (out, tape) = p.forward_train(&[], 2, 0).unwrap();
+    assert!(out.is_empty());
+    let (gx, grads) = p.backward(&tape, &[]).unwrap();
+    assert!(gx.is_empty());
+    assert!(grads.iter().all(|(_, g)| g.iter().all(|&v| v == 0.0)));
+    assert_eq!(
+        p.backward(&tape, &[1.0]).unwrap_err().kind(),
+        ErrorKind::Config
+    );
 }
 
 #[test]
