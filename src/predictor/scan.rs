@@ -392,12 +392,12 @@ pub fn backward<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], ckpt: &[T]
             let mut full: Vec<BlockState<T, W>> = group
                 .iter()
                 .filter(|x| x.1 == W)
-                .map(|x| BlockState::new(x.0, ns))
+                .map(|x| BlockState::new(s, inp, x.0))
                 .collect();
             let mut single: Vec<BlockState<T, 1>> = group
                 .iter()
                 .filter(|x| x.1 != W)
-                .map(|x| BlockState::new(x.0, ns))
+                .map(|x| BlockState::new(s, inp, x.0))
                 .collect();
             let mut sc_full = Scratch::<T, W>::new(if full.is_empty() { 0 } else { s.chunk }, ns);
             let mut sc_single =
@@ -434,7 +434,6 @@ pub fn backward<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], ckpt: &[T]
                         a_ptr.get().add(b * di * ns),
                         d_ptr.get().add(b * di),
                         bias_ptr.get().add(b * di),
-                        &inp.a_block::<W>(s, st.d0),
                     );
                 }
                 for st in &single {
@@ -442,7 +441,6 @@ pub fn backward<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], ckpt: &[T]
                         a_ptr.get().add(b * di * ns),
                         d_ptr.get().add(b * di),
                         bias_ptr.get().add(b * di),
-                        &inp.a_block::<1>(s, st.d0),
                     );
                 }
             }
@@ -495,6 +493,10 @@ struct BwdShared<'a, 'b, T> {
 /// A block's backward state, carried from one chunk to the previous one.
 struct BlockState<T, const V: usize> {
     d0: usize,
+    /// `A` of the block (`[N][lanes]`), computed once rather than per chunk.
+    a: Vec<[T; V]>,
+    /// `D` of the block.
+    dd: [T; V],
     /// dL/dh flowing back into the chunk from its future.
     dh: Vec<[T; V]>,
     /// dL/dA accumulated so far.
@@ -506,9 +508,12 @@ struct BlockState<T, const V: usize> {
 }
 
 impl<T: Float, const V: usize> BlockState<T, V> {
-    fn new(d0: usize, ns: usize) -> Self {
+    fn new(s: &ScanDims, inp: &ScanInputs<T>, d0: usize) -> Self {
+        let ns = s.d_state;
         BlockState {
             d0,
+            a: inp.a_block::<V>(s, d0),
+            dd: arr(|w| inp.d[d0 + w]),
             dh: vec![[T::ZERO; V]; ns],
             g_a: vec![[T::ZERO; V]; ns],
             g_d: [T::ZERO; V],
@@ -518,8 +523,8 @@ impl<T: Float, const V: usize> BlockState<T, V> {
 
     /// Adds the block's dL/dA_log (= dL/dA * A), dL/dD and dL/d dt_proj.bias into the
     /// partial buffers.
-    unsafe fn write(&self, ga: *mut T, gd: *mut T, gbias: *mut T, a: &[[T; V]]) {
-        let ns = self.dh.len();
+    unsafe fn write(&self, ga: *mut T, gd: *mut T, gbias: *mut T) {
+        let (ns, a) = (self.dh.len(), &self.a);
         for w in 0..V {
             // SAFETY: the caller hands buffers of [Di, N] and [Di] for this block's slots.
             unsafe {
@@ -623,8 +628,7 @@ unsafe fn bwd_chunk<T: Float, const V: usize, const F: bool>(
 ) {
     let (s, inp, u) = (sh.s, sh.inp, sh.u);
     let (di, ns, chunk, d0) = (s.d_inner, s.d_state, s.chunk, st.d0);
-    let a = inp.a_block::<V>(s, d0);
-    let dd: [T; V] = arr(|w| inp.d[d0 + w]);
+    let (a, dd) = (&st.a, st.dd);
     let (hs, decays) = (&mut sc.hs, &mut sc.decays);
     let (dh, g_a, g_d, g_bias) = (&mut st.dh, &mut st.g_a, &mut st.g_d, &mut st.g_bias);
     let (t0, t1) = (c * chunk, ((c + 1) * chunk).min(s.len));
