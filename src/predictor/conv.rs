@@ -6,7 +6,7 @@
 //! Loops run over channels innermost (contiguous in memory) so they vectorise; the weight
 //! is transposed to `[d_conv, Di]` once per call for the same reason.
 
-use super::float::{silu, silu_and_grad, with_avx2, Float};
+use super::float::{multiversion, silu, silu_and_grad, Float};
 use rayon::prelude::*;
 
 /// Rows per rayon task.
@@ -67,12 +67,7 @@ pub fn forward<T: Float>(
         .enumerate()
         .with_min_len(ROWS_PER_TASK)
         .for_each(|(row, ur)| {
-            with_avx2(|| {
-                pre_row(x, ldx, &wt, bias, row, row % len, kw, ur);
-                for v in ur.iter_mut() {
-                    *v = silu(*v);
-                }
-            })
+            fwd_row(x, ldx, &wt, bias, row, row % len, kw, ur);
         });
 }
 
@@ -103,24 +98,19 @@ pub fn backward<T: Float>(
         .fold(
             || (vec![T::ZERO; kw * di], vec![T::ZERO; di], vec![T::ZERO; di]),
             |(mut gwt, mut gbs, mut pre), (row, gr)| {
-                with_avx2(|| {
-                    let t = row % len;
-                    pre_row(x, ldx, &wt, bias, row, t, kw, &mut pre);
-                    for d in 0..di {
-                        gr[d] *= silu_and_grad(pre[d]).1;
-                        gbs[d] += gr[d];
-                    }
-                    for k in 0..kw {
-                        if t + k + 1 < kw {
-                            continue;
-                        }
-                        let src = &x[(row + k + 1 - kw) * ldx..][..di];
-                        let acc = &mut gwt[k * di..(k + 1) * di];
-                        for d in 0..di {
-                            acc[d] += gr[d] * src[d];
-                        }
-                    }
-                });
+                bwd_row(
+                    x,
+                    ldx,
+                    &wt,
+                    bias,
+                    row,
+                    row % len,
+                    kw,
+                    gr,
+                    &mut gwt,
+                    &mut gbs,
+                    &mut pre,
+                );
                 (gwt, gbs, pre)
             },
         )
@@ -148,24 +138,91 @@ pub fn backward<T: Float>(
         .enumerate()
         .with_min_len(ROWS_PER_TASK)
         .for_each(|(row, gxr)| {
-            with_avx2(|| {
-                let t = row % len;
-                let out = &mut gxr[..di];
-                out.iter_mut().for_each(|v| *v = T::ZERO);
-                for k in 0..kw {
-                    let ahead = kw - 1 - k;
-                    if t + ahead >= len {
-                        continue;
-                    }
-                    let src = &gpre[(row + ahead) * di..][..di];
-                    let wk = &wt[k * di..(k + 1) * di];
-                    for d in 0..di {
-                        out[d] += wk[d] * src[d];
-                    }
-                }
-            })
+            gather_row(gpre, &wt, row, row % len, len, kw, &mut gxr[..di]);
         });
 }
+
+/// One row of the forward: pre-activation, then SiLU.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn fwd_row_body<T: Float>(
+    x: &[T],
+    ldx: usize,
+    wt: &[T],
+    bias: &[T],
+    row: usize,
+    t: usize,
+    kw: usize,
+    ur: &mut [T],
+) {
+    pre_row(x, ldx, wt, bias, row, t, kw, ur);
+    for v in ur.iter_mut() {
+        *v = silu(*v);
+    }
+}
+
+/// One row of the backward's first pass: `dL/dpre` in place over `gr`, and the row's
+/// contributions to the (transposed) weight and bias gradients.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn bwd_row_body<T: Float>(
+    x: &[T],
+    ldx: usize,
+    wt: &[T],
+    bias: &[T],
+    row: usize,
+    t: usize,
+    kw: usize,
+    gr: &mut [T],
+    gwt: &mut [T],
+    gbs: &mut [T],
+    pre: &mut [T],
+) {
+    let di = bias.len();
+    pre_row(x, ldx, wt, bias, row, t, kw, pre);
+    for ((g, gb), &p) in gr.iter_mut().zip(gbs.iter_mut()).zip(pre.iter()) {
+        *g *= silu_and_grad(p).1;
+        *gb += *g;
+    }
+    for k in 0..kw {
+        if t + k + 1 < kw {
+            continue;
+        }
+        let src = &x[(row + k + 1 - kw) * ldx..][..di];
+        for ((a, &g), &v) in gwt[k * di..(k + 1) * di].iter_mut().zip(gr.iter()).zip(src) {
+            *a += g * v;
+        }
+    }
+}
+
+/// One row of the backward's second pass: `dL/dx[row] = sum_k w[k] dL/dpre[row + kw-1-k]`.
+#[inline(always)]
+fn gather_row_body<T: Float>(
+    gpre: &[T],
+    wt: &[T],
+    row: usize,
+    t: usize,
+    len: usize,
+    kw: usize,
+    out: &mut [T],
+) {
+    let di = out.len();
+    out.iter_mut().for_each(|v| *v = T::ZERO);
+    for k in 0..kw {
+        let ahead = kw - 1 - k;
+        if t + ahead >= len {
+            continue;
+        }
+        let src = &gpre[(row + ahead) * di..][..di];
+        for ((o, &w), &g) in out.iter_mut().zip(&wt[k * di..(k + 1) * di]).zip(src) {
+            *o += w * g;
+        }
+    }
+}
+
+multiversion!(fn fwd_row => fwd_row_body(x: &[T], ldx: usize, wt: &[T], bias: &[T], row: usize, t: usize, kw: usize, ur: &mut [T]));
+multiversion!(fn bwd_row => bwd_row_body(x: &[T], ldx: usize, wt: &[T], bias: &[T], row: usize, t: usize, kw: usize, gr: &mut [T], gwt: &mut [T], gbs: &mut [T], pre: &mut [T]));
+multiversion!(fn gather_row => gather_row_body(gpre: &[T], wt: &[T], row: usize, t: usize, len: usize, kw: usize, out: &mut [T]));
 
 /// The obvious per-element twin of [`forward`], in `f64`, for tests.
 pub fn forward_naive<T: Float>(

@@ -253,25 +253,33 @@ impl Float for f32 {
     }
 }
 
-/// Runs `f` inside a function compiled for AVX2 + FMA when the CPU has them, so that the
-/// loops `f` inlines vectorise 8 lanes wide; the crate itself targets baseline x86-64
-/// (4-lane SSE2). Call it around the innermost per-row loop body: code that `f` reaches
-/// only through a call that is not inlined (a rayon task) gets no benefit.
-#[inline(always)]
-pub fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
-            f()
+/// Defines `pub(crate) fn $name<T: Float>(args)` that runs the `#[inline(always)]`
+/// function `$body` compiled for AVX2 + FMA when the CPU has them (8-lane vectors), and
+/// for the crate's baseline x86-64 (4-lane SSE2) otherwise. A closure-based helper would
+/// be simpler but LLVM does not reliably inline a closure into a `#[target_feature]`
+/// function, and then the loops stay scalar.
+macro_rules! multiversion {
+    ($(#[$m:meta])* fn $name:ident => $body:ident($($a:ident: $t:ty),* $(,)?)) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) fn $name<T: Float>($($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2<T: Float>($($a: $t),*) {
+                    $body::<T>($($a),*)
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has the features `avx2` is compiled for.
+                    return unsafe { avx2::<T>($($a),*) };
+                }
+            }
+            $body::<T>($($a),*)
         }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features `run` is compiled for.
-            return unsafe { run(f) };
-        }
-    }
-    f()
+    };
 }
+pub(crate) use multiversion;
 
 /// `exp` for `f32` as straight-line arithmetic, so loops over it vectorise (libm's `expf`
 /// is an opaque call). Cephes' range reduction `x = k ln2 + r`, `|r| <= ln2/2`, and its

@@ -7,7 +7,7 @@
 //! gated `y [rows, Di]`; out_proj adds `[rows, C]` to the residual stream.
 
 use super::config::PredictorConfig;
-use super::float::{softplus, with_avx2, Float};
+use super::float::{multiversion, softplus, Float};
 use super::gemm::{linear, linear_grad_input, linear_grad_weight};
 use super::scan::{self, ScanDims, ScanGrads, ScanInputs};
 use super::weights::LayerParams;
@@ -50,6 +50,16 @@ fn dims(cfg: &PredictorConfig, batch: usize, len: usize) -> ScanDims {
     }
 }
 
+/// `row = softplus(row + bias)`.
+#[inline(always)]
+fn softplus_row_body<T: Float>(row: &mut [T], bias: &[T]) {
+    for (v, &b) in row.iter_mut().zip(bias) {
+        *v = softplus(*v + b);
+    }
+}
+
+multiversion!(fn softplus_row => softplus_row_body(row: &mut [T], bias: &[T]));
+
 /// `delta = softplus(dt_low W_dt^T + b)` into `delta` (`[rows, Di]`).
 fn dt_forward<T: Float>(
     cfg: &PredictorConfig,
@@ -60,13 +70,10 @@ fn dt_forward<T: Float>(
 ) {
     let (di, r, s) = (cfg.d_inner(), cfg.dt_rank, cfg.x_proj_out());
     linear(rows, r, di, xdbl, s, &p.dt_proj_weight, T::ZERO, delta, di);
-    delta.par_chunks_mut(di).with_min_len(64).for_each(|row| {
-        with_avx2(|| {
-            for (v, &b) in row.iter_mut().zip(&p.dt_proj_bias) {
-                *v = softplus(*v + b);
-            }
-        })
-    });
+    delta
+        .par_chunks_mut(di)
+        .with_min_len(64)
+        .for_each(|row| softplus_row(row, &p.dt_proj_bias));
 }
 
 /// The forward's tensors before the scan.
