@@ -12,6 +12,9 @@ use rayon::prelude::*;
 /// Rows per rayon task.
 const ROWS_PER_TASK: usize = 32;
 
+/// Rows per partial sum of the weight and bias gradients.
+const REDUCE_ROWS: usize = 256;
+
 fn transpose<T: Float>(w: &[T], di: usize, kw: usize) -> Vec<T> {
     let mut wt = vec![T::ZERO; di * kw];
     for d in 0..di {
@@ -90,14 +93,17 @@ pub fn backward<T: Float>(
 ) {
     let di = bias.len();
     let wt = transpose(w, di, kw);
-    // Pass 1: dL/dpre in place, and the weight/bias sums (per-task partials, reduced).
-    let (gwt, gbs) = gu
-        .par_chunks_mut(di)
+    // Pass 1: dL/dpre in place, and the weight/bias sums.
+    // Fixed blocks of rows, partials summed in block order, so the result does not depend
+    // on the thread count or on work stealing.
+    let partials: Vec<(Vec<T>, Vec<T>)> = gu
+        .par_chunks_mut(REDUCE_ROWS * di)
         .enumerate()
-        .with_min_len(ROWS_PER_TASK)
-        .fold(
-            || (vec![T::ZERO; kw * di], vec![T::ZERO; di], vec![T::ZERO; di]),
-            |(mut gwt, mut gbs, mut pre), (row, gr)| {
+        .map(|(bi, blk)| {
+            let (mut gwt, mut gbs, mut pre) =
+                (vec![T::ZERO; kw * di], vec![T::ZERO; di], vec![T::ZERO; di]);
+            for (r, gr) in blk.chunks_mut(di).enumerate() {
+                let row = bi * REDUCE_ROWS + r;
                 bwd_row(
                     x,
                     ldx,
@@ -111,18 +117,15 @@ pub fn backward<T: Float>(
                     &mut gbs,
                     &mut pre,
                 );
-                (gwt, gbs, pre)
-            },
-        )
-        .map(|(a, b, _)| (a, b))
-        .reduce(
-            || (vec![T::ZERO; kw * di], vec![T::ZERO; di]),
-            |(mut a1, mut b1), (a2, b2)| {
-                a1.iter_mut().zip(&a2).for_each(|(p, q)| *p += *q);
-                b1.iter_mut().zip(&b2).for_each(|(p, q)| *p += *q);
-                (a1, b1)
-            },
-        );
+            }
+            (gwt, gbs)
+        })
+        .collect();
+    let (mut gwt, mut gbs) = (vec![T::ZERO; kw * di], vec![T::ZERO; di]);
+    for (a, b) in &partials {
+        gwt.iter_mut().zip(a).for_each(|(p, q)| *p += *q);
+        gbs.iter_mut().zip(b).for_each(|(p, q)| *p += *q);
+    }
     for d in 0..di {
         gb[d] += gbs[d];
         for k in 0..kw {

@@ -100,15 +100,12 @@ pub fn gemm<T: Float>(
             )
         }
     };
-    if threads <= 1 || work < 2e6 {
-        panel(0, m, 0, n);
-        return;
-    }
-    if k >= 8 * m.max(n) {
+    if work >= 2e6 && k >= 8 * m.max(n) {
         // A weight gradient: a long reduction (the B*L tokens) into a small output. Output
-        // panels would each re-pack all of the long operands; instead each thread reduces
-        // its own range of `k` into a private `m x n` partial, and the partials are summed.
-        let parts = threads.min(k / 256).max(1);
+        // panels would each re-pack all of the long operands; instead tasks reduce ranges
+        // of `k` into private `m x n` partials, summed in order. The ranges depend on `k`
+        // only, so the result is the same for any thread count.
+        let parts = (k / 2048).clamp(1, 16);
         let step = k.div_ceil(parts);
         let partials: Vec<Vec<T>> = (0..parts)
             .into_par_iter()
@@ -147,6 +144,10 @@ pub fn gemm<T: Float>(
                 *v = acc;
             }
         }
+        return;
+    }
+    if threads <= 1 || work < 2e6 {
+        panel(0, m, 0, n);
         return;
     }
     // Split the longer output side; panels of at least 64 keep matrixmultiply's packing
@@ -271,7 +272,7 @@ mod tests {
         for &(m, k, n) in &[
             (300usize, 37usize, 45usize),
             (20, 50, 700),
-            (24, 3000, 40),
+            (24, 5000, 40),
             (3, 4, 5),
             (7, 0, 6),
         ] {

@@ -9,6 +9,9 @@ pub const EPS: f64 = 1e-5;
 /// Rows per rayon task: large enough that scheduling costs nothing next to the work.
 const ROWS_PER_TASK: usize = 64;
 
+/// Rows per partial sum of the weight gradient.
+const REDUCE_ROWS: usize = 256;
+
 /// `out = x / rms(x) * w` over rows of `c` channels; writes `1 / rms` per row into `rstd`
 /// when given (the backward pass needs it). The mean square is accumulated in `f64`,
 /// which costs nothing here and keeps the f32 forward within the 1e-5 parity budget.
@@ -53,15 +56,22 @@ pub fn backward<T: Float>(
     gx: &mut [T],
     gw: &mut [T],
 ) {
-    let partial = x
-        .par_chunks(c)
-        .zip(g.par_chunks(c))
-        .zip(gx.par_chunks_mut(c))
-        .zip(rstd.par_iter())
-        .with_min_len(ROWS_PER_TASK)
-        .fold(
-            || vec![T::ZERO; c],
-            |mut acc, (((xr, gr), gxr), &r)| {
+    // Fixed blocks of rows, partials summed in block order: the weight gradient is then
+    // bitwise the same for any thread count (rayon's fold would group rows by how the
+    // work happened to be stolen).
+    let partials: Vec<Vec<T>> = x
+        .par_chunks(REDUCE_ROWS * c)
+        .zip(g.par_chunks(REDUCE_ROWS * c))
+        .zip(gx.par_chunks_mut(REDUCE_ROWS * c))
+        .zip(rstd.par_chunks(REDUCE_ROWS))
+        .map(|(((xb, gb), gxb), rb)| {
+            let mut acc = vec![T::ZERO; c];
+            for (((xr, gr), gxr), &r) in xb
+                .chunks(c)
+                .zip(gb.chunks(c))
+                .zip(gxb.chunks_mut(c))
+                .zip(rb)
+            {
                 // d out_i / d x_j = r w_i (delta_ij - x_i x_j r^2 / c)
                 let dot: T = xr
                     .iter()
@@ -74,15 +84,11 @@ pub fn backward<T: Float>(
                     gxr[i] += r * (gr[i] * w[i] - xr[i] * k);
                     acc[i] += gr[i] * xr[i] * r;
                 }
-                acc
-            },
-        )
-        .reduce(
-            || vec![T::ZERO; c],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += *y);
-                a
-            },
-        );
-    gw.iter_mut().zip(&partial).for_each(|(a, b)| *a += *b);
+            }
+            acc
+        })
+        .collect();
+    for partial in &partials {
+        gw.iter_mut().zip(partial).for_each(|(a, b)| *a += *b);
+    }
 }

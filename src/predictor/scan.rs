@@ -32,6 +32,9 @@ use rayon::prelude::*;
 /// Channels per vector block.
 const W: usize = 16;
 
+/// Vector blocks per backward task.
+const BLOCKS_PER_GROUP: usize = 6;
+
 /// Lanes kept per partial sum of `dL/dB`, `dL/dC`: a block folds its 16 channel lanes to
 /// 8 (one vector add) and the final 8-to-1 reduction happens once per channel group
 /// instead of once per block, which took a third of the backward kernel's time.
@@ -355,13 +358,11 @@ pub fn backward<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], ckpt: &[T]
     assert_eq!(g.gd.len(), di);
     assert_eq!(g.gbias.len(), di);
 
-    // Channel groups: enough tasks to load every thread (about 4 each), few enough that
-    // the per-group partial sums of dB/dC ([L, 2N] each) stay small.
+    // Channel groups of a fixed number of blocks (not derived from the thread count, so
+    // the order of the dB/dC sums, and the result, is the same for any thread count):
+    // 8 groups per sequence at Di = 768, and per-group partials ([L, 2N]) stay small.
     let blocks = s.blocks();
-    let want = (rayon::current_num_threads() * 4).div_ceil(s.batch.max(1));
-    let n_groups = want.clamp(1, blocks.len().max(1));
-    let per = blocks.len().div_ceil(n_groups).max(1);
-    let groups: Vec<&[(usize, usize)]> = blocks.chunks(per).collect();
+    let groups: Vec<&[(usize, usize)]> = blocks.chunks(BLOCKS_PER_GROUP).collect();
     let n_groups = groups.len();
 
     let stride = s.len * 2 * ns;

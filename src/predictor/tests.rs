@@ -325,3 +325,32 @@ fn optimizer_can_pair_params_with_gradients() {
     assert!(grads.get("layers.0.mixer.nope").is_none());
     assert!(grads.get("layers.3.norm.weight").is_none());
 }
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    // Large enough that the GEMMs split (over rows and over the reduction) and the conv and
+    // RMSNorm reductions use several blocks.
+    let mut c = PredictorConfig::new(16);
+    c.n_layers = 2;
+    let p = Predictor::init(c, 5).unwrap();
+    let (b, l) = (2, 2100);
+    let x: Vec<f32> = (0..b * l * 16).map(|i| ((i as f32) * 0.37).sin()).collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let (out, tape) = p.forward_train(&x, b, l).unwrap();
+            let (gx, grads) = p.backward(&tape, &out).unwrap();
+            (out, gx, grads)
+        })
+    };
+    let one = run(1);
+    let three = run(3);
+    assert!(one.0 == three.0, "forward differs");
+    assert!(one.1 == three.1, "input gradient differs");
+    for (name, g) in one.2.iter() {
+        assert!(g == three.2.get(&name).unwrap(), "{name} differs");
+    }
+}
