@@ -6,11 +6,14 @@
 //! Loops run over channels innermost (contiguous in memory) so they vectorise; the weight
 //! is transposed to `[d_conv, Di]` once per call for the same reason.
 
-use super::float::{silu, silu_and_grad, Float};
+use super::float::{multiversion, silu, silu_and_grad, Float};
 use rayon::prelude::*;
 
 /// Rows per rayon task.
 const ROWS_PER_TASK: usize = 32;
+
+/// Rows per partial sum of the weight and bias gradients.
+const REDUCE_ROWS: usize = 256;
 
 fn transpose<T: Float>(w: &[T], di: usize, kw: usize) -> Vec<T> {
     let mut wt = vec![T::ZERO; di * kw];
@@ -67,10 +70,7 @@ pub fn forward<T: Float>(
         .enumerate()
         .with_min_len(ROWS_PER_TASK)
         .for_each(|(row, ur)| {
-            pre_row(x, ldx, &wt, bias, row, row % len, kw, ur);
-            for v in ur.iter_mut() {
-                *v = silu(*v);
-            }
+            fwd_row(x, ldx, &wt, bias, row, row % len, kw, ur);
         });
 }
 
@@ -93,40 +93,35 @@ pub fn backward<T: Float>(
 ) {
     let di = bias.len();
     let wt = transpose(w, di, kw);
-    // Pass 1: dL/dpre in place, and the weight/bias sums (per-task partials, reduced).
-    // Per fixed block of rows, summed in block order, so the result does not depend on
-    // how rayon schedules the blocks.
+    // Pass 1: dL/dpre in place, and the weight/bias sums.
+    // Fixed blocks of rows, partials summed in block order, so the result does not depend
+    // on the thread count or on work stealing.
     let partials: Vec<(Vec<T>, Vec<T>)> = gu
-        .par_chunks_mut(ROWS_PER_TASK * di)
+        .par_chunks_mut(REDUCE_ROWS * di)
         .enumerate()
-        .map(|(blk, rows)| {
-            let mut gwt = vec![T::ZERO; kw * di];
-            let mut gbs = vec![T::ZERO; di];
-            let mut pre = vec![T::ZERO; di];
-            for (i, gr) in rows.chunks_exact_mut(di).enumerate() {
-                let row = blk * ROWS_PER_TASK + i;
-                let t = row % len;
-                pre_row(x, ldx, &wt, bias, row, t, kw, &mut pre);
-                for d in 0..di {
-                    gr[d] *= silu_and_grad(pre[d]).1;
-                    gbs[d] += gr[d];
-                }
-                for k in 0..kw {
-                    if t + k + 1 < kw {
-                        continue;
-                    }
-                    let src = &x[(row + k + 1 - kw) * ldx..][..di];
-                    let acc = &mut gwt[k * di..(k + 1) * di];
-                    for d in 0..di {
-                        acc[d] += gr[d] * src[d];
-                    }
-                }
+        .map(|(bi, blk)| {
+            let (mut gwt, mut gbs, mut pre) =
+                (vec![T::ZERO; kw * di], vec![T::ZERO; di], vec![T::ZERO; di]);
+            for (r, gr) in blk.chunks_mut(di).enumerate() {
+                let row = bi * REDUCE_ROWS + r;
+                bwd_row(
+                    x,
+                    ldx,
+                    &wt,
+                    bias,
+                    row,
+                    row % len,
+                    kw,
+                    gr,
+                    &mut gwt,
+                    &mut gbs,
+                    &mut pre,
+                );
             }
             (gwt, gbs)
         })
         .collect();
-    let mut gwt = vec![T::ZERO; kw * di];
-    let mut gbs = vec![T::ZERO; di];
+    let (mut gwt, mut gbs) = (vec![T::ZERO; kw * di], vec![T::ZERO; di]);
     for (a, b) in &partials {
         gwt.iter_mut().zip(a).for_each(|(p, q)| *p += *q);
         gbs.iter_mut().zip(b).for_each(|(p, q)| *p += *q);
@@ -146,22 +141,91 @@ pub fn backward<T: Float>(
         .enumerate()
         .with_min_len(ROWS_PER_TASK)
         .for_each(|(row, gxr)| {
-            let t = row % len;
-            let out = &mut gxr[..di];
-            out.iter_mut().for_each(|v| *v = T::ZERO);
-            for k in 0..kw {
-                let ahead = kw - 1 - k;
-                if t + ahead >= len {
-                    continue;
-                }
-                let src = &gpre[(row + ahead) * di..][..di];
-                let wk = &wt[k * di..(k + 1) * di];
-                for d in 0..di {
-                    out[d] += wk[d] * src[d];
-                }
-            }
+            gather_row(gpre, &wt, row, row % len, len, kw, &mut gxr[..di]);
         });
 }
+
+/// One row of the forward: pre-activation, then SiLU.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn fwd_row_body<T: Float>(
+    x: &[T],
+    ldx: usize,
+    wt: &[T],
+    bias: &[T],
+    row: usize,
+    t: usize,
+    kw: usize,
+    ur: &mut [T],
+) {
+    pre_row(x, ldx, wt, bias, row, t, kw, ur);
+    for v in ur.iter_mut() {
+        *v = silu(*v);
+    }
+}
+
+/// One row of the backward's first pass: `dL/dpre` in place over `gr`, and the row's
+/// contributions to the (transposed) weight and bias gradients.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn bwd_row_body<T: Float>(
+    x: &[T],
+    ldx: usize,
+    wt: &[T],
+    bias: &[T],
+    row: usize,
+    t: usize,
+    kw: usize,
+    gr: &mut [T],
+    gwt: &mut [T],
+    gbs: &mut [T],
+    pre: &mut [T],
+) {
+    let di = bias.len();
+    pre_row(x, ldx, wt, bias, row, t, kw, pre);
+    for ((g, gb), &p) in gr.iter_mut().zip(gbs.iter_mut()).zip(pre.iter()) {
+        *g *= silu_and_grad(p).1;
+        *gb += *g;
+    }
+    for k in 0..kw {
+        if t + k + 1 < kw {
+            continue;
+        }
+        let src = &x[(row + k + 1 - kw) * ldx..][..di];
+        for ((a, &g), &v) in gwt[k * di..(k + 1) * di].iter_mut().zip(gr.iter()).zip(src) {
+            *a += g * v;
+        }
+    }
+}
+
+/// One row of the backward's second pass: `dL/dx[row] = sum_k w[k] dL/dpre[row + kw-1-k]`.
+#[inline(always)]
+fn gather_row_body<T: Float>(
+    gpre: &[T],
+    wt: &[T],
+    row: usize,
+    t: usize,
+    len: usize,
+    kw: usize,
+    out: &mut [T],
+) {
+    let di = out.len();
+    out.iter_mut().for_each(|v| *v = T::ZERO);
+    for k in 0..kw {
+        let ahead = kw - 1 - k;
+        if t + ahead >= len {
+            continue;
+        }
+        let src = &gpre[(row + ahead) * di..][..di];
+        for ((o, &w), &g) in out.iter_mut().zip(&wt[k * di..(k + 1) * di]).zip(src) {
+            *o += w * g;
+        }
+    }
+}
+
+multiversion!(fn fwd_row => fwd_row_body(x: &[T], ldx: usize, wt: &[T], bias: &[T], row: usize, t: usize, kw: usize, ur: &mut [T]));
+multiversion!(fn bwd_row => bwd_row_body(x: &[T], ldx: usize, wt: &[T], bias: &[T], row: usize, t: usize, kw: usize, gr: &mut [T], gwt: &mut [T], gbs: &mut [T], pre: &mut [T]));
+multiversion!(fn gather_row => gather_row_body(gpre: &[T], wt: &[T], row: usize, t: usize, len: usize, kw: usize, out: &mut [T]));
 
 /// The obvious per-element twin of [`forward`], in `f64`, for tests.
 pub fn forward_naive<T: Float>(
@@ -190,6 +254,47 @@ pub fn forward_naive<T: Float>(
     }
 }
 
+/// The obvious scatter-form twin of [`backward`], in `f64`, for tests: returns
+/// `(dL/dx [rows, di], dL/dw [di, kw], dL/db [di])` for `gu = dL/du`.
+pub fn backward_naive<T: Float>(
+    x: &[T],
+    ldx: usize,
+    w: &[T],
+    bias: &[T],
+    len: usize,
+    kw: usize,
+    gu: &[T],
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let di = bias.len();
+    let rows = gu.len() / di;
+    let (mut gx, mut gw, mut gb) = (vec![0f64; rows * di], vec![0f64; di * kw], vec![0f64; di]);
+    for row in 0..rows {
+        let (b, t) = (row / len, row % len);
+        for d in 0..di {
+            let src = |k: usize| {
+                let s = t as isize + k as isize - (kw as isize - 1);
+                (s >= 0).then(|| b * len + s as usize)
+            };
+            let mut pre = bias[d].to_f64();
+            for k in 0..kw {
+                if let Some(r) = src(k) {
+                    pre += w[d * kw + k].to_f64() * x[r * ldx + d].to_f64();
+                }
+            }
+            let sig = 1.0 / (1.0 + (-pre).exp());
+            let gpre = gu[row * di + d].to_f64() * sig * (1.0 + pre * (1.0 - sig));
+            gb[d] += gpre;
+            for k in 0..kw {
+                if let Some(r) = src(k) {
+                    gw[d * kw + k] += gpre * x[r * ldx + d].to_f64();
+                    gx[r * di + d] += gpre * w[d * kw + k].to_f64();
+                }
+            }
+        }
+    }
+    (gx, gw, gb)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +317,41 @@ mod tests {
         forward_naive(&x, ldx, &w, &bias, len, kw, &mut slow);
         for (p, q) in fast.iter().zip(&slow) {
             assert!((p - q).abs() < 1e-5 * (1.0 + q.abs()), "{p} {q}");
+        }
+    }
+
+    #[test]
+    fn fast_conv_backward_matches_naive() {
+        let mut rng = SplitMix64::new(12);
+        // Sequences shorter and longer than the kernel.
+        for &(b, len, di, kw) in &[
+            (3usize, 9usize, 21usize, 4usize),
+            (2, 2, 5, 4),
+            (1, 7, 3, 1),
+        ] {
+            let ldx = 2 * di + 1;
+            let x: Vec<f64> = (0..b * len * ldx).map(|_| rng.uniform(-2.0, 2.0)).collect();
+            let w: Vec<f64> = (0..di * kw).map(|_| rng.uniform(-1.0, 1.0)).collect();
+            let bias: Vec<f64> = (0..di).map(|_| rng.uniform(-1.0, 1.0)).collect();
+            let gu: Vec<f64> = (0..b * len * di).map(|_| rng.uniform(-1.0, 1.0)).collect();
+            let (want_gx, want_gw, want_gb) = backward_naive(&x, ldx, &w, &bias, len, kw, &gu);
+            let mut g = gu.clone();
+            let mut gx = vec![f64::NAN; b * len * ldx];
+            let (mut gw, mut gb) = (vec![0.0; di * kw], vec![0.0; di]);
+            backward(
+                &x, ldx, &w, &bias, len, kw, &mut g, &mut gx, ldx, &mut gw, &mut gb,
+            );
+            let close = |a: f64, e: f64| (a - e).abs() < 1e-12 * (1.0 + e.abs());
+            for row in 0..b * len {
+                for d in 0..di {
+                    assert!(
+                        close(gx[row * ldx + d], want_gx[row * di + d]),
+                        "gx {row} {d}"
+                    );
+                }
+            }
+            assert!(gw.iter().zip(&want_gw).all(|(a, e)| close(*a, *e)));
+            assert!(gb.iter().zip(&want_gb).all(|(a, e)| close(*a, *e)));
         }
     }
 }

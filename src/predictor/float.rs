@@ -49,6 +49,9 @@ pub trait Float:
     fn fast_ln_1p(self) -> Self;
     /// [`Float::exp_m1`] that the compiler can vectorise in `f32`; libm's in `f64`.
     fn fast_exp_m1(self) -> Self;
+    /// `self * a + b`, fused (one rounding). Only for code compiled with FMA enabled:
+    /// elsewhere it is a slow library call.
+    fn mul_add(self, a: Self, b: Self) -> Self;
     /// The larger of two values (no NaN handling needed by callers).
     #[inline(always)]
     fn max_of(self, other: Self) -> Self {
@@ -138,6 +141,10 @@ impl Float for f64 {
         f64::sqrt(self)
     }
     #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f64::mul_add(self, a, b)
+    }
+    #[inline(always)]
     fn ln(self) -> Self {
         f64::ln(self)
     }
@@ -216,6 +223,10 @@ impl Float for f32 {
         f32::sqrt(self)
     }
     #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f32::mul_add(self, a, b)
+    }
+    #[inline(always)]
     fn ln(self) -> Self {
         f32::ln(self)
     }
@@ -241,6 +252,34 @@ impl Float for f32 {
         }
     }
 }
+
+/// Defines `pub(crate) fn $name<T: Float>(args)` that runs the `#[inline(always)]`
+/// function `$body` compiled for AVX2 + FMA when the CPU has them (8-lane vectors), and
+/// for the crate's baseline x86-64 (4-lane SSE2) otherwise. A closure-based helper would
+/// be simpler but LLVM does not reliably inline a closure into a `#[target_feature]`
+/// function, and then the loops stay scalar.
+macro_rules! multiversion {
+    ($(#[$m:meta])* fn $name:ident => $body:ident($($a:ident: $t:ty),* $(,)?)) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) fn $name<T: Float>($($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2<T: Float>($($a: $t),*) {
+                    $body::<T>($($a),*)
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has the features `avx2` is compiled for.
+                    return unsafe { avx2::<T>($($a),*) };
+                }
+            }
+            $body::<T>($($a),*)
+        }
+    };
+}
+pub(crate) use multiversion;
 
 /// `exp` for `f32` as straight-line arithmetic, so loops over it vectorise (libm's `expf`
 /// is an opaque call). Cephes' range reduction `x = k ln2 + r`, `|r| <= ln2/2`, and its

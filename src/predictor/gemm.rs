@@ -100,6 +100,52 @@ pub fn gemm<T: Float>(
             )
         }
     };
+    if work >= 2e6 && k >= 8 * m.max(n) {
+        // A weight gradient: a long reduction (the B*L tokens) into a small output. Output
+        // panels would each re-pack all of the long operands; instead tasks reduce ranges
+        // of `k` into private `m x n` partials, summed in order. The ranges depend on `k`
+        // only, so the result is the same for any thread count.
+        let parts = (k / 2048).clamp(1, 16);
+        let step = k.div_ceil(parts);
+        let partials: Vec<Vec<T>> = (0..parts)
+            .into_par_iter()
+            .map(|p| {
+                let (p0, p1) = (p * step, ((p + 1) * step).min(k));
+                let mut part = vec![T::ZERO; m * n];
+                // SAFETY: the asserts above bound the views of a and b; `part` is m x n.
+                unsafe {
+                    T::gemm_raw(
+                        m,
+                        p1 - p0,
+                        n,
+                        alpha,
+                        a.as_ptr().add(p0 * csa),
+                        rsa as isize,
+                        csa as isize,
+                        b.as_ptr().add(p0 * rsb),
+                        rsb as isize,
+                        csb as isize,
+                        T::ZERO,
+                        part.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    )
+                };
+                part
+            })
+            .collect();
+        for i in 0..m {
+            let row = &mut c[i * ldc..i * ldc + n];
+            for (j, v) in row.iter_mut().enumerate() {
+                let mut acc = if beta == T::ZERO { T::ZERO } else { beta * *v };
+                for part in &partials {
+                    acc += part[i * n + j];
+                }
+                *v = acc;
+            }
+        }
+        return;
+    }
     if threads <= 1 || work < 2e6 {
         panel(0, m, 0, n);
         return;
@@ -221,10 +267,12 @@ mod tests {
             .num_threads(3)
             .build()
             .unwrap();
-        // Tall (row split), wide (column split), tiny (single call), and k = 0.
+        // Tall (row split), wide (column split), long reduction (k split), tiny (single
+        // call), and k = 0.
         for &(m, k, n) in &[
             (300usize, 37usize, 45usize),
             (20, 50, 700),
+            (24, 5000, 40),
             (3, 4, 5),
             (7, 0, 6),
         ] {

@@ -7,7 +7,7 @@
 //! gated `y [rows, Di]`; out_proj adds `[rows, C]` to the residual stream.
 
 use super::config::PredictorConfig;
-use super::float::{softplus, softplus_grad_from_output, Float};
+use super::float::{multiversion, softplus, Float};
 use super::gemm::{linear, linear_grad_input, linear_grad_weight};
 use super::scan::{self, ScanDims, ScanGrads, ScanInputs};
 use super::weights::LayerParams;
@@ -50,6 +50,16 @@ fn dims(cfg: &PredictorConfig, batch: usize, len: usize) -> ScanDims {
     }
 }
 
+/// `row = softplus(row + bias)`.
+#[inline(always)]
+fn softplus_row_body<T: Float>(row: &mut [T], bias: &[T]) {
+    for (v, &b) in row.iter_mut().zip(bias) {
+        *v = softplus(*v + b);
+    }
+}
+
+multiversion!(fn softplus_row => softplus_row_body(row: &mut [T], bias: &[T]));
+
 /// `delta = softplus(dt_low W_dt^T + b)` into `delta` (`[rows, Di]`).
 fn dt_forward<T: Float>(
     cfg: &PredictorConfig,
@@ -60,11 +70,10 @@ fn dt_forward<T: Float>(
 ) {
     let (di, r, s) = (cfg.d_inner(), cfg.dt_rank, cfg.x_proj_out());
     linear(rows, r, di, xdbl, s, &p.dt_proj_weight, T::ZERO, delta, di);
-    delta.par_chunks_mut(di).with_min_len(64).for_each(|row| {
-        for (v, &b) in row.iter_mut().zip(&p.dt_proj_bias) {
-            *v = softplus(*v + b);
-        }
-    });
+    delta
+        .par_chunks_mut(di)
+        .with_min_len(64)
+        .for_each(|row| softplus_row(row, &p.dt_proj_bias));
 }
 
 /// The forward's tensors before the scan.
@@ -137,7 +146,8 @@ fn scan_inputs<'a, T: Float>(
         d: &p.d,
         delta,
         xdbl,
-        z: &xz[di..],
+        // An empty batch has no z half to slice into.
+        z: &xz[di.min(xz.len())..],
         ld_z: 2 * di,
     }
 }
@@ -247,41 +257,13 @@ pub fn backward<T: Float>(
             gxdbl: &mut gxdbl,
             ga_log: &mut grads.a_log,
             gd: &mut grads.d,
+            gbias: &mut grads.dt_proj_bias,
         },
     );
     let y = gy;
     linear_grad_weight(rows, c, di, g, c, &y, di, T::ONE, &mut grads.out_proj);
     drop(y);
-    // softplus and dt_proj.
-    gdelta
-        .par_chunks_mut(di)
-        .zip(tape.delta.par_chunks(di))
-        .with_min_len(64)
-        .for_each(|(gr, dr)| {
-            for (gv, &dv) in gr.iter_mut().zip(dr) {
-                *gv *= softplus_grad_from_output(dv);
-            }
-        });
-    // Per fixed block of rows, summed in block order (scheduling-independent).
-    let partials: Vec<Vec<T>> = gdelta
-        .par_chunks(256 * di)
-        .map(|rows| {
-            let mut acc = vec![T::ZERO; di];
-            for row in rows.chunks_exact(di) {
-                acc.iter_mut().zip(row).for_each(|(a, v)| *a += *v);
-            }
-            acc
-        })
-        .collect();
-    let mut gbias = vec![T::ZERO; di];
-    for p in &partials {
-        gbias.iter_mut().zip(p).for_each(|(a, b)| *a += *b);
-    }
-    grads
-        .dt_proj_bias
-        .iter_mut()
-        .zip(&gbias)
-        .for_each(|(a, b)| *a += *b);
+    // dt_proj (the scan already went through the softplus and summed the bias grad).
     linear_grad_input(
         rows,
         di,

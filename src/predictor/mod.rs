@@ -40,6 +40,22 @@
 //!   (`Predictor<f64>`, via [`Predictor::cast`]), which the gradient tests use.
 //! - Training memory: the scan keeps its state only every [`mixer::CHUNK`] steps and
 //!   recomputes in between, so a step needs `O(B L Di)` memory, not `O(B L Di N)`.
+//!
+//! # Layout of the module
+//!
+//! [`mixer`] runs one residual block from the kernels: [`rmsnorm`], [`gemm`] (the linear
+//! layers, `matrixmultiply` split over rayon), [`conv`] (causal depthwise conv + SiLU) and
+//! [`scan`] (the fused selective scan and its chunked backward). [`weights`] names the
+//! tensors, [`init`] draws them as mamba_ssm does from the seeded [`rng`], and [`float`]
+//! holds the scalar trait and the vectorisable `exp`/`ln_1p`.
+//!
+//! # Tests
+//!
+//! Next to the code: finite-difference gradient checks in `f64` of every parameter and
+//! the input on several shapes (`tests.rs`), and each fast kernel against a slow twin.
+//! `tests/predictor_parity.rs` compares the forward with fixtures that
+//! `tests/predictor_reference.py` (plain numpy, f64) writes into `tests/data/`. The
+//! benchmark is `cargo bench --bench predictor`.
 
 mod config;
 pub mod conv;

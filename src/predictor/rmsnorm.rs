@@ -9,6 +9,9 @@ pub const EPS: f64 = 1e-5;
 /// Rows per rayon task: large enough that scheduling costs nothing next to the work.
 const ROWS_PER_TASK: usize = 64;
 
+/// Rows per partial sum of the weight gradient.
+const REDUCE_ROWS: usize = 256;
+
 /// `out = x / rms(x) * w` over rows of `c` channels; writes `1 / rms` per row into `rstd`
 /// when given (the backward pass needs it). The mean square is accumulated in `f64`,
 /// which costs nothing here and keeps the f32 forward within the 1e-5 parity budget.
@@ -53,20 +56,20 @@ pub fn backward<T: Float>(
     gx: &mut [T],
     gw: &mut [T],
 ) {
-    // Partial weight gradients per fixed block of rows, summed in block order: the result
-    // does not depend on how rayon schedules the blocks.
-    let block = ROWS_PER_TASK * c;
+    // Fixed blocks of rows, partials summed in block order: the weight gradient is then
+    // bitwise the same for any thread count (rayon's fold would group rows by how the
+    // work happened to be stolen).
     let partials: Vec<Vec<T>> = x
-        .par_chunks(block)
-        .zip(g.par_chunks(block))
-        .zip(gx.par_chunks_mut(block))
-        .zip(rstd.par_chunks(ROWS_PER_TASK))
+        .par_chunks(REDUCE_ROWS * c)
+        .zip(g.par_chunks(REDUCE_ROWS * c))
+        .zip(gx.par_chunks_mut(REDUCE_ROWS * c))
+        .zip(rstd.par_chunks(REDUCE_ROWS))
         .map(|(((xb, gb), gxb), rb)| {
             let mut acc = vec![T::ZERO; c];
             for (((xr, gr), gxr), &r) in xb
-                .chunks_exact(c)
-                .zip(gb.chunks_exact(c))
-                .zip(gxb.chunks_exact_mut(c))
+                .chunks(c)
+                .zip(gb.chunks(c))
+                .zip(gxb.chunks_mut(c))
                 .zip(rb)
             {
                 // d out_i / d x_j = r w_i (delta_ij - x_i x_j r^2 / c)
@@ -85,9 +88,7 @@ pub fn backward<T: Float>(
             acc
         })
         .collect();
-    let mut partial = vec![T::ZERO; c];
-    for p in &partials {
-        partial.iter_mut().zip(p).for_each(|(a, b)| *a += *b);
+    for partial in &partials {
+        gw.iter_mut().zip(partial).for_each(|(a, b)| *a += *b);
     }
-    gw.iter_mut().zip(&partial).for_each(|(a, b)| *a += *b);
 }

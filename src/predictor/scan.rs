@@ -21,12 +21,19 @@
 //! (`chunk x N x W`, a few tens of KB), then walks it backwards. Memory is
 //! `O(B L Di)` for the per-step gradients plus `O(B Di N L / chunk)` for checkpoints.
 
-use super::float::{silu, silu_and_grad, Float};
+// The kernels index lanes and state rows in lockstep across several arrays; index loops
+// say that most plainly, and they vectorise the same as iterator chains.
+#![allow(clippy::needless_range_loop)]
+
+use super::float::{silu, silu_and_grad, softplus_grad_from_output, Float};
 use super::gemm::SendPtr;
 use rayon::prelude::*;
 
 /// Channels per vector block.
 const W: usize = 16;
+
+/// Vector blocks per backward task.
+const BLOCKS_PER_GROUP: usize = 6;
 
 /// Lanes kept per partial sum of `dL/dB`, `dL/dC`: a block folds its 16 channel lanes to
 /// 8 (one vector add) and the final 8-to-1 reduction happens once per channel group
@@ -210,7 +217,7 @@ unsafe fn dispatch_fwd<T: Float, const V: usize>(
         }
     }
     // SAFETY: the caller's contract.
-    unsafe { fwd_block::<T, V>(s, inp, out, b, d0) }
+    unsafe { fwd_block::<T, V, false>(s, inp, out, b, d0) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -223,7 +230,18 @@ unsafe fn fwd_block_avx2<T: Float, const V: usize>(
     d0: usize,
 ) {
     // SAFETY: the caller's contract.
-    unsafe { fwd_block::<T, V>(s, inp, out, b, d0) }
+    unsafe { fwd_block::<T, V, true>(s, inp, out, b, d0) }
+}
+
+/// `a * b + c`, fused when the kernel is compiled for FMA (`F`), plain otherwise (where
+/// `mul_add` would be a slow library call).
+#[inline(always)]
+fn fma<T: Float, const F: bool>(a: T, b: T, c: T) -> T {
+    if F {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
 }
 
 /// `[f(0), .., f(V-1)]`, always inlined (`std::array::from_fn` is not, and an opaque
@@ -253,7 +271,7 @@ unsafe fn store<T: Float, const V: usize>(p: *mut T, v: &[T; V]) {
 
 /// The scan of one sequence over channels `d0..d0+V`.
 #[inline(always)]
-unsafe fn fwd_block<T: Float, const V: usize>(
+unsafe fn fwd_block<T: Float, const V: usize, const F: bool>(
     s: &ScanDims,
     inp: &ScanInputs<T>,
     out: &FwdOut<T>,
@@ -287,8 +305,8 @@ unsafe fn fwd_block<T: Float, const V: usize>(
             let (hn, an) = (&mut h[n], &a[n]);
             for w in 0..V {
                 let decay = (dl[w] * an[w]).fast_exp();
-                hn[w] = decay * hn[w] + du[w] * bn;
-                acc[w] += hn[w] * cn;
+                hn[w] = fma::<T, F>(decay, hn[w], du[w] * bn);
+                acc[w] = fma::<T, F>(hn[w], cn, acc[w]);
             }
         }
         let zr = &inp.z[row * inp.ld_z + d0..][..V];
@@ -309,8 +327,11 @@ pub struct ScanGrads<'a, T> {
     pub ld_gz: usize,
     /// Out: `dL/du`, `[rows, Di]`.
     pub gu: &'a mut [T],
-    /// Out: `dL/d dt` (after softplus), `[rows, Di]`.
+    /// Out: the gradient of dt_proj's output, i.e. of `dt` *before* the softplus (the
+    /// kernel applies softplus' from the stored `dt`, saving a pass), `[rows, Di]`.
     pub gdelta: &'a mut [T],
+    /// Added to: `dL/d dt_proj.bias`, the column sums of `gdelta`, `[Di]`.
+    pub gbias: &'a mut [T],
     /// Out: `dL/dB` and `dL/dC`, written into columns `b_offset..b_offset + 2N` of this
     /// `[rows, ld_xdbl]` buffer.
     pub gxdbl: &'a mut [T],
@@ -318,14 +339,6 @@ pub struct ScanGrads<'a, T> {
     pub ga_log: &'a mut [T],
     /// Added to: `dL/dD`, `[Di]`.
     pub gd: &'a mut [T],
-}
-
-#[derive(Clone, Copy)]
-struct BwdPtrs<T> {
-    gy: SendPtr<T>,
-    gz: SendPtr<T>,
-    gu: SendPtr<T>,
-    gdelta: SendPtr<T>,
 }
 
 /// Backward of [`forward`] from its checkpoints `ckpt` and inputs `u`. Parallel over
@@ -343,54 +356,93 @@ pub fn backward<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], ckpt: &[T]
     assert!(g.gxdbl.len() >= rows * s.ld_xdbl);
     assert_eq!(g.ga_log.len(), di * ns);
     assert_eq!(g.gd.len(), di);
+    assert_eq!(g.gbias.len(), di);
 
-    // Channel groups: enough tasks to load every thread (about 4 each), few enough that
-    // the per-group partial sums of dB/dC ([L, 2N] each) stay small.
+    // Channel groups of a fixed number of blocks (not derived from the thread count, so
+    // the order of the dB/dC sums, and the result, is the same for any thread count):
+    // 8 groups per sequence at Di = 768, and per-group partials ([L, 2N]) stay small.
     let blocks = s.blocks();
-    let want = (rayon::current_num_threads() * 4).div_ceil(s.batch.max(1));
-    let n_groups = want.clamp(1, blocks.len().max(1));
-    let per = blocks.len().div_ceil(n_groups).max(1);
-    let groups: Vec<&[(usize, usize)]> = blocks.chunks(per).collect();
+    let groups: Vec<&[(usize, usize)]> = blocks.chunks(BLOCKS_PER_GROUP).collect();
     let n_groups = groups.len();
 
-    let stride = s.len * 2 * ns * LANES;
+    let stride = s.len * 2 * ns;
     let mut bc_part = vec![T::ZERO; s.batch * n_groups * stride];
     let mut a_part = vec![T::ZERO; s.batch * di * ns];
     let mut d_part = vec![T::ZERO; s.batch * di];
-    let ptrs = BwdPtrs {
+    let mut bias_part = vec![T::ZERO; s.batch * di];
+    let sh = BwdShared {
+        s,
+        inp,
+        u,
+        ckpt,
         gy: SendPtr(g.gy_then_y.as_mut_ptr()),
         gz: SendPtr(g.gz.as_mut_ptr()),
         gu: SendPtr(g.gu.as_mut_ptr()),
         gdelta: SendPtr(g.gdelta.as_mut_ptr()),
+        ld_gz: g.ld_gz,
     };
-    let ld_gz = g.ld_gz;
     let a_ptr = SendPtr(a_part.as_mut_ptr());
     let d_ptr = SendPtr(d_part.as_mut_ptr());
+    let bias_ptr = SendPtr(bias_part.as_mut_ptr());
     bc_part
         .par_chunks_mut(stride.max(1))
         .enumerate()
         .for_each(|(task, bc)| {
             let (b, gi) = (task / n_groups, task % n_groups);
-            for &(d0, w) in groups[gi] {
-                // SAFETY: task (b, group) touches rows of sequence b and the group's
-                // channel columns only; a_part/d_part regions are per (b, channel).
-                unsafe {
-                    let ctx = BwdCtx {
-                        s,
-                        inp,
-                        u,
-                        ckpt,
-                        p: ptrs,
-                        ld_gz,
-                        bc,
-                        ga: a_ptr.get().add(b * di * ns),
-                        gd: d_ptr.get().add(b * di),
-                    };
-                    if w == W {
-                        dispatch_bwd::<T, W>(ctx, b, d0)
-                    } else {
-                        dispatch_bwd::<T, 1>(ctx, b, d0)
+            let group = groups[gi];
+            let mut full: Vec<BlockState<T, W>> = group
+                .iter()
+                .filter(|x| x.1 == W)
+                .map(|x| BlockState::new(s, inp, x.0))
+                .collect();
+            let mut single: Vec<BlockState<T, 1>> = group
+                .iter()
+                .filter(|x| x.1 != W)
+                .map(|x| BlockState::new(s, inp, x.0))
+                .collect();
+            let mut sc_full = Scratch::<T, W>::new(if full.is_empty() { 0 } else { s.chunk }, ns);
+            let mut sc_single =
+                Scratch::<T, 1>::new(if single.is_empty() { 0 } else { s.chunk }, ns);
+            // dB/dC lane partials of the current chunk for every block of the group: small
+            // enough to stay in L2 while all the group's blocks add into it.
+            let mut lanes = vec![T::ZERO; s.chunk * 2 * ns * LANES];
+            for c in (0..s.n_chunks()).rev() {
+                let (t0, t1) = (c * s.chunk, ((c + 1) * s.chunk).min(s.len));
+                lanes.iter_mut().for_each(|v| *v = T::ZERO);
+                for st in &mut full {
+                    // SAFETY: this task (b, group) touches rows of sequence b and the
+                    // group's channel columns only.
+                    unsafe { dispatch_bwd(&sh, b, c, st, &mut sc_full, &mut lanes) };
+                }
+                for st in &mut single {
+                    // SAFETY: as above.
+                    unsafe { dispatch_bwd(&sh, b, c, st, &mut sc_single, &mut lanes) };
+                }
+                for t in t0..t1 {
+                    let src = &lanes[(t - t0) * 2 * ns * LANES..][..2 * ns * LANES];
+                    for (x, l) in bc[t * 2 * ns..(t + 1) * 2 * ns]
+                        .iter_mut()
+                        .zip(src.chunks_exact(LANES))
+                    {
+                        *x = lane_sum::<T, LANES>(l.try_into().unwrap());
                     }
+                }
+            }
+            // SAFETY: per-(b, channel) partial slots, exclusive to this task.
+            unsafe {
+                for st in &full {
+                    st.write(
+                        a_ptr.get().add(b * di * ns),
+                        d_ptr.get().add(b * di),
+                        bias_ptr.get().add(b * di),
+                    );
+                }
+                for st in &single {
+                    st.write(
+                        a_ptr.get().add(b * di * ns),
+                        d_ptr.get().add(b * di),
+                        bias_ptr.get().add(b * di),
+                    );
                 }
             }
         });
@@ -406,6 +458,9 @@ pub fn backward<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], ckpt: &[T]
         for (x, y) in g.gd.iter_mut().zip(&d_part[b * di..(b + 1) * di]) {
             *x += *y;
         }
+        for (x, y) in g.gbias.iter_mut().zip(&bias_part[b * di..(b + 1) * di]) {
+            *x += *y;
+        }
     }
     g.gxdbl
         .par_chunks_mut(s.ld_xdbl)
@@ -417,44 +472,120 @@ pub fn backward<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], ckpt: &[T]
             let dst = &mut gr[s.b_offset..s.b_offset + 2 * ns];
             dst.iter_mut().for_each(|v| *v = T::ZERO);
             for gi in 0..n_groups {
-                let src =
-                    &bc_part[(b * n_groups + gi) * stride + t * 2 * ns * LANES..][..2 * ns * LANES];
-                for (x, lanes) in dst.iter_mut().zip(src.chunks_exact(LANES)) {
-                    *x += lane_sum::<T, LANES>(lanes.try_into().unwrap());
-                }
+                let src = &bc_part[(b * n_groups + gi) * stride + t * 2 * ns..][..2 * ns];
+                dst.iter_mut().zip(src).for_each(|(x, y)| *x += *y);
             }
         });
 }
 
-struct BwdCtx<'a, 'b, T> {
+/// What every backward task reads, and the per-step outputs it writes through.
+struct BwdShared<'a, 'b, T> {
     s: &'a ScanDims,
     inp: &'a ScanInputs<'b, T>,
     u: &'a [T],
     ckpt: &'a [T],
-    p: BwdPtrs<T>,
+    gy: SendPtr<T>,
+    gz: SendPtr<T>,
+    gu: SendPtr<T>,
+    gdelta: SendPtr<T>,
     ld_gz: usize,
-    bc: &'a mut [T],
-    ga: *mut T,
-    gd: *mut T,
 }
 
-unsafe fn dispatch_bwd<T: Float, const V: usize>(ctx: BwdCtx<T>, b: usize, d0: usize) {
+/// A block's backward state, carried from one chunk to the previous one.
+struct BlockState<T, const V: usize> {
+    d0: usize,
+    /// `A` of the block (`[N][lanes]`), computed once rather than per chunk.
+    a: Vec<[T; V]>,
+    /// `D` of the block.
+    dd: [T; V],
+    /// dL/dh flowing back into the chunk from its future.
+    dh: Vec<[T; V]>,
+    /// dL/dA accumulated so far.
+    g_a: Vec<[T; V]>,
+    /// dL/dD accumulated so far.
+    g_d: [T; V],
+    /// dL/d dt_proj.bias accumulated so far.
+    g_bias: [T; V],
+}
+
+impl<T: Float, const V: usize> BlockState<T, V> {
+    fn new(s: &ScanDims, inp: &ScanInputs<T>, d0: usize) -> Self {
+        let ns = s.d_state;
+        BlockState {
+            d0,
+            a: inp.a_block::<V>(s, d0),
+            dd: arr(|w| inp.d[d0 + w]),
+            dh: vec![[T::ZERO; V]; ns],
+            g_a: vec![[T::ZERO; V]; ns],
+            g_d: [T::ZERO; V],
+            g_bias: [T::ZERO; V],
+        }
+    }
+
+    /// Adds the block's dL/dA_log (= dL/dA * A), dL/dD and dL/d dt_proj.bias into the
+    /// partial buffers.
+    unsafe fn write(&self, ga: *mut T, gd: *mut T, gbias: *mut T) {
+        let (ns, a) = (self.dh.len(), &self.a);
+        for w in 0..V {
+            // SAFETY: the caller hands buffers of [Di, N] and [Di] for this block's slots.
+            unsafe {
+                *gd.add(self.d0 + w) += self.g_d[w];
+                *gbias.add(self.d0 + w) += self.g_bias[w];
+                for n in 0..ns {
+                    *ga.add((self.d0 + w) * ns + n) += self.g_a[n][w] * a[n][w];
+                }
+            }
+        }
+    }
+}
+
+/// Recomputed states of one chunk: `hs[j*N + n]` is the state before step `t0 + j`
+/// (`j = 0` is the checkpoint), `decays[j*N + n]` the decay of step `t0 + j`.
+struct Scratch<T, const V: usize> {
+    hs: Vec<[T; V]>,
+    decays: Vec<[T; V]>,
+}
+
+impl<T: Float, const V: usize> Scratch<T, V> {
+    fn new(chunk: usize, ns: usize) -> Self {
+        Scratch {
+            hs: vec![[T::ZERO; V]; (chunk + 1) * ns],
+            decays: vec![[T::ZERO; V]; chunk * ns],
+        }
+    }
+}
+
+unsafe fn dispatch_bwd<T: Float, const V: usize>(
+    sh: &BwdShared<T>,
+    b: usize,
+    c: usize,
+    st: &mut BlockState<T, V>,
+    sc: &mut Scratch<T, V>,
+    lanes: &mut [T],
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             // SAFETY: features checked; the rest is the caller's contract.
-            return unsafe { bwd_block_avx2::<T, V>(ctx, b, d0) };
+            return unsafe { bwd_chunk_avx2::<T, V>(sh, b, c, st, sc, lanes) };
         }
     }
     // SAFETY: the caller's contract.
-    unsafe { bwd_block::<T, V>(ctx, b, d0) }
+    unsafe { bwd_chunk::<T, V, false>(sh, b, c, st, sc, lanes) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn bwd_block_avx2<T: Float, const V: usize>(ctx: BwdCtx<T>, b: usize, d0: usize) {
+unsafe fn bwd_chunk_avx2<T: Float, const V: usize>(
+    sh: &BwdShared<T>,
+    b: usize,
+    c: usize,
+    st: &mut BlockState<T, V>,
+    sc: &mut Scratch<T, V>,
+    lanes: &mut [T],
+) {
     // SAFETY: the caller's contract.
-    unsafe { bwd_block::<T, V>(ctx, b, d0) }
+    unsafe { bwd_chunk::<T, V, true>(sh, b, c, st, sc, lanes) }
 }
 
 /// Adds lane `w` of `v` into `acc[w % LANES]`.
@@ -485,121 +616,110 @@ fn lane_sum<T: Float, const V: usize>(mut v: [T; V]) -> T {
     v[0]
 }
 
+/// The backward of chunk `c` of sequence `b` for one block: recompute the chunk's states
+/// from its checkpoint, then walk them backwards.
 #[inline(always)]
-unsafe fn bwd_block<T: Float, const V: usize>(ctx: BwdCtx<T>, b: usize, d0: usize) {
-    let BwdCtx {
-        s,
-        inp,
-        u,
-        ckpt,
-        p,
-        ld_gz,
-        bc,
-        ga,
-        gd,
-    } = ctx;
-    let (di, ns, chunk) = (s.d_inner, s.d_state, s.chunk);
-    let a = inp.a_block::<V>(s, d0);
-    let dd: [T; V] = arr(|w| inp.d[d0 + w]);
-    // hs[j*ns + n]: state before step t0 + j (j = 0 is the checkpoint); decays[j*ns + n].
-    let mut hs = vec![[T::ZERO; V]; (chunk + 1) * ns];
-    let mut decays = vec![[T::ZERO; V]; chunk * ns];
-    let mut dh = vec![[T::ZERO; V]; ns];
-    let mut g_a = vec![[T::ZERO; V]; ns];
-    let mut g_d = [T::ZERO; V];
-    for c in (0..s.n_chunks()).rev() {
-        let (t0, t1) = (c * chunk, ((c + 1) * chunk).min(s.len));
-        let base = (b * s.n_chunks() + c) * ns;
+unsafe fn bwd_chunk<T: Float, const V: usize, const F: bool>(
+    sh: &BwdShared<T>,
+    b: usize,
+    c: usize,
+    st: &mut BlockState<T, V>,
+    sc: &mut Scratch<T, V>,
+    lanes: &mut [T],
+) {
+    let (s, inp, u) = (sh.s, sh.inp, sh.u);
+    let (di, ns, chunk, d0) = (s.d_inner, s.d_state, s.chunk, st.d0);
+    let (a, dd) = (&st.a, st.dd);
+    let (hs, decays) = (&mut sc.hs, &mut sc.decays);
+    let (dh, g_a, g_d, g_bias) = (&mut st.dh, &mut st.g_a, &mut st.g_d, &mut st.g_bias);
+    let (t0, t1) = (c * chunk, ((c + 1) * chunk).min(s.len));
+    let base = (b * s.n_chunks() + c) * ns;
+    for n in 0..ns {
+        hs[n] = arr(|w| sh.ckpt[(base + n) * di + d0 + w]);
+    }
+    // Recompute the chunk's states.
+    for t in t0..t1 {
+        let j = t - t0;
+        let row = b * s.len + t;
+        let off = row * di + d0;
+        let dl: [T; V] = arr(|w| inp.delta[off + w]);
+        let du: [T; V] = arr(|w| dl[w] * u[off + w]);
+        let bc_in = &inp.xdbl[row * s.ld_xdbl + s.b_offset..][..ns];
+        let (prev, next) = hs[j * ns..(j + 2) * ns].split_at_mut(ns);
         for n in 0..ns {
-            hs[n] = arr(|w| ckpt[(base + n) * di + d0 + w]);
-        }
-        // Recompute the chunk's states.
-        for t in t0..t1 {
-            let j = t - t0;
-            let row = b * s.len + t;
-            let off = row * di + d0;
-            let dl: [T; V] = arr(|w| inp.delta[off + w]);
-            let du: [T; V] = arr(|w| dl[w] * u[off + w]);
-            let bc_in = &inp.xdbl[row * s.ld_xdbl + s.b_offset..][..ns];
-            let (prev, next) = hs[j * ns..(j + 2) * ns].split_at_mut(ns);
-            for n in 0..ns {
-                let bn = bc_in[n];
-                for w in 0..V {
-                    let e = (dl[w] * a[n][w]).fast_exp();
-                    decays[j * ns + n][w] = e;
-                    next[n][w] = e * prev[n][w] + du[w] * bn;
-                }
-            }
-        }
-        // Walk it backwards.
-        for t in (t0..t1).rev() {
-            let j = t - t0;
-            let row = b * s.len + t;
-            let off = row * di + d0;
-            let dl: [T; V] = arr(|w| inp.delta[off + w]);
-            let uu: [T; V] = arr(|w| u[off + w]);
-            let du: [T; V] = arr(|w| dl[w] * uu[w]);
-            let zr = &inp.z[row * inp.ld_z + d0..][..V];
-            let xr = &inp.xdbl[row * s.ld_xdbl + s.b_offset..][..2 * ns];
-            let (bn_row, cn_row) = xr.split_at(ns);
-            let h_now = &hs[(j + 1) * ns..(j + 2) * ns];
-            let h_prev = &hs[j * ns..(j + 1) * ns];
-            // SAFETY: this block's columns of row `row`.
-            let gyv: [T; V] = unsafe { load(p.gy.0.add(off)) };
-            let mut ys: [T; V] = arr(|w| dd[w] * uu[w]);
-            for n in 0..ns {
-                for w in 0..V {
-                    ys[w] += cn_row[n] * h_now[n][w];
-                }
-            }
-            let mut yv = [T::ZERO; V];
-            let mut gz = [T::ZERO; V];
-            let mut gys = [T::ZERO; V];
+            let bn = bc_in[n];
             for w in 0..V {
-                let (sz, dsz) = silu_and_grad(zr[w]);
-                yv[w] = ys[w] * sz;
-                gz[w] = gyv[w] * ys[w] * dsz;
-                gys[w] = gyv[w] * sz;
-                g_d[w] += gys[w] * uu[w];
-            }
-            let mut gu: [T; V] = arr(|w| gys[w] * dd[w]);
-            let mut gdl = [T::ZERO; V];
-            let bcr = &mut bc[t * 2 * ns * LANES..(t + 1) * 2 * ns * LANES];
-            for n in 0..ns {
-                let (bn, cn) = (bn_row[n], cn_row[n]);
-                let mut pc = [T::ZERO; V];
-                let mut pb = [T::ZERO; V];
-                for w in 0..V {
-                    let dhn = dh[n][w] + gys[w] * cn;
-                    pc[w] = gys[w] * h_now[n][w];
-                    let e = decays[j * ns + n][w];
-                    let gdec = dhn * h_prev[n][w] * e;
-                    gdl[w] += gdec * a[n][w] + dhn * uu[w] * bn;
-                    g_a[n][w] += gdec * dl[w];
-                    gu[w] += dhn * dl[w] * bn;
-                    pb[w] = dhn * du[w];
-                    dh[n][w] = dhn * e;
-                }
-                fold_into(&mut bcr[n * LANES..(n + 1) * LANES], &pb);
-                fold_into(&mut bcr[(ns + n) * LANES..(ns + n + 1) * LANES], &pc);
-            }
-            // SAFETY: this block's columns of row `row` in each output.
-            unsafe {
-                store(p.gy.0.add(off), &yv);
-                store(p.gz.0.add(row * ld_gz + d0), &gz);
-                store(p.gu.0.add(off), &gu);
-                store(p.gdelta.0.add(off), &gdl);
+                let e = (dl[w] * a[n][w]).fast_exp();
+                decays[j * ns + n][w] = e;
+                next[n][w] = fma::<T, F>(e, prev[n][w], du[w] * bn);
             }
         }
     }
-    for w in 0..V {
-        // SAFETY: per-(b, channel) partial slots, exclusive to this task.
-        unsafe {
-            *gd.add(d0 + w) += g_d[w];
-            for n in 0..ns {
-                // dL/dA_log = dL/dA * A.
-                *ga.add((d0 + w) * ns + n) += g_a[n][w] * a[n][w];
+    // Walk it backwards.
+    for t in (t0..t1).rev() {
+        let j = t - t0;
+        let row = b * s.len + t;
+        let off = row * di + d0;
+        let dl: [T; V] = arr(|w| inp.delta[off + w]);
+        let uu: [T; V] = arr(|w| u[off + w]);
+        let du: [T; V] = arr(|w| dl[w] * uu[w]);
+        let zr = &inp.z[row * inp.ld_z + d0..][..V];
+        let xr = &inp.xdbl[row * s.ld_xdbl + s.b_offset..][..2 * ns];
+        let (bn_row, cn_row) = xr.split_at(ns);
+        let h_now = &hs[(j + 1) * ns..(j + 2) * ns];
+        let h_prev = &hs[j * ns..(j + 1) * ns];
+        // SAFETY: this block's columns of row `row`.
+        let gyv: [T; V] = unsafe { load(sh.gy.get().add(off)) };
+        // dL/d(ungated y) needs only the gate, so the state loop below can also
+        // recompute the ungated output `ys` from the states it loads anyway.
+        let mut dsz = [T::ZERO; V];
+        let mut sz = [T::ZERO; V];
+        let mut gys = [T::ZERO; V];
+        for w in 0..V {
+            (sz[w], dsz[w]) = silu_and_grad(zr[w]);
+            gys[w] = gyv[w] * sz[w];
+            g_d[w] += gys[w] * uu[w];
+        }
+        let mut ys: [T; V] = arr(|w| dd[w] * uu[w]);
+        let mut gdl = [T::ZERO; V];
+        // sum_n dL/dh[n] B[n]: dh_t/d dt and dh_t/du share it (B x dt and B dt u).
+        let mut qsum = [T::ZERO; V];
+        let lr = &mut lanes[j * 2 * ns * LANES..(j + 1) * 2 * ns * LANES];
+        for n in 0..ns {
+            let (bn, cn) = (bn_row[n], cn_row[n]);
+            let mut pc = [T::ZERO; V];
+            let mut pb = [T::ZERO; V];
+            for w in 0..V {
+                let dhn = fma::<T, F>(gys[w], cn, dh[n][w]);
+                ys[w] = fma::<T, F>(cn, h_now[n][w], ys[w]);
+                pc[w] = gys[w] * h_now[n][w];
+                let e = decays[j * ns + n][w];
+                // dL/d(decay) * decay: the decay's factor of both dt and A.
+                let gdec = dhn * h_prev[n][w] * e;
+                gdl[w] = fma::<T, F>(gdec, a[n][w], gdl[w]);
+                g_a[n][w] = fma::<T, F>(gdec, dl[w], g_a[n][w]);
+                qsum[w] = fma::<T, F>(dhn, bn, qsum[w]);
+                pb[w] = dhn * du[w];
+                dh[n][w] = dhn * e;
             }
+            fold_into(&mut lr[n * LANES..(n + 1) * LANES], &pb);
+            fold_into(&mut lr[(ns + n) * LANES..(ns + n + 1) * LANES], &pc);
+        }
+        let yv: [T; V] = arr(|w| ys[w] * sz[w]);
+        let gz: [T; V] = arr(|w| gyv[w] * ys[w] * dsz[w]);
+        let gu: [T; V] = arr(|w| fma::<T, F>(qsum[w], dl[w], gys[w] * dd[w]));
+        // Through the softplus: dt = softplus(raw), d dt / d raw from dt itself.
+        let gdl: [T; V] =
+            arr(|w| fma::<T, F>(qsum[w], uu[w], gdl[w]) * softplus_grad_from_output(dl[w]));
+        for w in 0..V {
+            g_bias[w] += gdl[w];
+        }
+        // SAFETY: this block's columns of row `row` in each output.
+        unsafe {
+            store(sh.gy.get().add(off), &yv);
+            store(sh.gz.get().add(row * sh.ld_gz + d0), &gz);
+            store(sh.gu.get().add(off), &gu);
+            store(sh.gdelta.get().add(off), &gdl);
         }
     }
 }
@@ -689,7 +809,10 @@ pub fn backward_naive<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], g: S
                     dh[n] *= e;
                 }
                 g.gu[row * di + d] = T::from_f64(gu);
+                // softplus' from dt = softplus(raw): sigmoid(raw) = 1 - exp(-dt).
+                let gdl = gdl * if dl > 20.0 { 1.0 } else { -(-dl).exp_m1() };
                 g.gdelta[row * di + d] = T::from_f64(gdl);
+                g.gbias[d] += T::from_f64(gdl);
             }
             g.gd[d] += T::from_f64(g_d);
             for n in 0..ns {
@@ -802,6 +925,7 @@ mod tests {
             let mut gxdbl = vec![T::ZERO; rows * c.s.ld_xdbl];
             let mut ga = vec![T::ZERO; di * ns];
             let mut gd = vec![T::ZERO; di];
+            let mut gbias = vec![T::ZERO; di];
             let g = ScanGrads {
                 gy_then_y: &mut gy,
                 gz: &mut gz[di..],
@@ -811,17 +935,18 @@ mod tests {
                 gxdbl: &mut gxdbl,
                 ga_log: &mut ga,
                 gd: &mut gd,
+                gbias: &mut gbias,
             };
             if fast {
                 backward(&c.s, &inp, &c.u, &ck, g);
             } else {
                 backward_naive(&c.s, &inp, &c.u, g);
             }
-            [gy, gz, gu, gdelta, gxdbl, ga, gd]
+            [gy, gz, gu, gdelta, gxdbl, ga, gd, gbias]
         };
         let (f, n) = (run(true), run(false));
         close("y from backward", &f[0], &y, tol);
-        for (i, name) in ["y", "gz", "gu", "gdelta", "gxdbl", "gA_log", "gD"]
+        for (i, name) in ["y", "gz", "gu", "gdelta", "gxdbl", "gA_log", "gD", "gbias"]
             .iter()
             .enumerate()
         {

@@ -227,6 +227,15 @@ fn bad_shapes_are_config_errors() {
     assert_eq!(e.kind(), ErrorKind::Config);
     assert!(e.message().contains("expected"), "{e}");
     assert!(p.forward(&[], 0, 5).unwrap().is_empty());
+    let (out, tape) = p.forward_train(&[], 2, 0).unwrap();
+    assert!(out.is_empty());
+    let (gx, grads) = p.backward(&tape, &[]).unwrap();
+    assert!(gx.is_empty());
+    assert!(grads.iter().all(|(_, g)| g.iter().all(|&v| v == 0.0)));
+    assert_eq!(
+        p.backward(&tape, &[1.0]).unwrap_err().kind(),
+        ErrorKind::Config
+    );
 }
 
 #[test]
@@ -315,4 +324,33 @@ fn optimizer_can_pair_params_with_gradients() {
     assert_ne!(p, before);
     assert!(grads.get("layers.0.mixer.nope").is_none());
     assert!(grads.get("layers.3.norm.weight").is_none());
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    // Large enough that the GEMMs split (over rows and over the reduction) and the conv and
+    // RMSNorm reductions use several blocks.
+    let mut c = PredictorConfig::new(16);
+    c.n_layers = 2;
+    let p = Predictor::init(c, 5).unwrap();
+    let (b, l) = (2, 2100);
+    let x: Vec<f32> = (0..b * l * 16).map(|i| ((i as f32) * 0.37).sin()).collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let (out, tape) = p.forward_train(&x, b, l).unwrap();
+            let (gx, grads) = p.backward(&tape, &out).unwrap();
+            (out, gx, grads)
+        })
+    };
+    let one = run(1);
+    let three = run(3);
+    assert!(one.0 == three.0, "forward differs");
+    assert!(one.1 == three.1, "input gradient differs");
+    for (name, g) in one.2.iter() {
+        assert!(g == three.2.get(&name).unwrap(), "{name} differs");
+    }
 }
