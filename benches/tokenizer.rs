@@ -13,8 +13,15 @@ use std::time::Instant;
 use varad::backbone::{Backbone, BackboneOptions};
 use varad::Device;
 
-const ROUNDS: usize = 3;
-const REPS: usize = 5;
+/// Rounds and runs per round: a full measurement under `cargo bench`, one quick pass
+/// when `cargo test --all-targets` runs this file as a smoke test.
+fn rounds_and_reps() -> (usize, usize) {
+    if std::env::args().any(|a| a == "--bench") {
+        (3, 5)
+    } else {
+        (1, 1)
+    }
+}
 
 fn bench_input(batch: usize, height: usize, width: usize) -> Vec<f32> {
     (0..batch * 3 * height * width)
@@ -27,7 +34,13 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-fn python_median_ms(root: &Path, model: &Path, size: (usize, usize), threads: usize) -> f64 {
+fn python_median_ms(
+    root: &Path,
+    model: &Path,
+    size: (usize, usize),
+    threads: usize,
+    reps: usize,
+) -> f64 {
     let output = Command::new(root.join(".deps/venv/bin/python"))
         .arg(root.join("scripts/bench_ort_python.py"))
         .arg(model)
@@ -41,7 +54,7 @@ fn python_median_ms(root: &Path, model: &Path, size: (usize, usize), threads: us
             "--threads",
             &threads.to_string(),
             "--reps",
-            &REPS.to_string(),
+            &reps.to_string(),
         ])
         .output()
         .expect("run the Python baseline (make setup installs it)");
@@ -75,11 +88,12 @@ fn bench(root: &Path, model: &Path) {
     for _ in 0..2 {
         backbone.run(&input, 1, side, side).expect("warm-up run");
     }
+    let (rounds, reps) = rounds_and_reps();
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
-    for _ in 0..ROUNDS {
-        theirs.push(python_median_ms(root, model, size, threads));
-        let mut times: Vec<f64> = (0..REPS)
+    for _ in 0..rounds {
+        theirs.push(python_median_ms(root, model, size, threads, reps));
+        let mut times: Vec<f64> = (0..reps)
             .map(|_| {
                 let start = Instant::now();
                 let maps = backbone.run(&input, 1, side, side).expect("run");
@@ -123,7 +137,8 @@ fn main() {
     } else {
         args
     };
-    println!("tokenizer benchmark: median of {ROUNDS} rounds x {REPS} runs, batch 1, CPU");
+    let (rounds, reps) = rounds_and_reps();
+    println!("tokenizer benchmark: median of {rounds} rounds x {reps} runs, batch 1, CPU");
     for model in models {
         if model.is_file() {
             bench(&root, &model);
