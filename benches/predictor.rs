@@ -95,27 +95,6 @@ fn time(mut f: impl FnMut()) -> f64 {
     )
 }
 
-/// Finds the ONNX Runtime shared library (the lead will swap this for
-/// `varad::backbone::runtime`).
-fn ort_library() -> Option<std::path::PathBuf> {
-    if let Ok(p) = std::env::var("ORT_DYLIB_PATH") {
-        return Some(p.into());
-    }
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(".deps/venv/lib/python3.11/site-packages/onnxruntime/capi");
-    let mut found: Vec<_> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libonnxruntime.so."))
-        })
-        .collect();
-    found.sort();
-    found.pop()
-}
-
 /// Protocol-buffer encoding, just enough for a one-node ONNX model.
 fn varint(mut v: u64, out: &mut Vec<u8>) {
     while v >= 0x80 {
@@ -178,12 +157,9 @@ fn matmul_onnx(m: usize, k: usize, n: usize) -> Vec<u8> {
 /// An ONNX Runtime session of a MatMul `[m, k] x [k, n]` with 2 intra-op threads, and a
 /// closure that runs it once on fixed inputs.
 fn ort_matmul(m: usize, k: usize, n: usize) -> Result<impl FnMut() -> Result<(), String>, String> {
-    let lib = ort_library().ok_or("ONNX Runtime library not found (set ORT_DYLIB_PATH)")?;
-    let env = ort::init_from(&lib)
-        .map_err(|e| e.to_string())?
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut session = ort::session::Session::builder(&env)
+    // The library's own loader: the same search order and the one environment per process.
+    let runtime = varad::backbone::runtime::load(None).map_err(|e| e.to_string())?;
+    let mut session = ort::session::Session::builder(runtime.environment())
         .map_err(|e| e.to_string())?
         .with_intra_threads(2)
         .map_err(|e| e.to_string())?

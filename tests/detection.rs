@@ -4,8 +4,10 @@
 //! passing. Required under `make test` (VARAD_REQUIRE_BACKBONES=1).
 
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
 
+mod common;
+
+use common::lite0;
 use varad::image::{ImageView, PixelFormat};
 use varad::model::ScoreOptions;
 use varad::score::Decision;
@@ -13,22 +15,6 @@ use varad::train::TrainingSet;
 use varad::{Config, Device, Model};
 
 const SIZE: usize = 512;
-
-fn lite0() -> Option<PathBuf> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/backbones/efficientnet_lite0.onnx");
-    if path.is_file() {
-        return Some(path);
-    }
-    if std::env::var_os("VARAD_REQUIRE_BACKBONES").is_some() {
-        panic!(
-            "{} is missing: `make setup` should have written it",
-            path.display()
-        );
-    }
-    eprintln!("skipped: {} not found (run `make setup`)", path.display());
-    None
-}
 
 struct Lcg(u64);
 

@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use common::{texture, tiny_config, training_set};
+use common::{texture, trained_tiny_model};
 use varad::image::{ImageView, PixelFormat};
 use varad::model::ScoreOptions;
 use varad::model_file::LoadOptions;
@@ -17,13 +16,6 @@ fn temp_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn trained() -> Model {
-    let mut model = Model::new(tiny_config()).unwrap();
-    let set = training_set(&model, 6);
-    model.fit(&set, |_| ControlFlow::Continue(())).unwrap();
-    model
 }
 
 fn scores(model: &Model) -> Vec<varad::model::ScoreResult> {
@@ -43,7 +35,7 @@ fn scores(model: &Model) -> Vec<varad::model::ScoreResult> {
 #[test]
 fn save_load_scores_bit_identically() {
     let dir = temp_dir("roundtrip");
-    let model = trained();
+    let model = trained_tiny_model();
     assert!(model.calibration().is_some());
     let path = dir.join("model.safetensors");
     model.save(&path).unwrap();
@@ -97,7 +89,7 @@ fn rewrite(
 #[test]
 fn mismatches_are_refused_and_named() {
     let dir = temp_dir("mismatch");
-    let model = trained();
+    let model = trained_tiny_model();
     let path = dir.join("model.safetensors");
     model.save(&path).unwrap();
     let load = |p: &Path| Model::load(p, &LoadOptions::default()).unwrap_err();

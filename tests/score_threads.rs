@@ -7,17 +7,14 @@ mod common;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use common::{texture, tiny_config, training_set};
+use common::{texture, tiny_config, trained_tiny_model, training_set};
 use varad::image::{ImageView, PixelFormat};
 use varad::model::ScoreOptions;
 use varad::Model;
 
 #[test]
 fn many_threads_score_like_one() {
-    let mut model = Model::new(tiny_config()).unwrap();
-    let set = training_set(&model, 6);
-    model.fit(&set, |_| ControlFlow::Continue(())).unwrap();
-    let model = Arc::new(model);
+    let model = Arc::new(trained_tiny_model());
     let images: Vec<Vec<u8>> = (0..16)
         .map(|i| texture(200 + i, 96 + i as usize * 4))
         .collect();

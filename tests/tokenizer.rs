@@ -4,6 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+mod common;
+
+use common::lite0;
 use varad::backbone::{Backbone, BackboneOptions, Tokenizer};
 use varad::image::{to_backbone_input, ImageView, InputSpec, PixelFormat};
 use varad::{Device, ErrorKind};
@@ -91,21 +94,6 @@ fn input_size_must_suit_the_backbone() {
         err.message().contains("nearest allowed size is 1022x1022"),
         "{err}"
     );
-}
-
-fn lite0() -> Option<PathBuf> {
-    let path = root().join(".deps/backbones/efficientnet_lite0.onnx");
-    if path.is_file() {
-        return Some(path);
-    }
-    if std::env::var_os("VARAD_REQUIRE_BACKBONES").is_some() {
-        panic!(
-            "{} is missing: `make setup` should have written it",
-            path.display()
-        );
-    }
-    eprintln!("skipped: {} not found (run `make setup`)", path.display());
-    None
 }
 
 #[test]

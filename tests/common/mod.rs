@@ -2,7 +2,8 @@
 //! ViT, and generated textures.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
 
 use varad::image::{ImageView, PixelFormat};
 use varad::train::TrainingSet;
@@ -51,4 +52,31 @@ pub fn training_set(model: &Model, n: u64) -> TrainingSet {
         .unwrap();
     }
     set
+}
+
+/// The bundled EfficientNet-Lite0 that `make setup` writes. Under `make test`
+/// (VARAD_REQUIRE_BACKBONES=1) a missing file fails the test; elsewhere the test is skipped
+/// with a message.
+pub fn lite0() -> Option<PathBuf> {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/backbones/efficientnet_lite0.onnx");
+    if path.is_file() {
+        return Some(path);
+    }
+    if std::env::var_os("VARAD_REQUIRE_BACKBONES").is_some() {
+        panic!(
+            "{} is missing: `make setup` should have written it",
+            path.display()
+        );
+    }
+    eprintln!("skipped: {} not found (run `make setup`)", path.display());
+    None
+}
+
+/// A tiny-ViT model trained on six textures (and so calibrated).
+pub fn trained_tiny_model() -> Model {
+    let mut model = Model::new(tiny_config()).unwrap();
+    let set = training_set(&model, 6);
+    model.fit(&set, |_| ControlFlow::Continue(())).unwrap();
+    model
 }
