@@ -3,6 +3,8 @@
 //! `F.interpolate(mode="bilinear", align_corners=False)` does, and the training loss needs
 //! the adjoint of that resize.
 
+use crate::score::axis::linear_tap;
+
 /// One output position's two source taps along an axis: `value = w0 * src[i0] + w1 * src[i1]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Tap {
@@ -11,19 +13,17 @@ struct Tap {
     w1: f32,
 }
 
-/// PyTorch's source coordinate `(dst + 0.5) * src/dst - 0.5`, clamped below at 0, and the
-/// two neighbours it falls between (the upper one clamped to the last index).
+/// PyTorch's source coordinate `(dst + 0.5) * src/dst - 0.5` for each output position,
+/// as the two neighbours it falls between (the scoring stage's tap rule, shared).
 fn axis_taps(src: usize, dst: usize) -> Vec<Tap> {
     let scale = src as f64 / dst as f64;
     (0..dst)
         .map(|d| {
-            let x = ((d as f64 + 0.5) * scale - 0.5).max(0.0);
-            let i0 = (x.floor() as usize).min(src - 1);
-            let i1 = (i0 + 1).min(src - 1);
+            let (i0, w1) = linear_tap((d as f64 + 0.5) * scale - 0.5, src);
             Tap {
                 i0,
-                i1,
-                w1: (x - i0 as f64) as f32,
+                i1: (i0 + 1).min(src - 1),
+                w1: w1 as f32,
             }
         })
         .collect()

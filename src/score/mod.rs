@@ -42,7 +42,7 @@
 //! ```
 
 mod assess;
-mod axis;
+pub(crate) mod axis;
 mod calibration;
 mod decision;
 mod image_map;

@@ -246,12 +246,7 @@ impl Model {
                     grads.push(g.adapter_weight);
                     grads.push(g.adapter_bias);
                     grads.push(g.bos);
-                    for (name, _) in levels[h]
-                        .predictor
-                        .tensors()
-                        .iter()
-                        .map(|(n, _, t)| (n.clone(), t.len()))
-                    {
+                    for (name, _, _) in levels[h].predictor.tensors() {
                         let grad = g.predictor.get(&name).ok_or_else(|| {
                             Error::new(ErrorKind::Internal, format!("no gradient for {name}"))
                         })?;
