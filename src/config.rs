@@ -9,6 +9,19 @@ use crate::image::ResizeMode;
 use crate::score::CalibrationConfig;
 use crate::{Device, Error, Result};
 
+/// Most predictor blocks per level a configuration may ask for.
+pub const MAX_LAYERS: usize = 64;
+/// Largest SSM state size a configuration may ask for.
+pub const MAX_D_STATE: usize = 256;
+/// Largest expansion factor (`Di / C`) a configuration may ask for.
+pub const MAX_EXPAND: usize = 16;
+/// Largest causal convolution width a configuration may ask for.
+pub const MAX_D_CONV: usize = 64;
+/// Most worker threads a configuration may ask for.
+pub const MAX_THREADS: usize = 1024;
+/// Longest side of the backbone input a configuration may ask for.
+pub const MAX_INPUT_SIDE: u32 = 16384;
+
 /// How a VarAD model is built, trained and scored. `Config::new(backbone)` gives the
 /// paper's defaults; every field can be changed before training.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,6 +178,19 @@ impl Config {
                 problems.push(format!("{name} must be at least 1"));
             }
         }
+        // Upper bounds far past any useful model, so a configuration read from a file
+        // cannot make the library allocate without bound before anything else is checked.
+        for (name, value, max) in [
+            ("n_layers", self.n_layers, MAX_LAYERS),
+            ("d_state", self.d_state, MAX_D_STATE),
+            ("expand", self.expand, MAX_EXPAND),
+            ("d_conv", self.d_conv, MAX_D_CONV),
+            ("threads", self.threads, MAX_THREADS),
+        ] {
+            if value > max {
+                problems.push(format!("{name} {value} is more than the limit {max}"));
+            }
+        }
         if t.epochs == 0 {
             problems.push("train.epochs is 0: a model needs at least one epoch".into());
         }
@@ -206,6 +232,11 @@ impl Config {
         if let Some((w, h)) = self.input_size {
             if w == 0 || h == 0 {
                 problems.push(format!("input_size {w}x{h} has a zero side"));
+            }
+            if w > MAX_INPUT_SIDE || h > MAX_INPUT_SIDE {
+                problems.push(format!(
+                    "input_size {w}x{h} has a side over the limit {MAX_INPUT_SIDE}"
+                ));
             }
         }
         if self.max_image_pixels == 0 {
@@ -296,5 +327,26 @@ mod tests {
         for needle in ["epochs is 0", "prediction_step", "beta2"] {
             assert!(err.message().contains(needle), "{needle}: {err}");
         }
+    }
+
+    #[test]
+    fn sizes_past_the_limits_are_refused() {
+        let mut c = Config::new("b.onnx");
+        c.n_layers = MAX_LAYERS + 1;
+        c.d_state = 1 << 40;
+        c.threads = MAX_THREADS + 1;
+        c.input_size = Some((MAX_INPUT_SIDE + 1, 64));
+        let err = c.validate().unwrap_err();
+        for needle in [
+            "n_layers 65",
+            "d_state 1099511627776",
+            "threads 1025",
+            "input_size 16385x64",
+        ] {
+            assert!(err.message().contains(needle), "{needle}: {err}");
+        }
+        let mut c = Config::new("b.onnx");
+        (c.n_layers, c.d_state, c.threads) = (MAX_LAYERS, MAX_D_STATE, MAX_THREADS);
+        c.validate().unwrap();
     }
 }

@@ -181,8 +181,84 @@ fn bad(path: &Path, what: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::ModelFile, format!("{}: {what}", path.display()))
 }
 
+/// Channel counts beyond this are not a real backbone's; refusing them keeps the shape
+/// arithmetic below far from overflow.
+const MAX_CHANNELS: usize = 1 << 16;
+
+/// Checks the file's tensor table (names, dtypes, shapes) against what its own metadata
+/// implies, before anything is built from the metadata: a file that claims more than it
+/// holds is refused without allocating for the claim (the table itself was checked
+/// against the file's real size by the safetensors parser).
+fn check_tensor_table(
+    metadata: &FileMetadata,
+    header: &safetensors::tensor::Metadata,
+) -> std::result::Result<(), String> {
+    let table = header.tensors();
+    let mut problems = Vec::new();
+    let mut expected = std::collections::BTreeSet::new();
+    let mut expect = |name: String, shape: Vec<usize>, problems: &mut Vec<String>| {
+        match table.get(&name) {
+            None => problems.push(format!("{name} is missing")),
+            Some(info) if info.dtype != Dtype::F32 => {
+                problems.push(format!("{name} is {:?}; expected F32", info.dtype))
+            }
+            Some(info) if info.shape != shape => problems.push(format!(
+                "{name} has shape {:?}, expected {shape:?}",
+                info.shape
+            )),
+            Some(_) => {}
+        }
+        expected.insert(name);
+    };
+    for (h, (level, c, _)) in metadata.backbone.levels.iter().enumerate() {
+        let c = *c;
+        if c == 0 || c > MAX_CHANNELS {
+            problems.push(format!("level {h} (`{level}`) claims {c} channels"));
+            continue;
+        }
+        let [weight, bias, bos] = tensor_names(h);
+        expect(weight, vec![c, c], &mut problems);
+        expect(bias, vec![c], &mut problems);
+        expect(bos, vec![c], &mut problems);
+        let cfg = crate::model::predictor_config(&metadata.config, c);
+        let shapes = crate::predictor::weights::LayerParams::<f32>::shapes(&cfg);
+        for n in 0..metadata.config.n_layers {
+            for (i, shape) in shapes.iter().enumerate() {
+                let name = format!(
+                    "predictors.{h}.{}",
+                    crate::predictor::weights::full_name(n, i)
+                );
+                expect(name, shape.clone(), &mut problems);
+            }
+        }
+    }
+    let mut extra: Vec<&str> = table
+        .keys()
+        .map(String::as_str)
+        .filter(|n| !expected.contains(*n))
+        .collect();
+    if !extra.is_empty() {
+        extra.sort_unstable();
+        problems.push(format!("unexpected tensors {}", extra.join(", ")));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        problems.sort();
+        Err(problems.join("; "))
+    }
+}
+
 /// Reads a model file, opens its backbone and checks that everything matches.
 pub fn load(path: &Path, options: &LoadOptions) -> Result<Model> {
+    if let Ok(m) = std::fs::metadata(path) {
+        if !m.is_file() {
+            return Err(Error::invalid_argument(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+    }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, "read the model file", &e))?;
     let (_, header) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| bad(path, format!("not a safetensors file: {e}")))?;
@@ -210,6 +286,14 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Model> {
         )
     })?;
 
+    metadata.config.validate().map_err(|e| {
+        bad(
+            path,
+            format!("the stored configuration is invalid: {}", e.message()),
+        )
+    })?;
+    check_tensor_table(&metadata, &header).map_err(|problems| bad(path, problems))?;
+
     let mut config = metadata.config.clone();
     if let Some(backbone) = &options.backbone {
         config.backbone = backbone.clone();
@@ -222,6 +306,15 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Model> {
     }
     if let Some(threads) = options.threads {
         config.threads = threads;
+    }
+    // A path read from a file may name a device or a pipe: only a regular file is read.
+    if let Ok(m) = std::fs::metadata(&config.backbone) {
+        if !m.is_file() {
+            return Err(Error::invalid_argument(format!(
+                "backbone {} is not a regular file",
+                config.backbone.display()
+            )));
+        }
     }
     let backbone_bytes = std::fs::read(&config.backbone)
         .map_err(|e| Error::io(&config.backbone, "read the backbone", &e))?;
