@@ -11,7 +11,7 @@ CXX         ?= c++
 CWARN       := -Wall -Wextra -Wpedantic -Werror
 
 .PHONY: all setup backbones build test test-rust test-c test-python test-header lint header-check demo bench clean \
-        examples examples-asan install test-install test-python-bindings test-csharp tools
+        examples examples-asan install test-install test-csharp tools
 
 all: build
 
