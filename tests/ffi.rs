@@ -277,7 +277,7 @@ fn scoring_checks_views_params_and_leaves_out_params_alone() {
             varad_score(model, &good, &params, &mut result),
             VARAD_ERR_INVALID_ARGUMENT
         );
-        let roi = vec![1u8; 10];
+        let roi = [1u8; 10];
         let mut params = varad_default_score_params();
         params.roi = roi.as_ptr();
         params.roi_len = roi.len();
@@ -716,7 +716,7 @@ fn image_files_read_and_view() {
             pixels.as_slice()
         );
         varad_image_destroy(image);
-        let sentinel = 0x5usize as *mut VaradImage;
+        let sentinel = ptr::dangling_mut::<VaradImage>();
         let mut out = sentinel;
         let missing = CString::new(dir.join("no.png").to_str().unwrap()).unwrap();
         assert_eq!(varad_image_read(missing.as_ptr(), &mut out), VARAD_ERR_IO);
