@@ -43,6 +43,13 @@ pub enum VaradStatus {
     VARAD_ERR_PANIC = 15,
     /// Another internal error (a bug); the message says where.
     VARAD_ERR_INTERNAL = 16,
+    /// The model is in use by another thread in a way that excludes this call: training
+    /// (or changing thresholds) while scoring runs, or scoring while training runs. Retry
+    /// when the other call has returned; nothing was changed.
+    VARAD_ERR_BUSY = 17,
+    /// The call needs a calibrated model (a trained one, or one loaded from a trained
+    /// model's file) or a result scored with one.
+    VARAD_ERR_NOT_CALIBRATED = 18,
 }
 
 impl From<ErrorKind> for VaradStatus {

@@ -1,0 +1,423 @@
+// C# bindings for varad over its C ABI (P/Invoke). Build with any C# compiler (mcs,
+// csc, dotnet); the native library "varad" (libvarad.so / varad.dll) must be on the
+// library path. Errors throw VaradException with the library's last-error message.
+//
+//   using (var model = Varad.Model.Create(new Varad.ModelOptions("backbone.onnx"))) {
+//       model.Train(goodImages, null);
+//       Varad.ScoreResult r = model.Score(image);
+//   }
+using System;
+using System.Collections.Generic;
+using System.Runtime.InteropServices;
+using System.Text;
+using Microsoft.Win32.SafeHandles;
+
+namespace Varad
+{
+    /// <summary>The VaradStatus codes of varad.h.</summary>
+    public enum Status
+    {
+        Ok = 0, InvalidArgument = 1, NullPointer = 2, InvalidImage = 3, ImageTooLarge = 4,
+        ImageDecode = 5, Io = 6, RuntimeNotFound = 7, Runtime = 8, BackboneContract = 9,
+        Config = 10, ModelFile = 11, Cuda = 12, Cancelled = 13, BufferTooSmall = 14,
+        Panic = 15, Internal = 16, Busy = 17, NotCalibrated = 18,
+    }
+
+    /// <summary>The VaradPixelFormat values.</summary>
+    public enum PixelFormat : uint { Mono8 = 1, Mono16 = 2, Rgb8 = 3, Bgr8 = 4, Rgba8 = 5, Bgra8 = 6 }
+
+    /// <summary>The VaradDevice values.</summary>
+    public enum Device : uint { Auto = 0, Cpu = 1, Cuda = 2, AsSaved = 255 }
+
+    /// <summary>The VaradDecision values.</summary>
+    public enum Decision : uint { Pass = 1, Review = 2, Fail = 3 }
+
+    /// <summary>The VaradThreshold values.</summary>
+    public enum Threshold : uint { Image = 1, Review = 2, Fail = 3, Pixel = 4 }
+
+    /// <summary>A failed varad call: the status and the library's message.</summary>
+    public class VaradException : Exception
+    {
+        public Status Status { get; private set; }
+        public VaradException(Status status, string message) : base(status + ": " + message)
+        {
+            Status = status;
+        }
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct NativeParams
+    {
+        public UIntPtr size;
+        public IntPtr backbone_path;
+        public IntPtr runtime_path;
+        public IntPtr levels;
+        public uint input_width, input_height, resize_mode, device, cuda_device, threads;
+        public ulong max_image_pixels, seed;
+        public uint prediction_step, n_layers, d_state, expand, d_conv, detach_target, epochs, batch_size;
+        public double learning_rate, weight_decay, beta1, beta2, eps;
+        public ulong cache_limit_bytes;
+        public double calibration_fraction;
+        public uint min_calibration_images, min_region_area;
+        public float sigma;
+        public uint top_k;
+        public double target_false_reject_rate, review_band, pixel_quantile;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct NativeLoadParams
+    {
+        public UIntPtr size;
+        public IntPtr backbone_path;
+        public IntPtr runtime_path;
+        public uint device, cuda_device;
+        public int threads;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct NativeScoreParams
+    {
+        public UIntPtr size;
+        public IntPtr roi;
+        public UIntPtr roi_len;
+        public uint raw_map;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct ImageView
+    {
+        public IntPtr data;
+        public uint width, height;
+        public UIntPtr stride;
+        public uint format;
+    }
+
+    /// <summary>A defect region (VaradRegion).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct Region
+    {
+        public ulong area;
+        public uint x, y, width, height;
+        public double centroid_x, centroid_y;
+        public float peak;
+        public uint peak_x, peak_y;
+        public float mean;
+    }
+
+    /// <summary>Training progress (VaradProgress).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct Progress
+    {
+        public UIntPtr size;
+        public uint epoch, epochs, step, steps;
+        public double loss, elapsed_seconds, remaining_seconds;
+    }
+
+    /// <summary>What training did (VaradTrainReport).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct TrainReport
+    {
+        public UIntPtr size;
+        public uint train_images, calibration_images, epochs, steps;
+        public double final_loss, elapsed_seconds;
+        public ulong cache_memory_bytes, cache_spilled_bytes;
+    }
+
+    [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+    internal delegate int ProgressCallback(IntPtr progress, IntPtr userData);
+
+    internal static class Native
+    {
+        const string Lib = "varad";
+        [DllImport(Lib)] public static extern uint varad_version_number();
+        [DllImport(Lib)] public static extern IntPtr varad_version_string();
+        [DllImport(Lib)] public static extern IntPtr varad_last_error_message();
+        [DllImport(Lib)] public static extern NativeParams varad_default_params();
+        [DllImport(Lib)] public static extern NativeLoadParams varad_default_load_params();
+        [DllImport(Lib)] public static extern NativeScoreParams varad_default_score_params();
+        [DllImport(Lib)] public static extern Status varad_create(ref NativeParams p, out IntPtr model);
+        [DllImport(Lib)] public static extern void varad_destroy(IntPtr model);
+        [DllImport(Lib)] public static extern Status varad_save(ModelHandle model, byte[] path);
+        [DllImport(Lib)] public static extern Status varad_load(byte[] path, ref NativeLoadParams p, out IntPtr model);
+        [DllImport(Lib)] public static extern Status varad_active_device(ModelHandle model, out uint device, out uint index);
+        [DllImport(Lib)] public static extern Status varad_get_threshold(ModelHandle model, uint which, out float value);
+        [DllImport(Lib)] public static extern Status varad_set_threshold(ModelHandle model, uint which, float value);
+        [DllImport(Lib)] public static extern Status varad_set_decision_thresholds(ModelHandle model, float review, float fail);
+        [DllImport(Lib)] public static extern Status varad_training_set_create(ModelHandle model, out IntPtr set);
+        [DllImport(Lib)] public static extern Status varad_training_set_add(IntPtr set, ModelHandle model, ref ImageView view);
+        [DllImport(Lib)] public static extern void varad_training_set_destroy(IntPtr set);
+        [DllImport(Lib)] public static extern Status varad_train(ModelHandle model, IntPtr set, ProgressCallback cb, IntPtr user, ref TrainReport report);
+        [DllImport(Lib)] public static extern Status varad_score(ModelHandle model, ref ImageView view, ref NativeScoreParams p, out IntPtr result);
+        [DllImport(Lib)] public static extern void varad_score_result_destroy(IntPtr result);
+        [DllImport(Lib)] public static extern Status varad_result_map(IntPtr r, out IntPtr map, out UIntPtr len, out uint w, out uint h);
+        [DllImport(Lib)] public static extern Status varad_result_image_score(IntPtr r, out float score);
+        [DllImport(Lib)] public static extern Status varad_result_normalised_score(IntPtr r, out float score);
+        [DllImport(Lib)] public static extern Status varad_result_decision(IntPtr r, out uint decision);
+        [DllImport(Lib)] public static extern Status varad_result_regions(IntPtr r, out IntPtr regions, out UIntPtr count, out UIntPtr found);
+
+        public static string Utf8(IntPtr p)
+        {
+            if (p == IntPtr.Zero) return "";
+            int n = 0;
+            while (Marshal.ReadByte(p, n) != 0) n++;
+            byte[] bytes = new byte[n];
+            Marshal.Copy(p, bytes, 0, n);
+            return Encoding.UTF8.GetString(bytes);
+        }
+
+        public static byte[] CString(string s)
+        {
+            if (s == null) return null;
+            byte[] utf8 = Encoding.UTF8.GetBytes(s);
+            byte[] z = new byte[utf8.Length + 1];
+            Array.Copy(utf8, z, utf8.Length);
+            return z;
+        }
+
+        public static void Check(Status status)
+        {
+            if (status != Status.Ok) throw new VaradException(status, Utf8(varad_last_error_message()));
+        }
+    }
+
+    /// <summary>Owns a VaradModel*; frees it with varad_destroy exactly once.</summary>
+    public sealed class ModelHandle : SafeHandleZeroOrMinusOneIsInvalid
+    {
+        public ModelHandle() : base(true) { }
+        internal ModelHandle(IntPtr p) : base(true) { SetHandle(p); }
+        protected override bool ReleaseHandle()
+        {
+            Native.varad_destroy(handle);
+            return true;
+        }
+    }
+
+    /// <summary>Model parameters (VaradParams); defaults from varad_default_params().</summary>
+    public class ModelOptions
+    {
+        public NativeParams Params;
+        public string Backbone;
+        public ModelOptions(string backbone)
+        {
+            Backbone = backbone;
+            Params = Native.varad_default_params();
+        }
+    }
+
+    /// <summary>An image in managed memory: rows of Width pixels, Stride bytes apart.</summary>
+    public class Image
+    {
+        public byte[] Pixels;
+        public uint Width, Height, Stride;
+        public PixelFormat Format;
+        public Image(byte[] pixels, uint width, uint height, uint stride, PixelFormat format)
+        {
+            Pixels = pixels; Width = width; Height = height; Stride = stride; Format = format;
+        }
+    }
+
+    /// <summary>The result of scoring one image.</summary>
+    public class ScoreResult
+    {
+        public float[] Map;
+        public uint Width, Height;
+        public float ImageScore;
+        /// <summary>Null when the model is not calibrated (so are Decision and Regions).</summary>
+        public float? NormalisedScore;
+        public Decision? Decision;
+        public Region[] Regions;
+    }
+
+    /// <summary>A varad model. Score may be called from many threads at once; Train and
+    /// threshold changes are exclusive (VaradException Busy while another thread scores).</summary>
+    public sealed class Model : IDisposable
+    {
+        /// <summary>The varad.h version these bindings were written for.</summary>
+        public const uint HeaderVersionNumber = 1000;
+        readonly ModelHandle handle;
+
+        static void CheckVersion()
+        {
+            uint v = Native.varad_version_number();
+            uint major = v / 1000000, minor = v / 1000 % 1000;
+            if (major != HeaderVersionNumber / 1000000 || (major == 0 && minor != HeaderVersionNumber / 1000 % 1000))
+                throw new VaradException(Status.InvalidArgument,
+                    "libvarad " + LibraryVersion + " does not match these bindings");
+        }
+
+        public static string LibraryVersion { get { return Native.Utf8(Native.varad_version_string()); } }
+
+        Model(IntPtr p) { handle = new ModelHandle(p); }
+
+        public static Model Create(ModelOptions options)
+        {
+            CheckVersion();
+            NativeParams p = options.Params;
+            GCHandle path = GCHandle.Alloc(Native.CString(options.Backbone), GCHandleType.Pinned);
+            try
+            {
+                p.backbone_path = path.AddrOfPinnedObject();
+                IntPtr model;
+                Native.Check(Native.varad_create(ref p, out model));
+                return new Model(model);
+            }
+            finally { path.Free(); }
+        }
+
+        public static Model Load(string path)
+        {
+            CheckVersion();
+            NativeLoadParams lp = Native.varad_default_load_params();
+            IntPtr model;
+            Native.Check(Native.varad_load(Native.CString(path), ref lp, out model));
+            return new Model(model);
+        }
+
+        public void Dispose() { handle.Dispose(); }
+
+        ModelHandle H
+        {
+            get
+            {
+                if (handle.IsClosed) throw new ObjectDisposedException("Model");
+                return handle;
+            }
+        }
+
+        public void Save(string path) { Native.Check(Native.varad_save(H, Native.CString(path))); }
+
+        public Device ActiveDevice
+        {
+            get
+            {
+                uint device, index;
+                Native.Check(Native.varad_active_device(H, out device, out index));
+                return (Device)device;
+            }
+        }
+
+        public float GetThreshold(Threshold which)
+        {
+            float v;
+            Native.Check(Native.varad_get_threshold(H, (uint)which, out v));
+            return v;
+        }
+
+        public void SetThreshold(Threshold which, float value)
+        {
+            Native.Check(Native.varad_set_threshold(H, (uint)which, value));
+        }
+
+        public void SetDecisionThresholds(float review, float fail)
+        {
+            Native.Check(Native.varad_set_decision_thresholds(H, review, fail));
+        }
+
+        static ulong BytesPerPixel(PixelFormat f)
+        {
+            switch (f)
+            {
+                case PixelFormat.Mono8: return 1;
+                case PixelFormat.Mono16: return 2;
+                case PixelFormat.Rgb8: case PixelFormat.Bgr8: return 3;
+                case PixelFormat.Rgba8: case PixelFormat.Bgra8: return 4;
+                default: return 0;
+            }
+        }
+
+        static ImageView View(Image image, GCHandle pinned)
+        {
+            ImageView v;
+            v.data = pinned.AddrOfPinnedObject();
+            v.width = image.Width;
+            v.height = image.Height;
+            v.stride = new UIntPtr(image.Stride);
+            v.format = (uint)image.Format;
+            // The library checks the geometry; the buffer's length only managed code knows.
+            ulong bpp = BytesPerPixel(image.Format), row = image.Width * bpp;
+            if (bpp != 0 && image.Height > 0 && image.Stride >= row &&
+                (ulong)image.Pixels.Length < (ulong)image.Stride * (image.Height - 1) + row)
+                throw new ArgumentException("the pixel buffer is shorter than the image");
+            return v;
+        }
+
+        /// <summary>Trains on good images; progress returns true to cancel (then
+        /// VaradException Cancelled and the model is unchanged).</summary>
+        public TrainReport Train(IEnumerable<Image> images, Func<Progress, bool> progress)
+        {
+            IntPtr set;
+            Native.Check(Native.varad_training_set_create(H, out set));
+            try
+            {
+                foreach (Image image in images)
+                {
+                    GCHandle pin = GCHandle.Alloc(image.Pixels, GCHandleType.Pinned);
+                    try
+                    {
+                        ImageView v = View(image, pin);
+                        Native.Check(Native.varad_training_set_add(set, H, ref v));
+                    }
+                    finally { pin.Free(); }
+                }
+                Exception raised = null;
+                ProgressCallback cb = (p, user) =>
+                {
+                    if (progress == null) return 0;
+                    try { return progress((Progress)Marshal.PtrToStructure(p, typeof(Progress))) ? 1 : 0; }
+                    catch (Exception e) { raised = e; return 1; }
+                };
+                TrainReport report = new TrainReport();
+                report.size = new UIntPtr((uint)Marshal.SizeOf(typeof(TrainReport)));
+                Status status = Native.varad_train(H, set, cb, IntPtr.Zero, ref report);
+                GC.KeepAlive(cb);
+                if (raised != null) throw raised;
+                Native.Check(status);
+                return report;
+            }
+            finally { Native.varad_training_set_destroy(set); }
+        }
+
+        /// <summary>Scores one image (thread-safe).</summary>
+        public ScoreResult Score(Image image)
+        {
+            NativeScoreParams sp = Native.varad_default_score_params();
+            GCHandle pin = GCHandle.Alloc(image.Pixels, GCHandleType.Pinned);
+            IntPtr r = IntPtr.Zero;
+            try
+            {
+                ImageView v = View(image, pin);
+                Native.Check(Native.varad_score(H, ref v, ref sp, out r));
+                ScoreResult result = new ScoreResult();
+                IntPtr map;
+                UIntPtr len;
+                Native.Check(Native.varad_result_map(r, out map, out len, out result.Width, out result.Height));
+                result.Map = new float[(int)len.ToUInt64()];
+                Marshal.Copy(map, result.Map, 0, result.Map.Length);
+                Native.Check(Native.varad_result_image_score(r, out result.ImageScore));
+                float norm;
+                Status s = Native.varad_result_normalised_score(r, out norm);
+                if (s == Status.Ok)
+                {
+                    result.NormalisedScore = norm;
+                    uint d;
+                    Native.Check(Native.varad_result_decision(r, out d));
+                    result.Decision = (Decision)d;
+                    IntPtr regions;
+                    UIntPtr count, found;
+                    Native.Check(Native.varad_result_regions(r, out regions, out count, out found));
+                    result.Regions = new Region[(int)count.ToUInt64()];
+                    int size = Marshal.SizeOf(typeof(Region));
+                    for (int i = 0; i < result.Regions.Length; i++)
+                        result.Regions[i] = (Region)Marshal.PtrToStructure(new IntPtr(regions.ToInt64() + i * size), typeof(Region));
+                }
+                else if (s != Status.NotCalibrated) Native.Check(s);
+                return result;
+            }
+            finally
+            {
+                Native.varad_score_result_destroy(r);
+                pin.Free();
+            }
+        }
+    }
+}

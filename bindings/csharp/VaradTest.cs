@@ -1,0 +1,120 @@
+// The C# bindings' test: train the tiny test ViT, score, thresholds, save/load, errors,
+// cancel, dispose. Usage: mono VaradTest.exe tests/data/tiny_vit.onnx  (exit 0 = pass)
+using System;
+using System.Collections.Generic;
+using System.IO;
+using Varad;
+
+static class VaradTest
+{
+    static int failures = 0;
+
+    static void Check(bool ok, string what)
+    {
+        if (!ok) { Console.Error.WriteLine("check failed: " + what); failures++; }
+    }
+
+    static Image Texture(int seed, uint size)
+    {
+        int phase = seed * 37 % 17;
+        byte[] px = new byte[size * size * 3];
+        for (int y = 0; y < size; y++)
+            for (int x = 0; x < size; x++)
+            {
+                byte v = (byte)((((x + phase) / 6 + y / 9) % 2 == 0) ? 180 : 60);
+                int i = 3 * (y * (int)size + x);
+                px[i] = v; px[i + 1] = (byte)(v / 2 + 20); px[i + 2] = (byte)(255 - v);
+            }
+        return new Image(px, size, size, size * 3, PixelFormat.Rgb8);
+    }
+
+    static ModelOptions Tiny(string backbone)
+    {
+        ModelOptions o = new ModelOptions(backbone);
+        o.Params.input_width = o.Params.input_height = 112;
+        o.Params.device = (uint)Device.Cpu;
+        o.Params.threads = 2;
+        o.Params.prediction_step = 2;
+        o.Params.d_state = 4;
+        o.Params.epochs = 3;
+        o.Params.learning_rate = 2e-3;
+        o.Params.seed = 5;
+        return o;
+    }
+
+    static IEnumerable<Image> Good(int n)
+    {
+        for (int i = 0; i < n; i++) yield return Texture(i, 128);
+    }
+
+    static int Main(string[] args)
+    {
+        string backbone = args[0];
+        Console.WriteLine("varad " + Model.LibraryVersion);
+        Check(Model.LibraryVersion == "0.1.0", "library version");
+
+        string dir = Path.Combine(Path.GetTempPath(), "varad-csharp-" + System.Diagnostics.Process.GetCurrentProcess().Id);
+        Directory.CreateDirectory(dir);
+        string file = Path.Combine(dir, "m.varad");
+        Image probe = Texture(30, 128);
+        float[] map;
+        using (Model model = Model.Create(Tiny(backbone)))
+        {
+            Check(model.ActiveDevice == Device.Cpu, "cpu");
+            ScoreResult untrained = model.Score(probe);
+            Check(untrained.Decision == null && untrained.NormalisedScore == null, "uncalibrated has no decision");
+            try { model.GetThreshold(Threshold.Image); Check(false, "threshold before training"); }
+            catch (VaradException e) { Check(e.Status == Status.NotCalibrated, "NotCalibrated"); }
+
+            // Cancel at the first step: model unchanged.
+            try { model.Train(Good(5), p => true); Check(false, "cancel"); }
+            catch (VaradException e) { Check(e.Status == Status.Cancelled, "Cancelled"); }
+            Check(Equal(model.Score(probe).Map, untrained.Map), "cancelled training left the model unchanged");
+
+            int steps = 0;
+            TrainReport report = model.Train(Good(6), p => { steps++; return false; });
+            Check(report.train_images + report.calibration_images == 6, "report images");
+            Check(steps == (int)report.steps, "progress per step");
+            ScoreResult r = model.Score(probe);
+            map = r.Map;
+            Check(r.Width == 128 && r.Height == 128 && r.Map.Length == 128 * 128, "map size");
+            Check(r.Decision != null && r.NormalisedScore > 0, "decision");
+            Console.WriteLine("score " + r.ImageScore + " normalised " + r.NormalisedScore + " decision " + r.Decision + " regions " + r.Regions.Length);
+            float fail = model.GetThreshold(Threshold.Fail);
+            try { model.SetThreshold(Threshold.Review, fail + 1); Check(false, "review above fail"); }
+            catch (VaradException e) { Check(e.Status == Status.InvalidArgument && e.Message.Contains("review"), "range message: " + e.Message); }
+            model.SetDecisionThresholds(r.ImageScore * 2, r.ImageScore * 3);
+            Check(model.Score(probe).Decision == Decision.Pass, "pass below the moved thresholds");
+            model.Save(file);
+        }
+        using (Model loaded = Model.Load(file))
+        {
+            Check(Equal(loaded.Score(probe).Map, map), "loaded model scores the same");
+            Image shortBuffer = new Image(new byte[10], 4, 4, 12, PixelFormat.Rgb8);
+            try { loaded.Score(shortBuffer); Check(false, "short buffer"); }
+            catch (ArgumentException) { }
+            Image shortStride = new Image(new byte[48], 4, 4, 2, PixelFormat.Rgb8);
+            try { loaded.Score(shortStride); Check(false, "short stride"); }
+            catch (VaradException e) { Check(e.Status == Status.InvalidImage && e.Message.Contains("stride"), "stride message"); }
+            Image badFormat = new Image(new byte[48], 4, 4, 12, (PixelFormat)0);
+            try { loaded.Score(badFormat); Check(false, "bad format"); }
+            catch (VaradException e) { Check(e.Status == Status.InvalidImage, "InvalidImage"); }
+            loaded.Dispose();
+            try { loaded.Score(probe); Check(false, "use after dispose"); }
+            catch (ObjectDisposedException) { }
+        }
+        try { Model.Load(Path.Combine(dir, "missing.varad")); Check(false, "missing file"); }
+        catch (VaradException e) { Check(e.Status == Status.Io && e.Message.Contains("missing.varad"), "Io message"); }
+        Directory.Delete(dir, true);
+        if (failures > 0) { Console.Error.WriteLine("VaradTest: " + failures + " checks failed"); return 1; }
+        Console.WriteLine("VaradTest: all checks passed");
+        return 0;
+    }
+
+    static bool Equal(float[] a, float[] b)
+    {
+        if (a.Length != b.Length) return false;
+        for (int i = 0; i < a.Length; i++) if (BitConverter.ToInt32(BitConverter.GetBytes(a[i]), 0) != BitConverter.ToInt32(BitConverter.GetBytes(b[i]), 0)) return false;
+        return true;
+    }
+}

@@ -1,0 +1,119 @@
+"""Tests of the ctypes bindings on the tiny test ViT (trains in seconds)."""
+
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT / "bindings" / "python"))
+
+import varad  # noqa: E402
+
+TINY = ROOT / "tests" / "data" / "tiny_vit.onnx"
+
+
+def texture(seed: int, size: int = 128) -> np.ndarray:
+    phase = seed * 37 % 17
+    y, x = np.mgrid[0:size, 0:size]
+    v = np.where(((x + phase) // 6 + y // 9) % 2 == 0, 180, 60).astype(np.uint8)
+    return np.stack([v, v // 2 + 20, 255 - v], axis=-1).astype(np.uint8)
+
+
+def tiny_model(**extra) -> varad.Model:
+    params = dict(input_size=(112, 112), threads=2, prediction_step=2, d_state=4, epochs=3,
+                  learning_rate=2e-3, seed=5)
+    params.update(extra)
+    return varad.Model(TINY, **params)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    model = tiny_model()
+    steps = []
+    report = model.train((texture(i) for i in range(6)), progress=lambda p: steps.append(p) and False)
+    assert report["train_images"] + report["calibration_images"] == 6
+    assert len(steps) == report["steps"] and steps[-1].step == steps[-1].steps
+    yield model
+    model.close()
+
+
+def test_version_matches():
+    assert varad.library_version() == ".".join(map(str, varad.HEADER_VERSION))
+
+
+def test_score_train_save_load(trained, tmp_path):
+    image = texture(30)
+    result = trained.score(image, raw_map=True, heatmap=str(tmp_path / "h.png"))
+    assert result.map.shape == (128, 128) and result.map.dtype == np.float32
+    assert result.decision in ("pass", "review", "fail")
+    assert result.normalised_score > 0 and result.raw_map.shape == (8, 8)
+    assert (tmp_path / "h.png").stat().st_size > 0
+    assert isinstance(result.regions, list)
+    batch = trained.score_batch([image, texture(31)])
+    np.testing.assert_array_equal(batch[0].map, result.map)
+    trained.save(tmp_path / "m.varad")
+    with varad.Model.load(tmp_path / "m.varad") as loaded:
+        np.testing.assert_array_equal(loaded.score(image).map, result.map)
+        assert loaded.get_threshold("fail") == trained.get_threshold("fail")
+        assert loaded.active_device == "cpu"
+
+
+def test_formats_and_strides(trained):
+    rgb = texture(32)
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    np.testing.assert_array_equal(trained.score(bgr, bgr=True).map, trained.score(rgb).map)
+    big = np.zeros((140, 150, 3), np.uint8)
+    big[5:133, 7:135] = rgb
+    crop = big[5:133, 7:135]  # padded rows, no copy
+    np.testing.assert_array_equal(trained.score(crop).map, trained.score(rgb).map)
+    grey = trained.score(rgb[:, :, 0])
+    assert grey.map.shape == (128, 128)
+    assert trained.score((rgb[:, :, 0].astype(np.uint16) * 257)).map.shape == (128, 128)
+
+
+def test_roi_and_thresholds(trained):
+    image = texture(33)
+    roi = np.zeros((128, 128), np.uint8)
+    roi[10:20, 10:20] = 1
+    assert trained.score(image, roi=roi).image_score <= trained.score(image).image_score
+    with pytest.raises(varad.VaradError) as e:
+        trained.score(image, roi=np.ones((4, 4), np.uint8))
+    assert e.value.name == "VARAD_ERR_INVALID_ARGUMENT" and "ROI" in e.value.message
+    review, fail = trained.get_threshold("review"), trained.get_threshold("fail")
+    with pytest.raises(varad.VaradError):
+        trained.set_threshold("review", fail + 1)
+    assert trained.get_threshold("review") == review
+
+
+def test_errors_carry_the_message(tmp_path):
+    with pytest.raises(varad.VaradError) as e:
+        varad.Model(tmp_path / "missing.onnx")
+    assert "missing.onnx" in str(e.value)
+    with pytest.raises(varad.VaradError) as e:
+        varad.Model.load(tmp_path / "missing.varad")
+    assert e.value.name == "VARAD_ERR_IO"
+    with pytest.raises(TypeError):
+        tiny_model(no_such_parameter=1)
+    model = tiny_model()
+    with pytest.raises(varad.VaradError) as e:
+        model.get_threshold("image")
+    assert e.value.name == "VARAD_ERR_NOT_CALIBRATED"
+    assert model.score(texture(1)).decision is None
+    with pytest.raises(ValueError):
+        model.score(np.zeros((4, 4, 2), np.uint8))
+    model.close()
+    with pytest.raises(ValueError):
+        model.score(texture(1))
+
+
+def test_cancel_leaves_the_model_unchanged():
+    model = tiny_model()
+    before = model.score(texture(40)).map
+    with pytest.raises(varad.CancelledError):
+        model.train((texture(i) for i in range(5)), progress=lambda p: p.step >= 1)
+    np.testing.assert_array_equal(model.score(texture(40)).map, before)
+    with pytest.raises(RuntimeError):
+        model.train((texture(i) for i in range(5)), progress=lambda p: (_ for _ in ()).throw(RuntimeError("stop")))
+    model.close()

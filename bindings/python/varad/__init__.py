@@ -1,0 +1,567 @@
+"""Python bindings for varad (industrial anomaly detection with VarAD) over its C ABI,
+with ctypes: nothing to compile.
+
+    import numpy as np, varad
+    model = varad.Model("backbone.onnx", input_size=(112, 112), epochs=3)
+    model.train(good_images)                  # numpy arrays, HxW or HxWxC uint8/uint16
+    result = model.score(image)               # varad.ScoreResult
+    result.map, result.image_score, result.decision, result.regions
+    model.save("model.varad"); model = varad.Model.load("model.varad")
+
+The library is found through the VARAD_LIBRARY environment variable (a path to
+libvarad.so), then the checkout's target/{debug,release}/, then the system library path.
+Errors raise VaradError (status code, name and the library's message).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import pathlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, List, Optional, Sequence
+
+import numpy as np
+
+__all__ = [
+    "Model",
+    "ScoreResult",
+    "Region",
+    "Progress",
+    "VaradError",
+    "CancelledError",
+    "BusyError",
+    "library_version",
+    "HEADER_VERSION",
+]
+
+# The C header these bindings mirror (include/varad.h, VARAD_VERSION_*).
+HEADER_VERSION = (0, 1, 0)
+HEADER_VERSION_NUMBER = HEADER_VERSION[0] * 1_000_000 + HEADER_VERSION[1] * 1000 + HEADER_VERSION[2]
+
+STATUS_NAMES = {
+    0: "VARAD_OK",
+    1: "VARAD_ERR_INVALID_ARGUMENT",
+    2: "VARAD_ERR_NULL_POINTER",
+    3: "VARAD_ERR_INVALID_IMAGE",
+    4: "VARAD_ERR_IMAGE_TOO_LARGE",
+    5: "VARAD_ERR_IMAGE_DECODE",
+    6: "VARAD_ERR_IO",
+    7: "VARAD_ERR_RUNTIME_NOT_FOUND",
+    8: "VARAD_ERR_RUNTIME",
+    9: "VARAD_ERR_BACKBONE_CONTRACT",
+    10: "VARAD_ERR_CONFIG",
+    11: "VARAD_ERR_MODEL_FILE",
+    12: "VARAD_ERR_CUDA",
+    13: "VARAD_ERR_CANCELLED",
+    14: "VARAD_ERR_BUFFER_TOO_SMALL",
+    15: "VARAD_ERR_PANIC",
+    16: "VARAD_ERR_INTERNAL",
+    17: "VARAD_ERR_BUSY",
+    18: "VARAD_ERR_NOT_CALIBRATED",
+}
+CANCELLED, BUSY, NOT_CALIBRATED = 13, 17, 18
+
+FORMAT_MONO8, FORMAT_MONO16, FORMAT_RGB8, FORMAT_BGR8, FORMAT_RGBA8, FORMAT_BGRA8 = 1, 2, 3, 4, 5, 6
+DEVICES = {"auto": 0, "cpu": 1, "cuda": 2}
+DECISIONS = {1: "pass", 2: "review", 3: "fail"}
+THRESHOLDS = {"image": 1, "review": 2, "fail": 3, "pixel": 4}
+
+
+class VaradError(Exception):
+    """A failed varad call: `status` (the VaradStatus value), `name` and `message`."""
+
+    def __init__(self, status: int, message: str):
+        self.status = status
+        self.name = STATUS_NAMES.get(status, f"status {status}")
+        self.message = message
+        super().__init__(f"{self.name}: {message}")
+
+
+class CancelledError(VaradError):
+    """Training was cancelled by the progress callback; the model is unchanged."""
+
+
+class BusyError(VaradError):
+    """The model is in use by a conflicting call on another thread."""
+
+
+# ---- C structures (must match include/varad.h) ----
+
+c_size_t = ctypes.c_size_t
+
+
+class _ImageView(ctypes.Structure):
+    _fields_ = [
+        ("data", ctypes.c_void_p),
+        ("width", ctypes.c_uint32),
+        ("height", ctypes.c_uint32),
+        ("stride", c_size_t),
+        ("format", ctypes.c_uint32),
+    ]
+
+
+class _Params(ctypes.Structure):
+    _fields_ = [
+        ("size", c_size_t),
+        ("backbone_path", ctypes.c_char_p),
+        ("runtime_path", ctypes.c_char_p),
+        ("levels", ctypes.c_char_p),
+        ("input_width", ctypes.c_uint32),
+        ("input_height", ctypes.c_uint32),
+        ("resize_mode", ctypes.c_uint32),
+        ("device", ctypes.c_uint32),
+        ("cuda_device", ctypes.c_uint32),
+        ("threads", ctypes.c_uint32),
+        ("max_image_pixels", ctypes.c_uint64),
+        ("seed", ctypes.c_uint64),
+        ("prediction_step", ctypes.c_uint32),
+        ("n_layers", ctypes.c_uint32),
+        ("d_state", ctypes.c_uint32),
+        ("expand", ctypes.c_uint32),
+        ("d_conv", ctypes.c_uint32),
+        ("detach_target", ctypes.c_uint32),
+        ("epochs", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+        ("learning_rate", ctypes.c_double),
+        ("weight_decay", ctypes.c_double),
+        ("beta1", ctypes.c_double),
+        ("beta2", ctypes.c_double),
+        ("eps", ctypes.c_double),
+        ("cache_limit_bytes", ctypes.c_uint64),
+        ("calibration_fraction", ctypes.c_double),
+        ("min_calibration_images", ctypes.c_uint32),
+        ("min_region_area", ctypes.c_uint32),
+        ("sigma", ctypes.c_float),
+        ("top_k", ctypes.c_uint32),
+        ("target_false_reject_rate", ctypes.c_double),
+        ("review_band", ctypes.c_double),
+        ("pixel_quantile", ctypes.c_double),
+    ]
+
+
+class _LoadParams(ctypes.Structure):
+    _fields_ = [
+        ("size", c_size_t),
+        ("backbone_path", ctypes.c_char_p),
+        ("runtime_path", ctypes.c_char_p),
+        ("device", ctypes.c_uint32),
+        ("cuda_device", ctypes.c_uint32),
+        ("threads", ctypes.c_int32),
+    ]
+
+
+class _ScoreParams(ctypes.Structure):
+    _fields_ = [
+        ("size", c_size_t),
+        ("roi", ctypes.c_void_p),
+        ("roi_len", c_size_t),
+        ("raw_map", ctypes.c_uint32),
+    ]
+
+
+class _Region(ctypes.Structure):
+    _fields_ = [
+        ("area", ctypes.c_uint64),
+        ("x", ctypes.c_uint32),
+        ("y", ctypes.c_uint32),
+        ("width", ctypes.c_uint32),
+        ("height", ctypes.c_uint32),
+        ("centroid_x", ctypes.c_double),
+        ("centroid_y", ctypes.c_double),
+        ("peak", ctypes.c_float),
+        ("peak_x", ctypes.c_uint32),
+        ("peak_y", ctypes.c_uint32),
+        ("mean", ctypes.c_float),
+    ]
+
+
+class _Progress(ctypes.Structure):
+    _fields_ = [
+        ("size", c_size_t),
+        ("epoch", ctypes.c_uint32),
+        ("epochs", ctypes.c_uint32),
+        ("step", ctypes.c_uint32),
+        ("steps", ctypes.c_uint32),
+        ("loss", ctypes.c_double),
+        ("elapsed_seconds", ctypes.c_double),
+        ("remaining_seconds", ctypes.c_double),
+    ]
+
+
+class _TrainReport(ctypes.Structure):
+    _fields_ = [
+        ("size", c_size_t),
+        ("train_images", ctypes.c_uint32),
+        ("calibration_images", ctypes.c_uint32),
+        ("epochs", ctypes.c_uint32),
+        ("steps", ctypes.c_uint32),
+        ("final_loss", ctypes.c_double),
+        ("elapsed_seconds", ctypes.c_double),
+        ("cache_memory_bytes", ctypes.c_uint64),
+        ("cache_spilled_bytes", ctypes.c_uint64),
+    ]
+
+
+_PROGRESS_CB = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.POINTER(_Progress), ctypes.c_void_p)
+
+
+# ---- the library ----
+
+
+def _find_library() -> str:
+    env = os.environ.get("VARAD_LIBRARY")
+    if env:
+        return env
+    root = pathlib.Path(__file__).resolve().parents[3]
+    for profile in ("debug", "release"):
+        candidate = root / "target" / profile / "libvarad.so"
+        if candidate.is_file():
+            return str(candidate)
+    found = ctypes.util.find_library("varad")
+    if found:
+        return found
+    raise OSError("libvarad not found: set VARAD_LIBRARY to the path of libvarad.so")
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    P, V = ctypes.POINTER, ctypes.c_void_p
+    st = ctypes.c_int
+    sigs = {
+        "varad_version_number": (ctypes.c_uint32, []),
+        "varad_version_string": (ctypes.c_char_p, []),
+        "varad_last_error_message": (ctypes.c_char_p, []),
+        "varad_last_error_copy": (st, [ctypes.c_char_p, c_size_t, P(c_size_t)]),
+        "varad_default_params": (_Params, []),
+        "varad_default_load_params": (_LoadParams, []),
+        "varad_default_score_params": (_ScoreParams, []),
+        "varad_create": (st, [P(_Params), P(V)]),
+        "varad_destroy": (None, [V]),
+        "varad_save": (st, [V, ctypes.c_char_p]),
+        "varad_load": (st, [ctypes.c_char_p, P(_LoadParams), P(V)]),
+        "varad_active_device": (st, [V, P(ctypes.c_uint32), P(ctypes.c_uint32)]),
+        "varad_get_threshold": (st, [V, ctypes.c_uint32, P(ctypes.c_float)]),
+        "varad_set_threshold": (st, [V, ctypes.c_uint32, ctypes.c_float]),
+        "varad_set_decision_thresholds": (st, [V, ctypes.c_float, ctypes.c_float]),
+        "varad_training_set_create": (st, [V, P(V)]),
+        "varad_training_set_add": (st, [V, V, P(_ImageView)]),
+        "varad_training_set_count": (st, [V, P(c_size_t)]),
+        "varad_training_set_destroy": (None, [V]),
+        "varad_train": (st, [V, V, _PROGRESS_CB, V, P(_TrainReport)]),
+        "varad_score": (st, [V, P(_ImageView), P(_ScoreParams), P(V)]),
+        "varad_score_batch": (st, [V, P(_ImageView), c_size_t, P(_ScoreParams), P(V)]),
+        "varad_score_result_destroy": (None, [V]),
+        "varad_result_map": (st, [V, P(P(ctypes.c_float)), P(c_size_t), P(ctypes.c_uint32), P(ctypes.c_uint32)]),
+        "varad_result_raw_map": (st, [V, P(P(ctypes.c_float)), P(c_size_t), P(ctypes.c_uint32), P(ctypes.c_uint32)]),
+        "varad_result_image_score": (st, [V, P(ctypes.c_float)]),
+        "varad_result_normalised_score": (st, [V, P(ctypes.c_float)]),
+        "varad_result_decision": (st, [V, P(ctypes.c_uint32)]),
+        "varad_result_regions": (st, [V, P(P(_Region)), P(c_size_t), P(c_size_t)]),
+        "varad_write_heatmap_png": (st, [V, ctypes.c_char_p, ctypes.c_float]),
+    }
+    for name, (restype, argtypes) in sigs.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+
+
+def _load_library() -> ctypes.CDLL:
+    lib = ctypes.CDLL(_find_library())
+    _declare(lib)
+    number = lib.varad_version_number()
+    major, minor = number // 1_000_000, number // 1000 % 1000
+    # A different major version (for 0.x: a different minor) may have another ABI.
+    if major != HEADER_VERSION[0] or (major == 0 and minor != HEADER_VERSION[1]):
+        raise ImportError(
+            f"libvarad {lib.varad_version_string().decode()} does not match these bindings "
+            f"({'.'.join(map(str, HEADER_VERSION))})"
+        )
+    return lib
+
+
+_lib = _load_library()
+
+
+def library_version() -> str:
+    """The loaded libvarad's version, e.g. "0.1.0"."""
+    return _lib.varad_version_string().decode()
+
+
+def _check(status: int) -> None:
+    if status == 0:
+        return
+    message = _lib.varad_last_error_message()
+    text = message.decode("utf-8", "replace") if message else ""
+    cls = {CANCELLED: CancelledError, BUSY: BusyError}.get(status, VaradError)
+    raise cls(status, text)
+
+
+def _encode(path) -> Optional[bytes]:
+    return None if path is None else os.fsencode(path)
+
+
+# ---- images ----
+
+
+def _view(image: np.ndarray, bgr: bool) -> tuple:
+    """A C view of `image` and the array that owns the memory (keep it alive)."""
+    a = np.asarray(image)
+    if a.ndim == 2:
+        if a.dtype == np.uint8:
+            fmt = FORMAT_MONO8
+        elif a.dtype == np.uint16:
+            fmt = FORMAT_MONO16
+        else:
+            raise TypeError(f"a grey image must be uint8 or uint16, not {a.dtype}")
+        channels = 1
+    elif a.ndim == 3 and a.shape[2] in (3, 4):
+        if a.dtype != np.uint8:
+            raise TypeError(f"a colour image must be uint8, not {a.dtype}")
+        channels = a.shape[2]
+        fmt = {(3, False): FORMAT_RGB8, (3, True): FORMAT_BGR8,
+               (4, False): FORMAT_RGBA8, (4, True): FORMAT_BGRA8}[(channels, bgr)]
+    else:
+        raise ValueError(f"an image is HxW or HxWx3/4, not shape {a.shape}")
+    # Rows may be padded (a crop of a larger array); pixels within a row must be packed.
+    item = a.dtype.itemsize
+    packed_row = a.strides[1] == item * channels and (a.ndim == 2 or a.strides[2] == item)
+    if not packed_row or a.strides[0] < a.shape[1] * item * channels:
+        a = np.ascontiguousarray(a)
+    view = _ImageView(a.ctypes.data, a.shape[1], a.shape[0], a.strides[0], fmt)
+    return view, a
+
+
+# ---- results ----
+
+
+@dataclass
+class Region:
+    """A connected defect region (pixels above the pixel threshold)."""
+
+    area: int
+    x: int
+    y: int
+    width: int
+    height: int
+    centroid_x: float
+    centroid_y: float
+    peak: float
+    peak_x: int
+    peak_y: int
+    mean: float
+
+
+@dataclass
+class ScoreResult:
+    """One image's result. `normalised_score`, `decision` and `regions` are None for an
+    uncalibrated model; `raw_map` is None unless asked for."""
+
+    map: np.ndarray
+    image_score: float
+    normalised_score: Optional[float]
+    decision: Optional[str]
+    regions: Optional[List[Region]]
+    regions_found: Optional[int]
+    raw_map: Optional[np.ndarray] = None
+
+
+@dataclass
+class Progress:
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float
+    elapsed_seconds: float
+    remaining_seconds: float
+
+
+def _read_result(handle: ctypes.c_void_p, heatmap: Optional[str] = None) -> ScoreResult:
+    ptr = ctypes.POINTER(ctypes.c_float)()
+    n, w, h = c_size_t(), ctypes.c_uint32(), ctypes.c_uint32()
+    _check(_lib.varad_result_map(handle, ctypes.byref(ptr), ctypes.byref(n), ctypes.byref(w), ctypes.byref(h)))
+    heat = np.ctypeslib.as_array(ptr, shape=(n.value,)).copy().reshape(h.value, w.value)
+    score = ctypes.c_float()
+    _check(_lib.varad_result_image_score(handle, ctypes.byref(score)))
+    norm, decision = ctypes.c_float(), ctypes.c_uint32()
+    status = _lib.varad_result_normalised_score(handle, ctypes.byref(norm))
+    normalised = decision_name = regions = found_n = None
+    if status == 0:
+        normalised = norm.value
+        _check(_lib.varad_result_decision(handle, ctypes.byref(decision)))
+        decision_name = DECISIONS[decision.value]
+        rptr = ctypes.POINTER(_Region)()
+        count, found = c_size_t(), c_size_t()
+        _check(_lib.varad_result_regions(handle, ctypes.byref(rptr), ctypes.byref(count), ctypes.byref(found)))
+        regions = [
+            Region(**{name: getattr(rptr[i], name) for name, _ in _Region._fields_})
+            for i in range(count.value)
+        ]
+        found_n = found.value
+    elif status != NOT_CALIBRATED:
+        _check(status)
+    raw = None
+    rw, rh = ctypes.c_uint32(), ctypes.c_uint32()
+    if _lib.varad_result_raw_map(handle, ctypes.byref(ptr), ctypes.byref(n), ctypes.byref(rw), ctypes.byref(rh)) == 0:
+        raw = np.ctypeslib.as_array(ptr, shape=(n.value,)).copy().reshape(rh.value, rw.value)
+    if heatmap is not None:
+        _check(_lib.varad_write_heatmap_png(handle, _encode(heatmap), 0.0))
+    return ScoreResult(heat, score.value, normalised, decision_name, regions, found_n, raw)
+
+
+# ---- the model ----
+
+
+class Model:
+    """A varad model. Scoring may be called from many threads at once; training and
+    threshold changes are exclusive (BusyError while another thread scores)."""
+
+    def __init__(self, backbone, *, input_size=None, device="cpu", cuda_device=0,
+                 runtime_path=None, **params):
+        """Creates an untrained model on the `backbone` ONNX file. `params` are fields of
+        the C VaradParams (epochs=3, learning_rate=2e-3, prediction_step=2, seed=...)."""
+        p = _lib.varad_default_params()
+        keep = [_encode(backbone), _encode(runtime_path)]
+        p.backbone_path, p.runtime_path = keep
+        if input_size is not None:
+            p.input_width, p.input_height = input_size
+        p.device = DEVICES[device]
+        p.cuda_device = cuda_device
+        known = {name for name, _ in _Params._fields_}
+        for key, value in params.items():
+            if key not in known or key in ("size", "backbone_path", "runtime_path", "levels"):
+                raise TypeError(f"unknown model parameter {key!r}")
+            setattr(p, key, value)
+        handle = ctypes.c_void_p()
+        _check(_lib.varad_create(ctypes.byref(p), ctypes.byref(handle)))
+        self._handle = handle
+
+    @classmethod
+    def load(cls, path, *, backbone=None, device=None, threads=None) -> "Model":
+        """Loads a model file; `backbone`, `device` and `threads` override what was saved."""
+        lp = _lib.varad_default_load_params()
+        keep = _encode(backbone)
+        lp.backbone_path = keep
+        if device is not None:
+            lp.device = DEVICES[device]
+        if threads is not None:
+            lp.threads = threads
+        handle = ctypes.c_void_p()
+        _check(_lib.varad_load(_encode(path), ctypes.byref(lp), ctypes.byref(handle)))
+        model = cls.__new__(cls)
+        model._handle = handle
+        return model
+
+    def _h(self) -> ctypes.c_void_p:
+        if not self._handle:
+            raise ValueError("the model is closed")
+        return self._handle
+
+    def close(self) -> None:
+        """Frees the model now (also done when it is garbage collected)."""
+        handle, self._handle = getattr(self, "_handle", None), None
+        if handle:
+            _lib.varad_destroy(handle)
+
+    def __del__(self):
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def save(self, path) -> None:
+        _check(_lib.varad_save(self._h(), _encode(path)))
+
+    def train(self, images: Iterable[np.ndarray], progress: Optional[Callable[[Progress], bool]] = None,
+              bgr: bool = False) -> dict:
+        """Trains on good images (each added, then no longer needed). `progress` gets a
+        Progress after every step; returning True cancels (CancelledError, model unchanged).
+        Returns the training report as a dict."""
+        s = ctypes.c_void_p()
+        _check(_lib.varad_training_set_create(self._h(), ctypes.byref(s)))
+        try:
+            for image in images:
+                view, keep = _view(image, bgr)
+                _check(_lib.varad_training_set_add(s, self._h(), ctypes.byref(view)))
+                del keep
+            raised: list = []
+
+            def on_progress(p, _user):
+                if progress is None:
+                    return 0
+                try:
+                    q = p.contents
+                    return 1 if progress(Progress(q.epoch, q.epochs, q.step, q.steps, q.loss,
+                                                  q.elapsed_seconds, q.remaining_seconds)) else 0
+                except BaseException as e:  # re-raised after the C call returns
+                    raised.append(e)
+                    return 1
+
+            callback = _PROGRESS_CB(on_progress)
+            report = _TrainReport(size=ctypes.sizeof(_TrainReport))
+            status = _lib.varad_train(self._h(), s, callback, None, ctypes.byref(report))
+            if raised:
+                raise raised[0]
+            _check(status)
+            return {name: getattr(report, name) for name, _ in _TrainReport._fields_ if name != "size"}
+        finally:
+            _lib.varad_training_set_destroy(s)
+
+    def _score_params(self, roi, raw_map):
+        sp = _lib.varad_default_score_params()
+        keep = None
+        if roi is not None:
+            keep = np.ascontiguousarray(roi, dtype=np.uint8)
+            sp.roi, sp.roi_len = keep.ctypes.data, keep.size
+        sp.raw_map = 1 if raw_map else 0
+        return sp, keep
+
+    def score(self, image: np.ndarray, *, roi: Optional[np.ndarray] = None, raw_map: bool = False,
+              bgr: bool = False, heatmap: Optional[str] = None) -> ScoreResult:
+        """Scores one image. `roi`: HxW mask, nonzero = inspect. `heatmap`: a PNG path."""
+        view, keep = _view(image, bgr)
+        sp, keep_roi = self._score_params(roi, raw_map)
+        handle = ctypes.c_void_p()
+        _check(_lib.varad_score(self._h(), ctypes.byref(view), ctypes.byref(sp), ctypes.byref(handle)))
+        try:
+            return _read_result(handle, heatmap)
+        finally:
+            _lib.varad_score_result_destroy(handle)
+            del keep, keep_roi
+
+    def score_batch(self, images: Sequence[np.ndarray], *, roi=None, raw_map=False, bgr=False) -> List[ScoreResult]:
+        """Scores several images in one call."""
+        pairs = [_view(im, bgr) for im in images]
+        views = (_ImageView * len(pairs))(*[v for v, _ in pairs])
+        sp, keep_roi = self._score_params(roi, raw_map)
+        handles = (ctypes.c_void_p * len(pairs))()
+        _check(_lib.varad_score_batch(self._h(), views, len(pairs), ctypes.byref(sp), handles))
+        try:
+            return [_read_result(ctypes.c_void_p(h)) for h in handles]
+        finally:
+            for h in handles:
+                _lib.varad_score_result_destroy(h)
+            del pairs, keep_roi
+
+    def get_threshold(self, which: str) -> float:
+        """One of "image", "review", "fail", "pixel" (VaradError NOT_CALIBRATED before training)."""
+        value = ctypes.c_float()
+        _check(_lib.varad_get_threshold(self._h(), THRESHOLDS[which], ctypes.byref(value)))
+        return value.value
+
+    def set_threshold(self, which: str, value: float) -> None:
+        _check(_lib.varad_set_threshold(self._h(), THRESHOLDS[which], value))
+
+    def set_decision_thresholds(self, review: float, fail: float) -> None:
+        _check(_lib.varad_set_decision_thresholds(self._h(), review, fail))
+
+    @property
+    def active_device(self) -> str:
+        """"cpu" or "cuda:N": where the backbone actually runs."""
+        device, index = ctypes.c_uint32(), ctypes.c_uint32()
+        _check(_lib.varad_active_device(self._h(), ctypes.byref(device), ctypes.byref(index)))
+        return "cpu" if device.value == DEVICES["cpu"] else f"cuda:{index.value}"

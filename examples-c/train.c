@@ -1,0 +1,101 @@
+/* train: trains a varad model on a folder of good images and saves it.
+ *
+ *   train [--input N] [--epochs N] BACKBONE.onnx GOOD_IMAGE_DIR MODEL_OUT
+ *
+ * --input N sets an N x N backbone input (default: the backbone's preferred size).
+ * Every file in the folder that the library can read (PNG, JPEG, TIFF, BMP) is used. */
+#define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "varad.h"
+
+static int fail(const char *what) {
+    fprintf(stderr, "train: %s: %s\n", what, varad_last_error_message());
+    return 1;
+}
+
+static int32_t on_progress(const VaradProgress *p, void *user_data) {
+    (void)user_data;
+    if (p->step == p->steps || p->step % 5 == 0) {
+        printf("epoch %u/%u step %u/%u loss %.5f elapsed %.1f s remaining %.1f s\n", p->epoch,
+               p->epochs, p->step, p->steps, p->loss, p->elapsed_seconds, p->remaining_seconds);
+    }
+    return 0; /* nonzero would cancel */
+}
+
+int main(int argc, char **argv) {
+    VaradParams params = varad_default_params();
+    VaradModel *model = NULL;
+    VaradTrainingSet *set = NULL;
+    VaradTrainReport report;
+    DIR *dir;
+    struct dirent *entry;
+    int arg = 1, added = 0;
+    char path[4096];
+
+    if (varad_version_number() / 1000000 != VARAD_VERSION_MAJOR) {
+        fprintf(stderr, "train: libvarad %s does not match the header %s\n",
+                varad_version_string(), VARAD_VERSION_STRING);
+        return 1;
+    }
+    while (arg + 1 < argc && strncmp(argv[arg], "--", 2) == 0) {
+        if (strcmp(argv[arg], "--input") == 0) {
+            params.input_width = params.input_height = (uint32_t)atoi(argv[arg + 1]);
+        } else if (strcmp(argv[arg], "--epochs") == 0) {
+            params.epochs = (uint32_t)atoi(argv[arg + 1]);
+        } else {
+            break;
+        }
+        arg += 2;
+    }
+    if (argc - arg != 3) {
+        fprintf(stderr, "usage: train [--input N] [--epochs N] BACKBONE.onnx GOOD_DIR MODEL_OUT\n");
+        return 2;
+    }
+    params.backbone_path = argv[arg];
+    params.device = VARAD_DEVICE_AUTO;
+    if (varad_create(&params, &model) != VARAD_OK) return fail("cannot create the model");
+    if (varad_training_set_create(model, &set) != VARAD_OK) return fail("training set");
+
+    dir = opendir(argv[arg + 1]);
+    if (!dir) {
+        perror(argv[arg + 1]);
+        return 1;
+    }
+    while ((entry = readdir(dir)) != NULL) {
+        VaradImage *image = NULL;
+        VaradImageView view;
+        if (entry->d_name[0] == '.') continue;
+        snprintf(path, sizeof path, "%s/%s", argv[arg + 1], entry->d_name);
+        if (varad_image_read(path, &image) != VARAD_OK) {
+            fprintf(stderr, "skipping %s: %s\n", path, varad_last_error_message());
+            continue;
+        }
+        /* The set keeps the backbone's features, not the pixels: free the image at once. */
+        if (varad_image_view(image, &view) != VARAD_OK ||
+            varad_training_set_add(set, model, &view) != VARAD_OK) {
+            varad_image_destroy(image);
+            closedir(dir);
+            return fail(path);
+        }
+        varad_image_destroy(image);
+        added++;
+    }
+    closedir(dir);
+    printf("training on %d images\n", added);
+
+    memset(&report, 0, sizeof report);
+    report.size = sizeof report;
+    if (varad_train(model, set, on_progress, NULL, &report) != VARAD_OK) return fail("training");
+    printf("trained on %u images, %u held back for calibration, final loss %.5f, %.1f s\n",
+           report.train_images, report.calibration_images, report.final_loss,
+           report.elapsed_seconds);
+    if (varad_save(model, argv[arg + 2]) != VARAD_OK) return fail("cannot save");
+    printf("saved %s\n", argv[arg + 2]);
+    varad_training_set_destroy(set);
+    varad_destroy(model);
+    return 0;
+}

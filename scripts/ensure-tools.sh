@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Makes sure the named commands exist, installing their Debian packages when missing and
+# when allowed (root with apt-get); idempotent and quiet. Usage: ensure-tools.sh CMD...
+#   cmake -> cmake, mcs -> mono-mcs, mono -> mono-runtime
+set -euo pipefail
+missing=()
+for cmd in "$@"; do
+  command -v "$cmd" >/dev/null 2>&1 && continue
+  case "$cmd" in
+    cmake) missing+=(cmake) ;;
+    mcs) missing+=(mono-mcs) ;;
+    mono) missing+=(mono-runtime) ;;
+    *) echo "ensure-tools: no package known for $cmd" >&2; exit 1 ;;
+  esac
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "ensure-tools: please install: ${missing[*]}" >&2
+  exit 1
+fi
+echo "ensure-tools: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

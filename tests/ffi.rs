@@ -1,0 +1,779 @@
+//! The C ABI called from Rust as C would call it: null pointers, bad sizes, bad formats,
+//! out-parameters untouched on error, cancel, busy, save/load, thresholds.
+
+mod common;
+
+use std::ffi::{c_void, CStr, CString};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use varad::ffi::*;
+use VaradStatus::*;
+
+fn tiny_backbone() -> CString {
+    CString::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/tiny_vit.onnx"
+    ))
+    .unwrap()
+}
+
+/// The tiny test configuration of `common::tiny_config`, as C params.
+fn tiny_params(backbone: &CString) -> VaradParams {
+    let mut p = varad_default_params();
+    p.backbone_path = backbone.as_ptr();
+    p.input_width = 112;
+    p.input_height = 112;
+    p.device = VaradDevice::VARAD_DEVICE_CPU as u32;
+    p.threads = 2;
+    p.prediction_step = 2;
+    p.d_state = 4;
+    p.epochs = 3;
+    p.learning_rate = 2e-3;
+    p.seed = 5;
+    p
+}
+
+fn last_error() -> String {
+    let p = varad_last_error_message();
+    assert!(!p.is_null(), "no last error message");
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+fn view(pixels: &[u8], size: u32) -> VaradImageView {
+    VaradImageView {
+        data: pixels.as_ptr(),
+        width: size,
+        height: size,
+        stride: size as usize * 3,
+        format: VaradPixelFormat::VARAD_PIXEL_FORMAT_RGB8 as u32,
+    }
+}
+
+/// A handle that tests share across threads.
+struct Shared(*mut VaradModel);
+// SAFETY: the C ABI documents a const VaradModel* as usable from many threads.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+fn new_model() -> *mut VaradModel {
+    let backbone = tiny_backbone();
+    let params = tiny_params(&backbone);
+    let mut model = ptr::null_mut();
+    let status = unsafe { varad_create(&params, &mut model) };
+    assert_eq!(status, VARAD_OK, "{}", last_error());
+    model
+}
+
+fn training_set(model: *const VaradModel, n: u64) -> *mut VaradTrainingSet {
+    let mut set = ptr::null_mut();
+    unsafe {
+        assert_eq!(varad_training_set_create(model, &mut set), VARAD_OK);
+        for i in 0..n {
+            let pixels = common::texture(i, 128);
+            assert_eq!(
+                varad_training_set_add(set, model, &view(&pixels, 128)),
+                VARAD_OK,
+                "{}",
+                last_error()
+            );
+        }
+    }
+    set
+}
+
+/// One model trained through the C ABI, shared by the tests that only read it.
+fn trained() -> *const VaradModel {
+    static MODEL: OnceLock<Shared> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let model = new_model();
+            let set = training_set(model, 6);
+            let mut report = VaradTrainReport {
+                size: std::mem::size_of::<VaradTrainReport>(),
+                train_images: 0,
+                calibration_images: 0,
+                epochs: 0,
+                steps: 0,
+                final_loss: 0.0,
+                elapsed_seconds: 0.0,
+                cache_memory_bytes: 0,
+                cache_spilled_bytes: 0,
+            };
+            let status = unsafe { varad_train(model, set, None, ptr::null_mut(), &mut report) };
+            assert_eq!(status, VARAD_OK, "{}", last_error());
+            assert_eq!(report.train_images + report.calibration_images, 6);
+            assert_eq!(report.epochs, 3);
+            assert!(report.final_loss.is_finite());
+            unsafe { varad_training_set_destroy(set) };
+            Shared(model)
+        })
+        .0
+}
+
+fn score(model: *const VaradModel, pixels: &[u8], size: u32) -> Vec<f32> {
+    let mut result = ptr::null_mut();
+    unsafe {
+        assert_eq!(
+            varad_score(model, &view(pixels, size), ptr::null(), &mut result),
+            VARAD_OK,
+            "{}",
+            last_error()
+        );
+        let (mut map, mut len) = (ptr::null(), 0usize);
+        assert_eq!(
+            varad_result_map(result, &mut map, &mut len, ptr::null_mut(), ptr::null_mut()),
+            VARAD_OK
+        );
+        let out = std::slice::from_raw_parts(map, len).to_vec();
+        varad_score_result_destroy(result);
+        out
+    }
+}
+
+#[test]
+fn destroy_null_is_a_no_op() {
+    unsafe {
+        varad_destroy(ptr::null_mut());
+        varad_training_set_destroy(ptr::null_mut());
+        varad_score_result_destroy(ptr::null_mut());
+        varad_image_destroy(ptr::null_mut());
+    }
+}
+
+#[test]
+fn create_checks_pointers_and_sizes_and_leaves_out_params_alone() {
+    let backbone = tiny_backbone();
+    let sentinel = 0x1234usize as *mut VaradModel;
+    let mut model = sentinel;
+    unsafe {
+        assert_eq!(
+            varad_create(ptr::null(), &mut model),
+            VARAD_ERR_NULL_POINTER
+        );
+        assert!(last_error().contains("params"));
+        let params = tiny_params(&backbone);
+        assert_eq!(
+            varad_create(&params, ptr::null_mut()),
+            VARAD_ERR_NULL_POINTER
+        );
+        let mut p = params;
+        p.backbone_path = ptr::null();
+        assert_eq!(varad_create(&p, &mut model), VARAD_ERR_NULL_POINTER);
+        assert!(last_error().contains("backbone_path"));
+        for size in [0, 8, std::mem::size_of::<VaradParams>() - 1] {
+            let mut p = params;
+            p.size = size;
+            assert_eq!(varad_create(&p, &mut model), VARAD_ERR_INVALID_ARGUMENT);
+            assert!(
+                last_error().contains("VaradParams.size"),
+                "{}",
+                last_error()
+            );
+        }
+        let mut p = params;
+        p.device = 7;
+        assert_eq!(varad_create(&p, &mut model), VARAD_ERR_INVALID_ARGUMENT);
+        let mut p = params;
+        p.epochs = 0;
+        assert_eq!(varad_create(&p, &mut model), VARAD_ERR_CONFIG);
+        let mut p = params;
+        p.resize_mode = 9;
+        assert_eq!(varad_create(&p, &mut model), VARAD_ERR_INVALID_ARGUMENT);
+        let missing = CString::new("/nonexistent/backbone.onnx").unwrap();
+        let mut p = params;
+        p.backbone_path = missing.as_ptr();
+        assert_ne!(varad_create(&p, &mut model), VARAD_OK);
+        assert!(last_error().contains("/nonexistent/backbone.onnx"));
+    }
+    assert_eq!(model, sentinel, "out_model written on error");
+}
+
+#[test]
+fn a_larger_params_size_from_a_newer_caller_is_accepted() {
+    // A newer header's struct is larger: the known prefix is read, the rest ignored.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Newer {
+        base: VaradParams,
+        extra: u64,
+    }
+    let backbone = tiny_backbone();
+    let mut newer = Newer {
+        base: tiny_params(&backbone),
+        extra: 42,
+    };
+    newer.base.size = std::mem::size_of::<Newer>();
+    let mut model = ptr::null_mut();
+    unsafe {
+        assert_eq!(
+            varad_create(&newer.base, &mut model),
+            VARAD_OK,
+            "{}",
+            last_error()
+        );
+        varad_destroy(model);
+    }
+}
+
+#[test]
+fn scoring_checks_views_params_and_leaves_out_params_alone() {
+    let model = new_model();
+    let pixels = common::texture(1, 64);
+    let sentinel = 0x99usize as *mut VaradScoreResult;
+    let mut result = sentinel;
+    unsafe {
+        let good = view(&pixels, 64);
+        assert_eq!(
+            varad_score(ptr::null(), &good, ptr::null(), &mut result),
+            VARAD_ERR_NULL_POINTER
+        );
+        assert_eq!(
+            varad_score(model, ptr::null(), ptr::null(), &mut result),
+            VARAD_ERR_NULL_POINTER
+        );
+        assert_eq!(
+            varad_score(model, &good, ptr::null(), ptr::null_mut()),
+            VARAD_ERR_NULL_POINTER
+        );
+        for format in [0u32, 7, 255] {
+            let mut v = good;
+            v.format = format;
+            assert_eq!(
+                varad_score(model, &v, ptr::null(), &mut result),
+                VARAD_ERR_INVALID_IMAGE
+            );
+            assert!(last_error().contains("pixel format"), "{}", last_error());
+        }
+        let mut v = good;
+        v.data = ptr::null();
+        assert_eq!(
+            varad_score(model, &v, ptr::null(), &mut result),
+            VARAD_ERR_INVALID_IMAGE
+        );
+        let mut v = good;
+        v.width = 0;
+        assert_eq!(
+            varad_score(model, &v, ptr::null(), &mut result),
+            VARAD_ERR_INVALID_IMAGE
+        );
+        let mut v = good;
+        v.stride = 10;
+        assert_eq!(
+            varad_score(model, &v, ptr::null(), &mut result),
+            VARAD_ERR_INVALID_IMAGE
+        );
+        let mut v = good;
+        v.width = 1 << 16;
+        v.height = 1 << 16;
+        assert_eq!(
+            varad_score(model, &v, ptr::null(), &mut result),
+            VARAD_ERR_IMAGE_TOO_LARGE
+        );
+        let mut params = varad_default_score_params();
+        params.size = 4;
+        assert_eq!(
+            varad_score(model, &good, &params, &mut result),
+            VARAD_ERR_INVALID_ARGUMENT
+        );
+        let roi = [1u8; 10];
+        let mut params = varad_default_score_params();
+        params.roi = roi.as_ptr();
+        params.roi_len = roi.len();
+        assert_eq!(
+            varad_score(model, &good, &params, &mut result),
+            VARAD_ERR_INVALID_ARGUMENT
+        );
+        let mut params = varad_default_score_params();
+        params.roi_len = 5;
+        assert_eq!(
+            varad_score(model, &good, &params, &mut result),
+            VARAD_ERR_NULL_POINTER
+        );
+        let mut results = [sentinel; 2];
+        assert_eq!(
+            varad_score_batch(model, &good, 0, ptr::null(), results.as_mut_ptr()),
+            VARAD_ERR_INVALID_ARGUMENT
+        );
+        let views = [good, VaradImageView { format: 0, ..good }];
+        assert_eq!(
+            varad_score_batch(model, views.as_ptr(), 2, ptr::null(), results.as_mut_ptr()),
+            VARAD_ERR_INVALID_IMAGE
+        );
+        assert_eq!(results, [sentinel; 2]);
+        varad_destroy(model);
+    }
+    assert_eq!(result, sentinel, "out_result written on error");
+}
+
+#[test]
+fn an_uncalibrated_model_scores_but_has_no_decision() {
+    let model = new_model();
+    let pixels = common::texture(2, 112);
+    let mut result = ptr::null_mut();
+    unsafe {
+        let params = VaradScoreParams {
+            raw_map: 1,
+            ..varad_default_score_params()
+        };
+        assert_eq!(
+            varad_score(model, &view(&pixels, 112), &params, &mut result),
+            VARAD_OK
+        );
+        let mut score = -1.0f32;
+        assert_eq!(varad_result_image_score(result, &mut score), VARAD_OK);
+        assert!(score.is_finite());
+        let mut decision = 77u32;
+        assert_eq!(
+            varad_result_decision(result, &mut decision),
+            VARAD_ERR_NOT_CALIBRATED
+        );
+        assert_eq!(decision, 77);
+        let mut norm = -5.0f32;
+        assert_eq!(
+            varad_result_normalised_score(result, &mut norm),
+            VARAD_ERR_NOT_CALIBRATED
+        );
+        assert_eq!(norm, -5.0);
+        let (mut map, mut len, mut w, mut h) = (ptr::null(), 0usize, 0u32, 0u32);
+        assert_eq!(
+            varad_result_raw_map(result, &mut map, &mut len, &mut w, &mut h),
+            VARAD_OK
+        );
+        assert_eq!((w, h, len), (8, 8, 64));
+        varad_score_result_destroy(result);
+        let mut value = 3.0f32;
+        assert_eq!(
+            varad_get_threshold(
+                model,
+                VaradThreshold::VARAD_THRESHOLD_IMAGE as u32,
+                &mut value
+            ),
+            VARAD_ERR_NOT_CALIBRATED
+        );
+        assert_eq!(value, 3.0);
+        assert_eq!(varad_set_threshold(model, 1, 1.0), VARAD_ERR_NOT_CALIBRATED);
+        let (mut device, mut index) = (99u32, 99u32);
+        assert_eq!(
+            varad_active_device(model, &mut device, &mut index),
+            VARAD_OK
+        );
+        assert_eq!((device, index), (VaradDevice::VARAD_DEVICE_CPU as u32, 0));
+        varad_destroy(model);
+    }
+}
+
+#[test]
+fn trained_model_decides_and_batch_equals_single_calls() {
+    let model = trained();
+    let images: Vec<Vec<u8>> = (10..13).map(|i| common::texture(i, 128)).collect();
+    let views: Vec<VaradImageView> = images.iter().map(|p| view(p, 128)).collect();
+    let mut results = [ptr::null_mut(); 3];
+    unsafe {
+        assert_eq!(
+            varad_score_batch(model, views.as_ptr(), 3, ptr::null(), results.as_mut_ptr()),
+            VARAD_OK,
+            "{}",
+            last_error()
+        );
+        for (i, &r) in results.iter().enumerate() {
+            let (mut map, mut len, mut w, mut h) = (ptr::null(), 0usize, 0u32, 0u32);
+            assert_eq!(
+                varad_result_map(r, &mut map, &mut len, &mut w, &mut h),
+                VARAD_OK
+            );
+            assert_eq!((w, h, len), (128, 128, 128 * 128));
+            let batch = std::slice::from_raw_parts(map, len);
+            assert_eq!(batch, score(model, &images[i], 128).as_slice());
+            let mut decision = 0u32;
+            assert_eq!(varad_result_decision(r, &mut decision), VARAD_OK);
+            assert!((1..=3).contains(&decision));
+            let mut norm = 0.0f32;
+            assert_eq!(varad_result_normalised_score(r, &mut norm), VARAD_OK);
+            assert!(norm.is_finite() && norm > 0.0);
+            let (mut regions, mut count, mut found) = (ptr::null(), 99usize, 99usize);
+            assert_eq!(
+                varad_result_regions(r, &mut regions, &mut count, &mut found),
+                VARAD_OK
+            );
+            assert!(count <= found);
+            assert_eq!(regions.is_null(), count == 0);
+            let (mut raw, mut raw_len) = (ptr::null(), 0usize);
+            assert_eq!(
+                varad_result_raw_map(r, &mut raw, &mut raw_len, ptr::null_mut(), ptr::null_mut()),
+                VARAD_ERR_INVALID_ARGUMENT
+            );
+            varad_score_result_destroy(r);
+        }
+    }
+}
+
+#[test]
+fn thresholds_get_and_set_with_range_checks() {
+    // A model of its own: changing thresholds must not disturb the other tests.
+    let model = new_model();
+    let set = training_set(model, 5);
+    unsafe {
+        assert_eq!(
+            varad_train(model, set, None, ptr::null_mut(), ptr::null_mut()),
+            VARAD_OK,
+            "{}",
+            last_error()
+        );
+        varad_training_set_destroy(set);
+        let get = |which: u32| {
+            let mut v = f32::NAN;
+            assert_eq!(varad_get_threshold(model, which, &mut v), VARAD_OK);
+            v
+        };
+        let (image, review, fail) = (get(1), get(2), get(3));
+        assert!(image > 0.0 && review <= fail);
+        assert_eq!(varad_set_threshold(model, 1, 2.5), VARAD_OK);
+        assert_eq!(get(1), 2.5);
+        assert_eq!(
+            varad_set_threshold(model, 1, -1.0),
+            VARAD_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            varad_set_threshold(model, 2, fail + 1.0),
+            VARAD_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(get(2), review, "a refused change changes nothing");
+        assert_eq!(
+            varad_set_threshold(model, 9, 1.0),
+            VARAD_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            varad_set_decision_thresholds(model, 5.0, 4.0),
+            VARAD_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(varad_set_decision_thresholds(model, 4.0, 5.0), VARAD_OK);
+        assert_eq!((get(2), get(3)), (4.0, 5.0));
+        assert_eq!(varad_set_threshold(model, 4, 0.25), VARAD_OK);
+        assert_eq!(get(4), 0.25);
+        let mut v = 0.0;
+        assert_eq!(
+            varad_get_threshold(model, 0, &mut v),
+            VARAD_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            varad_get_threshold(model, 1, ptr::null_mut()),
+            VARAD_ERR_NULL_POINTER
+        );
+
+        // Saved thresholds come back on load; so do the scores, bit for bit.
+        let dir = std::env::temp_dir().join(format!("varad-ffi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = CString::new(dir.join("m.varad").to_str().unwrap()).unwrap();
+        assert_eq!(
+            varad_save(model, path.as_ptr()),
+            VARAD_OK,
+            "{}",
+            last_error()
+        );
+        let mut loaded = ptr::null_mut();
+        let mut lp = varad_default_load_params();
+        lp.threads = 1;
+        assert_eq!(
+            varad_load(path.as_ptr(), &lp, &mut loaded),
+            VARAD_OK,
+            "{}",
+            last_error()
+        );
+        let mut v = 0.0;
+        assert_eq!(varad_get_threshold(loaded, 3, &mut v), VARAD_OK);
+        assert_eq!(v, 5.0);
+        let pixels = common::texture(20, 96);
+        assert_eq!(score(model, &pixels, 96), score(loaded, &pixels, 96));
+        varad_destroy(loaded);
+
+        let sentinel = 0x77usize as *mut VaradModel;
+        let mut out = sentinel;
+        let missing = CString::new(dir.join("missing.varad").to_str().unwrap()).unwrap();
+        assert_eq!(
+            varad_load(missing.as_ptr(), ptr::null(), &mut out),
+            VARAD_ERR_IO
+        );
+        lp.size = 3;
+        assert_eq!(
+            varad_load(path.as_ptr(), &lp, &mut out),
+            VARAD_ERR_INVALID_ARGUMENT
+        );
+        let mut lp = varad_default_load_params();
+        lp.threads = -4;
+        assert_eq!(
+            varad_load(path.as_ptr(), &lp, &mut out),
+            VARAD_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(out, sentinel);
+        assert_eq!(varad_save(model, ptr::null()), VARAD_ERR_NULL_POINTER);
+        std::fs::remove_dir_all(&dir).ok();
+        varad_destroy(model);
+    }
+}
+
+unsafe extern "C" fn cancel_at_step_two(p: *const VaradProgress, user: *mut c_void) -> i32 {
+    let p = unsafe { &*p };
+    let calls = unsafe { &*(user as *const AtomicU32) };
+    calls.fetch_add(1, Ordering::SeqCst);
+    assert!(p.size >= std::mem::size_of::<VaradProgress>());
+    assert!(p.epoch >= 1 && p.step >= 1 && p.steps >= p.step && p.loss.is_finite());
+    assert!(p.elapsed_seconds >= 0.0 && p.remaining_seconds >= 0.0);
+    (p.step >= 2) as i32
+}
+
+#[test]
+fn cancelling_leaves_the_model_unchanged_and_the_report_unwritten() {
+    let model = new_model();
+    let set = training_set(model, 5);
+    let pixels = common::texture(30, 112);
+    let before = score(model, &pixels, 112);
+    let calls = AtomicU32::new(0);
+    let mut report = VaradTrainReport {
+        size: std::mem::size_of::<VaradTrainReport>(),
+        train_images: 12345,
+        calibration_images: 0,
+        epochs: 0,
+        steps: 0,
+        final_loss: 0.0,
+        elapsed_seconds: 0.0,
+        cache_memory_bytes: 0,
+        cache_spilled_bytes: 0,
+    };
+    unsafe {
+        let status = varad_train(
+            model,
+            set,
+            Some(cancel_at_step_two),
+            &calls as *const AtomicU32 as *mut c_void,
+            &mut report,
+        );
+        assert_eq!(status, VARAD_ERR_CANCELLED);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(report.train_images, 12345);
+        assert_eq!(score(model, &pixels, 112), before);
+        let mut v = 0.0;
+        assert_eq!(
+            varad_get_threshold(model, 1, &mut v),
+            VARAD_ERR_NOT_CALIBRATED
+        );
+
+        let mut small = report;
+        small.size = 8;
+        assert_eq!(
+            varad_train(model, set, None, ptr::null_mut(), &mut small),
+            VARAD_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            varad_train(ptr::null_mut(), set, None, ptr::null_mut(), ptr::null_mut()),
+            VARAD_ERR_NULL_POINTER
+        );
+        assert_eq!(
+            varad_train(model, ptr::null(), None, ptr::null_mut(), ptr::null_mut()),
+            VARAD_ERR_NULL_POINTER
+        );
+        let mut count = 0;
+        assert_eq!(varad_training_set_count(set, &mut count), VARAD_OK);
+        assert_eq!(count, 5);
+        let bad = VaradImageView {
+            format: 0,
+            ..view(&pixels, 112)
+        };
+        assert_eq!(
+            varad_training_set_add(set, model, &bad),
+            VARAD_ERR_INVALID_IMAGE
+        );
+        assert_eq!(varad_training_set_count(set, &mut count), VARAD_OK);
+        assert_eq!(count, 5, "a refused image is not added");
+        varad_training_set_destroy(set);
+        varad_destroy(model);
+    }
+}
+
+struct BusyProbe {
+    model: *mut VaradModel,
+    statuses: Vec<VaradStatus>,
+}
+
+unsafe extern "C" fn score_from_callback(_: *const VaradProgress, user: *mut c_void) -> i32 {
+    let probe = unsafe { &mut *(user as *mut BusyProbe) };
+    let pixels = common::texture(3, 64);
+    let mut result = ptr::null_mut();
+    let status = unsafe { varad_score(probe.model, &view(&pixels, 64), ptr::null(), &mut result) };
+    probe.statuses.push(status);
+    let mut v = 0.0;
+    probe
+        .statuses
+        .push(unsafe { varad_get_threshold(probe.model, 1, &mut v) });
+    1
+}
+
+#[test]
+fn scoring_during_training_is_busy() {
+    let model = new_model();
+    let set = training_set(model, 5);
+    let mut probe = BusyProbe {
+        model,
+        statuses: Vec::new(),
+    };
+    unsafe {
+        let status = varad_train(
+            model,
+            set,
+            Some(score_from_callback),
+            &mut probe as *mut BusyProbe as *mut c_void,
+            ptr::null_mut(),
+        );
+        assert_eq!(status, VARAD_ERR_CANCELLED);
+        assert_eq!(probe.statuses, vec![VARAD_ERR_BUSY, VARAD_ERR_BUSY]);
+        varad_training_set_destroy(set);
+        varad_destroy(model);
+    }
+}
+
+unsafe extern "C" fn cancel_at_once(_: *const VaradProgress, _: *mut c_void) -> i32 {
+    1
+}
+
+#[test]
+fn training_while_another_thread_scores_is_busy() {
+    let model = new_model();
+    let set = training_set(model, 5);
+    let shared = Shared(model);
+    let stop = AtomicBool::new(false);
+    let scored = AtomicU32::new(0);
+    std::thread::scope(|s| {
+        let (shared, stop, scored) = (&shared, &stop, &scored);
+        s.spawn(move || {
+            let pixels = common::texture(4, 112);
+            while !stop.load(Ordering::SeqCst) {
+                let mut r = ptr::null_mut();
+                let st = unsafe { varad_score(shared.0, &view(&pixels, 112), ptr::null(), &mut r) };
+                if st == VARAD_OK {
+                    unsafe { varad_score_result_destroy(r) };
+                    scored.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        while scored.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        // Scoring takes nearly all of the other thread's loop, so a try soon meets it.
+        let mut busy = false;
+        for _ in 0..2000 {
+            let st = unsafe {
+                varad_train(
+                    shared.0,
+                    set,
+                    Some(cancel_at_once),
+                    ptr::null_mut(),
+                    ptr::null_mut(),
+                )
+            };
+            assert!(st == VARAD_ERR_BUSY || st == VARAD_ERR_CANCELLED, "{st:?}");
+            if st == VARAD_ERR_BUSY {
+                assert!(last_error().contains("in use by another thread"));
+                busy = true;
+                break;
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        assert!(busy, "varad_train never saw the scoring thread");
+    });
+    unsafe {
+        varad_training_set_destroy(set);
+        varad_destroy(model);
+    }
+}
+
+#[test]
+fn image_files_read_and_view() {
+    let dir = std::env::temp_dir().join(format!("varad-ffi-img-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("t.png");
+    let pixels = common::texture(5, 40);
+    varad::image::write_png(
+        &file,
+        &varad::image::ImageView::packed(&pixels, 40, 40, varad::image::PixelFormat::Rgb8).unwrap(),
+    )
+    .unwrap();
+    let path = CString::new(file.to_str().unwrap()).unwrap();
+    let mut image = ptr::null_mut();
+    unsafe {
+        assert_eq!(varad_image_read(path.as_ptr(), &mut image), VARAD_OK);
+        let mut v = VaradImageView {
+            data: ptr::null(),
+            width: 0,
+            height: 0,
+            stride: 0,
+            format: 0,
+        };
+        assert_eq!(varad_image_view(image, &mut v), VARAD_OK);
+        assert_eq!((v.width, v.height, v.stride, v.format), (40, 40, 120, 3));
+        assert_eq!(
+            std::slice::from_raw_parts(v.data, 40 * 40 * 3),
+            pixels.as_slice()
+        );
+        varad_image_destroy(image);
+        let sentinel = ptr::dangling_mut::<VaradImage>();
+        let mut out = sentinel;
+        let missing = CString::new(dir.join("no.png").to_str().unwrap()).unwrap();
+        assert_eq!(varad_image_read(missing.as_ptr(), &mut out), VARAD_ERR_IO);
+        let text = dir.join("t.txt");
+        std::fs::write(&text, "not an image").unwrap();
+        let text = CString::new(text.to_str().unwrap()).unwrap();
+        assert_eq!(
+            varad_image_read(text.as_ptr(), &mut out),
+            VARAD_ERR_IMAGE_DECODE
+        );
+        assert_eq!(
+            varad_image_read(ptr::null(), &mut out),
+            VARAD_ERR_NULL_POINTER
+        );
+        assert_eq!(out, sentinel);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn heatmap_png_is_written() {
+    let model = trained();
+    let pixels = common::texture(6, 64);
+    let dir = std::env::temp_dir().join(format!("varad-ffi-heat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("h.png");
+    let path = CString::new(file.to_str().unwrap()).unwrap();
+    let mut result = ptr::null_mut();
+    unsafe {
+        assert_eq!(
+            varad_score(model, &view(&pixels, 64), ptr::null(), &mut result),
+            VARAD_OK
+        );
+        assert_eq!(
+            varad_write_heatmap_png(result, path.as_ptr(), 0.0),
+            VARAD_OK
+        );
+        assert_eq!(
+            varad_write_heatmap_png(result, path.as_ptr(), f32::NAN),
+            VARAD_ERR_INVALID_ARGUMENT
+        );
+        varad_score_result_destroy(result);
+    }
+    let img = varad::image::read_image_file(&file, &Default::default()).unwrap();
+    assert_eq!((img.width(), img.height()), (64, 64));
+    assert_eq!(img.format(), varad::image::PixelFormat::Mono8);
+    assert!(img.data().contains(&255));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn status_codes_are_stable() {
+    assert_eq!(VARAD_OK as i32, 0);
+    assert_eq!(VARAD_ERR_INTERNAL as i32, 16);
+    assert_eq!(VARAD_ERR_BUSY as i32, 17);
+    assert_eq!(VARAD_ERR_NOT_CALIBRATED as i32, 18);
+    let header = include_str!("../include/varad.h");
+    assert!(header.contains("VARAD_ERR_BUSY = 17"));
+    assert!(header.contains("VARAD_ERR_NOT_CALIBRATED = 18"));
+}
