@@ -265,15 +265,20 @@ class _FullSearch:
 
 
 def quilt(pool: np.ndarray, size: int, patch: int, overlap: int, rng: np.random.Generator,
-          candidates: int = 160, tolerance: float = 0.1, full_search: bool = False) -> np.ndarray:
+          candidates: int = 80, tolerance: float = 0.1, full_search: bool = False) -> np.ndarray:
     p_n, ph, pw = pool.shape
     searcher = _FullSearch(pool[0], patch, overlap) if full_search else None
     step = patch - overlap
     n = int(math.ceil((size - overlap) / step))
     full = n * step + overlap
     canvas = np.zeros((full, full), np.float32)
-    left_view = np.lib.stride_tricks.sliding_window_view(pool, (patch, overlap), axis=(1, 2))
-    top_view = np.lib.stride_tricks.sliding_window_view(pool, (overlap, patch), axis=(1, 2))
+    # every other pixel of each candidate's overlap strips, as strided views (no copies)
+    st = pool.strides
+    ph2, pw2 = ph - patch + 1, pw - patch + 1
+    left_view = np.lib.stride_tricks.as_strided(
+        pool, (p_n, ph2, pw2, (patch + 1) // 2, (overlap + 1) // 2), st + (2 * st[1], 2 * st[2]), writeable=False)
+    top_view = np.lib.stride_tricks.as_strided(
+        pool, (p_n, ph2, pw2, (overlap + 1) // 2, (patch + 1) // 2), st + (2 * st[1], 2 * st[2]), writeable=False)
     full_view = np.lib.stride_tricks.sliding_window_view(pool, (patch, patch), axis=(1, 2))
     feather = max(0.75, overlap / 24.0)
     for i in range(n):
@@ -293,11 +298,11 @@ def quilt(pool: np.ndarray, size: int, patch: int, overlap: int, rng: np.random.
                 err = np.zeros(candidates, np.float32)
                 if j > 0:
                     old = canvas[y0:y0 + patch:2, x0:x0 + overlap:2]
-                    c = left_view[pi, ys, xs][:, ::2, ::2]
+                    c = left_view[pi, ys, xs]
                     err += ((c - old[None]) ** 2).sum(axis=(1, 2))
                 if i > 0:
                     old = canvas[y0:y0 + overlap:2, x0:x0 + patch:2]
-                    c = top_view[pi, ys, xs][:, ::2, ::2]
+                    c = top_view[pi, ys, xs]
                     err += ((c - old[None]) ** 2).sum(axis=(1, 2))
                 best = err.min()
                 ok = np.flatnonzero(err <= best * (1 + tolerance) + 1e-6)
@@ -365,16 +370,16 @@ def weave_rgb(h: int, w: int, u: float, rng: np.random.Generator) -> np.ndarray:
     nt = int(max(h, w) / period) + 8
     j = j - j.min()
     i = i - i.min()
-    thick_h = rng.uniform(0.80, 0.92, nt + 8)
-    thick_v = rng.uniform(0.80, 0.92, nt + 8)
-    shade_h = 1 + 0.05 * rng.standard_normal(nt + 8)
-    shade_v = 1 + 0.05 * rng.standard_normal(nt + 8)
+    thick_h = (rng.uniform(0.80, 0.92, nt + 8)).astype(np.float32)
+    thick_v = (rng.uniform(0.80, 0.92, nt + 8)).astype(np.float32)
+    shade_h = (1 + 0.05 * rng.standard_normal(nt + 8)).astype(np.float32)
+    shade_v = (1 + 0.05 * rng.standard_normal(nt + 8)).astype(np.float32)
     # fibre noise along each thread (correlated along it, independent across threads)
     fib_len = int(max(h, w) / max(u, 0.35) / 2) + 4
     fib_h = ndimage.gaussian_filter1d(rng.standard_normal((nt + 8, fib_len)), 1.5, axis=1)
     fib_v = ndimage.gaussian_filter1d(rng.standard_normal((nt + 8, fib_len)), 1.5, axis=1)
-    fib_h /= fib_h.std()
-    fib_v /= fib_v.std()
+    fib_h = (fib_h / fib_h.std()).astype(np.float32)
+    fib_v = (fib_v / fib_v.std()).astype(np.float32)
     xi = np.clip((xx / (2 * max(u, 0.35))).astype(np.int64), 0, fib_len - 1)
     yi = np.clip((yy / (2 * max(u, 0.35))).astype(np.int64), 0, fib_len - 1)
     im, jm = i % (nt + 8), j % (nt + 8)
@@ -388,19 +393,14 @@ def weave_rgb(h: int, w: int, u: float, rng: np.random.Generator) -> np.ndarray:
     lum_h = np.sqrt(ah) * (0.6 + 0.4 * np.sin(np.pi * fu)) * shade_h[im] * (1 + 0.06 * fib_h[im, xi]) * (0.93 + 0.07 * twist_h)
     lum_v = np.sqrt(av) * (0.6 + 0.4 * np.sin(np.pi * fv)) * shade_v[jm] * (1 + 0.06 * fib_v[jm, yi]) * (0.93 + 0.07 * twist_v)
     weft_on_top = ((i + j) % 2) == 0
-    top_h = weft_on_top & (ah > 0)
     top_v = (~weft_on_top) & (av > 0)
-    use_h = top_h | ((~top_v) & (ah >= av) & (ah > 0))
-    use_v = (~use_h) & (av > 0)
-    c_warp = np.array([0.50, 0.47, 0.40], np.float32) * rng.uniform(0.97, 1.03, 3)
-    c_weft = np.array([0.60, 0.56, 0.47], np.float32) * rng.uniform(0.97, 1.03, 3)
+    use_h = (weft_on_top & (ah > 0)) | ((~top_v) & (ah >= av) & (ah > 0))
+    c_warp = (np.array([0.50, 0.47, 0.40]) * rng.uniform(0.97, 1.03, 3) * 1.25).astype(np.float32)
+    c_weft = (np.array([0.60, 0.56, 0.47]) * rng.uniform(0.97, 1.03, 3) * 1.25).astype(np.float32)
     gap = np.array([0.16, 0.14, 0.12], np.float32)
-    out = np.empty((h, w, 3), np.float32)
-    out[:] = gap
-    out[use_h] = (lum_h[use_h, None] * c_weft[None, :]) * 1.25
-    out[use_v] = (lum_v[use_v, None] * c_warp[None, :]) * 1.25
-    out = np.maximum(out, gap)
-    return out
+    lum = np.where(use_h, lum_h, lum_v).astype(np.float32)[..., None]
+    col = np.where(use_h[..., None], c_weft, c_warp)
+    return np.maximum(lum * col, gap)
 
 
 def metal_rgb(h: int, w: int, u: float, rng: np.random.Generator) -> np.ndarray:
@@ -495,10 +495,12 @@ def base_image(category: str, size: int, rng: np.random.Generator) -> np.ndarray
         img = tiles_rgb(size, rng)
     else:
         raise ValueError(f"unknown category {category!r}")
-    m = img.mean()
-    img = (img - m) * rng.uniform(0.93, 1.07) + m + rng.uniform(-0.03, 0.03)
-    img = img + rng.normal(0, 1.2 / 255, img.shape).astype(np.float32)
-    return np.clip(img, 0, 1).astype(np.float32)
+    img = np.asarray(img, np.float32)
+    m = float(img.mean())
+    gain = np.float32(rng.uniform(0.93, 1.07))
+    img = img * gain + np.float32(m * (1 - gain) + rng.uniform(-0.03, 0.03))
+    img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(1.2 / 255)
+    return np.clip(img, 0, 1, out=img)
 
 
 def texture_patch(name: str, h: int, w: int, rng: np.random.Generator, size: int) -> np.ndarray:
