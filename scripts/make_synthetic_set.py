@@ -145,7 +145,7 @@ def unit(size: int) -> float:
 def photo_scale(size: int) -> float:
     """Scale applied to the 512x512 photo: one 1024 image covers 2x2 photo widths; never
     upscaled more than 1.5x (at 2048 and above), downscaled for small images."""
-    return float(np.clip(unit(size), 0.25, 1.5))
+    return float(np.clip(unit(size), 0.5, 1.5))
 
 
 # Keystone of skimage's brick photo (vertical courses converging): x_src = x + S (y - cy)
@@ -411,13 +411,13 @@ def metal_rgb(h: int, w: int, u: float, rng: np.random.Generator) -> np.ndarray:
     pad = int(abs(math.tan(angle)) * w) + 4
     hh = h + pad
     coarse = rng.standard_normal((hh, w // f + 8))
-    coarse = ndimage.gaussian_filter1d(coarse, 6.0, axis=1)
-    coarse = ndimage.gaussian_filter1d(coarse, 0.7 * max(u, 0.5), axis=0)
+    coarse = ndimage.gaussian_filter1d(coarse, 6.0, axis=1, mode="wrap")
+    coarse = ndimage.gaussian_filter1d(coarse, 0.7 * max(u, 0.5), axis=0, mode="wrap")
     xs = (np.arange(w) + 0.5) / f + 4
     x0 = np.floor(xs).astype(np.int64)
     fx = (xs - x0).astype(np.float32)
     streak = coarse[:, x0] * (1 - fx) + coarse[:, x0 + 1] * fx
-    fine = ndimage.gaussian_filter1d(rng.standard_normal((hh, w)), 2.5 * max(u, 0.5), axis=1)
+    fine = ndimage.gaussian_filter1d(rng.standard_normal((hh, w), dtype=np.float32), 2.5 * max(u, 0.5), axis=1, mode="wrap")
     field = streak / streak.std() + 0.5 * fine / fine.std()
     # shear the streaks by a slight angle, with linear interpolation between rows
     shift = np.arange(w) * math.tan(angle)
@@ -428,7 +428,7 @@ def metal_rgb(h: int, w: int, u: float, rng: np.random.Generator) -> np.ndarray:
     field = field[rows + r0[None, :], np.arange(w)[None, :]] * (1 - fr) + \
         field[np.clip(rows + r0[None, :] + 1, 0, hh - 1), np.arange(w)[None, :]] * fr
     yy = np.arange(h, dtype=np.float32)[:, None]
-    tool = 0.5 + 0.5 * np.sin(2 * np.pi * yy / (7.0 * max(u, 0.4)) + rng.uniform(0, 6.3))
+    tool = 0.5 + 0.5 * np.sin(2 * np.pi * yy / (7.0 * max(u, 0.6)) + rng.uniform(0, 6.3))
     light = smooth_noise((h, w), 0.7 * max(h, w), rng)
     xx = np.linspace(-1, 1, w, dtype=np.float32)[None, :]
     grey = 0.56 + 0.045 * field + 0.012 * tool + 0.035 * light + rng.uniform(-0.04, 0.04) * xx
