@@ -455,7 +455,7 @@ def _tile_part(cell: int, u: float) -> np.ndarray:
     hole = np.clip(0.5 - d_hole, 0, 1)
     d_dot = np.hypot(xx - (c - cell * 0.18), yy - (c + cell * 0.18)) - cell * 0.045
     dot = np.clip(0.5 - d_dot, 0, 1)
-    notch = np.clip(0.5 - np.maximum(np.abs(xx - c) - cell * 0.05, (c - half) + cell * 0.1 - yy), 0, 1)
+    notch = np.clip(0.5 - np.maximum(np.abs(xx - c) - cell * 0.05, yy - ((c - half) + cell * 0.12)), 0, 1)
     bevel = np.clip(-d_plate / (cell * 0.05), 0, 1)
     lum = 0.25 + plate * (0.35 + 0.25 * bevel) - plate * hole * 0.45 - plate * notch * 0.4 + plate * dot * 0.2
     colour = np.array([0.95, 0.9, 0.8], np.float32)
@@ -560,8 +560,11 @@ def curve_points(length: float, rng: np.random.Generator, wiggle: float, jag: fl
     bend = curv * t + 0.3 * wiggle * np.sin(2 * np.pi * (t * rng.uniform(0.5, 1.5) + rng.uniform()))
     theta = theta0 + bend
     if jag > 0:
-        steps = rng.standard_normal(n) * jag
-        theta = theta + ndimage.gaussian_filter1d(np.cumsum(steps), 3) * 0.5 + ndimage.gaussian_filter1d(steps, 2)
+        # a slow random walk of the direction (persistence ~150 px, no loops) plus jagged
+        # short-range kinks that do not accumulate
+        walk = np.cumsum(rng.standard_normal(n)) * math.sqrt(0.5 / 150.0)
+        kinks = ndimage.gaussian_filter1d(rng.standard_normal(n), 3.0)
+        theta = theta + walk + jag * kinks / max(float(kinks.std()), 1e-6)
     y = np.cumsum(0.5 * np.sin(theta))
     x = np.cumsum(0.5 * np.cos(theta))
     return y - (y.max() + y.min()) / 2, x - (x.max() + x.min()) / 2, theta
@@ -644,7 +647,7 @@ def defect_scratch(img, target_px, rng, size):
 
 
 def _crack_paths(length, width, rng, depth=0):
-    y, x, theta = curve_points(length, rng, wiggle=rng.uniform(0.2, 0.8), jag=0.35)
+    y, x, theta = curve_points(length, rng, wiggle=rng.uniform(0.1, 0.5), jag=0.3)
     t = np.linspace(0, 1, len(y))
     r = np.maximum(0.5, width / 2 * (1 - 0.6 * t))
     paths = [(y, x, r)]
@@ -667,9 +670,17 @@ def _crack_paths(length, width, rng, depth=0):
 
 
 def defect_crack(img, target_px, rng, size):
-    width = rng.uniform(1.5, 3.2)
+    width = rng.uniform(1.5, 3.2) if target_px < 0.008 * size * size else rng.uniform(2.5, 4.0)
     length = target_px / (width * 0.75) / 1.6
-    paths = _crack_paths(length, width, rng)
+    # long cracks become a connected network of trunks, each at most ~0.6 of the image
+    trunks = int(np.clip(math.ceil(length / (0.6 * size)), 1, 12))
+    paths = _crack_paths(length / trunks, width, rng)
+    for _ in range(trunks - 1):
+        host = paths[rng.integers(0, len(paths))]
+        k = rng.integers(0, len(host[0]))
+        sub = _crack_paths(length / trunks, width * rng.uniform(0.7, 1.0), rng)
+        dy, dx = host[0][k] - sub[0][0][0], host[1][k] - sub[0][1][0]
+        paths += [(py + dy, px + dx, pr) for (py, px, pr) in sub]
     ys = np.concatenate([p[0] for p in paths])
     xs = np.concatenate([p[1] for p in paths])
     rs = np.concatenate([p[2] for p in paths])
@@ -774,13 +785,13 @@ def defect_distortion(img, target_px, rng, size):
     dy, dx = yy - cy, xx - cx
     r = np.hypot(dy, dx)
     fall = np.clip(1 - r / R, 0, 1) ** 2
-    kind = rng.choice(["swirl", "pinch", "bulge"])
+    kind = rng.choice(["swirl", "swirl", "pinch", "bulge"])
     if kind == "swirl":
-        ang = rng.choice([-1, 1]) * rng.uniform(1.2, 3.0) * fall
+        ang = rng.choice([-1, 1]) * rng.uniform(1.5, 3.5) * fall
         sy = dy * np.cos(ang) + dx * np.sin(ang)
         sx = -dy * np.sin(ang) + dx * np.cos(ang)
     else:
-        k = rng.uniform(0.45, 0.8) * (1 if kind == "pinch" else -0.7)
+        k = rng.uniform(0.7, 1.0) * (1 if kind == "pinch" else -0.7)
         f = 1 + k * fall
         sy, sx = dy * f, dx * f
     src_y, src_x = sy + cy - y0, sx + cx - x0
@@ -829,7 +840,7 @@ def apply_defect(img: np.ndarray, kind: str, size_class: str, rng: np.random.Gen
         if lo_px <= area <= hi_px:
             out = np.where(mask[..., None], np.clip(out, 0, 1), img).astype(np.float32)
             return out, mask, info
-        req *= float(np.clip(want / max(area, 1), 0.4, 2.5))
+        req = float(np.clip(req * np.clip(want / max(area, 1), 0.4, 2.5), want / 8, want * 8))
     raise RuntimeError(f"could not plant a {size_class} {kind} at size {size}")
 
 
