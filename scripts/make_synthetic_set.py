@@ -282,6 +282,7 @@ def quilt(pool: np.ndarray, size: int, patch: int, overlap: int, rng: np.random.
     full_view = np.lib.stride_tricks.sliding_window_view(pool, (patch, patch), axis=(1, 2))
     feather = max(0.75, overlap / 24.0)
     for i in range(n):
+        prev_top = None
         for j in range(n):
             y0, x0 = i * step, j * step
             pi = rng.integers(0, p_n, candidates)
@@ -313,12 +314,35 @@ def quilt(pool: np.ndarray, size: int, patch: int, overlap: int, rng: np.random.
                 continue
             old = canvas[y0:y0 + patch, x0:x0 + patch]
             e = (new - old) ** 2
-            strips = []
+            # keep the cuts off the overlap's borders, so the ramp across them fits inside
+            margin = min(int(math.ceil(2 * feather)) + 1, overlap // 3)
+
+            def cut_through(strip):
+                strip = strip[None].copy()
+                strip[:, :, :margin] += 1e3
+                strip[:, :, overlap - margin:] += 1e3
+                return strip
+
+            paths = []
             if j > 0:
-                strips.append(e[:, :overlap])
+                paths.append(_seam_dp(cut_through(e[:, :overlap]))[0])
             if i > 0:
-                strips.append(e[:overlap, :].T)
-            paths = _seam_dp(np.stack(strips))
+                top = cut_through(e[:overlap, :].T)
+                if j > 0 and prev_top is not None:
+                    # in the corner shared with the left neighbour, reuse that patch's top cut
+                    # and continue from it: the two horizontal cuts then join, and no edge
+                    # of the neighbour is left exposed between them
+                    corner = prev_top[step:]
+                    rest = top[:, overlap:].copy()
+                    start = corner[-1]
+                    rest[:, 0, :] += 1e3
+                    rest[:, 0, max(0, start - 1):start + 2] -= 1e3
+                    paths.append(list(corner) + _seam_dp(rest)[0])
+                else:
+                    paths.append(_seam_dp(top)[0])
+                prev_top = paths[-1]
+            else:
+                prev_top = None
             cols = np.arange(patch, dtype=np.float32)
             alpha = np.ones((patch, patch), np.float32)
             s = 0
