@@ -191,7 +191,7 @@ def photo_pool(name: str, scale: float) -> np.ndarray:
 def quilt_geometry(size: int) -> tuple[int, int]:
     """(patch, overlap) in output pixels for a photo category at this image size."""
     s = photo_scale(size)
-    patch = max(24, int(round(192 * s)))
+    patch = max(24, int(round(224 * s)))
     overlap = max(6, patch // 4)
     return patch, overlap
 
