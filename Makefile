@@ -10,7 +10,7 @@ CC          ?= cc
 CXX         ?= c++
 CWARN       := -Wall -Wextra -Wpedantic -Werror
 
-.PHONY: all setup backbones build test test-rust test-c test-python test-header lint header-check demo bench clean \
+.PHONY: all setup backbones build test test-rust test-c test-python test-header lint header-check demo bench synthetic clean \
         examples examples-asan install test-install test-csharp tools
 
 all: build
@@ -143,6 +143,12 @@ demo: setup
 	$(CARGO) build --release --bin varad
 	./target/release/varad demo --out out/demo --backbone $(BACKBONES)/efficientnet_lite0.onnx \
 	  --texture "$$(ls $(PYTHON_VENV)/lib/python3*/site-packages/skimage/data/brick.png | head -n 1)"
+
+## synthetic: a small synthetic anomaly-detection set in the MVTec AD layout, in out/synthetic
+## (the default categories at 1024x1024; see scripts/README.md). Override with SYNTHETIC_ARGS.
+SYNTHETIC_ARGS ?= --size 1024 --train 10 --test-good 4 --test-per-type 3 --seed 0
+synthetic: $(PY)
+	$(PY) scripts/make_synthetic_set.py --out out/synthetic $(SYNTHETIC_ARGS)
 
 clean:
 	$(CARGO) clean
