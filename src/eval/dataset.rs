@@ -218,24 +218,32 @@ fn apply_defects_json(dir: &Path, category: &mut Category) {
         log::warn!("{}: not JSON, size breakdown skipped", dir.display());
         return;
     };
+    // A bare list, or a list under one of the usual keys of an object.
     let entries = match &value {
         serde_json::Value::Array(a) => a.clone(),
-        serde_json::Value::Object(o) => ["defects", "images", "items"]
+        serde_json::Value::Object(o) => ["test", "defects", "images", "items", "records"]
             .iter()
             .find_map(|k| o.get(*k).and_then(|v| v.as_array()).cloned())
             .unwrap_or_default(),
         _ => Vec::new(),
     };
+    let field = |entry: &serde_json::Value, names: &[&str]| {
+        names.iter().find_map(|n| entry.get(*n)).cloned()
+    };
     // An image with several defects takes the class of its largest one.
     let mut classes: BTreeMap<String, (f64, String)> = BTreeMap::new();
     for entry in &entries {
+        let image = field(entry, &["image", "file", "path"]);
+        let class = field(entry, &["size_class", "size"]);
         let (Some(image), Some(class)) = (
-            entry.get("image").and_then(|v| v.as_str()),
-            entry.get("size_class").and_then(|v| v.as_str()),
+            image.as_ref().and_then(|v| v.as_str()),
+            class.as_ref().and_then(|v| v.as_str()),
         ) else {
             continue;
         };
-        let area = entry.get("area").and_then(|v| v.as_f64()).unwrap_or(0.0);
+        let area = field(entry, &["area", "area_px"])
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0);
         let key = image.trim_start_matches("./").replace('\\', "/");
         let slot = classes
             .entry(key)
@@ -492,6 +500,33 @@ mod tests {
         // The root may be one category.
         let one = Dataset::open(&dir.path().join("cable"), &[]).unwrap();
         assert_eq!(one.categories[0].name, "cable");
+    }
+
+    #[test]
+    fn reads_the_synthetic_generators_defects_json() {
+        let dir = tempfile::tempdir().unwrap();
+        mvtec(dir.path(), "brick");
+        std::fs::write(
+            dir.path().join("brick/defects.json"),
+            r#"{"category": "brick", "size": 8, "test": [
+                {"file": "test/good/000.png", "mask": null, "defect_type": "good",
+                 "size_class": null, "area_px": 0},
+                {"file": "test/crack/000.png", "mask": "ground_truth/crack/000_mask.png",
+                 "defect_type": "crack", "size_class": "large", "area_px": 48}]}"#,
+        )
+        .unwrap();
+        let d = Dataset::open(dir.path(), &[]).unwrap();
+        let classes: Vec<Option<&str>> = d.categories[0]
+            .test
+            .iter()
+            .map(|s| s.size_class.as_deref())
+            .collect();
+        assert_eq!(classes, [Some("large"), None]);
+        // Something else entirely is ignored, not an error.
+        std::fs::write(dir.path().join("brick/defects.json"), "{\"x\": 1}").unwrap();
+        assert!(Dataset::open(dir.path(), &[]).is_ok());
+        std::fs::write(dir.path().join("brick/defects.json"), "not json").unwrap();
+        assert!(Dataset::open(dir.path(), &[]).is_ok());
     }
 
     #[test]
