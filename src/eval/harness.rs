@@ -3,8 +3,8 @@
 //! montage.
 //!
 //! The test split is read once: each image is decoded, scored by every method, and its
-//! pixel scores kept split by label (4 bytes a pixel per method; see
-//! [`super::metrics::ScoreSet`]). Only tile-sized copies of the maps are kept for the
+//! pixel scores kept split by label and sorted (4 bytes a pixel per method; metrics over
+//! any group of images merge the per-image runs, see [`super::metrics::union_metrics`]). Only tile-sized copies of the maps are kept for the
 //! montage.
 
 use std::collections::BTreeSet;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::dataset::{read_mask, Category, Dataset};
-use super::metrics::{Metrics, ScoreSet};
+use super::metrics::{union_metrics, Metrics, ScoreSet};
 use super::montage::{render, to_rgb8, MontageRow};
 use super::patchcore::{PatchCore, PatchCoreConfig};
 use super::report::{Breakdown, CategoryReport, MethodResult, Report};
@@ -166,19 +166,19 @@ struct Collected {
     scoring: Duration,
 }
 
-/// Metrics over the test images `chosen` (indices into the test list).
+/// Metrics over the test images `chosen` (indices into the test list); the per-image
+/// pixel sets are merged, not copied.
 fn subset_metrics(
     c: &Collected,
     category: &Category,
     chosen: &[usize],
 ) -> Result<(Metrics, Metrics)> {
-    let mut pixels = ScoreSet::new();
+    let pixels: Vec<&ScoreSet> = chosen.iter().map(|&i| &c.pixels[i]).collect();
     let mut images = ScoreSet::new();
     for &i in chosen {
-        pixels.append(&c.pixels[i]);
         images.push(c.images[i], category.test[i].is_anomalous());
     }
-    Ok((pixels.metrics()?, images.metrics()?))
+    Ok((union_metrics(&pixels)?, images.metrics()?))
 }
 
 fn breakdown(
@@ -249,6 +249,9 @@ pub fn evaluate_category(
             c.scoring += start.elapsed();
             let mut pixels = ScoreSet::new();
             pixels.extend_map(&scored.map, mask.as_deref())?;
+            pixels
+                .sort()
+                .map_err(|e| e.context(sample.path.display()))?;
             c.pixels.push(pixels);
             c.images.push(scored.image_score);
             if shown.contains(&index) {

@@ -7,6 +7,13 @@
 //! sorted once; one merged walk from the highest score down visits every distinct
 //! threshold, taking all scores equal to it (from both vectors) as one group, which is
 //! exactly how tied scores enter a ROC or precision-recall curve.
+//!
+//! The harness keeps one sorted set per test image; the metrics of any group of images
+//! (all of them, one defect type with the good ones) merge those sets' sorted runs through
+//! a heap ([`union_metrics`]) instead of copying them, so memory stays at 4 bytes a pixel.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -32,6 +39,8 @@ pub struct Metrics {
 pub struct ScoreSet {
     positives: Vec<f32>,
     negatives: Vec<f32>,
+    /// Both vectors are in descending order (set by [`ScoreSet::sort`], cleared by adding).
+    sorted: bool,
 }
 
 impl ScoreSet {
@@ -42,6 +51,7 @@ impl ScoreSet {
 
     /// Adds one score with its label (`true` = anomalous).
     pub fn push(&mut self, score: f32, positive: bool) {
+        self.sorted = false;
         if positive {
             self.positives.push(score);
         } else {
@@ -52,6 +62,7 @@ impl ScoreSet {
     /// Adds a map's pixels, labelled by `mask` (non-zero = anomalous, same length), or all
     /// negative when `mask` is `None`.
     pub fn extend_map(&mut self, map: &[f32], mask: Option<&[u8]>) -> Result<()> {
+        self.sorted = false;
         match mask {
             None => self.negatives.extend_from_slice(map),
             Some(mask) => {
@@ -72,6 +83,7 @@ impl ScoreSet {
 
     /// Adds every score of `other`.
     pub fn append(&mut self, other: &ScoreSet) {
+        self.sorted = false;
         self.positives.extend_from_slice(&other.positives);
         self.negatives.extend_from_slice(&other.negatives);
     }
@@ -91,9 +103,13 @@ impl ScoreSet {
         (self.positives.capacity() + self.negatives.capacity()) * 4
     }
 
-    /// The metrics of the set. Sorts the scores in place (so a second call is cheap).
-    /// [`crate::ErrorKind::InvalidArgument`] if a score is NaN: it has no place on a curve.
-    pub fn metrics(&mut self) -> Result<Metrics> {
+    /// Sorts the scores in place (descending), so that [`union_metrics`] can merge this
+    /// set with others. [`crate::ErrorKind::InvalidArgument`] if a score is NaN: it has no
+    /// place on a curve.
+    pub fn sort(&mut self) -> Result<()> {
+        if self.sorted {
+            return Ok(());
+        }
         if self
             .positives
             .par_iter()
@@ -102,49 +118,115 @@ impl ScoreSet {
         {
             return Err(Error::invalid_argument("a score is NaN"));
         }
-        // Descending; `total_cmp` would order -0.0 before 0.0 and split a tie, so compare
-        // with `partial_cmp`, which is total once NaN is excluded.
+        // `total_cmp` would order -0.0 before 0.0 and split a tie, so compare with
+        // `partial_cmp`, which is total once NaN is excluded.
         let descending = |a: &f32, b: &f32| b.partial_cmp(a).expect("no NaN");
         self.positives.par_sort_unstable_by(descending);
         self.negatives.par_sort_unstable_by(descending);
-        Ok(from_sorted(&self.positives, &self.negatives))
+        self.sorted = true;
+        Ok(())
+    }
+
+    /// The metrics of the set (sorting it first).
+    pub fn metrics(&mut self) -> Result<Metrics> {
+        self.sort()?;
+        union_metrics(&[self])
     }
 }
 
-/// The metrics from scores sorted in descending order.
-fn from_sorted(pos: &[f32], neg: &[f32]) -> Metrics {
-    let (n_pos, n_neg) = (pos.len() as f64, neg.len() as f64);
-    if pos.is_empty() {
-        return Metrics::default();
+/// The head of one sorted run in the merge: its current value and which run it is.
+struct Head {
+    value: f32,
+    run: usize,
+}
+
+impl PartialEq for Head {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
     }
-    let (mut i, mut j) = (0usize, 0usize);
+}
+
+impl Eq for Head {}
+
+impl PartialOrd for Head {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Head {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Runs hold no NaN (checked when sorted); the run breaks ties so the order is total.
+        self.value
+            .partial_cmp(&other.value)
+            .unwrap_or(Ordering::Equal)
+            .then(other.run.cmp(&self.run))
+    }
+}
+
+/// The metrics of the union of sorted sets, merged without copying their scores.
+/// [`crate::ErrorKind::InvalidArgument`] if a set was changed after [`ScoreSet::sort`].
+pub fn union_metrics(sets: &[&ScoreSet]) -> Result<Metrics> {
+    if sets.iter().any(|s| !s.sorted) {
+        return Err(Error::invalid_argument(
+            "union_metrics needs sorted score sets (call ScoreSet::sort)",
+        ));
+    }
+    // Every non-empty vector is a run; even runs are a set's positives, odd its negatives.
+    let runs: Vec<&[f32]> = sets
+        .iter()
+        .flat_map(|s| [s.positives.as_slice(), s.negatives.as_slice()])
+        .collect();
+    let n_pos: usize = sets.iter().map(|s| s.positives.len()).sum();
+    let n_neg: usize = sets.iter().map(|s| s.negatives.len()).sum();
+    if n_pos == 0 {
+        return Ok(Metrics::default());
+    }
+    let (p, n) = (n_pos as f64, n_neg as f64);
+    let mut next = vec![0usize; runs.len()];
+    let mut heap: BinaryHeap<Head> = runs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !r.is_empty())
+        .map(|(run, r)| Head { value: r[0], run })
+        .collect();
+    let (mut tp, mut fp) = (0usize, 0usize);
     let (mut auc, mut ap, mut best_f1) = (0.0f64, 0.0f64, 0.0f64);
-    while i < pos.len() || j < neg.len() {
-        // The next threshold: the largest score not yet taken.
-        let t = match (pos.get(i), neg.get(j)) {
-            (Some(&p), Some(&n)) => p.max(n),
-            (Some(&p), None) => p,
-            (None, Some(&n)) => n,
-            (None, None) => unreachable!(),
-        };
-        let (tp0, fp0) = (i as f64, j as f64);
-        while i < pos.len() && pos[i] == t {
-            i += 1;
+    let mut group = Vec::new();
+    while let Some(top) = heap.pop() {
+        // One threshold: every score equal to the largest one left, from every run.
+        let t = top.value;
+        group.clear();
+        group.push(top.run);
+        while heap.peek().is_some_and(|h| h.value == t) {
+            group.push(heap.pop().expect("peeked").run);
         }
-        while j < neg.len() && neg[j] == t {
-            j += 1;
+        let (tp0, fp0) = (tp as f64, fp as f64);
+        for &run in &group {
+            let r = runs[run];
+            let start = next[run];
+            let end = start + r[start..].iter().take_while(|&&v| v == t).count();
+            if run % 2 == 0 {
+                tp += end - start;
+            } else {
+                fp += end - start;
+            }
+            next[run] = end;
+            if end < r.len() {
+                heap.push(Head { value: r[end], run });
+            }
         }
-        let (tp, fp) = (i as f64, j as f64);
+        let (tpf, fpf) = (tp as f64, fp as f64);
         // Trapezoid between the ROC points before and after this group.
-        auc += (fp - fp0) * (tp + tp0) / 2.0;
-        ap += (tp - tp0) / n_pos * (tp / (tp + fp));
-        best_f1 = best_f1.max(2.0 * tp / (tp + fp + n_pos));
+        auc += (fpf - fp0) * (tpf + tp0) / 2.0;
+        ap += (tpf - tp0) / p * (tpf / (tpf + fpf));
+        best_f1 = best_f1.max(2.0 * tpf / (tpf + fpf + p));
     }
-    Metrics {
-        auroc: (n_neg > 0.0).then(|| auc / (n_pos * n_neg)),
+    Ok(Metrics {
+        auroc: (n_neg > 0).then(|| auc / (p * n)),
         ap: Some(ap),
         max_f1: Some(best_f1),
-    }
+    })
 }
 
 /// The metrics of `(score, label)` samples (a convenience over [`ScoreSet`]).
@@ -256,6 +338,40 @@ mod tests {
             );
             assert!(close(m.max_f1, f1), "case {case}: {m:?} vs {f1}");
         }
+    }
+
+    #[test]
+    fn a_union_of_sorted_sets_equals_the_whole() {
+        let mut rng = SplitMix64::new(11);
+        let samples: Vec<(f32, bool)> = (0..2000)
+            .map(|_| {
+                let positive = rng.next_u64() % 4 == 0;
+                (
+                    (rng.next_u64() % 50) as f32 + if positive { 10.0 } else { 0.0 },
+                    positive,
+                )
+            })
+            .collect();
+        let whole = metrics(&samples).unwrap();
+        let mut parts: Vec<ScoreSet> = (0..7).map(|_| ScoreSet::new()).collect();
+        for (i, &(s, l)) in samples.iter().enumerate() {
+            parts[i * 7 / samples.len()].push(s, l);
+        }
+        assert!(union_metrics(&parts.iter().collect::<Vec<_>>()).is_err());
+        parts.push(ScoreSet::new()); // an empty part changes nothing
+        for p in &mut parts {
+            p.sort().unwrap();
+        }
+        let merged = union_metrics(&parts.iter().collect::<Vec<_>>()).unwrap();
+        assert!(
+            close(merged.auroc, whole.auroc.unwrap()),
+            "{merged:?} {whole:?}"
+        );
+        assert!(close(merged.ap, whole.ap.unwrap()), "{merged:?} {whole:?}");
+        assert!(
+            close(merged.max_f1, whole.max_f1.unwrap()),
+            "{merged:?} {whole:?}"
+        );
     }
 
     #[test]
