@@ -173,3 +173,68 @@ fn train_then_score() {
         varad::image::read_image_file(pictures.join("000_map.png"), &Default::default()).unwrap();
     assert_eq!((map.width(), map.height()), (112, 112));
 }
+
+#[test]
+fn eval_and_bench_on_the_tiny_vit() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_tiny_mvtec(dir.path());
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        serde_json::to_string(&common::tiny_config()).unwrap(),
+    )
+    .unwrap();
+    let out = dir.path().join("report");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let run = varad(&[
+        "eval",
+        "--data",
+        &s(dir.path()),
+        "--config",
+        &s(&config),
+        "--out",
+        &s(&out),
+        "--method",
+        "patchcore",
+        "--category",
+        "stripes",
+        "--montage",
+        "3",
+        "--tile",
+        "32",
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let table = text(&run.stdout);
+    assert!(table.contains("| stripes | PatchCore |"), "{table}");
+    assert!(!table.contains("VarAD"), "{table}");
+    for name in ["report.json", "report.md", "montage_stripes.png"] {
+        assert!(out.join(name).is_file(), "{name}");
+    }
+
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny_vit.onnx");
+    let run = varad(&[
+        "bench",
+        "--backbone",
+        &s(&tiny),
+        "--size",
+        "112x112",
+        "--images",
+        "3",
+        "--device",
+        "cpu",
+        "--threads",
+        "2",
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let table = text(&run.stdout);
+    for stage in [
+        "decode",
+        "preprocess",
+        "backbone",
+        "predictor",
+        "post",
+        "images/s",
+    ] {
+        assert!(table.contains(stage), "{stage} missing:\n{table}");
+    }
+}
