@@ -9,6 +9,7 @@ pub mod backbone;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod ffi;
 pub mod image;
 pub mod model;

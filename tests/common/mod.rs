@@ -80,3 +80,90 @@ pub fn trained_tiny_model() -> Model {
     model.fit(&set, |_| ControlFlow::Continue(())).unwrap();
     model
 }
+
+/// Writes a tiny MVTec-AD-layout category `stripes` under `root`: six normal training
+/// images and, for testing, three good ones, three with a dark blob and two with a bright
+/// bar (112 x 112, RGB), with their masks and a `defects.json` giving size classes.
+/// Returns the category folder.
+pub fn write_tiny_mvtec(root: &Path) -> PathBuf {
+    use varad::image::write_png;
+    const S: usize = 112;
+    let cat = root.join("stripes");
+    let png = |path: PathBuf, pixels: &[u8], format: PixelFormat| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        write_png(
+            &path,
+            &ImageView::packed(pixels, S as u32, S as u32, format).unwrap(),
+        )
+        .unwrap();
+    };
+    for i in 0..6 {
+        png(
+            cat.join(format!("train/good/{i:03}.png")),
+            &texture(i, S),
+            PixelFormat::Rgb8,
+        );
+    }
+    for i in 0..3 {
+        png(
+            cat.join(format!("test/good/{i:03}.png")),
+            &texture(20 + i, S),
+            PixelFormat::Rgb8,
+        );
+    }
+    let mut defects = Vec::new();
+    // (type, index, centre x, centre y, radius or half-length): blobs are discs, bars are
+    // 6-pixel-high horizontal strips.
+    let planted = [
+        ("blob", 0, 40.0, 50.0, 18.0),
+        ("blob", 1, 70.0, 60.0, 14.0),
+        ("blob", 2, 56.0, 30.0, 7.0),
+        ("bar", 0, 56.0, 56.0, 30.0),
+        ("bar", 1, 40.0, 80.0, 20.0),
+    ];
+    for (kind, i, cx, cy, r) in planted {
+        let mut pixels = texture(40 + i, S);
+        let mut mask = vec![0u8; S * S];
+        for y in 0..S {
+            for x in 0..S {
+                let (fx, fy) = (x as f32, y as f32);
+                let inside = match kind {
+                    "blob" => (fx - cx).powi(2) + (fy - cy).powi(2) < r * r,
+                    _ => (fx - cx).abs() < r && (fy - cy).abs() < 3.0,
+                };
+                if inside {
+                    mask[y * S + x] = 255;
+                    let colour = if kind == "blob" {
+                        [10, 200, 10]
+                    } else {
+                        [255, 255, 0]
+                    };
+                    pixels[(y * S + x) * 3..][..3].copy_from_slice(&colour);
+                }
+            }
+        }
+        let name = format!("{i:03}");
+        png(
+            cat.join(format!("test/{kind}/{name}.png")),
+            &pixels,
+            PixelFormat::Rgb8,
+        );
+        png(
+            cat.join(format!("ground_truth/{kind}/{name}_mask.png")),
+            &mask,
+            PixelFormat::Mono8,
+        );
+        let area = mask.iter().filter(|&&m| m != 0).count();
+        let class = if area < 300 { "small" } else { "large" };
+        defects.push(format!(
+            r#"{{"image": "test/{kind}/{name}.png", "type": "{kind}", "size_class": "{class}", "area": {area}, "area_fraction": {}}}"#,
+            area as f64 / (S * S) as f64
+        ));
+    }
+    std::fs::write(
+        cat.join("defects.json"),
+        format!("[{}]", defects.join(",\n")),
+    )
+    .unwrap();
+    cat
+}

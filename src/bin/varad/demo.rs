@@ -13,6 +13,23 @@ use varad::{Config, Device, Model, Result};
 
 const CROP: usize = 384;
 
+/// Arguments of `varad demo`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The texture photograph (at least 384 x 384).
+    #[arg(long, value_name = "FILE")]
+    pub texture: std::path::PathBuf,
+    /// The backbone ONNX file (its outputs must include stride8 and stride16).
+    #[arg(long, value_name = "FILE")]
+    pub backbone: std::path::PathBuf,
+    /// Where to write the model and the pictures.
+    #[arg(long, value_name = "DIR", default_value = "out/demo")]
+    pub out: std::path::PathBuf,
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: Device,
+}
+
 /// A small deterministic generator for crop positions and defects.
 struct Rng(u64);
 

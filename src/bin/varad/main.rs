@@ -1,13 +1,18 @@
-//! The `varad` command-line tool.
+//! The `varad` command-line tool. This file only parses and dispatches; each subcommand
+//! lives in its own file.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod bench;
+mod config_args;
 mod demo;
+mod eval;
+mod info;
+mod score;
+mod train;
 
 use clap::{Parser, Subcommand};
-use varad::backbone::{runtime, Backbone, BackboneOptions};
-use varad::Device;
 
 /// High-resolution industrial anomaly detection (VarAD).
 #[derive(Parser)]
@@ -24,91 +29,62 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Print the library version, the ONNX Runtime loaded, and a backbone's contract.
-    Info {
-        /// A backbone ONNX file to open and describe.
-        #[arg(long, value_name = "FILE")]
-        backbone: Option<PathBuf>,
-        /// Device for the backbone: auto, cpu, cuda or cuda:N.
-        #[arg(long, default_value = "auto")]
-        device: Device,
-    },
+    Info(info::Args),
     /// Train on crops of a texture photograph, score crops with planted defects, and write
     /// heatmap pictures: the whole job in about a minute.
-    Demo {
-        /// The texture photograph (at least 384 x 384).
-        #[arg(long, value_name = "FILE")]
-        texture: PathBuf,
-        /// The backbone ONNX file (its outputs must include stride8 and stride16).
-        #[arg(long, value_name = "FILE")]
-        backbone: PathBuf,
-        /// Where to write the model and the pictures.
-        #[arg(long, value_name = "DIR", default_value = "out/demo")]
-        out: PathBuf,
-        /// Device: auto, cpu, cuda or cuda:N.
-        #[arg(long, default_value = "auto")]
-        device: Device,
-    },
+    Demo(demo::Args),
+    /// Train a model on images of good parts and save it.
+    Train(train::Args),
+    /// Score images with a saved model: anomaly maps, overlays and verdicts.
+    Score(score::Args),
+    /// Evaluate VarAD and a PatchCore baseline on an MVTec AD, VisA or BTAD data set.
+    Eval(eval::Args),
+    /// Time each stage of scoring one image: decode, preprocess, backbone, predictor,
+    /// post-processing.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            // clap's message spans several lines (usage, hint); a tool run from scripts
+            // and logs is easier to read with one.
+            let text = e.render().to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
+            eprintln!(
+                "varad: {} (see `varad --help`)",
+                first.trim_start_matches("error: ").trim()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = cli.runtime;
+    let result = match cli.command {
+        Command::Info(args) => info::run(args, runtime),
+        Command::Demo(args) => demo::run(&args.texture, &args.backbone, &args.out, args.device),
+        Command::Train(args) => train::run(args, runtime),
+        Command::Score(args) => score::run(args, runtime),
+        Command::Eval(args) => eval::run(args, runtime),
+        Command::Bench(args) => bench::run(args, runtime),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("varad: error: {e}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(cli: Cli) -> varad::Result<()> {
-    match cli.command {
-        Command::Demo {
-            texture,
-            backbone,
-            out,
-            device,
-        } => demo::run(&texture, &backbone, &out, device),
-        Command::Info { backbone, device } => {
-            println!("varad {}", varad::VERSION);
-            let rt = runtime::load(cli.runtime.as_deref())?;
-            let info = rt.info();
-            println!(
-                "ONNX Runtime {} from {} (found via {:?}; CUDA provider: {})",
-                info.version,
-                info.path.display(),
-                info.source,
-                if rt.has_cuda_provider() { "yes" } else { "no" }
-            );
-            if let Some(path) = backbone {
-                let options = BackboneOptions {
-                    runtime_path: cli.runtime.clone(),
-                    device,
-                    intra_threads: None,
-                };
-                let bb = Backbone::open(&path, &options)?;
-                let spec = bb.spec();
-                println!("backbone {} ({})", spec.name, path.display());
-                println!("  sha256 {}", bb.identity().sha256);
-                println!(
-                    "  input `{}`: multiple of {}, preferred {}x{}",
-                    spec.input_name, spec.input_multiple, spec.input_size.0, spec.input_size.1
-                );
-                for level in &spec.levels {
-                    let channels = level.channels.map_or("?".to_string(), |c| c.to_string());
-                    println!(
-                        "  output `{}`: stride {}, {} channels",
-                        level.name, level.stride, channels
-                    );
-                }
-                let d = bb.device();
-                print!("  device {} (requested {})", d.active, d.requested);
-                if let Some(reason) = &d.fallback_reason {
-                    print!(": {reason}");
-                }
-                println!("; {} intra-op threads", bb.intra_threads());
-            }
-            Ok(())
         }
     }
 }

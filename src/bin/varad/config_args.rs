@@ -1,0 +1,140 @@
+//! The model-configuration flags shared by `train`, `eval` and `bench`.
+
+use std::path::{Path, PathBuf};
+
+use varad::{Config, Device, Error, Result};
+
+/// Configuration flags: a full `Config` JSON file and/or single settings over it.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ConfigArgs {
+    /// A full model configuration as JSON (the library's `Config`, as stored in a model
+    /// file's metadata); the flags below override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Training epochs [default: 10].
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<usize>,
+    /// Backbone outputs to use, comma-separated, finest first, e.g. stride8,stride16
+    /// [default: all].
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub levels: Option<Vec<String>>,
+    /// Backbone input size, WxH, a multiple of the backbone's input multiple
+    /// [default: the backbone's preferred size].
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    pub input_size: Option<(u32, u32)>,
+    /// Prediction step m (rows or columns the predictor looks back) [default: 4].
+    #[arg(long, value_name = "M")]
+    pub step: Option<usize>,
+    /// Device: auto, cpu, cuda or cuda:N [default: auto].
+    #[arg(long)]
+    pub device: Option<Device>,
+    /// Worker threads, 0 = one per physical core [default: 0].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Seed of every random choice [default: 0].
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Stop the gradient through the prediction target (the adapted tokens).
+    #[arg(long)]
+    pub detach_target: bool,
+}
+
+/// Parses `WxH` (also `W,H` or `WXH`).
+pub fn parse_size(text: &str) -> std::result::Result<(u32, u32), String> {
+    let parts: Vec<&str> = text.split(['x', 'X', ',']).collect();
+    match parts.as_slice() {
+        [w, h] => match (w.trim().parse::<u32>(), h.trim().parse::<u32>()) {
+            (Ok(w), Ok(h)) if w > 0 && h > 0 => Ok((w, h)),
+            _ => Err(format!("`{text}` is not a size like 512x512")),
+        },
+        _ => Err(format!("`{text}` is not a size like 512x512")),
+    }
+}
+
+impl ConfigArgs {
+    /// The configuration: the JSON file's, or the defaults on `backbone`, with the flags
+    /// applied. `backbone` (when given) also overrides the file's.
+    pub fn build(&self, backbone: Option<&Path>, runtime: Option<&Path>) -> Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| Error::io(path, "read the configuration", &e))?;
+                serde_json::from_str::<Config>(&text)
+                    .map_err(|e| Error::config(format!("{}: {e}", path.display())))?
+            }
+            None => Config::new(backbone.ok_or_else(|| {
+                Error::invalid_argument("--backbone is required (or --config with a backbone)")
+            })?),
+        };
+        if let Some(b) = backbone {
+            config.backbone = b.to_path_buf();
+        }
+        if let Some(r) = runtime {
+            config.runtime_path = Some(r.to_path_buf());
+        }
+        if let Some(v) = self.epochs {
+            config.train.epochs = v;
+        }
+        if let Some(v) = &self.levels {
+            config.levels = v.clone();
+        }
+        if let Some(v) = self.input_size {
+            config.input_size = Some(v);
+        }
+        if let Some(v) = self.step {
+            config.prediction_step = v;
+        }
+        if let Some(v) = self.device {
+            config.device = v;
+        }
+        if let Some(v) = self.threads {
+            config.threads = v;
+        }
+        if let Some(v) = self.seed {
+            config.seed = v;
+        }
+        if self.detach_target {
+            config.detach_target = true;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Every image file among `inputs`: files as given, folders by their image files
+/// (not recursive), in order.
+pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let files = varad::eval::dataset::image_files(input)?;
+            if files.is_empty() {
+                return Err(Error::invalid_argument(format!(
+                    "{} has no image files (png, jpg, bmp, tif)",
+                    input.display()
+                )));
+            }
+            out.extend(files);
+        } else if input.is_file() {
+            out.push(input.clone());
+        } else {
+            return Err(Error::new(
+                varad::ErrorKind::Io,
+                format!("{} does not exist", input.display()),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512x384"), Ok((512, 384)));
+        assert!(parse_size("512").is_err());
+        assert!(parse_size("0x5").is_err());
+    }
+}

@@ -1,0 +1,342 @@
+//! The evaluation run: per category, train each method on the normal training images,
+//! score every test image with each, and turn the maps into metrics, breakdowns and a
+//! montage.
+//!
+//! The test split is read once: each image is decoded, scored by every method, and its
+//! pixel scores kept split by label and sorted (4 bytes a pixel per method; metrics over
+//! any group of images merge the per-image runs, see [`super::metrics::union_metrics`]). Only tile-sized copies of the maps are kept for the
+//! montage.
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::dataset::{read_mask, Category, Dataset};
+use super::metrics::{union_metrics, Metrics, ScoreSet};
+use super::montage::{render, to_rgb8, MontageRow};
+use super::patchcore::{PatchCore, PatchCoreConfig};
+use super::report::{Breakdown, CategoryReport, MethodResult, Report};
+use super::Scorer;
+use crate::image::{read_image_file, write_png, ImageLimits, ImageView, OwnedImage, PixelFormat};
+use crate::train::TrainingSet;
+use crate::{Config, Error, Model, Result};
+
+/// A detection method the harness can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// This library's model.
+    Varad,
+    /// The PatchCore baseline on the same backbone levels.
+    PatchCore,
+}
+
+impl Method {
+    /// The name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Varad => "VarAD",
+            Method::PatchCore => "PatchCore",
+        }
+    }
+}
+
+/// What to run and where to write pictures.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// The model configuration; PatchCore uses its backbone, levels, input size, smoothing
+    /// and image-score policy.
+    pub config: Config,
+    /// The methods, in report order.
+    pub methods: Vec<Method>,
+    /// The baseline's settings.
+    pub patchcore: PatchCoreConfig,
+    /// Test images shown per montage (spread over the test list); 0 = no montage.
+    pub montage_images: usize,
+    /// Montage tile side in pixels.
+    pub montage_tile: usize,
+    /// Where montages are written (`montage_<category>.png`); `None` = not written.
+    pub out_dir: Option<PathBuf>,
+}
+
+impl EvalOptions {
+    /// Both methods, 12-image montages of 256-pixel tiles, nothing written.
+    pub fn new(config: Config) -> Self {
+        EvalOptions {
+            config,
+            methods: vec![Method::Varad, Method::PatchCore],
+            patchcore: PatchCoreConfig::default(),
+            montage_images: 12,
+            montage_tile: 256,
+            out_dir: None,
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<OwnedImage> {
+    read_image_file(path, &ImageLimits::default())
+}
+
+/// A trained method with its training time.
+struct Trained {
+    scorer: Box<dyn Scorer>,
+    seconds: f64,
+}
+
+fn train(
+    method: Method,
+    category: &Category,
+    options: &EvalOptions,
+    log: &mut dyn FnMut(&str),
+) -> Result<Trained> {
+    let mut busy = Duration::ZERO;
+    match method {
+        Method::Varad => {
+            let mut model = Model::new(options.config.clone())?;
+            let mut set = TrainingSet::new(&model);
+            for path in &category.train {
+                let image = read(path)?;
+                let start = Instant::now();
+                set.add(&model, &[image.view()])
+                    .map_err(|e| e.context(path.display()))?;
+                busy += start.elapsed();
+            }
+            let start = Instant::now();
+            let report = model.fit(&set, |p| {
+                if p.step == p.steps || p.step % (p.steps / p.epochs).max(1) == 0 {
+                    log(&format!(
+                        "  VarAD epoch {}/{} loss {:.4} ({:.0}s, about {:.0}s left)",
+                        p.epoch,
+                        p.epochs,
+                        p.loss,
+                        p.elapsed.as_secs_f64(),
+                        p.remaining.as_secs_f64()
+                    ));
+                }
+                ControlFlow::Continue(())
+            })?;
+            busy += start.elapsed();
+            log(&format!(
+                "  VarAD trained on {} images ({} held back for calibration) in {:.1}s",
+                report.train_images,
+                report.calibration_images.len(),
+                busy.as_secs_f64()
+            ));
+            Ok(Trained {
+                scorer: Box::new(model),
+                seconds: busy.as_secs_f64(),
+            })
+        }
+        Method::PatchCore => {
+            let model = Model::new(options.config.clone())?;
+            let mut pc = PatchCore::new(model, options.patchcore.clone())?;
+            for path in &category.train {
+                let image = read(path)?;
+                let start = Instant::now();
+                pc.add(&[image.view()])
+                    .map_err(|e| e.context(path.display()))?;
+                busy += start.elapsed();
+            }
+            let start = Instant::now();
+            pc.fit()?;
+            busy += start.elapsed();
+            log(&format!(
+                "  PatchCore memory banks {:?} tokens, built in {:.1}s",
+                pc.bank_sizes(),
+                busy.as_secs_f64()
+            ));
+            Ok(Trained {
+                scorer: Box::new(pc),
+                seconds: busy.as_secs_f64(),
+            })
+        }
+    }
+}
+
+/// One method's scores over the test split.
+#[derive(Default)]
+struct Collected {
+    /// Per test image, its pixels split by label.
+    pixels: Vec<ScoreSet>,
+    /// Per test image, its image score.
+    images: Vec<f32>,
+    scoring: Duration,
+}
+
+/// Metrics over the test images `chosen` (indices into the test list); the per-image
+/// pixel sets are merged, not copied.
+fn subset_metrics(
+    c: &Collected,
+    category: &Category,
+    chosen: &[usize],
+) -> Result<(Metrics, Metrics)> {
+    let pixels: Vec<&ScoreSet> = chosen.iter().map(|&i| &c.pixels[i]).collect();
+    let mut images = ScoreSet::new();
+    for &i in chosen {
+        images.push(c.images[i], category.test[i].is_anomalous());
+    }
+    Ok((union_metrics(&pixels)?, images.metrics()?))
+}
+
+fn breakdown(
+    c: &Collected,
+    category: &Category,
+    key: impl Fn(usize) -> Option<String>,
+) -> Result<Vec<Breakdown>> {
+    let good: Vec<usize> = (0..category.test.len())
+        .filter(|&i| !category.test[i].is_anomalous())
+        .collect();
+    let keys: BTreeSet<String> = (0..category.test.len()).filter_map(&key).collect();
+    keys.into_iter()
+        .map(|k| {
+            let mine: Vec<usize> = (0..category.test.len())
+                .filter(|&i| key(i).as_ref() == Some(&k))
+                .collect();
+            let chosen: Vec<usize> = mine.iter().chain(&good).copied().collect();
+            let (p, i) = subset_metrics(c, category, &chosen)?;
+            Ok(Breakdown {
+                subset: k,
+                defective_images: mine.len(),
+                pixel_auroc: p.auroc,
+                pixel_ap: p.ap,
+                image_auroc: i.auroc,
+            })
+        })
+        .collect()
+}
+
+/// Evaluates one category: trains every method, scores the test split, and (with an
+/// output folder) writes its montage.
+pub fn evaluate_category(
+    category: &Category,
+    options: &EvalOptions,
+    log: &mut dyn FnMut(&str),
+) -> Result<CategoryReport> {
+    if options.methods.is_empty() {
+        return Err(Error::invalid_argument("no method to evaluate"));
+    }
+    let mut trained = Vec::new();
+    for &method in &options.methods {
+        log(&format!("[{}] training {}", category.name, method.name()));
+        trained.push(train(method, category, options, log)?);
+    }
+    let n = category.test.len();
+    let shown: BTreeSet<usize> = match options.montage_images.min(n) {
+        0 => BTreeSet::new(),
+        k => (0..k).map(|i| i * n / k).collect(),
+    };
+    let mut collected: Vec<Collected> = (0..trained.len()).map(|_| Collected::default()).collect();
+    let mut rows = Vec::new();
+    log(&format!("[{}] scoring {n} test images", category.name));
+    for (index, sample) in category.test.iter().enumerate() {
+        let image = read(&sample.path)?;
+        let view = image.view();
+        let mask = match &sample.mask {
+            Some(path) => Some(read_mask(path, image.width(), image.height())?),
+            None => None,
+        };
+        let mut maps = Vec::new();
+        for (t, c) in trained.iter().zip(&mut collected) {
+            let start = Instant::now();
+            let scored = t
+                .scorer
+                .score_maps(&[view])
+                .map_err(|e| e.context(sample.path.display()))?
+                .remove(0);
+            c.scoring += start.elapsed();
+            let mut pixels = ScoreSet::new();
+            pixels.extend_map(&scored.map, mask.as_deref())?;
+            pixels
+                .sort()
+                .map_err(|e| e.context(sample.path.display()))?;
+            c.pixels.push(pixels);
+            c.images.push(scored.image_score);
+            if shown.contains(&index) {
+                maps.push(scored.map);
+            }
+        }
+        if shown.contains(&index) {
+            let refs: Vec<&[f32]> = maps.iter().map(|m| m.as_slice()).collect();
+            rows.push(MontageRow::new(
+                &to_rgb8(&view),
+                mask.as_deref(),
+                &refs,
+                image.width() as usize,
+                image.height() as usize,
+                options.montage_tile,
+            ));
+        }
+    }
+    let all: Vec<usize> = (0..n).collect();
+    let mut methods = Vec::new();
+    for ((method, t), c) in options.methods.iter().zip(&trained).zip(&collected) {
+        let (pixel, image) = subset_metrics(c, category, &all)?;
+        methods.push(MethodResult {
+            method: method.name().to_string(),
+            pixel,
+            image,
+            train_seconds: t.seconds,
+            ms_per_image: c.scoring.as_secs_f64() * 1000.0 / n as f64,
+            by_type: breakdown(c, category, |i| {
+                let s = &category.test[i];
+                s.is_anomalous().then(|| s.defect_type.clone())
+            })?,
+            by_size: breakdown(c, category, |i| category.test[i].size_class.clone())?,
+        });
+    }
+    let montage = match (&options.out_dir, rows.is_empty()) {
+        (Some(dir), false) => {
+            let name = format!("montage_{}.png", category.name.replace(['/', '\\'], "_"));
+            let (pixels, w, h) = render(&rows, options.montage_tile);
+            write_png(
+                dir.join(&name),
+                &ImageView::packed(&pixels, w as u32, h as u32, PixelFormat::Rgb8)?,
+            )?;
+            Some(name)
+        }
+        _ => None,
+    };
+    Ok(CategoryReport {
+        category: category.name.clone(),
+        train_images: category.train.len(),
+        test_good: category.test.iter().filter(|s| !s.is_anomalous()).count(),
+        test_defective: category.test.iter().filter(|s| s.is_anomalous()).count(),
+        methods,
+        montage,
+    })
+}
+
+/// Evaluates every category of `dataset` and builds the report. `log` receives progress
+/// lines.
+pub fn evaluate(
+    dataset: &Dataset,
+    options: &EvalOptions,
+    log: &mut dyn FnMut(&str),
+) -> Result<Report> {
+    if let Some(dir) = &options.out_dir {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create", &e))?;
+    }
+    let categories = dataset
+        .categories
+        .iter()
+        .map(|c| evaluate_category(c, options, log))
+        .collect::<Result<Vec<_>>>()?;
+    let layout = serde_json::to_value(dataset.layout)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
+    Ok(Report::new(
+        dataset.root.display().to_string(),
+        layout,
+        options
+            .methods
+            .iter()
+            .map(|m| m.name().to_string())
+            .collect(),
+        categories,
+        serde_json::to_value(&options.config).unwrap_or_default(),
+    ))
+}

@@ -1,0 +1,525 @@
+//! A PatchCore baseline (Roth et al., CVPR 2022) on the backbone maps the VarAD model uses,
+//! so the two methods differ only in how they judge a token.
+//!
+//! Per level: every token is averaged with its 3 x 3 neighbourhood (zero padding counted,
+//! as `AvgPool2d(3, 1, 1)`), the normal tokens of all training images form a memory bank
+//! that greedy k-center coreset selection reduces (on a seeded random projection, for
+//! speed), and a test token's score is its Euclidean distance to the nearest bank token.
+//! The level maps are then combined exactly as VarAD's are (bilinear onto the finest grid,
+//! summed), and the image map and image score are made by the same scoring stage.
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::image::{ImageView, InputGeometry};
+use crate::model::combine::add_resized;
+use crate::model::Model;
+use crate::predictor::rng::SplitMix64;
+use crate::score::{image_score, map_to_image};
+use crate::{Error, Result};
+
+use super::{ScoredMap, Scorer};
+
+/// How the memory bank is built.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatchCoreConfig {
+    /// Share of the training tokens kept in the bank, per level. Default 0.1 (the paper's
+    /// 10 %).
+    pub coreset_fraction: f64,
+    /// At most this many bank tokens per level (`None`: no cap). Selection costs
+    /// `tokens x bank x dims`, so a cap bounds the training time on large sets.
+    pub max_bank: Option<usize>,
+    /// Dimensions of the random projection the selection runs on. Default 128. Levels
+    /// with no more channels than this are selected on their own features.
+    pub projection_dims: usize,
+    /// Seed of the projection and of the first bank token.
+    pub seed: u64,
+}
+
+impl Default for PatchCoreConfig {
+    fn default() -> Self {
+        PatchCoreConfig {
+            coreset_fraction: 0.1,
+            max_bank: None,
+            projection_dims: 128,
+            seed: 0,
+        }
+    }
+}
+
+/// One level's memory bank: `len x dims` tokens, row-major, and their squared norms.
+#[derive(Debug, Clone)]
+struct Bank {
+    dims: usize,
+    tokens: Vec<f32>,
+    norms: Vec<f32>,
+}
+
+/// The PatchCore baseline: a VarAD [`Model`] used only for its backbone and level layout,
+/// and one memory bank per level.
+pub struct PatchCore {
+    model: Model,
+    config: PatchCoreConfig,
+    /// Pooled training tokens per level, `[n, C]`, until [`PatchCore::fit`].
+    candidates: Vec<Vec<f32>>,
+    banks: Vec<Bank>,
+}
+
+impl std::fmt::Debug for PatchCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatchCore")
+            .field("config", &self.config)
+            .field("bank_sizes", &self.bank_sizes())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[C, h, w]` channel-major level map to `[h * w, C]` tokens, each the mean of its 3 x 3
+/// neighbourhood with zeros outside the grid (divided by 9 everywhere, as PyTorch's
+/// `AvgPool2d(3, stride=1, padding=1)` with its default `count_include_pad`).
+pub fn pool_tokens(map: &[f32], channels: usize, (h, w): (usize, usize)) -> Vec<f32> {
+    let mut out = vec![0f32; h * w * channels];
+    for c in 0..channels {
+        let plane = &map[c * h * w..(c + 1) * h * w];
+        for y in 0..h {
+            for x in 0..w {
+                let mut sum = 0f32;
+                for yy in y.saturating_sub(1)..(y + 2).min(h) {
+                    for xx in x.saturating_sub(1)..(x + 2).min(w) {
+                        sum += plane[yy * w + xx];
+                    }
+                }
+                out[(y * w + x) * channels + c] = sum / 9.0;
+            }
+        }
+    }
+    out
+}
+
+/// A `dims_in x dims_out` Gaussian projection matrix (entries `N(0, 1/dims_out)`, which
+/// keeps distances in expectation), from `seed`.
+pub fn random_projection(dims_in: usize, dims_out: usize, seed: u64) -> Vec<f32> {
+    let mut rng = SplitMix64::new(seed);
+    let scale = (1.0 / dims_out as f64).sqrt();
+    (0..dims_in * dims_out)
+        .map(|_| {
+            // Box-Muller; 1 - u keeps the logarithm finite.
+            let (u, v) = (1.0 - rng.next_f64(), rng.next_f64());
+            ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos() * scale) as f32
+        })
+        .collect()
+}
+
+/// `a [m x k] * b [k x n]`, row-major, through matrixmultiply's GEMM.
+fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut c = vec![0f32; m * n];
+    // SAFETY: the slices hold m*k, k*n and m*n values and the strides describe row-major
+    // matrices of exactly those shapes.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            n as isize,
+            1,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+    c
+}
+
+/// Greedy k-center selection of `k` of the `tokens.len() / dims` rows: start at `start`,
+/// then repeatedly take the row farthest from everything taken so far (ties to the lowest
+/// index, so the result is the same for any thread count).
+pub fn greedy_coreset(tokens: &[f32], dims: usize, k: usize, start: usize) -> Vec<usize> {
+    let n = tokens.len() / dims;
+    let k = k.min(n);
+    if k == 0 {
+        return Vec::new();
+    }
+    let mut chosen = Vec::with_capacity(k);
+    let mut nearest = vec![f32::INFINITY; n];
+    let mut next = start.min(n - 1);
+    const CHUNK: usize = 1024;
+    for _ in 0..k {
+        chosen.push(next);
+        let centre = &tokens[next * dims..(next + 1) * dims];
+        // Update every row's distance to the chosen set and find the farthest row, per
+        // chunk in parallel, reduced in chunk order.
+        let (_, far) = nearest
+            .par_chunks_mut(CHUNK)
+            .zip(tokens.par_chunks(CHUNK * dims))
+            .enumerate()
+            .map(|(c, (near, rows))| {
+                let mut best = (f32::NEG_INFINITY, usize::MAX);
+                for (i, (d, row)) in near.iter_mut().zip(rows.chunks_exact(dims)).enumerate() {
+                    let dist: f32 = row.iter().zip(centre).map(|(a, b)| (a - b) * (a - b)).sum();
+                    if dist < *d {
+                        *d = dist;
+                    }
+                    if *d > best.0 {
+                        best = (*d, c * CHUNK + i);
+                    }
+                }
+                best
+            })
+            .reduce(
+                || (f32::NEG_INFINITY, usize::MAX),
+                |a, b| {
+                    if b.0 > a.0 || (b.0 == a.0 && b.1 < a.1) {
+                        b
+                    } else {
+                        a
+                    }
+                },
+            );
+        if far == usize::MAX {
+            break;
+        }
+        next = far;
+    }
+    chosen
+}
+
+impl Bank {
+    fn new(tokens: Vec<f32>, dims: usize) -> Bank {
+        let norms = tokens
+            .chunks_exact(dims)
+            .map(|t| t.iter().map(|v| v * v).sum())
+            .collect();
+        Bank {
+            dims,
+            tokens,
+            norms,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.norms.len()
+    }
+
+    /// Euclidean distance from each query row (`[m, dims]`) to its nearest bank token:
+    /// `||a||^2 + ||b||^2 - 2 a.b` from a GEMM per block, clamped at 0 (rounding can push
+    /// it below), then the square root. Blocks of query rows run in parallel.
+    fn nearest(&self, queries: &[f32]) -> Vec<f32> {
+        const ROWS: usize = 128;
+        const BANK: usize = 2048;
+        let d = self.dims;
+        let mut out = vec![f32::INFINITY; queries.len() / d];
+        out.par_chunks_mut(ROWS)
+            .zip(queries.par_chunks(ROWS * d))
+            .for_each(|(best, q)| {
+                let m = best.len();
+                let qn: Vec<f32> = q
+                    .chunks_exact(d)
+                    .map(|r| r.iter().map(|v| v * v).sum())
+                    .collect();
+                for (bank, bn) in self.tokens.chunks(BANK * d).zip(self.norms.chunks(BANK)) {
+                    let n = bn.len();
+                    // The bank block transposed, so the GEMM is a plain [m,d] x [d,n].
+                    let mut bt = vec![0f32; d * n];
+                    for (j, row) in bank.chunks_exact(d).enumerate() {
+                        for (i, &v) in row.iter().enumerate() {
+                            bt[i * n + j] = v;
+                        }
+                    }
+                    let dots = matmul(q, &bt, m, d, n);
+                    for (i, b) in best.iter_mut().enumerate() {
+                        let row = &dots[i * n..(i + 1) * n];
+                        for (&dot, &norm) in row.iter().zip(bn) {
+                            let dist = qn[i] + norm - 2.0 * dot;
+                            if dist < *b {
+                                *b = dist;
+                            }
+                        }
+                    }
+                }
+                for b in best.iter_mut() {
+                    *b = b.max(0.0).sqrt();
+                }
+            });
+        out
+    }
+}
+
+/// Distance of each query row to its nearest bank row, the slow, obvious way (for tests).
+pub fn nearest_brute_force(queries: &[f32], bank: &[f32], dims: usize) -> Vec<f32> {
+    queries
+        .chunks_exact(dims)
+        .map(|q| {
+            bank.chunks_exact(dims)
+                .map(|b| {
+                    q.iter()
+                        .zip(b)
+                        .map(|(x, y)| ((x - y) as f64).powi(2))
+                        .sum::<f64>()
+                })
+                .fold(f64::INFINITY, f64::min)
+                .sqrt() as f32
+        })
+        .collect()
+}
+
+/// The nearest-neighbour distances of `queries` to `bank` (both `[rows, dims]`), computed
+/// as the baseline computes them (GEMM, parallel).
+pub fn nearest_distances(queries: &[f32], bank: &[f32], dims: usize) -> Vec<f32> {
+    Bank::new(bank.to_vec(), dims).nearest(queries)
+}
+
+impl PatchCore {
+    /// A baseline on `model`'s backbone and levels (its weights are not used).
+    pub fn new(model: Model, config: PatchCoreConfig) -> Result<PatchCore> {
+        if !(config.coreset_fraction > 0.0 && config.coreset_fraction <= 1.0) {
+            return Err(Error::config(format!(
+                "coreset fraction {} must be in (0, 1]",
+                config.coreset_fraction
+            )));
+        }
+        if config.projection_dims == 0 {
+            return Err(Error::config("projection dimensions must be at least 1"));
+        }
+        let levels = model.layout().len();
+        Ok(PatchCore {
+            model,
+            config,
+            candidates: vec![Vec::new(); levels],
+            banks: Vec::new(),
+        })
+    }
+
+    /// The model whose backbone this baseline uses.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Per level, the pooled `[h * w, C]` tokens of one image's concatenated level maps
+    /// (as [`Model::features`] gives them).
+    fn pooled_levels(&self, features: &[f32]) -> Vec<Vec<f32>> {
+        let mut offset = 0;
+        self.model
+            .layout()
+            .iter()
+            .map(|l| {
+                let n = l.channels * l.grid.0 * l.grid.1;
+                let pooled = pool_tokens(&features[offset..offset + n], l.channels, l.grid);
+                offset += n;
+                pooled
+            })
+            .collect()
+    }
+
+    /// Adds normal training images to the memory-bank candidates.
+    pub fn add(&mut self, images: &[ImageView]) -> Result<()> {
+        for (features, _) in self.model.features(images)? {
+            let pooled = self.pooled_levels(&features);
+            for (bank, tokens) in self.candidates.iter_mut().zip(pooled) {
+                bank.extend_from_slice(&tokens);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reduces the candidates to the memory banks by coreset selection.
+    pub fn fit(&mut self) -> Result<()> {
+        if self.candidates.iter().all(|c| c.is_empty()) {
+            return Err(Error::invalid_argument(
+                "PatchCore was given no training images",
+            ));
+        }
+        let candidates = std::mem::take(&mut self.candidates);
+        let config = self.config.clone();
+        let layout = self.model.layout().to_vec();
+        self.banks = self.model.install(|| {
+            candidates
+                .into_iter()
+                .zip(&layout)
+                .enumerate()
+                .map(|(h, (tokens, level))| {
+                    let dims = level.channels;
+                    let n = tokens.len() / dims;
+                    let mut k = ((config.coreset_fraction * n as f64).ceil() as usize).max(1);
+                    if let Some(cap) = config.max_bank {
+                        k = k.min(cap.max(1));
+                    }
+                    let seed = config.seed ^ (h as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    let start = (SplitMix64::new(seed).next_u64() % n as u64) as usize;
+                    let chosen = if k >= n {
+                        (0..n).collect()
+                    } else if dims > config.projection_dims {
+                        let p = random_projection(dims, config.projection_dims, seed);
+                        let projected = project(&tokens, &p, dims, config.projection_dims);
+                        greedy_coreset(&projected, config.projection_dims, k, start)
+                    } else {
+                        greedy_coreset(&tokens, dims, k, start)
+                    };
+                    let bank: Vec<f32> = chosen
+                        .iter()
+                        .flat_map(|&i| tokens[i * dims..(i + 1) * dims].iter().copied())
+                        .collect();
+                    Bank::new(bank, dims)
+                })
+                .collect()
+        });
+        Ok(())
+    }
+
+    /// Tokens in each level's memory bank.
+    pub fn bank_sizes(&self) -> Vec<usize> {
+        self.banks.iter().map(Bank::len).collect()
+    }
+
+    /// The raw map on the finest grid of one image's concatenated level maps.
+    fn raw_map(&self, features: &[f32]) -> Vec<f32> {
+        let finest = self.model.finest_grid();
+        let mut total = vec![0f32; finest.0 * finest.1];
+        for ((pooled, bank), level) in self
+            .pooled_levels(features)
+            .iter()
+            .zip(&self.banks)
+            .zip(self.model.layout())
+        {
+            let map = bank.nearest(pooled);
+            add_resized(&map, level.grid, &mut total, finest);
+        }
+        total
+    }
+
+    fn score_one(&self, features: &[f32], geometry: &InputGeometry) -> Result<ScoredMap> {
+        let (gh, gw) = self.model.finest_grid();
+        let config = self.model.config();
+        let map = map_to_image(
+            &self.raw_map(features),
+            gh,
+            gw,
+            geometry,
+            config.score.sigma,
+        )?;
+        let score = image_score(&map, None, config.score.calibration.score_policy)?;
+        Ok(ScoredMap {
+            map,
+            width: geometry.image_width as usize,
+            height: geometry.image_height as usize,
+            image_score: score,
+        })
+    }
+}
+
+/// `[n, dims_in]` rows times the `[dims_in, dims_out]` projection.
+fn project(tokens: &[f32], p: &[f32], dims_in: usize, dims_out: usize) -> Vec<f32> {
+    const ROWS: usize = 4096;
+    let mut out = vec![0f32; tokens.len() / dims_in * dims_out];
+    out.par_chunks_mut(ROWS * dims_out)
+        .zip(tokens.par_chunks(ROWS * dims_in))
+        .for_each(|(o, t)| {
+            o.copy_from_slice(&matmul(t, p, t.len() / dims_in, dims_in, dims_out));
+        });
+    out
+}
+
+impl Scorer for PatchCore {
+    fn name(&self) -> &str {
+        "PatchCore"
+    }
+
+    fn score_maps(&self, images: &[ImageView]) -> Result<Vec<ScoredMap>> {
+        if self.banks.is_empty() {
+            return Err(Error::invalid_argument("PatchCore is not fitted"));
+        }
+        let features = self.model.features(images)?;
+        self.model
+            .install(|| features.iter().map(|(f, g)| self.score_one(f, g)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = SplitMix64::new(seed);
+        (0..n).map(|_| rng.next_f64() as f32 - 0.5).collect()
+    }
+
+    #[test]
+    fn pooling_is_avgpool_3x3_with_zero_padding() {
+        // One channel, 2 x 3: corners see 4 cells, edges 6, all divided by 9.
+        let map = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let p = pool_tokens(&map, 1, (2, 3));
+        assert_eq!(p[0], (1.0 + 2.0 + 4.0 + 5.0) / 9.0);
+        assert_eq!(p[1], 21.0 / 9.0);
+        // Two channels: the output is token-major.
+        let p = pool_tokens(&[1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0], 2, (2, 2));
+        assert_eq!(p, [4.0 / 9.0, 8.0 / 9.0].repeat(4));
+    }
+
+    #[test]
+    fn nearest_neighbour_matches_brute_force() {
+        for (m, n, d) in [(1, 1, 3), (37, 5000, 24), (300, 77, 130)] {
+            let q = noise(m * d, 1);
+            let b = noise(n * d, 2);
+            let fast = nearest_distances(&q, &b, d);
+            let slow = nearest_brute_force(&q, &b, d);
+            for (f, s) in fast.iter().zip(&slow) {
+                assert!((f - s).abs() < 1e-3 * s.max(1.0), "{m} {n} {d}: {f} vs {s}");
+            }
+        }
+        // A query in the bank is at distance 0, not NaN.
+        let b = noise(10 * 8, 3);
+        let d = nearest_distances(&b[16..24], &b, 8);
+        assert!(d[0].is_finite() && d[0] < 1e-3, "{d:?}");
+    }
+
+    #[test]
+    fn coreset_is_deterministic_and_spreads_out() {
+        let tokens = noise(3000 * 16, 4);
+        let run = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| greedy_coreset(&tokens, 16, 50, 7))
+        };
+        let one = run(1);
+        assert_eq!(one, run(2));
+        assert_eq!(one.len(), 50);
+        assert_eq!(one[0], 7);
+        let mut unique = one.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), 50);
+        // Two tight clusters: the second pick is in the other cluster.
+        let mut two = vec![0f32; 20 * 2];
+        for i in 10..20 {
+            two[i * 2] = 100.0;
+        }
+        let picks = greedy_coreset(&two, 2, 2, 0);
+        assert!(picks[1] >= 10, "{picks:?}");
+        assert_eq!(greedy_coreset(&two, 2, 100, 0).len(), 20);
+    }
+
+    #[test]
+    fn projection_is_seeded_and_keeps_distances_roughly() {
+        assert_eq!(random_projection(8, 4, 1), random_projection(8, 4, 1));
+        assert_ne!(random_projection(8, 4, 1), random_projection(8, 4, 2));
+        let p = random_projection(256, 128, 9);
+        let x = noise(2 * 256, 5);
+        let y = project(&x, &p, 256, 128);
+        let d = |v: &[f32], n: usize| {
+            v[..n]
+                .iter()
+                .zip(&v[n..])
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f32>()
+        };
+        let ratio = d(&y, 128) / d(&x, 256);
+        assert!((0.6..1.4).contains(&ratio), "{ratio}");
+    }
+}

@@ -1,0 +1,240 @@
+//! The command-line tool as a user runs it: help for every subcommand, a bad argument
+//! (one error line, non-zero exit), and train + score on a tiny generated set.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn varad(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_varad"))
+        .args(args)
+        .output()
+        .expect("the varad binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn help_covers_every_subcommand() {
+    let out = varad(&["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for sub in ["info", "demo", "train", "score", "eval", "bench"] {
+        assert!(help.contains(sub), "{sub} missing from:\n{help}");
+    }
+    for (sub, flags) in [
+        (
+            "train",
+            &[
+                "--backbone",
+                "--out",
+                "--epochs",
+                "--levels",
+                "--input-size",
+                "--step",
+                "--device",
+                "--threads",
+                "--seed",
+                "--detach-target",
+                "--config",
+            ][..],
+        ),
+        ("score", &["--model", "--out"][..]),
+        (
+            "eval",
+            &[
+                "--data",
+                "--category",
+                "--method",
+                "--coreset-fraction",
+                "--montage",
+                "--epochs",
+            ][..],
+        ),
+        (
+            "bench",
+            &["--size", "--images", "--device", "--threads"][..],
+        ),
+        ("demo", &["--texture"][..]),
+        ("info", &["--backbone"][..]),
+    ] {
+        let out = varad(&[sub, "--help"]);
+        assert!(out.status.success(), "{sub} --help");
+        let help = text(&out.stdout);
+        for flag in flags {
+            assert!(
+                help.contains(flag),
+                "`varad {sub} --help` lacks {flag}:\n{help}"
+            );
+        }
+    }
+}
+
+fn one_line_error(out: &Output) -> String {
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line:\n{err}");
+    assert!(err.starts_with("varad: "), "{err}");
+    err
+}
+
+#[test]
+fn bad_arguments_give_one_line() {
+    let err = one_line_error(&varad(&["train", "--bogus"]));
+    assert!(err.contains("--bogus"), "{err}");
+    let err = one_line_error(&varad(&[
+        "eval", "--data", "x", "--out", "y", "--method", "all",
+    ]));
+    assert!(err.contains("all"), "{err}");
+    let err = one_line_error(&varad(&["bench", "--backbone", "b.onnx", "--size", "12"]));
+    assert!(err.contains("512x512"), "{err}");
+    let err = one_line_error(&varad(&[
+        "score",
+        "--model",
+        "/surely/missing.safetensors",
+        "a.png",
+    ]));
+    assert!(err.contains("missing.safetensors"), "{err}");
+    let err = one_line_error(&varad(&[
+        "eval",
+        "--data",
+        "/surely/missing",
+        "--out",
+        "y",
+        "--backbone",
+        "b.onnx",
+    ]));
+    assert!(err.contains("/surely/missing"), "{err}");
+}
+
+#[test]
+fn train_then_score() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = common::write_tiny_mvtec(dir.path());
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        serde_json::to_string(&common::tiny_config()).unwrap(),
+    )
+    .unwrap();
+    let model = dir.path().join("model.safetensors");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let out = varad(&[
+        "train",
+        "--config",
+        &s(&config),
+        "--epochs",
+        "2",
+        "--out",
+        &s(&model),
+        &s(&cat.join("train/good")),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary = text(&out.stdout);
+    assert!(
+        summary.contains("trained on 3 images (3 held back"),
+        "{summary}"
+    );
+    assert!(summary.contains("epoch losses"), "{summary}");
+    assert!(model.is_file());
+
+    let blob = cat.join("test/blob/000.png");
+    let good = cat.join("test/good/000.png");
+    let out = varad(&["score", "--model", &s(&model), &s(&blob), &s(&good)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for v in &lines {
+        assert!(v["score"].as_f64().unwrap() > 0.0, "{v}");
+        assert!(v["normalised_score"].is_number(), "{v}");
+        assert!(v["decision"].is_string() && v["regions"].is_array(), "{v}");
+    }
+
+    let pictures = dir.path().join("scored");
+    let out = varad(&[
+        "score",
+        "--model",
+        &s(&model),
+        "--out",
+        &s(&pictures),
+        &s(&blob),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for name in ["000_map.png", "000_overlay.png", "000.json"] {
+        assert!(pictures.join(name).is_file(), "{name}");
+    }
+    let map =
+        varad::image::read_image_file(pictures.join("000_map.png"), &Default::default()).unwrap();
+    assert_eq!((map.width(), map.height()), (112, 112));
+}
+
+#[test]
+fn eval_and_bench_on_the_tiny_vit() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_tiny_mvtec(dir.path());
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        serde_json::to_string(&common::tiny_config()).unwrap(),
+    )
+    .unwrap();
+    let out = dir.path().join("report");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let run = varad(&[
+        "eval",
+        "--data",
+        &s(dir.path()),
+        "--config",
+        &s(&config),
+        "--out",
+        &s(&out),
+        "--method",
+        "patchcore",
+        "--category",
+        "stripes",
+        "--montage",
+        "3",
+        "--tile",
+        "32",
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let table = text(&run.stdout);
+    assert!(table.contains("| stripes | PatchCore |"), "{table}");
+    assert!(!table.contains("VarAD"), "{table}");
+    for name in ["report.json", "report.md", "montage_stripes.png"] {
+        assert!(out.join(name).is_file(), "{name}");
+    }
+
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny_vit.onnx");
+    let run = varad(&[
+        "bench",
+        "--backbone",
+        &s(&tiny),
+        "--size",
+        "112x112",
+        "--images",
+        "3",
+        "--device",
+        "cpu",
+        "--threads",
+        "2",
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let table = text(&run.stdout);
+    for stage in [
+        "decode",
+        "preprocess",
+        "backbone",
+        "predictor",
+        "post",
+        "images/s",
+    ] {
+        assert!(table.contains(stage), "{stage} missing:\n{table}");
+    }
+}
