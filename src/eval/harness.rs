@@ -84,6 +84,8 @@ fn read(path: &Path) -> Result<OwnedImage> {
 struct Trained {
     scorer: Box<dyn Scorer>,
     seconds: f64,
+    final_loss: Option<f64>,
+    variance_ratios: Vec<f64>,
 }
 
 fn train(
@@ -128,6 +130,8 @@ fn train(
             Ok(Trained {
                 scorer: Box::new(model),
                 seconds: busy.as_secs_f64(),
+                final_loss: report.epoch_losses.last().copied(),
+                variance_ratios: report.variance_ratios.last().cloned().unwrap_or_default(),
             })
         }
         Method::PatchCore => {
@@ -151,6 +155,8 @@ fn train(
             Ok(Trained {
                 scorer: Box::new(pc),
                 seconds: busy.as_secs_f64(),
+                final_loss: None,
+                variance_ratios: Vec::new(),
             })
         }
     }
@@ -285,6 +291,8 @@ pub fn evaluate_category(
                 s.is_anomalous().then(|| s.defect_type.clone())
             })?,
             by_size: breakdown(c, category, |i| category.test[i].size_class.clone())?,
+            final_loss: t.final_loss,
+            variance_ratios: t.variance_ratios.clone(),
         });
     }
     let montage = match (&options.out_dir, rows.is_empty()) {

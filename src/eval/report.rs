@@ -42,6 +42,14 @@ pub struct MethodResult {
     pub by_type: Vec<Breakdown>,
     /// By defect size class (from `defects.json`; empty without it).
     pub by_size: Vec<Breakdown>,
+    /// VarAD only: the last epoch's mean training loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_loss: Option<f64>,
+    /// VarAD only: per level, the adapted tokens' mean per-channel variance over the raw
+    /// tokens' after training (1 = no shrinkage; well below 1 = the adapters collapse the
+    /// features towards what is easy to predict).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variance_ratios: Vec<f64>,
 }
 
 /// One category.
@@ -277,6 +285,8 @@ mod tests {
                 image_auroc: Some(1.0),
             }],
             by_size: Vec::new(),
+            final_loss: None,
+            variance_ratios: Vec::new(),
         }
     }
 
