@@ -330,6 +330,10 @@ typedef struct VaradParams {
   double review_band;
   // Quantile of normal pixels used as the pixel threshold, in (0, 1]. Default: 1.0.
   double pixel_quantile;
+  // Nonzero: average each token's directional predictions over the directions that
+  // have seen context, leaving out the BOS-only guesses near the borders. Default: 0
+  // (the paper's plain mean of the four).
+  uint32_t context_mean;
 } VaradParams;
 
 // What `varad_load` may change about a saved model: where its files are and where it

@@ -62,6 +62,7 @@ namespace Varad
         public float sigma;
         public uint top_k;
         public double target_false_reject_rate, review_band, pixel_quantile;
+        public uint context_mean;
     }
 
     [StructLayout(LayoutKind.Sequential)]

@@ -178,6 +178,10 @@ pub struct VaradParams {
     pub review_band: f64,
     /// Quantile of normal pixels used as the pixel threshold, in (0, 1]. Default: 1.0.
     pub pixel_quantile: f64,
+    /// Nonzero: average each token's directional predictions over the directions that
+    /// have seen context, leaving out the BOS-only guesses near the borders. Default: 0
+    /// (the paper's plain mean of the four).
+    pub context_mean: u32,
 }
 
 // SAFETY: repr(C), starts with `size`, fields are integers, floats and raw pointers.
@@ -229,6 +233,7 @@ fn default_params() -> VaradParams {
         target_false_reject_rate: cal.target_false_reject_rate,
         review_band: cal.review_band,
         pixel_quantile: cal.pixel_quantile,
+        context_mean: c.context_mean as u32,
     }
 }
 
@@ -276,6 +281,7 @@ unsafe fn config_from(p: &VaradParams) -> Result<Config, FfiError> {
     c.expand = p.expand as usize;
     c.d_conv = p.d_conv as usize;
     c.detach_target = p.detach_target != 0;
+    c.context_mean = p.context_mean != 0;
     let t = &mut c.train;
     t.epochs = p.epochs as usize;
     t.batch_size = p.batch_size as usize;

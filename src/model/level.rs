@@ -123,12 +123,11 @@ impl<T: Float> LevelParams<T> {
     /// The mean of the four directions' predictions on the grid, `[batch, L, C]`.
     fn unscan(&self, scans: &Scans, outputs: &[T], batch: usize) -> Vec<T> {
         let n = scans.len() * self.channels;
-        let quarter = T::from_f64(1.0 / DIRECTIONS as f64);
         let mut predicted = vec![T::ZERO; batch * n];
         for b in 0..batch {
             for k in 0..DIRECTIONS {
                 let seq = &outputs[(b * DIRECTIONS + k) * n..(b * DIRECTIONS + k + 1) * n];
-                scans.unscan_add(k, seq, quarter, &mut predicted[b * n..(b + 1) * n]);
+                scans.unscan_add(k, seq, &mut predicted[b * n..(b + 1) * n]);
             }
         }
         predicted
@@ -192,12 +191,11 @@ impl<T: Float> LevelParams<T> {
             d_predicted.iter().map(|&v| -v).collect()
         };
 
-        let quarter = T::from_f64(1.0 / DIRECTIONS as f64);
         let mut d_outputs = vec![T::ZERO; batch * DIRECTIONS * n];
         for b in 0..batch {
             for k in 0..DIRECTIONS {
                 let dst = &mut d_outputs[(b * DIRECTIONS + k) * n..(b * DIRECTIONS + k + 1) * n];
-                scans.unscan_backward(k, &d_predicted[b * n..(b + 1) * n], quarter, dst);
+                scans.unscan_backward(k, &d_predicted[b * n..(b + 1) * n], dst);
             }
         }
         drop(d_predicted);
@@ -261,6 +259,7 @@ fn squared_errors<T: Float>(predicted: &[T], adapted: &[T], c: usize) -> Vec<T> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::scan::DirectionMean;
 
     fn random(n: usize, seed: u64, scale: f64) -> Vec<f64> {
         let mut state = seed;
@@ -294,10 +293,15 @@ mod tests {
     /// against the analytic gradients, in f64.
     #[test]
     fn level_gradients_match_finite_differences() {
-        for (detach, h, w, m) in [(false, 4, 5, 1), (true, 5, 4, 2)] {
+        for (detach, h, w, m, mean) in [
+            (false, 4, 5, 1, DirectionMean::All),
+            (true, 5, 4, 2, DirectionMean::All),
+            (false, 5, 6, 2, DirectionMean::WithContext),
+            (true, 4, 5, 1, DirectionMean::WithContext),
+        ] {
             let c = 3;
             let batch = 2;
-            let scans = Scans::new(h, w, m).unwrap();
+            let scans = Scans::new(h, w, m).unwrap().with_direction_mean(mean);
             let p = level(c, 11);
             let feats = random(batch * c * h * w, 5, 1.0);
             let g = random(batch * h * w, 9, 1.0);

@@ -14,7 +14,7 @@ use crate::{Error, Result};
 pub const DIRECTIONS: usize = 4;
 
 /// The scan orders and skips of one grid.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Scans {
     height: usize,
     width: usize,
@@ -22,6 +22,22 @@ pub struct Scans {
     order: [Vec<u32>; DIRECTIONS],
     /// `M` of each direction.
     skip: [usize; DIRECTIONS],
+    /// `weights[k][l]`: the weight of direction `k`'s prediction at position `l` in the
+    /// mean over directions (see [`DirectionMean`]).
+    weights: [Vec<f64>; DIRECTIONS],
+}
+
+/// How the four directions' predictions of a token are averaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DirectionMean {
+    /// The plain mean of all four (DESIGN.md, the paper's Eq. 9). A direction that reaches
+    /// a token within its first `M` steps has seen only BOS vectors, so near the borders
+    /// one or two of the four predictions are context-free guesses.
+    #[default]
+    All,
+    /// The mean of the directions that have seen at least one token before predicting
+    /// this one (all four where none has; that needs a grid under `2m` on both sides).
+    WithContext,
 }
 
 impl Scans {
@@ -45,12 +61,50 @@ impl Scans {
             .map(|l| ((l % height) * width + l / height) as u32)
             .collect();
         let reversed = |v: &Vec<u32>| v.iter().rev().copied().collect::<Vec<u32>>();
+        let quarter = 1.0 / DIRECTIONS as f64;
         Ok(Scans {
             height,
             width,
             order: [rows.clone(), reversed(&rows), cols.clone(), reversed(&cols)],
             skip: [m * width, m * width, m * height, m * height],
+            weights: std::array::from_fn(|_| vec![quarter; len]),
         })
+    }
+
+    /// The same scans with the directions averaged as `mean` says.
+    pub fn with_direction_mean(mut self, mean: DirectionMean) -> Self {
+        let len = self.len();
+        let quarter = 1.0 / DIRECTIONS as f64;
+        self.weights = match mean {
+            DirectionMean::All => std::array::from_fn(|_| vec![quarter; len]),
+            DirectionMean::WithContext => {
+                // How many directions reach each cell after their first M steps.
+                let mut count = vec![0u8; len];
+                for k in 0..DIRECTIONS {
+                    for &g in &self.order[k][self.skip[k]..] {
+                        count[g as usize] += 1;
+                    }
+                }
+                std::array::from_fn(|k| {
+                    (0..len)
+                        .map(|l| {
+                            let n = count[self.order[k][l] as usize];
+                            match (n, l >= self.skip[k]) {
+                                (0, _) => quarter,
+                                (_, true) => 1.0 / n as f64,
+                                (_, false) => 0.0,
+                            }
+                        })
+                        .collect()
+                })
+            }
+        };
+        self
+    }
+
+    /// Direction `k`'s weight at each sequence position in the mean over directions.
+    pub fn weights(&self, k: usize) -> &[f64] {
+        &self.weights[k]
     }
 
     /// Tokens per sequence, `h * w`.
@@ -93,12 +147,13 @@ impl Scans {
         }
     }
 
-    /// Adds `weight * prediction[l]` of direction `k` onto the grid cell it predicts:
-    /// `grid[order[k][l]] += weight * seq[l]`.
-    pub fn unscan_add<T: Float>(&self, k: usize, seq: &[T], weight: T, grid: &mut [T]) {
+    /// Adds direction `k`'s share of the mean over directions onto the grid cell each
+    /// prediction is for: `grid[order[k][l]] += weights(k)[l] * seq[l]`.
+    pub fn unscan_add<T: Float>(&self, k: usize, seq: &[T], grid: &mut [T]) {
         let c = seq.len() / self.len();
-        for (l, pred) in seq.chunks_exact(c).enumerate() {
+        for ((l, pred), &w) in seq.chunks_exact(c).enumerate().zip(&self.weights[k]) {
             let g = self.order[k][l] as usize;
+            let weight = T::from_f64(w);
             for (dst, &p) in grid[g * c..(g + 1) * c].iter_mut().zip(pred) {
                 *dst += weight * p;
             }
@@ -130,11 +185,13 @@ impl Scans {
         }
     }
 
-    /// The adjoint of [`Scans::unscan_add`]: `d_seq[l] = weight * d_grid[order[k][l]]`.
-    pub fn unscan_backward<T: Float>(&self, k: usize, d_grid: &[T], weight: T, d_seq: &mut [T]) {
+    /// The adjoint of [`Scans::unscan_add`]:
+    /// `d_seq[l] = weights(k)[l] * d_grid[order[k][l]]`.
+    pub fn unscan_backward<T: Float>(&self, k: usize, d_grid: &[T], d_seq: &mut [T]) {
         let c = d_grid.len() / self.len();
-        for (l, d) in d_seq.chunks_exact_mut(c).enumerate() {
+        for ((l, d), &w) in d_seq.chunks_exact_mut(c).enumerate().zip(&self.weights[k]) {
             let g = self.order[k][l] as usize;
+            let weight = T::from_f64(w);
             for (dst, &src) in d.iter_mut().zip(&d_grid[g * c..(g + 1) * c]) {
                 *dst = weight * src;
             }
@@ -193,7 +250,9 @@ mod tests {
     #[test]
     fn backward_functions_are_adjoints() {
         // <A x, y> == <x, A^T y> for the shift and the unscan, on random data.
-        let s = Scans::new(4, 5, 2).unwrap();
+        let s = Scans::new(4, 5, 2)
+            .unwrap()
+            .with_direction_mean(DirectionMean::WithContext);
         let c = 3;
         let n = s.len() * c;
         let mut state = 7u64;
@@ -222,10 +281,10 @@ mod tests {
             assert!((lhs - rhs).abs() < 1e-12, "shift {k}: {lhs} vs {rhs}");
 
             let mut grid = vec![0.0; n];
-            s.unscan_add(k, &tokens, 0.25, &mut grid);
+            s.unscan_add(k, &tokens, &mut grid);
             let lhs: f64 = grid.iter().zip(&y).map(|(a, b)| a * b).sum();
             let mut d_seq = vec![0.0; n];
-            s.unscan_backward(k, &y, 0.25, &mut d_seq);
+            s.unscan_backward(k, &y, &mut d_seq);
             let rhs: f64 = d_seq.iter().zip(&tokens).map(|(a, b)| a * b).sum();
             assert!((lhs - rhs).abs() < 1e-12, "unscan {k}: {lhs} vs {rhs}");
         }
@@ -233,19 +292,51 @@ mod tests {
 
     #[test]
     fn unscan_of_the_scans_of_a_grid_is_the_grid() {
-        let s = Scans::new(3, 5, 1).unwrap();
-        let c = 2;
-        let grid: Vec<f64> = (0..s.len() * c).map(|v| v as f64).collect();
-        let mut back = vec![0.0; grid.len()];
-        for k in 0..4 {
-            // Unshifted sequence: read the grid in order k.
-            let seq: Vec<f64> = s
-                .order(k)
-                .iter()
-                .flat_map(|&g| grid[g as usize * c..(g as usize + 1) * c].to_vec())
-                .collect();
-            s.unscan_add(k, &seq, 0.25, &mut back);
+        // Either mean is a convex combination per cell: equal inputs give the input back.
+        for mean in [DirectionMean::All, DirectionMean::WithContext] {
+            let s = Scans::new(3, 5, 1).unwrap().with_direction_mean(mean);
+            let c = 2;
+            let grid: Vec<f64> = (0..s.len() * c).map(|v| v as f64).collect();
+            let mut back = vec![0.0; grid.len()];
+            for k in 0..4 {
+                // Unshifted sequence: read the grid in order k.
+                let seq: Vec<f64> = s
+                    .order(k)
+                    .iter()
+                    .flat_map(|&g| grid[g as usize * c..(g as usize + 1) * c].to_vec())
+                    .collect();
+                s.unscan_add(k, &seq, &mut back);
+            }
+            for (a, b) in back.iter().zip(&grid) {
+                assert!((a - b).abs() < 1e-12, "{mean:?}: {a} vs {b}");
+            }
         }
-        assert_eq!(back, grid);
+    }
+
+    #[test]
+    fn context_mean_drops_exactly_the_bos_predictions() {
+        // 6 x 7 grid, m = 2: rows 0-1 lack context in direction 0, rows 4-5 in 1,
+        // columns 0-1 in 2, columns 5-6 in 3.
+        let s = Scans::new(6, 7, 2)
+            .unwrap()
+            .with_direction_mean(DirectionMean::WithContext);
+        let mut per_cell = vec![Vec::new(); s.len()];
+        for k in 0..4 {
+            for (l, &g) in s.order(k).iter().enumerate() {
+                per_cell[g as usize].push((k, s.weights(k)[l]));
+            }
+        }
+        for (g, ws) in per_cell.iter().enumerate() {
+            let (i, j) = (g / 7, g % 7);
+            let blind = [i < 2, i >= 4, j < 2, j >= 5];
+            let seeing = blind.iter().filter(|b| !**b).count() as f64;
+            for &(k, w) in ws {
+                let want = if blind[k] { 0.0 } else { 1.0 / seeing };
+                assert_eq!(w, want, "cell ({i}, {j}) direction {k}");
+            }
+        }
+        // The paper's mean is a quarter everywhere.
+        let plain = Scans::new(6, 7, 2).unwrap();
+        assert!((0..4).all(|k| plain.weights(k).iter().all(|&w| w == 0.25)));
     }
 }

@@ -13,7 +13,7 @@ use crate::{Error, Result};
 
 use super::combine::add_resized;
 use super::level::LevelParams;
-use super::scan::Scans;
+use super::scan::{DirectionMean, Scans};
 
 /// The trained parameters of every level, immutable once built: scoring threads share
 /// them through an `Arc`; training builds a new set and swaps it in.
@@ -126,8 +126,14 @@ impl Model {
             .map(|(&output, &channels)| {
                 let grid = grids[output];
                 let name = spec.levels[output].name.clone();
+                let mean = if config.context_mean {
+                    DirectionMean::WithContext
+                } else {
+                    DirectionMean::All
+                };
                 let scans = Scans::new(grid.0, grid.1, config.prediction_step)
-                    .map_err(|e| e.context(format!("level `{name}` at input {width}x{height}")))?;
+                    .map_err(|e| e.context(format!("level `{name}` at input {width}x{height}")))?
+                    .with_direction_mean(mean);
                 Ok(LevelLayout {
                     output,
                     name,

@@ -138,6 +138,7 @@ class _Params(ctypes.Structure):
         ("target_false_reject_rate", ctypes.c_double),
         ("review_band", ctypes.c_double),
         ("pixel_quantile", ctypes.c_double),
+        ("context_mean", ctypes.c_uint32),
     ]
 
 

@@ -34,9 +34,15 @@ pub struct ConfigArgs {
     /// Seed of every random choice [default: 0].
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
-    /// Stop the gradient through the prediction target (the adapted tokens).
-    #[arg(long)]
-    pub detach_target: bool,
+    /// Stop the gradient through the prediction target (the adapted tokens): true or
+    /// false; the flag alone means true [default: the configuration's, false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub detach_target: Option<bool>,
+    /// Average the four directions' predictions over those with context only (not the
+    /// BOS-only guesses near the borders): true or false; the flag alone means true
+    /// [default: the configuration's, false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub context_mean: Option<bool>,
 }
 
 /// Parses `WxH` (also `W,H` or `WXH`).
@@ -93,8 +99,11 @@ impl ConfigArgs {
         if let Some(v) = self.seed {
             config.seed = v;
         }
-        if self.detach_target {
-            config.detach_target = true;
+        if let Some(v) = self.detach_target {
+            config.detach_target = v;
+        }
+        if let Some(v) = self.context_mean {
+            config.context_mean = v;
         }
         config.validate()?;
         Ok(config)
