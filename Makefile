@@ -1,5 +1,5 @@
 # varad: the two commands of the README, and the steps they are made of.
-#   make demo   train + score on a bundled default and write pictures of the result
+#   make demo   generate a small high-resolution set, train + score VarAD and a baseline, write the report and heatmaps
 #   make test   install what the tests need (into .deps/, never the system) and run them all
 
 PYTHON_VENV := .deps/venv
@@ -137,16 +137,24 @@ test-csharp: tools
 bench: setup
 	$(CARGO) bench --bench tokenizer
 
-## demo: train on crops of a real photograph (scikit-image's bundled brick wall), score crops
-## with planted defects, write heatmaps to out/demo
+## demo: the README's first command. Generates a small high-resolution set (1024 x 1024
+## texture photographs and a procedural surface with planted defects, pixel masks), trains
+## VarAD and the PatchCore-style baseline on the bundled EfficientNet-Lite0 per category,
+## scores the test images, prints the metrics table and writes the report and heatmap
+## montages to out/demo.
+DEMO_DATA := out/demo/data
+DEMO_SET  := --size 1024 --categories brick,metal --train 10 --test-good 3 --test-per-type 1 --seed 7
 demo: setup
 	$(CARGO) build --release --bin varad
-	./target/release/varad demo --out out/demo --backbone $(BACKBONES)/efficientnet_lite0.onnx \
-	  --texture "$$(ls $(PYTHON_VENV)/lib/python3*/site-packages/skimage/data/brick.png | head -n 1)"
+	@if [ "$$(cat $(DEMO_DATA)/.args 2>/dev/null)" != "$(DEMO_SET)" ]; then \
+	  rm -rf $(DEMO_DATA) && $(PY) scripts/make_synthetic_set.py --out $(DEMO_DATA) $(DEMO_SET) && \
+	  echo "$(DEMO_SET)" > $(DEMO_DATA)/.args; \
+	fi
+	./target/release/varad eval --data $(DEMO_DATA) --backbone $(BACKBONES)/efficientnet_lite0.onnx \
+	  --out out/demo --method both --device auto
+	@echo
+	@echo "report: out/demo/report.md (and report.json); heatmaps next to the ground truth: out/demo/montage_*.png"
 
-## synthetic: a small synthetic anomaly-detection set in the MVTec AD layout, in out/synthetic
-## (the default categories at 1024x1024; see scripts/README.md). Override with SYNTHETIC_ARGS.
-SYNTHETIC_ARGS ?= --size 1024 --train 10 --test-good 4 --test-per-type 3 --seed 0
 synthetic: $(PY)
 	$(PY) scripts/make_synthetic_set.py --out out/synthetic $(SYNTHETIC_ARGS)
 

@@ -22,7 +22,7 @@ fn help_covers_every_subcommand() {
     let out = varad(&["--help"]);
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for sub in ["info", "demo", "train", "score", "eval", "bench"] {
+    for sub in ["info", "train", "score", "eval", "bench"] {
         assert!(help.contains(sub), "{sub} missing from:\n{help}");
     }
     for (sub, flags) in [
@@ -39,6 +39,7 @@ fn help_covers_every_subcommand() {
                 "--threads",
                 "--seed",
                 "--detach-target",
+                "--context-mean",
                 "--config",
             ][..],
         ),
@@ -58,7 +59,6 @@ fn help_covers_every_subcommand() {
             "bench",
             &["--size", "--images", "--device", "--threads"][..],
         ),
-        ("demo", &["--texture"][..]),
         ("info", &["--backbone"][..]),
     ] {
         let out = varad(&[sub, "--help"]);

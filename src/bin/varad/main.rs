@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 mod bench;
 mod config_args;
-mod demo;
 mod eval;
 mod info;
 mod score;
@@ -30,9 +29,6 @@ struct Cli {
 enum Command {
     /// Print the library version, the ONNX Runtime loaded, and a backbone's contract.
     Info(info::Args),
-    /// Train on crops of a texture photograph, score crops with planted defects, and write
-    /// heatmap pictures: the whole job in about a minute.
-    Demo(demo::Args),
     /// Train a model on images of good parts and save it.
     Train(train::Args),
     /// Score images with a saved model: anomaly maps, overlays and verdicts.
@@ -74,7 +70,6 @@ fn main() -> ExitCode {
     let runtime = cli.runtime;
     let result = match cli.command {
         Command::Info(args) => info::run(args, runtime),
-        Command::Demo(args) => demo::run(&args.texture, &args.backbone, &args.out, args.device),
         Command::Train(args) => train::run(args, runtime),
         Command::Score(args) => score::run(args, runtime),
         Command::Eval(args) => eval::run(args, runtime),
