@@ -119,6 +119,11 @@ pub fn save(model: &Model, path: &Path) -> Result<()> {
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, renames it over `path` and
 /// syncs the folder, so the rename itself survives a power cut.
+///
+/// The temporary file is `.<name>.<pid>.tmp` in `path`'s folder. A process killed while
+/// saving leaves it behind; it never affects `path` (which holds the old or the new
+/// model, whole), and the next save over the same name removes it once its process is
+/// gone (see `remove_stale_temps`).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -132,6 +137,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         name.to_string_lossy(),
         std::process::id()
     ));
+    remove_stale_temps(&dir, &name.to_string_lossy());
     let result = (|| {
         let mut file = std::fs::File::create(&temp).map_err(|e| Error::io(&temp, "create", &e))?;
         file.write_all(bytes)
@@ -149,6 +155,45 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&temp);
     }
     result
+}
+
+/// Removes the temporary files `.<name>.<pid>.tmp` in `dir` that a process killed while
+/// saving over `name` left behind. Only files of processes that no longer exist are
+/// removed: a live process (this one, or another saving the same path at this moment)
+/// keeps its file. A pid reused by an unrelated process keeps the file too, until a later
+/// save finds that pid gone; that errs on the side of keeping.
+///
+/// Best effort: a folder that cannot be listed, or a file that cannot be removed, is left
+/// as it is and the save goes on, since a stale file only wastes space.
+fn remove_stale_temps(dir: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        let Some(pid) = file_name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|pid| pid.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        if pid > 0 && !process_exists(pid) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether a process with this pid exists (signal 0 checks without sending anything;
+/// EPERM means it exists but belongs to another user).
+fn process_exists(pid: libc::pid_t) -> bool {
+    // SAFETY: kill with signal 0 has no effect beyond the existence and permission check.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 fn record(model: &Model) -> BackboneRecord {
