@@ -118,6 +118,7 @@ valgrind:
 	@mkdir -p target/valgrind target/c
 	$(CC) -std=c99 $(CWARN) -g -Iinclude tests/c/api.c -Ltarget/debug -lvarad -Wl,-rpath,$(CURDIR)/target/debug -o target/valgrind/api
 	valgrind --tool=memcheck --leak-check=full --errors-for-leak-kinds=definite \
+	  --suppressions=tests/valgrind.supp \
 	  --error-exitcode=99 --log-file=target/valgrind/memcheck.log target/valgrind/api
 	@grep -E "definitely lost|indirectly lost|possibly lost|still reachable|ERROR SUMMARY" target/valgrind/memcheck.log
 
