@@ -136,7 +136,7 @@ fuzz-build:
 fuzz: fuzz-build
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  echo "fuzz $$t for $(FUZZ_SECONDS) s"; \
-	  $(FUZZ_ENV) $(CARGO) fuzz run $$t fuzz/corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -print_final_stats=1; \
+	  $(FUZZ_ENV) $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -print_final_stats=1; \
 	done
 
 ## fuzz-smoke: for CI. Building the fuzz targets (every dependency again, instrumented)

@@ -23,12 +23,16 @@ use varad::image::{to_backbone_input, ImageLimits, ImageView, InputSpec, PixelFo
 /// layout the model-file seed was saved with.
 pub const TINY_CHANNELS: [usize; 3] = [32, 32, 32];
 
-/// The committed tiny ViT backbone.
+/// The committed tiny ViT backbone. This file is compiled into the root tests (manifest
+/// at the repository root) and into the fuzz crate (manifest in `fuzz/`).
 pub fn tiny_backbone() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/tiny_vit.onnx"
-    ))
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let here = manifest.join("tests/data/tiny_vit.onnx");
+    if here.is_file() {
+        here
+    } else {
+        manifest.join("../tests/data/tiny_vit.onnx")
+    }
 }
 
 // ---------------------------------------------------------------------------------------
