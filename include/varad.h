@@ -674,7 +674,8 @@ struct VaradScoreParams varad_default_score_params(void);
 // thread in `varad_train`) this returns `VARAD_ERR_BUSY`.
 // Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_IMAGE` (zero size, stride too
 // short, unknown format), `VARAD_ERR_IMAGE_TOO_LARGE`, `VARAD_ERR_INVALID_ARGUMENT`
-// (`params->size` too small, ROI size not the image's), `VARAD_ERR_RUNTIME`,
+// (`params->size` too small, ROI size not the image's), `VARAD_ERR_BATCH_TOO_LARGE`
+// (more memory than `VaradParams.max_batch_bytes`), `VARAD_ERR_RUNTIME`,
 // `VARAD_ERR_BUSY`. `*out_result` is written only on success.
 //
 // # Safety
@@ -817,8 +818,9 @@ enum VaradStatus varad_training_set_create(const struct VaradModel *model,
 // threads may score with it meanwhile).
 // Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_IMAGE`, `VARAD_ERR_IMAGE_TOO_LARGE`,
 // `VARAD_ERR_INVALID_ARGUMENT` (the set was made for an incompatible model),
-// `VARAD_ERR_RUNTIME`, `VARAD_ERR_IO` (spilling the cache), `VARAD_ERR_BUSY` (the model is
-// training). On error the set is unchanged.
+// `VARAD_ERR_RUNTIME`, `VARAD_ERR_IO` (spilling the cache), `VARAD_ERR_CACHE_FULL` (the
+// cache's memory and spill limits are reached), `VARAD_ERR_BUSY` (the model is training).
+// On error the set is unchanged.
 //
 // # Safety
 // `set`, `model`, `image` are NULL or live; `image->data` is readable for the bytes the

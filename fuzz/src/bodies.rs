@@ -213,10 +213,22 @@ pub fn image(data: &[u8]) {
         Ok(geometry) => {
             let rect = geometry.input_rect_for_image();
             assert!(rect.x + rect.width <= spec.width && rect.y + rect.height <= spec.height);
-            assert!(
-                out.iter().all(|v| (0.0..=1.0).contains(v)),
-                "values outside [0, 1]"
-            );
+            if let Some((i, v)) = out
+                .iter()
+                .enumerate()
+                .find(|(_, v)| !(0.0..=1.0).contains(*v))
+            {
+                panic!(
+                    "value {v} at {i} outside [0, 1]: {}x{} {format:?} stride {} into {}x{} \
+                     ({:?}), rect {rect:?}",
+                    view.width(),
+                    view.height(),
+                    view.stride(),
+                    spec.width,
+                    spec.height,
+                    spec.mode
+                );
+            }
         }
         Err(e) => assert_eq!(e.kind(), varad::ErrorKind::ImageTooLarge, "{e}"),
     }
