@@ -28,25 +28,41 @@
  * varad_last_error_copy()) says what went wrong, per thread. No call aborts the
  * process or lets a panic escape (VARAD_ERR_PANIC reports a bug instead).
  *
+ *   code status                        cause (every class of bad input has its own)
  *   0  VARAD_OK                      success
- *   1  VARAD_ERR_INVALID_ARGUMENT    an argument is out of range or inconsistent
- *   2  VARAD_ERR_NULL_POINTER        a required pointer is NULL
- *   3  VARAD_ERR_INVALID_IMAGE       an image view is unusable
- *   4  VARAD_ERR_IMAGE_TOO_LARGE     an image exceeds the pixel limit
- *   5  VARAD_ERR_IMAGE_DECODE        an image file cannot be decoded
- *   6  VARAD_ERR_IO                  a file cannot be read or written
+ *   1  VARAD_ERR_INVALID_ARGUMENT    an argument out of range or inconsistent: a params
+ *                                    struct `size` below the first version's, a ROI of
+ *                                    the wrong length, count 0, an unknown threshold or
+ *                                    device code, a string that is not UTF-8
+ *   2  VARAD_ERR_NULL_POINTER        a required pointer (handle, view, out-parameter)
+ *                                    is NULL
+ *   3  VARAD_ERR_INVALID_IMAGE       an unusable image view: NULL data, zero width or
+ *                                    height, stride shorter than a row, unknown format
+ *   4  VARAD_ERR_IMAGE_TOO_LARGE     an image (view or file header) over the pixel limit
+ *                                    (max_image_pixels), checked before any pixel is read
+ *   5  VARAD_ERR_IMAGE_DECODE        an image file that is not PNG/JPEG/TIFF/BMP, is
+ *                                    corrupt or truncated, or has unsupported samples
+ *   6  VARAD_ERR_IO                  a file that cannot be read or written (missing,
+ *                                    no permission, disk full)
  *   7  VARAD_ERR_RUNTIME_NOT_FOUND   ONNX Runtime missing, unloadable or too old
- *   8  VARAD_ERR_RUNTIME             ONNX Runtime failed
- *   9  VARAD_ERR_BACKBONE_CONTRACT   the backbone ONNX file breaks the contract
- *  10  VARAD_ERR_CONFIG              the configuration is invalid
- *  11  VARAD_ERR_MODEL_FILE          a model file is malformed or does not match
- *  12  VARAD_ERR_CUDA                a requested CUDA device cannot be used
+ *   8  VARAD_ERR_RUNTIME             ONNX Runtime failed (not caused by arguments)
+ *   9  VARAD_ERR_BACKBONE_CONTRACT   a backbone ONNX file that breaks the contract
+ *  10  VARAD_ERR_CONFIG              an invalid configuration (zero epochs, a
+ *                                    prediction step too large for the grid, ...)
+ *  11  VARAD_ERR_MODEL_FILE          a model file that is malformed, truncated, claims
+ *                                    more than it holds, or does not match the backbone
+ *  12  VARAD_ERR_CUDA                a requested CUDA device that cannot be used
  *  13  VARAD_ERR_CANCELLED           the progress callback cancelled (model unchanged)
- *  14  VARAD_ERR_BUFFER_TOO_SMALL    an output buffer is too small
+ *  14  VARAD_ERR_BUFFER_TOO_SMALL    an output buffer too small (`needed` says how big)
  *  15  VARAD_ERR_PANIC               the library caught a panic (a bug)
  *  16  VARAD_ERR_INTERNAL            another internal error (a bug)
  *  17  VARAD_ERR_BUSY                the model is in use by a conflicting call
  *  18  VARAD_ERR_NOT_CALIBRATED      the model (or result) has no calibration
+ *  19  VARAD_ERR_BATCH_TOO_LARGE     a scoring batch needing more memory than
+ *                                    max_batch_bytes
+ *  20  VARAD_ERR_CACHE_FULL          the training cache is full: cache_limit_bytes in
+ *                                    memory and cache_disk_limit_bytes spilled
+ * tests/c/bad_input.c provokes every code that bad input can cause (1-7, 9-12, 14, 18-20).
  * Values are never renumbered or reused; new ones are added at the end.
  *
  * Thread safety:
@@ -130,6 +146,12 @@ typedef enum VaradStatus {
   // The call needs a calibrated model (a trained one, or one loaded from a trained
   // model's file) or a result scored with one.
   VARAD_ERR_NOT_CALIBRATED = 18,
+  // A batch of images would need more memory than the model's per-call limit
+  // (`VaradParams.max_batch_bytes`); score fewer or smaller images per call.
+  VARAD_ERR_BATCH_TOO_LARGE = 19,
+  // The training cache is full: its memory (`VaradParams.cache_limit_bytes`) and its
+  // temporary file (`VaradParams.cache_disk_limit_bytes`) hold all they may.
+  VARAD_ERR_CACHE_FULL = 20,
 } VaradStatus;
 
 // The pixel formats of `VaradImageView.format`. The values are those of the engine's
@@ -330,6 +352,15 @@ typedef struct VaradParams {
   double review_band;
   // Quantile of normal pixels used as the pixel threshold, in (0, 1]. Default: 1.0.
   double pixel_quantile;
+  // Memory one scoring call may need for its whole batch, in bytes; a batch that
+  // would need more is refused with `VARAD_ERR_BATCH_TOO_LARGE` before any work.
+  // Default: 4294967296 (4 GiB). (Added in 0.1.0 after the first layout: callers
+  // whose `size` ends before it get the default.)
+  uint64_t max_batch_bytes;
+  // Bytes the training cache may spill to its temporary file once
+  // `cache_limit_bytes` of memory are used; past it `varad_training_set_add` returns
+  // `VARAD_ERR_CACHE_FULL`. Default: 68719476736 (64 GiB).
+  uint64_t cache_disk_limit_bytes;
   // Nonzero: average each token's directional predictions over the directions that
   // have seen context, leaving out the BOS-only guesses near the borders. Default: 0
   // (the paper's plain mean of the four).
@@ -647,7 +678,8 @@ struct VaradScoreParams varad_default_score_params(void);
 // thread in `varad_train`) this returns `VARAD_ERR_BUSY`.
 // Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_IMAGE` (zero size, stride too
 // short, unknown format), `VARAD_ERR_IMAGE_TOO_LARGE`, `VARAD_ERR_INVALID_ARGUMENT`
-// (`params->size` too small, ROI size not the image's), `VARAD_ERR_RUNTIME`,
+// (`params->size` too small, ROI size not the image's), `VARAD_ERR_BATCH_TOO_LARGE`
+// (more memory than `VaradParams.max_batch_bytes`), `VARAD_ERR_RUNTIME`,
 // `VARAD_ERR_BUSY`. `*out_result` is written only on success.
 //
 // # Safety
@@ -790,8 +822,9 @@ enum VaradStatus varad_training_set_create(const struct VaradModel *model,
 // threads may score with it meanwhile).
 // Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_IMAGE`, `VARAD_ERR_IMAGE_TOO_LARGE`,
 // `VARAD_ERR_INVALID_ARGUMENT` (the set was made for an incompatible model),
-// `VARAD_ERR_RUNTIME`, `VARAD_ERR_IO` (spilling the cache), `VARAD_ERR_BUSY` (the model is
-// training). On error the set is unchanged.
+// `VARAD_ERR_RUNTIME`, `VARAD_ERR_IO` (spilling the cache), `VARAD_ERR_CACHE_FULL` (the
+// cache's memory and spill limits are reached), `VARAD_ERR_BUSY` (the model is training).
+// On error the set is unchanged.
 //
 // # Safety
 // `set`, `model`, `image` are NULL or live; `image->data` is readable for the bytes the

@@ -96,6 +96,12 @@ pub struct TrainConfig {
     /// Memory the backbone token cache may use, in bytes; past it, tokens spill to a
     /// temporary file. Default 4 GiB.
     pub cache_limit_bytes: u64,
+    /// Bytes the token cache may write to its temporary file once memory is full; past
+    /// it, adding an image fails with [`crate::ErrorKind::CacheFull`] instead of filling
+    /// the disk of a production machine. Default 64 GiB. (Absent from model files
+    /// written before it existed: they get the default.)
+    #[serde(default = "default_cache_disk_limit")]
+    pub cache_disk_limit_bytes: u64,
     /// Share of the normal images held back for calibration. Default 0.1.
     pub calibration_fraction: f64,
     /// Fewest images held back for calibration. Default 3.
@@ -113,6 +119,20 @@ pub struct ScoreConfig {
     pub calibration: CalibrationConfig,
     /// Smallest defect region reported, in pixels. Default 1.
     pub min_region_area: usize,
+    /// Memory one scoring call may need for its batch, in bytes (estimated before any
+    /// work: backbone inputs and outputs, and the image-size maps); a batch that would
+    /// need more fails with [`crate::ErrorKind::BatchTooLarge`]. Default 4 GiB. (Absent
+    /// from model files written before it existed: they get the default.)
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: u64,
+}
+
+fn default_cache_disk_limit() -> u64 {
+    64 << 30
+}
+
+fn default_max_batch_bytes() -> u64 {
+    4 << 30
 }
 
 impl Default for TrainConfig {
@@ -126,6 +146,7 @@ impl Default for TrainConfig {
             beta2: 0.999,
             eps: 1e-8,
             cache_limit_bytes: 4 << 30,
+            cache_disk_limit_bytes: default_cache_disk_limit(),
             calibration_fraction: 0.1,
             min_calibration_images: 3,
         }
@@ -138,6 +159,7 @@ impl Default for ScoreConfig {
             sigma: 4.0,
             calibration: CalibrationConfig::default(),
             min_region_area: 1,
+            max_batch_bytes: default_max_batch_bytes(),
         }
     }
 }
@@ -245,6 +267,9 @@ impl Config {
                     "input_size {w}x{h} has a side over the limit {MAX_INPUT_SIDE}"
                 ));
             }
+        }
+        if self.score.max_batch_bytes == 0 {
+            problems.push("score.max_batch_bytes must be positive".into());
         }
         if self.max_image_pixels == 0 {
             problems.push("max_image_pixels must be positive".into());

@@ -37,6 +37,13 @@ pub enum ErrorKind {
     Cancelled,
     /// A bug in the library; the message says where.
     Internal,
+    /// A batch of images would need more memory than the configured per-call limit
+    /// ([`crate::ScoreConfig::max_batch_bytes`]); score fewer images per call.
+    BatchTooLarge,
+    /// The training token cache reached its limit: memory
+    /// ([`crate::TrainConfig::cache_limit_bytes`]) and then the temporary file
+    /// ([`crate::TrainConfig::cache_disk_limit_bytes`]) are full.
+    CacheFull,
 }
 
 /// An engine error: what kind of failure, and a message that says exactly what went wrong.

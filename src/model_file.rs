@@ -119,6 +119,11 @@ pub fn save(model: &Model, path: &Path) -> Result<()> {
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, renames it over `path` and
 /// syncs the folder, so the rename itself survives a power cut.
+///
+/// The temporary file is `.<name>.<pid>.tmp` in `path`'s folder. A process killed while
+/// saving leaves it behind; it never affects `path` (which holds the old or the new
+/// model, whole), and the next save over the same name removes it once its process is
+/// gone (see `remove_stale_temps`).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -132,6 +137,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         name.to_string_lossy(),
         std::process::id()
     ));
+    remove_stale_temps(&dir, &name.to_string_lossy());
     let result = (|| {
         let mut file = std::fs::File::create(&temp).map_err(|e| Error::io(&temp, "create", &e))?;
         file.write_all(bytes)
@@ -149,6 +155,45 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&temp);
     }
     result
+}
+
+/// Removes the temporary files `.<name>.<pid>.tmp` in `dir` that a process killed while
+/// saving over `name` left behind. Only files of processes that no longer exist are
+/// removed: a live process (this one, or another saving the same path at this moment)
+/// keeps its file. A pid reused by an unrelated process keeps the file too, until a later
+/// save finds that pid gone; that errs on the side of keeping.
+///
+/// Best effort: a folder that cannot be listed, or a file that cannot be removed, is left
+/// as it is and the save goes on, since a stale file only wastes space.
+fn remove_stale_temps(dir: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        let Some(pid) = file_name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|pid| pid.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        if pid > 0 && !process_exists(pid) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether a process with this pid exists (signal 0 checks without sending anything;
+/// EPERM means it exists but belongs to another user).
+fn process_exists(pid: libc::pid_t) -> bool {
+    // SAFETY: kill with signal 0 has no effect beyond the existence and permission check.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 fn record(model: &Model) -> BackboneRecord {
@@ -249,6 +294,177 @@ fn check_tensor_table(
     }
 }
 
+/// What [`parse`] finds in a model file's bytes, before any backbone is opened.
+pub struct ParsedModel {
+    /// The stored configuration (validated).
+    pub config: Config,
+    /// The stored calibration, if the model was calibrated.
+    pub calibration: Option<Calibration>,
+    /// Every level's weights, finest first.
+    pub weights: Weights,
+}
+
+/// Reads the safetensors header and the metadata JSON, checks the format version, the
+/// configuration and the tensor table. Nothing here depends on the backbone, and
+/// nothing is allocated for a size the file merely claims. The error is the list of
+/// problems, without the path.
+fn read_header(bytes: &[u8]) -> std::result::Result<FileMetadata, String> {
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
+    let json = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(METADATA_KEY))
+        .ok_or_else(|| "no varad metadata: not a varad model file".to_string())?;
+    let version: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("the metadata is not JSON: {e}"))?;
+    match version.get("format_version").and_then(|v| v.as_u64()) {
+        Some(v) if v > FORMAT_VERSION as u64 => {
+            return Err(format!(
+                "format version {v} was written by a newer varad; this library ({}) reads up to {FORMAT_VERSION}",
+                crate::VERSION
+            ))
+        }
+        Some(_) => {}
+        None => return Err("the metadata has no format_version".to_string()),
+    }
+    let metadata: FileMetadata = serde_json::from_value(version)
+        .map_err(|e| format!("the metadata does not match format {FORMAT_VERSION}: {e}"))?;
+    metadata
+        .config
+        .validate()
+        .map_err(|e| format!("the stored configuration is invalid: {}", e.message()))?;
+    check_tensor_table(&metadata, &header)?;
+    Ok(metadata)
+}
+
+/// Builds every level's weights from the tensors in `bytes`, one level per entry of
+/// `channels` (finest first), with `config`'s predictor settings. Every missing,
+/// mistyped, misshapen or unexpected tensor is named.
+fn extract_weights(
+    bytes: &[u8],
+    config: &Config,
+    channels: &[usize],
+) -> std::result::Result<Weights, String> {
+    let tensors =
+        SafeTensors::deserialize(bytes).map_err(|e| format!("corrupt tensor data: {e}"))?;
+    let mut problems = Vec::new();
+    let mut expected = std::collections::BTreeSet::new();
+    let fetch = |name: &str, problems: &mut Vec<String>| -> Option<(Vec<usize>, Vec<f32>)> {
+        match tensors.tensor(name) {
+            Err(_) => {
+                problems.push(format!("{name} is missing"));
+                None
+            }
+            Ok(view) if view.dtype() != Dtype::F32 => {
+                problems.push(format!("{name} is {:?}; expected F32", view.dtype()));
+                None
+            }
+            Ok(view) => Some((
+                view.shape().to_vec(),
+                view.data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            )),
+        }
+    };
+    let mut levels = Vec::new();
+    for (h, &c) in channels.iter().enumerate() {
+        let names = tensor_names(h);
+        let mut small = Vec::new();
+        for (name, shape) in names.iter().zip([vec![c, c], vec![c], vec![c]]) {
+            expected.insert(name.clone());
+            match fetch(name, &mut problems) {
+                Some((s, data)) if s == shape => small.push(data),
+                Some((s, _)) => {
+                    problems.push(format!("{name} has shape {s:?}, expected {shape:?}"))
+                }
+                None => {}
+            }
+        }
+        let prefix = format!("predictors.{h}.");
+        let predictor =
+            Predictor::from_tensors(crate::model::predictor_config(config, c), |name| {
+                let full = format!("{prefix}{name}");
+                tensors
+                    .tensor(&full)
+                    .ok()
+                    .filter(|v| v.dtype() == Dtype::F32)
+                    .map(|v| {
+                        (
+                            v.shape().to_vec(),
+                            v.data()
+                                .chunks_exact(4)
+                                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                                .collect(),
+                        )
+                    })
+            });
+        for n in 0..config.n_layers {
+            for i in 0..crate::predictor::NAMES.len() {
+                expected.insert(format!(
+                    "{prefix}{}",
+                    crate::predictor::weights::full_name(n, i)
+                ));
+            }
+        }
+        match (predictor, small.len()) {
+            (Ok(predictor), 3) => {
+                let bos = small.pop().expect("three tensors");
+                let bias = small.pop().expect("three tensors");
+                let weight = small.pop().expect("three tensors");
+                levels.push(LevelParams {
+                    channels: c,
+                    adapter_weight: weight,
+                    adapter_bias: bias,
+                    bos,
+                    predictor,
+                });
+            }
+            (Err(e), _) => problems.push(format!("level {h}: {}", e.message())),
+            _ => {}
+        }
+    }
+    let extra: Vec<&str> = tensors
+        .names()
+        .into_iter()
+        .filter(|n| !expected.contains(*n))
+        .collect();
+    if !extra.is_empty() {
+        problems.push(format!("unexpected tensors {}", extra.join(", ")));
+    }
+    if !problems.is_empty() {
+        problems.sort();
+        return Err(problems.join("; "));
+    }
+    Ok(Weights { levels })
+}
+
+/// Parses a model file's bytes without opening its backbone: the safetensors header, the
+/// metadata JSON, the tensor table checked against the metadata, and the tensors
+/// themselves, for a backbone whose levels have `channels` channels (finest first).
+///
+/// This is the part of [`load`] that reads untrusted bytes, split out so it can be
+/// fuzzed and tested without ONNX Runtime. [`load`] additionally checks the backbone's
+/// SHA-256 and its levels' names and grids. Errors are [`ErrorKind::ModelFile`].
+pub fn parse(bytes: &[u8], channels: &[usize]) -> Result<ParsedModel> {
+    let err = |what: String| Error::new(ErrorKind::ModelFile, what);
+    let metadata = read_header(bytes).map_err(err)?;
+    let stored: Vec<usize> = metadata.backbone.levels.iter().map(|l| l.1).collect();
+    if stored != channels {
+        return Err(err(format!(
+            "the model's levels have {stored:?} channels; the backbone's have {channels:?}"
+        )));
+    }
+    let weights = extract_weights(bytes, &metadata.config, channels).map_err(err)?;
+    Ok(ParsedModel {
+        config: metadata.config,
+        calibration: metadata.calibration,
+        weights,
+    })
+}
+
 /// Reads a model file, opens its backbone and checks that everything matches.
 pub fn load(path: &Path, options: &LoadOptions) -> Result<Model> {
     if let Ok(m) = std::fs::metadata(path) {
@@ -260,39 +476,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Model> {
         }
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, "read the model file", &e))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| bad(path, format!("not a safetensors file: {e}")))?;
-    let json = header
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(METADATA_KEY))
-        .ok_or_else(|| bad(path, "no varad metadata: not a varad model file"))?;
-    let version: serde_json::Value = serde_json::from_str(json)
-        .map_err(|e| bad(path, format!("the metadata is not JSON: {e}")))?;
-    match version.get("format_version").and_then(|v| v.as_u64()) {
-        Some(v) if v > FORMAT_VERSION as u64 => {
-            return Err(bad(
-                path,
-                format!("format version {v} was written by a newer varad; this library ({}) reads up to {FORMAT_VERSION}", crate::VERSION),
-            ))
-        }
-        Some(_) => {}
-        None => return Err(bad(path, "the metadata has no format_version")),
-    }
-    let metadata: FileMetadata = serde_json::from_value(version).map_err(|e| {
-        bad(
-            path,
-            format!("the metadata does not match format {FORMAT_VERSION}: {e}"),
-        )
-    })?;
-
-    metadata.config.validate().map_err(|e| {
-        bad(
-            path,
-            format!("the stored configuration is invalid: {}", e.message()),
-        )
-    })?;
-    check_tensor_table(&metadata, &header).map_err(|problems| bad(path, problems))?;
+    let metadata = read_header(&bytes).map_err(|problems| bad(path, problems))?;
 
     let mut config = metadata.config.clone();
     if let Some(backbone) = &options.backbone {
@@ -344,101 +528,10 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Model> {
             ),
         ));
     }
-
-    let tensors = SafeTensors::deserialize(&bytes)
-        .map_err(|e| bad(path, format!("corrupt tensor data: {e}")))?;
-    let mut problems = Vec::new();
-    let mut expected = std::collections::BTreeSet::new();
-    let fetch = |name: &str, problems: &mut Vec<String>| -> Option<(Vec<usize>, Vec<f32>)> {
-        match tensors.tensor(name) {
-            Err(_) => {
-                problems.push(format!("{name} is missing"));
-                None
-            }
-            Ok(view) if view.dtype() != Dtype::F32 => {
-                problems.push(format!("{name} is {:?}; expected F32", view.dtype()));
-                None
-            }
-            Ok(view) => Some((
-                view.shape().to_vec(),
-                view.data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-            )),
-        }
-    };
-    let mut levels = Vec::new();
-    for (h, layout) in model.layout().iter().enumerate() {
-        let c = layout.channels;
-        let names = tensor_names(h);
-        let mut small = Vec::new();
-        for (name, shape) in names.iter().zip([vec![c, c], vec![c], vec![c]]) {
-            expected.insert(name.clone());
-            match fetch(name, &mut problems) {
-                Some((s, data)) if s == shape => small.push(data),
-                Some((s, _)) => {
-                    problems.push(format!("{name} has shape {s:?}, expected {shape:?}"))
-                }
-                None => {}
-            }
-        }
-        let prefix = format!("predictors.{h}.");
-        let predictor =
-            Predictor::from_tensors(crate::model::predictor_config(model.config(), c), |name| {
-                let full = format!("{prefix}{name}");
-                tensors
-                    .tensor(&full)
-                    .ok()
-                    .filter(|v| v.dtype() == Dtype::F32)
-                    .map(|v| {
-                        (
-                            v.shape().to_vec(),
-                            v.data()
-                                .chunks_exact(4)
-                                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                                .collect(),
-                        )
-                    })
-            });
-        for n in 0..model.config().n_layers {
-            for i in 0..crate::predictor::NAMES.len() {
-                expected.insert(format!(
-                    "{prefix}{}",
-                    crate::predictor::weights::full_name(n, i)
-                ));
-            }
-        }
-        match (predictor, small.len()) {
-            (Ok(predictor), 3) => {
-                let bos = small.pop().expect("three tensors");
-                let bias = small.pop().expect("three tensors");
-                let weight = small.pop().expect("three tensors");
-                levels.push(LevelParams {
-                    channels: c,
-                    adapter_weight: weight,
-                    adapter_bias: bias,
-                    bos,
-                    predictor,
-                });
-            }
-            (Err(e), _) => problems.push(format!("level {h}: {}", e.message())),
-            _ => {}
-        }
-    }
-    let extra: Vec<&str> = tensors
-        .names()
-        .into_iter()
-        .filter(|n| !expected.contains(*n))
-        .collect();
-    if !extra.is_empty() {
-        problems.push(format!("unexpected tensors {}", extra.join(", ")));
-    }
-    if !problems.is_empty() {
-        problems.sort();
-        return Err(bad(path, problems.join("; ")));
-    }
-    model.set_weights(Weights { levels })?;
+    let channels: Vec<usize> = model.layout().iter().map(|l| l.channels).collect();
+    let weights = extract_weights(&bytes, model.config(), &channels)
+        .map_err(|problems| bad(path, problems))?;
+    model.set_weights(weights)?;
     if let Some(calibration) = metadata.calibration {
         model.set_calibration(calibration);
     }

@@ -74,3 +74,28 @@ fn a_view_over_the_limit_is_refused_untouched() {
     );
     assert!(out.iter().all(|&v| v == 3.0));
 }
+
+/// Fuzzing found 1.0000001 in the input of a white 7 x 1 image shrunk into a 4 x 122
+/// input (keeping the aspect): the filters' f32 weights summed past 1. Every value of
+/// the backbone input is in [0, 1]. (The fuzz input itself is replayed from
+/// fuzz/regressions/image/ by tests/fuzz_corpus.rs.)
+#[test]
+fn white_pixels_shrunk_stay_at_most_one() {
+    use varad::image::{to_backbone_input, ImageView, InputSpec, PixelFormat, ResizeMode};
+    for (w, h, iw, ih) in [(7u32, 1u32, 4u32, 122u32), (7, 3, 4, 4), (13, 13, 5, 7)] {
+        for format in [PixelFormat::Mono8, PixelFormat::Rgb8, PixelFormat::Mono16] {
+            let pixels = vec![255u8; (w * h) as usize * format.bytes_per_pixel()];
+            let view = ImageView::packed(&pixels, w, h, format).unwrap();
+            for mode in [ResizeMode::Stretch, ResizeMode::KeepAspect] {
+                let spec = InputSpec::new(iw, ih).with_mode(mode);
+                let mut out = vec![0f32; spec.buffer_len().unwrap()];
+                to_backbone_input(&view, &spec, &mut out).unwrap();
+                assert!(
+                    out.iter().all(|v| (0.0..=1.0).contains(v)),
+                    "{w}x{h} {format:?} into {iw}x{ih} {mode:?}: {:?}",
+                    out.iter().copied().fold(f32::MIN, f32::max)
+                );
+            }
+        }
+    }
+}

@@ -21,6 +21,7 @@ namespace Varad
         ImageDecode = 5, Io = 6, RuntimeNotFound = 7, Runtime = 8, BackboneContract = 9,
         Config = 10, ModelFile = 11, Cuda = 12, Cancelled = 13, BufferTooSmall = 14,
         Panic = 15, Internal = 16, Busy = 17, NotCalibrated = 18,
+        BatchTooLarge = 19, CacheFull = 20,
     }
 
     /// <summary>The VaradPixelFormat values.</summary>
@@ -62,6 +63,7 @@ namespace Varad
         public float sigma;
         public uint top_k;
         public double target_false_reject_rate, review_band, pixel_quantile;
+        public ulong max_batch_bytes, cache_disk_limit_bytes;
         public uint context_mean;
     }
 

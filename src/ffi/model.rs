@@ -178,6 +178,15 @@ pub struct VaradParams {
     pub review_band: f64,
     /// Quantile of normal pixels used as the pixel threshold, in (0, 1]. Default: 1.0.
     pub pixel_quantile: f64,
+    /// Memory one scoring call may need for its whole batch, in bytes; a batch that
+    /// would need more is refused with `VARAD_ERR_BATCH_TOO_LARGE` before any work.
+    /// Default: 4294967296 (4 GiB). (Added in 0.1.0 after the first layout: callers
+    /// whose `size` ends before it get the default.)
+    pub max_batch_bytes: u64,
+    /// Bytes the training cache may spill to its temporary file once
+    /// `cache_limit_bytes` of memory are used; past it `varad_training_set_add` returns
+    /// `VARAD_ERR_CACHE_FULL`. Default: 68719476736 (64 GiB).
+    pub cache_disk_limit_bytes: u64,
     /// Nonzero: average each token's directional predictions over the directions that
     /// have seen context, leaving out the BOS-only guesses near the borders. Default: 0
     /// (the paper's plain mean of the four).
@@ -186,7 +195,9 @@ pub struct VaradParams {
 
 // SAFETY: repr(C), starts with `size`, fields are integers, floats and raw pointers.
 unsafe impl SizedStruct for VaradParams {
-    const MIN_SIZE: usize = std::mem::size_of::<VaradParams>();
+    // The first published layout ended at `pixel_quantile`: a caller built against it
+    // passes that size and gets the defaults of the fields appended since.
+    const MIN_SIZE: usize = std::mem::offset_of!(VaradParams, max_batch_bytes);
     const NAME: &'static str = "VaradParams";
     const SOURCE: &'static str = "varad_default_params()";
 }
@@ -233,6 +244,8 @@ fn default_params() -> VaradParams {
         target_false_reject_rate: cal.target_false_reject_rate,
         review_band: cal.review_band,
         pixel_quantile: cal.pixel_quantile,
+        max_batch_bytes: c.score.max_batch_bytes,
+        cache_disk_limit_bytes: t.cache_disk_limit_bytes,
         context_mean: c.context_mean as u32,
     }
 }
@@ -291,10 +304,12 @@ unsafe fn config_from(p: &VaradParams) -> Result<Config, FfiError> {
     t.beta2 = p.beta2;
     t.eps = p.eps;
     t.cache_limit_bytes = p.cache_limit_bytes;
+    t.cache_disk_limit_bytes = p.cache_disk_limit_bytes;
     t.calibration_fraction = p.calibration_fraction;
     t.min_calibration_images = p.min_calibration_images as usize;
     let s = &mut c.score;
     s.min_region_area = p.min_region_area as usize;
+    s.max_batch_bytes = p.max_batch_bytes;
     s.sigma = p.sigma;
     s.calibration.score_policy = match p.top_k {
         0 => ImageScore::Max,

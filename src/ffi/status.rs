@@ -50,6 +50,12 @@ pub enum VaradStatus {
     /// The call needs a calibrated model (a trained one, or one loaded from a trained
     /// model's file) or a result scored with one.
     VARAD_ERR_NOT_CALIBRATED = 18,
+    /// A batch of images would need more memory than the model's per-call limit
+    /// (`VaradParams.max_batch_bytes`); score fewer or smaller images per call.
+    VARAD_ERR_BATCH_TOO_LARGE = 19,
+    /// The training cache is full: its memory (`VaradParams.cache_limit_bytes`) and its
+    /// temporary file (`VaradParams.cache_disk_limit_bytes`) hold all they may.
+    VARAD_ERR_CACHE_FULL = 20,
 }
 
 impl From<ErrorKind> for VaradStatus {
@@ -69,6 +75,8 @@ impl From<ErrorKind> for VaradStatus {
             ErrorKind::Cuda => VARAD_ERR_CUDA,
             ErrorKind::Cancelled => VARAD_ERR_CANCELLED,
             ErrorKind::Internal => VARAD_ERR_INTERNAL,
+            ErrorKind::BatchTooLarge => VARAD_ERR_BATCH_TOO_LARGE,
+            ErrorKind::CacheFull => VARAD_ERR_CACHE_FULL,
         }
     }
 }

@@ -51,8 +51,9 @@ pub unsafe extern "C" fn varad_training_set_create(
 /// threads may score with it meanwhile).
 /// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_IMAGE`, `VARAD_ERR_IMAGE_TOO_LARGE`,
 /// `VARAD_ERR_INVALID_ARGUMENT` (the set was made for an incompatible model),
-/// `VARAD_ERR_RUNTIME`, `VARAD_ERR_IO` (spilling the cache), `VARAD_ERR_BUSY` (the model is
-/// training). On error the set is unchanged.
+/// `VARAD_ERR_RUNTIME`, `VARAD_ERR_IO` (spilling the cache), `VARAD_ERR_CACHE_FULL` (the
+/// cache's memory and spill limits are reached), `VARAD_ERR_BUSY` (the model is training).
+/// On error the set is unchanged.
 ///
 /// # Safety
 /// `set`, `model`, `image` are NULL or live; `image->data` is readable for the bytes the

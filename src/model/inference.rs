@@ -75,6 +75,7 @@ impl Model {
                 }
             }
         }
+        self.check_batch_memory(images)?;
         let features = self.features(images)?;
         let weights = Arc::clone(&self.weights);
         self.install(|| {
@@ -83,6 +84,35 @@ impl Model {
                 .map(|(values, geometry)| self.score_features(&weights, values, geometry, options))
                 .collect()
         })
+    }
+
+    /// The memory a scoring call on `images` needs at its peak, estimated from sizes
+    /// alone, checked against `score.max_batch_bytes` before any work
+    /// ([`ErrorKind::BatchTooLarge`]). Per image: the backbone input (3 planes of f32),
+    /// the used levels' backbone outputs and our copy of them (f32, counted twice), and at
+    /// the image's size the map, its smoothing scratch and the result (3 f32 a pixel).
+    fn check_batch_memory(&self, images: &[ImageView]) -> Result<()> {
+        let input = self.tokenizer().input();
+        let input_bytes = 3 * 4 * u64::from(input.width) * u64::from(input.height);
+        let feature_bytes = 2 * 4 * self.values_per_image() as u64;
+        let needed = images.iter().fold(0u64, |sum, image| {
+            let pixels = u64::from(image.width()) * u64::from(image.height());
+            sum.saturating_add(input_bytes + feature_bytes)
+                .saturating_add(pixels.saturating_mul(12))
+        });
+        let limit = self.config.score.max_batch_bytes;
+        if needed > limit {
+            return Err(Error::new(
+                ErrorKind::BatchTooLarge,
+                format!(
+                    "scoring these {} images at once needs about {needed} bytes, more than \
+                     the limit of {limit} bytes (max_batch_bytes): score fewer or smaller \
+                     images per call, or raise the limit",
+                    images.len()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Scores one image's cached level maps (training uses this for calibration images).

@@ -40,6 +40,7 @@ pub struct CachedImage {
 pub struct TokenCache {
     entries: Vec<Entry>,
     limit_bytes: u64,
+    disk_limit_bytes: u64,
     memory_bytes: u64,
     spill: Option<File>,
     spill_bytes: u64,
@@ -53,11 +54,20 @@ impl TokenCache {
         TokenCache {
             entries: Vec::new(),
             limit_bytes,
+            disk_limit_bytes: u64::MAX,
             memory_bytes: 0,
             spill: None,
             spill_bytes: 0,
             values_per_image,
         }
+    }
+
+    /// Bounds what may spill to the temporary file: past `bytes`, [`TokenCache::push`]
+    /// fails with [`ErrorKind::CacheFull`] (and caches nothing) instead of filling the
+    /// disk.
+    pub fn with_disk_limit(mut self, bytes: u64) -> Self {
+        self.disk_limit_bytes = bytes;
+        self
     }
 
     /// Images cached.
@@ -98,6 +108,21 @@ impl TokenCache {
         let storage = if self.memory_bytes + bytes <= self.limit_bytes {
             self.memory_bytes += bytes;
             Storage::Memory(half)
+        } else if self.spill_bytes.saturating_add(bytes) > self.disk_limit_bytes {
+            return Err(Error::new(
+                ErrorKind::CacheFull,
+                format!(
+                    "the training cache is full: {} images hold {} bytes in memory (limit \
+                     {}) and {} bytes in the temporary file (limit {}); this image needs \
+                     {bytes} more. Raise cache_limit_bytes or cache_disk_limit_bytes, or \
+                     train on fewer images",
+                    self.entries.len(),
+                    self.memory_bytes,
+                    self.limit_bytes,
+                    self.spill_bytes,
+                    self.disk_limit_bytes
+                ),
+            ));
         } else {
             let offset = self.spill_bytes;
             let file = self.spill_file()?;

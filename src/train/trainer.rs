@@ -65,7 +65,8 @@ impl TrainingSet {
     pub fn new(model: &Model) -> Self {
         let values = model.values_per_image();
         TrainingSet {
-            cache: TokenCache::new(values, model.config().train.cache_limit_bytes),
+            cache: TokenCache::new(values, model.config().train.cache_limit_bytes)
+                .with_disk_limit(model.config().train.cache_disk_limit_bytes),
             values_per_image: values,
         }
     }

@@ -60,6 +60,8 @@ STATUS_NAMES = {
     16: "VARAD_ERR_INTERNAL",
     17: "VARAD_ERR_BUSY",
     18: "VARAD_ERR_NOT_CALIBRATED",
+    19: "VARAD_ERR_BATCH_TOO_LARGE",
+    20: "VARAD_ERR_CACHE_FULL",
 }
 CANCELLED, BUSY, NOT_CALIBRATED = 13, 17, 18
 
@@ -138,6 +140,8 @@ class _Params(ctypes.Structure):
         ("target_false_reject_rate", ctypes.c_double),
         ("review_band", ctypes.c_double),
         ("pixel_quantile", ctypes.c_double),
+        ("max_batch_bytes", ctypes.c_uint64),
+        ("cache_disk_limit_bytes", ctypes.c_uint64),
         ("context_mean", ctypes.c_uint32),
     ]
 

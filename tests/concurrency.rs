@@ -1,0 +1,275 @@
+//! Concurrency (issue #8): 8 threads scoring 320 images with one model get bit for bit
+//! what serial scoring gets (maps, scores, decisions, regions), through the Rust API and
+//! through the C API; separate models trained and scored in separate threads at once
+//! equal the same work done alone.
+
+mod common;
+
+use std::ops::ControlFlow;
+use std::ptr;
+
+use common::{texture, tiny_config, training_set};
+use varad::ffi::*;
+use varad::image::{ImageView, PixelFormat};
+use varad::model::{ScoreOptions, ScoreResult};
+use varad::Model;
+
+const THREADS: usize = 8;
+const PER_THREAD: usize = 40;
+
+/// Image `i` of the workload: sizes from 40 to 103 pixels, and every fifth one with a
+/// dark square planted in it, so that regions and decisions vary.
+fn workload_image(i: usize) -> (Vec<u8>, u32) {
+    let side = 40 + (i * 7) % 64;
+    let mut pixels = texture(1000 + i as u64, side);
+    if i % 5 == 0 {
+        for y in side / 3..side / 3 + side / 4 {
+            for x in side / 2..side / 2 + side / 4 {
+                let at = (y * side + x) * 3;
+                pixels[at..at + 3].copy_from_slice(&[0, 255, 0]);
+            }
+        }
+    }
+    (pixels, side as u32)
+}
+
+/// Bit-for-bit equality of two results: `==` on floats would equate 0.0 and -0.0 and
+/// never NaN with itself.
+fn assert_identical(a: &ScoreResult, b: &ScoreResult, what: &str) {
+    let bits = |m: &[f32]| m.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&a.map), bits(&b.map), "{what}: map");
+    assert_eq!(
+        a.image_score.to_bits(),
+        b.image_score.to_bits(),
+        "{what}: score"
+    );
+    assert_eq!(a, b, "{what}: assessment, regions or raw map");
+}
+
+#[test]
+fn eight_threads_score_320_images_like_serial() {
+    let model = common::trained_tiny_model();
+    let n = THREADS * PER_THREAD;
+    let images: Vec<(Vec<u8>, u32)> = (0..n).map(workload_image).collect();
+    let options = ScoreOptions {
+        raw_map: true,
+        roi: None,
+    };
+    let score = |i: usize| {
+        let (pixels, side) = &images[i];
+        let view = ImageView::packed(pixels, *side, *side, PixelFormat::Rgb8).unwrap();
+        model.score(&[view], &options).unwrap().remove(0)
+    };
+    let serial: Vec<ScoreResult> = (0..n).map(score).collect();
+    let parallel: Vec<Vec<(usize, ScoreResult)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let score = &score;
+                // Interleaved, so that neighbouring images run at the same time.
+                s.spawn(move || {
+                    (0..PER_THREAD)
+                        .map(|k| k * THREADS + t)
+                        .map(|i| (i, score(i)))
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut compared = 0;
+    for (i, result) in parallel.into_iter().flatten() {
+        assert_identical(&result, &serial[i], &format!("image {i}"));
+        compared += 1;
+    }
+    assert_eq!(compared, n);
+    let with_regions = serial
+        .iter()
+        .filter(|r| r.assessment.as_ref().is_some_and(|a| !a.regions.is_empty()))
+        .count();
+    eprintln!("{THREADS} threads x {PER_THREAD} images: {compared} results identical to serial ({with_regions} with regions)");
+}
+
+/// What the C API hands back for one image, copied out of the result.
+#[derive(Debug, PartialEq)]
+struct CResult {
+    map_bits: Vec<u32>,
+    score_bits: u32,
+    decision: u32,
+    regions: Vec<VaradRegion>,
+}
+
+struct Shared(*mut VaradModel);
+// SAFETY: the C ABI documents a const VaradModel* as usable from many threads.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+fn c_score(model: *const VaradModel, pixels: &[u8], side: u32) -> CResult {
+    let view = VaradImageView {
+        data: pixels.as_ptr(),
+        width: side,
+        height: side,
+        stride: 0,
+        format: VaradPixelFormat::VARAD_PIXEL_FORMAT_RGB8 as u32,
+    };
+    let mut r = ptr::null_mut();
+    // SAFETY: a live model, a view over a live buffer, valid out-pointers; the result is
+    // read and then freed once.
+    unsafe {
+        assert_eq!(
+            varad_score(model, &view, ptr::null(), &mut r),
+            VaradStatus::VARAD_OK
+        );
+        let (mut map, mut len) = (ptr::null(), 0usize);
+        assert_eq!(
+            varad_result_map(r, &mut map, &mut len, ptr::null_mut(), ptr::null_mut()),
+            VaradStatus::VARAD_OK
+        );
+        let map_bits = std::slice::from_raw_parts(map, len)
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        let mut score = 0f32;
+        assert_eq!(
+            varad_result_image_score(r, &mut score),
+            VaradStatus::VARAD_OK
+        );
+        let mut decision = 0u32;
+        assert_eq!(
+            varad_result_decision(r, &mut decision),
+            VaradStatus::VARAD_OK
+        );
+        let (mut regions, mut count) = (ptr::null(), 0usize);
+        assert_eq!(
+            varad_result_regions(r, &mut regions, &mut count, ptr::null_mut()),
+            VaradStatus::VARAD_OK
+        );
+        let regions = if count == 0 {
+            Vec::new()
+        } else {
+            std::slice::from_raw_parts(regions, count).to_vec()
+        };
+        varad_score_result_destroy(r);
+        CResult {
+            map_bits,
+            score_bits: score.to_bits(),
+            decision,
+            regions,
+        }
+    }
+}
+
+#[test]
+fn eight_threads_score_320_images_through_the_c_api_like_serial() {
+    let backbone =
+        std::ffi::CString::new(tiny_config().backbone.to_str().unwrap().to_string()).unwrap();
+    let mut p = varad_default_params();
+    p.backbone_path = backbone.as_ptr();
+    p.input_width = 112;
+    p.input_height = 112;
+    p.device = VaradDevice::VARAD_DEVICE_CPU as u32;
+    p.threads = 2;
+    p.prediction_step = 2;
+    p.d_state = 4;
+    p.epochs = 2;
+    p.seed = 9;
+    let mut model = ptr::null_mut();
+    // SAFETY: valid params and out-pointers; images are live during each call.
+    unsafe {
+        assert_eq!(varad_create(&p, &mut model), VaradStatus::VARAD_OK);
+        let mut set = ptr::null_mut();
+        assert_eq!(
+            varad_training_set_create(model, &mut set),
+            VaradStatus::VARAD_OK
+        );
+        for i in 0..6 {
+            let pixels = texture(i, 96);
+            let v = VaradImageView {
+                data: pixels.as_ptr(),
+                width: 96,
+                height: 96,
+                stride: 0,
+                format: VaradPixelFormat::VARAD_PIXEL_FORMAT_RGB8 as u32,
+            };
+            assert_eq!(
+                varad_training_set_add(set, model, &v),
+                VaradStatus::VARAD_OK
+            );
+        }
+        assert_eq!(
+            varad_train(model, set, None, ptr::null_mut(), ptr::null_mut()),
+            VaradStatus::VARAD_OK
+        );
+        varad_training_set_destroy(set);
+    }
+    let shared = Shared(model);
+    let n = THREADS * PER_THREAD;
+    let images: Vec<(Vec<u8>, u32)> = (0..n).map(workload_image).collect();
+    let serial: Vec<CResult> = images
+        .iter()
+        .map(|(px, side)| c_score(shared.0, px, *side))
+        .collect();
+    let parallel: Vec<Vec<(usize, CResult)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (shared, images) = (&shared, &images);
+                s.spawn(move || {
+                    (0..PER_THREAD)
+                        .map(|k| k * THREADS + t)
+                        .map(|i| (i, c_score(shared.0, &images[i].0, images[i].1)))
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut compared = 0;
+    for (i, result) in parallel.into_iter().flatten() {
+        assert_eq!(result, serial[i], "image {i}");
+        compared += 1;
+    }
+    assert_eq!(compared, n);
+    // SAFETY: the model from varad_create, no longer used by any thread.
+    unsafe { varad_destroy(model) };
+}
+
+/// Trains a tiny model with `seed` and scores a few images with it.
+fn train_and_score(seed: u64) -> (Model, Vec<ScoreResult>) {
+    let mut config = tiny_config();
+    config.seed = seed;
+    let mut model = Model::new(config).unwrap();
+    let set = training_set(&model, 6);
+    model.fit(&set, |_| ControlFlow::Continue(())).unwrap();
+    let results = (0..6)
+        .map(|i| {
+            let (pixels, side) = workload_image(i);
+            let view = ImageView::packed(&pixels, side, side, PixelFormat::Rgb8).unwrap();
+            model
+                .score(&[view], &ScoreOptions::default())
+                .unwrap()
+                .remove(0)
+        })
+        .collect();
+    (model, results)
+}
+
+#[test]
+fn separate_models_in_separate_threads_equal_the_same_work_alone() {
+    let seeds = [21u64, 22, 23];
+    let alone: Vec<_> = seeds.iter().map(|&s| train_and_score(s)).collect();
+    let together: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = seeds
+            .iter()
+            .map(|&seed| s.spawn(move || train_and_score(seed)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (k, ((m1, r1), (m2, r2))) in alone.iter().zip(&together).enumerate() {
+        assert!(m1.weights() == m2.weights(), "model {k}: weights differ");
+        assert_eq!(m1.calibration(), m2.calibration(), "model {k}: calibration");
+        for (i, (a, b)) in r1.iter().zip(r2).enumerate() {
+            assert_identical(a, b, &format!("model {k}, image {i}"));
+        }
+    }
+    // The seeds matter, so the comparison above is not trivially true.
+    assert!(alone[0].0.weights() != alone[1].0.weights());
+}
