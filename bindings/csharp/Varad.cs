@@ -383,12 +383,33 @@ namespace Varad
         /// <summary>Scores one image (thread-safe).</summary>
         public ScoreResult Score(Image image)
         {
-            NativeScoreParams sp = Native.varad_default_score_params();
             GCHandle pin = GCHandle.Alloc(image.Pixels, GCHandleType.Pinned);
+            try { return ScoreView(View(image, pin)); }
+            finally { pin.Free(); }
+        }
+
+        /// <summary>Scores an image in unmanaged memory without copying it (a camera or
+        /// HALCON buffer, an OpenCV Mat's data): rows of <paramref name="width"/> pixels,
+        /// <paramref name="stride"/> bytes apart; the memory must stay valid for the call.
+        /// Thread-safe.</summary>
+        public ScoreResult Score(IntPtr pixels, uint width, uint height, uint stride, PixelFormat format)
+        {
+            if (pixels == IntPtr.Zero) throw new ArgumentNullException("pixels");
+            ImageView v;
+            v.data = pixels;
+            v.width = width;
+            v.height = height;
+            v.stride = new UIntPtr(stride);
+            v.format = (uint)format;
+            return ScoreView(v);
+        }
+
+        ScoreResult ScoreView(ImageView v)
+        {
+            NativeScoreParams sp = Native.varad_default_score_params();
             IntPtr r = IntPtr.Zero;
             try
             {
-                ImageView v = View(image, pin);
                 Native.Check(Native.varad_score(H, ref v, ref sp, out r));
                 ScoreResult result = new ScoreResult();
                 IntPtr map;
@@ -419,7 +440,6 @@ namespace Varad
             finally
             {
                 Native.varad_score_result_destroy(r);
-                pin.Free();
             }
         }
     }

@@ -3,6 +3,7 @@
 using System;
 using System.Collections.Generic;
 using System.IO;
+using System.Runtime.InteropServices;
 using Varad;
 
 static class VaradTest
@@ -90,6 +91,13 @@ static class VaradTest
         using (Model loaded = Model.Load(file))
         {
             Check(Equal(loaded.Score(probe).Map, map), "loaded model scores the same");
+            GCHandle pinned = GCHandle.Alloc(probe.Pixels, GCHandleType.Pinned);
+            try
+            {
+                ScoreResult fromPointer = loaded.Score(pinned.AddrOfPinnedObject(), probe.Width, probe.Height, probe.Stride, probe.Format);
+                Check(Equal(fromPointer.Map, map), "an IntPtr view scores as the byte[] image");
+            }
+            finally { pinned.Free(); }
             Image shortBuffer = new Image(new byte[10], 4, 4, 12, PixelFormat.Rgb8);
             try { loaded.Score(shortBuffer); Check(false, "short buffer"); }
             catch (ArgumentException) { }
