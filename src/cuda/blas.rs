@@ -41,6 +41,12 @@ pub(crate) fn gemm_rm(
             cublasOperation_t::CUBLAS_OP_N
         }
     };
+    // cuBLAS works in the calling thread's current context, and predictor calls may come
+    // from any thread.
+    dev.stream()
+        .context()
+        .bind_to_thread()
+        .map_err(|e| cuda_error("binding the CUDA context", e))?;
     // SAFETY: the callers pass live device buffers that hold the views these sizes and
     // strides describe; the handle's stream is the device's one stream.
     unsafe {

@@ -134,6 +134,15 @@ impl CudaDevice {
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(());
         }
+        if grid.1 > 65535 {
+            return Err(Error::new(
+                ErrorKind::Cuda,
+                format!(
+                    "{name}: {} sequences exceed CUDA's grid limit of 65535",
+                    grid.1
+                ),
+            ));
+        }
         let mut b = self.stream.launch_builder(f);
         for a in args {
             match a {

@@ -161,6 +161,12 @@ impl Call<'_> {
             .stream()
             .clone_dtoh(b)
             .map_err(|e| cuda_error("copying from the GPU", e))?;
+        // The copy is asynchronous in the stream's order: wait for it (and so for every
+        // kernel before it) before the host reads the vector.
+        self.dev
+            .stream()
+            .synchronize()
+            .map_err(|e| cuda_error("waiting for the GPU", e))?;
         v.truncate(n);
         Ok(v)
     }
