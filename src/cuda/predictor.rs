@@ -858,6 +858,25 @@ impl CudaPredictor {
         call.download(&x, input.len())
     }
 
+    /// [`CudaPredictor::forward`] over a caller's buffer: on entry the input, on return
+    /// the output (the signature of [`Predictor::forward_in_place`]).
+    pub fn forward_in_place(&self, x: &mut [f32], batch: usize, len: usize) -> Result<()> {
+        let out = self.forward(x, batch, len)?;
+        x.copy_from_slice(&out);
+        Ok(())
+    }
+
+    /// [`CudaPredictor::backward`] with the gradients copied to the host (the signature
+    /// of [`Predictor::backward`], for callers that update the weights on the CPU).
+    pub fn backward_host(
+        &self,
+        tape: &CudaTape,
+        grad_output: &[f32],
+    ) -> Result<(Vec<f32>, Gradients<f32>)> {
+        let (gin, g) = self.backward(tape, grad_output)?;
+        Ok((gin, g.to_host(self)?))
+    }
+
     /// Training forward, as [`Predictor::forward_train`]; the tape stays on the GPU.
     pub fn forward_train(
         &self,
