@@ -183,6 +183,9 @@ fn score_bench(args: &[String]) -> Result<(), String> {
     println!("backbone device: {dev:?}");
     let name = stem(backbone);
     println!("RESULT backbone_{name}_device={}", dev.active);
+    let pd = m.predictor_device();
+    println!("predictor device: {pd:?}");
+    println!("RESULT predictor_device={}", pd.active);
     let images = random_images(n.clamp(1, 8), size, 7);
     let views: Vec<_> = images.iter().map(|i| i.view()).collect();
     m.score(&views[..1], &ScoreOptions::default())
