@@ -38,6 +38,9 @@ extern "C" __global__ void scan_fwd(
     const float dd = chan ? dvec[d] : 0.0f;
     const int n_chunks = (len + chunk - 1) / chunk;
     float h = 0.0f;
+    // Unrolled so the loads of later steps (independent of h) issue before the current
+    // step's FMA chain finishes: the scan is bound by load latency, not arithmetic.
+#pragma unroll 4
     for (int t = 0; t < len; ++t) {
         const u64 row = (u64)b * len + t;
         if (ckpt != 0 && active && t % chunk == 0)
@@ -85,6 +88,7 @@ extern "C" __global__ void scan_bwd(
         const int t1 = min(t0 + chunk, len);
         hs[0] = active ? ckpt[(((u64)b * n_chunks + c) * ns + n) * di + d] : 0.0f;
         // Recompute the chunk's states: hs[j + 1] is the state after step t0 + j.
+#pragma unroll 4
         for (int t = t0; t < t1; ++t) {
             const u64 row = (u64)b * len + t;
             float dl = 0.0f, uu = 0.0f, bn = 0.0f;
