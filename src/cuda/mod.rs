@@ -29,7 +29,7 @@ pub mod kernels;
 pub mod nvrtc;
 mod predictor;
 
-pub use predictor::{CudaAdamW, CudaGradients, CudaPredictor, CudaTape};
+pub use predictor::{CudaAdamW, CudaGradients, CudaPredictor, CudaTape, MAX_D_STATE};
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
