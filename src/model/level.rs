@@ -136,12 +136,25 @@ impl<T: Float> LevelParams<T> {
     /// The level's anomaly maps `A_h` `[batch, L]` for `batch` images of features in the
     /// backbone layout `[batch, C, h, w]`.
     pub fn anomaly_maps(&self, scans: &Scans, features: &[T], batch: usize) -> Result<Vec<T>> {
+        self.anomaly_maps_with(scans, features, batch, |x, b, l| {
+            self.predictor.forward_in_place(x, b, l)
+        })
+    }
+
+    /// [`LevelParams::anomaly_maps`] with the predictor's forward done by `forward`
+    /// (`(sequences in place, batch, len)`): a GPU copy of this level's predictor.
+    pub fn anomaly_maps_with(
+        &self,
+        scans: &Scans,
+        features: &[T],
+        batch: usize,
+        forward: impl FnOnce(&mut [T], usize, usize) -> Result<()>,
+    ) -> Result<Vec<T>> {
         let len = scans.len();
         let tokens = self.to_token_major(features, batch, len);
         let adapted = self.adapt(&tokens, batch * len);
         let mut seqs = self.sequences(scans, &adapted, batch);
-        self.predictor
-            .forward_in_place(&mut seqs, batch * DIRECTIONS, len)?;
+        forward(&mut seqs, batch * DIRECTIONS, len)?;
         let predicted = self.unscan(scans, &seqs, batch);
         Ok(squared_errors(&predicted, &adapted, self.channels))
     }
@@ -159,15 +172,38 @@ impl<T: Float> LevelParams<T> {
         map_grad: &[T],
         detach_target: bool,
     ) -> Result<(Vec<T>, LevelGradients<T>)> {
+        self.train_step_with(
+            scans,
+            features,
+            batch,
+            map_grad,
+            detach_target,
+            |seqs, b, l| self.predictor.forward_train(seqs, b, l),
+            |tape, g| self.predictor.backward(&tape, g),
+        )
+    }
+
+    /// [`LevelParams::train_step`] with the predictor's training forward and backward
+    /// done by `forward` and `backward` (a GPU copy of this level's predictor, whose tape
+    /// type is its own).
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_step_with<Tp>(
+        &self,
+        scans: &Scans,
+        features: &[T],
+        batch: usize,
+        map_grad: &[T],
+        detach_target: bool,
+        forward: impl FnOnce(&[T], usize, usize) -> Result<(Vec<T>, Tp)>,
+        backward: impl FnOnce(Tp, &[T]) -> Result<(Vec<T>, Gradients<T>)>,
+    ) -> Result<(Vec<T>, LevelGradients<T>)> {
         let c = self.channels;
         let len = scans.len();
         let n = len * c;
         let tokens = self.to_token_major(features, batch, len);
         let adapted = self.adapt(&tokens, batch * len);
         let seqs = self.sequences(scans, &adapted, batch);
-        let (outputs, tape) = self
-            .predictor
-            .forward_train(&seqs, batch * DIRECTIONS, len)?;
+        let (outputs, tape) = forward(&seqs, batch * DIRECTIONS, len)?;
         drop(seqs);
         let predicted = self.unscan(scans, &outputs, batch);
         drop(outputs);
@@ -199,8 +235,7 @@ impl<T: Float> LevelParams<T> {
             }
         }
         drop(d_predicted);
-        let (d_seqs, predictor_grads) = self.predictor.backward(&tape, &d_outputs)?;
-        drop(tape);
+        let (d_seqs, predictor_grads) = backward(tape, &d_outputs)?;
         drop(d_outputs);
         let mut d_bos = vec![T::ZERO; c];
         for b in 0..batch {

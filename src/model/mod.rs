@@ -10,4 +10,4 @@ mod varad;
 pub use inference::{GridMap, ScoreOptions, ScoreResult};
 pub use level::{LevelGradients, LevelParams};
 pub use scan::{DirectionMean, Scans};
-pub use varad::{predictor_config, LevelLayout, Model, Weights};
+pub use varad::{predictor_config, LevelLayout, Model, PredictorDevice, Weights};

@@ -2,13 +2,15 @@
 //! BOS vector and a Mamba predictor; from images to the raw anomaly map on the finest
 //! token grid, `A = sum_h up(A_h)`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::backbone::{Backbone, BackboneOptions, Tokenizer};
 use crate::config::Config;
+use crate::cuda::{CudaDevice, CudaPredictor};
 use crate::image::{ImageLimits, ImageView, InputGeometry, InputSpec};
 use crate::predictor::PredictorConfig;
 use crate::score::Calibration;
+use crate::Device;
 use crate::{Error, Result};
 
 use super::combine::add_resized;
@@ -38,6 +40,28 @@ pub struct LevelLayout {
     pub scans: Scans,
 }
 
+/// Where the predictors run: the device [`Config::device`] resolved to, and why the CPU
+/// was taken when `Auto` found no usable GPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PredictorDevice {
+    /// [`Device::Cpu`] or [`Device::Cuda`].
+    pub active: Device,
+    /// Under [`Device::Auto`], why CUDA is not used (also logged).
+    pub fallback_reason: Option<String>,
+}
+
+/// Weights and the GPU copies of their predictors.
+type GpuCopies = (Arc<Weights>, Arc<Vec<CudaPredictor>>);
+
+/// GPU copies of the predictors, for a model whose device resolved to CUDA.
+struct Gpu {
+    device: Arc<CudaDevice>,
+    // The weights the copies were made from, with the copies. Holding the `Arc` keeps
+    // those weights alive, so matching them by address can never hit a freed-and-reused
+    // address after `set_weights`.
+    cache: Mutex<Option<GpuCopies>>,
+}
+
 /// A VarAD model: configuration, tokenizer and weights.
 pub struct Model {
     pub(super) config: Config,
@@ -46,6 +70,8 @@ pub struct Model {
     pub(super) weights: Arc<Weights>,
     pub(super) calibration: Option<Calibration>,
     pool: Arc<rayon::ThreadPool>,
+    gpu: Option<Gpu>,
+    predictor_device: PredictorDevice,
 }
 
 impl std::fmt::Debug for Model {
@@ -165,14 +191,47 @@ impl Model {
                     format!("cannot start worker threads: {e}"),
                 )
             })?;
+        let weights = Arc::new(weights);
+        let (gpu, predictor_device) = predictors_on_device(config.device, &weights)?;
         Ok(Model {
             config,
             tokenizer,
             layout,
-            weights: Arc::new(weights),
+            weights,
             calibration: None,
             pool: Arc::new(pool),
+            gpu,
+            predictor_device,
         })
+    }
+
+    /// Where the predictors run (scoring and training).
+    pub fn predictor_device(&self) -> &PredictorDevice {
+        &self.predictor_device
+    }
+
+    /// The GPU the predictors run on, if any.
+    pub(crate) fn predictor_gpu(&self) -> Option<&Arc<CudaDevice>> {
+        self.gpu.as_ref().map(|g| &g.device)
+    }
+
+    /// GPU copies of `weights`' predictors when the model runs them on CUDA: cached for
+    /// the model's current weights, made afresh for any other (calibration candidates).
+    fn gpu_predictors(&self, weights: &Weights) -> Result<Option<Arc<Vec<CudaPredictor>>>> {
+        let Some(gpu) = &self.gpu else {
+            return Ok(None);
+        };
+        let mut cache = gpu.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((w, p)) = cache.as_ref() {
+            if std::ptr::eq(Arc::as_ptr(w), weights) {
+                return Ok(Some(Arc::clone(p)));
+            }
+        }
+        let copies = Arc::new(upload(&gpu.device, weights)?);
+        if std::ptr::eq(Arc::as_ptr(&self.weights), weights) {
+            *cache = Some((Arc::clone(&self.weights), Arc::clone(&copies)));
+        }
+        Ok(Some(copies))
     }
 
     /// The configuration.
@@ -256,9 +315,18 @@ impl Model {
         let finest = self.finest_grid();
         let mut total = vec![0f32; finest.0 * finest.1];
         let mut offset = 0;
-        for (layout, params) in self.layout.iter().zip(&weights.levels) {
+        let gpu = self.gpu_predictors(weights)?;
+        for (h, (layout, params)) in self.layout.iter().zip(&weights.levels).enumerate() {
             let n = layout.channels * layout.grid.0 * layout.grid.1;
-            let map = params.anomaly_maps(&layout.scans, &features[offset..offset + n], 1)?;
+            let level_features = &features[offset..offset + n];
+            let map = match &gpu {
+                Some(g) => {
+                    params.anomaly_maps_with(&layout.scans, level_features, 1, |x, b, l| {
+                        g[h].forward_in_place(x, b, l)
+                    })?
+                }
+                None => params.anomaly_maps(&layout.scans, level_features, 1)?,
+            };
             add_resized(&map, layout.grid, &mut total, finest);
             offset += n;
         }
@@ -276,6 +344,52 @@ impl Model {
                 .map(|(values, geometry)| Ok((self.raw_map_with(&weights, &values)?, geometry)))
                 .collect()
         })
+    }
+}
+
+/// Copies every level's predictor to `device`.
+fn upload(device: &Arc<CudaDevice>, weights: &Weights) -> Result<Vec<CudaPredictor>> {
+    weights
+        .levels
+        .iter()
+        .map(|l| CudaPredictor::from_predictor(device, &l.predictor))
+        .collect()
+}
+
+/// Resolves `device` for the predictors and, on CUDA, makes their GPU copies (so a GPU
+/// that cannot take them fails here, not at the first image). Under `Auto` any CUDA
+/// failure means the CPU, with the reason kept and logged; under `Cuda(i)` it is an error.
+fn predictors_on_device(
+    device: Device,
+    weights: &Arc<Weights>,
+) -> Result<(Option<Gpu>, PredictorDevice)> {
+    let resolved = crate::cuda::resolve(device)?;
+    let cpu = |reason: Option<String>| PredictorDevice {
+        active: Device::Cpu,
+        fallback_reason: reason,
+    };
+    let Some(dev) = resolved.device else {
+        return Ok((None, cpu(resolved.fallback_reason)));
+    };
+    match upload(&dev, weights) {
+        Ok(copies) => Ok((
+            Some(Gpu {
+                device: dev,
+                cache: Mutex::new(Some((Arc::clone(weights), Arc::new(copies)))),
+            }),
+            PredictorDevice {
+                active: resolved.active,
+                fallback_reason: None,
+            },
+        )),
+        Err(e) if device == Device::Auto => {
+            log::info!(
+                "predictor: CUDA not used, running on the CPU: {}",
+                e.message()
+            );
+            Ok((None, cpu(Some(e.message().to_string()))))
+        }
+        Err(e) => Err(e.context(format!("{device} was requested for the predictor"))),
     }
 }
 

@@ -113,6 +113,11 @@ pub struct Gradients<T = f32> {
 }
 
 impl<T: Float> Gradients<T> {
+    /// Gradients from per-layer tensors (the CUDA predictor's, copied back).
+    pub(crate) fn from_layers(layers: Vec<LayerParams<T>>) -> Self {
+        Gradients { layers }
+    }
+
     /// The gradient of the parameter called `name` (as in [`Predictor::tensors`]).
     pub fn get(&self, name: &str) -> Option<&[T]> {
         let (layer, i) = parse_name(name)?;

@@ -15,6 +15,7 @@ use crate::{Error, ErrorKind, Result};
 
 use super::adamw::AdamW;
 use super::cache::TokenCache;
+use crate::cuda::CudaPredictor;
 
 /// Where training is, for the progress callback.
 #[derive(Debug, Clone, PartialEq)]
@@ -236,8 +237,24 @@ impl Model {
                     let per_image: Vec<f32> = level_weights[h].iter().map(|w| w * scale).collect();
                     let map_grad: Vec<f32> =
                         (0..b).flat_map(|_| per_image.iter().copied()).collect();
-                    let (maps, g) = self.install(|| {
-                        levels[h].train_step(&layout.scans, &features, b, &map_grad, detach)
+                    let level = &levels[h];
+                    let (maps, g) = self.install(|| match self.predictor_gpu() {
+                        // The weights change every step (AdamW runs here, on the CPU, over
+                        // adapters, BOS vectors and predictors alike): a fresh GPU copy
+                        // of this level's predictor is a few MB per step.
+                        Some(dev) => {
+                            let gp = CudaPredictor::from_predictor(dev, &level.predictor)?;
+                            level.train_step_with(
+                                &layout.scans,
+                                &features,
+                                b,
+                                &map_grad,
+                                detach,
+                                |s, bb, l| gp.forward_train(s, bb, l),
+                                |tape, d| gp.backward_host(&tape, d),
+                            )
+                        }
+                        None => level.train_step(&layout.scans, &features, b, &map_grad, detach),
                     })?;
                     loss += maps
                         .iter()

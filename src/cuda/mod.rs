@@ -1,0 +1,422 @@
+//! CUDA for the predictor: finding a usable GPU, the context and stream, the runtime
+//! compiled kernels (`kernels/*.cu`, compiled with NVRTC once per process and device),
+//! cuBLAS for the linear layers, and [`CudaPredictor`], the device twin of
+//! [`crate::predictor::Predictor`].
+//!
+//! Nothing here is linked at build time: the driver (`libcuda`), cuBLAS and NVRTC are
+//! opened with `dlopen` on first use, so the crate builds on machines without a CUDA
+//! toolkit and runs where no driver exists. Every way of failing (no driver, no GPU,
+//! a missing library, a kernel that does not compile or load, a panic inside a binding)
+//! ends as an [`ErrorKind::Cuda`] error whose message says what is missing; under
+//! [`Device::Auto`] the caller falls back to the CPU and records that message
+//! ([`resolve`]). The first touch of each library runs inside `catch_unwind`, because
+//! cudarc's loaders panic when a symbol is missing.
+//!
+//! # Use
+//!
+//! ```no_run
+//! use varad::cuda::{self, CudaPredictor};
+//! use varad::predictor::{Predictor, PredictorConfig};
+//! let cpu = Predictor::init(PredictorConfig::new(8), 1).unwrap();
+//! let dev = cuda::device(0).unwrap(); // Err(ErrorKind::Cuda) without a usable GPU
+//! let gpu = CudaPredictor::from_predictor(&dev, &cpu).unwrap();
+//! let out = gpu.forward(&vec![0.1f32; 2 * 5 * 8], 2, 5).unwrap();
+//! assert_eq!(out.len(), 80);
+//! ```
+
+mod blas;
+pub mod kernels;
+pub mod nvrtc;
+mod predictor;
+
+pub use predictor::{CudaAdamW, CudaGradients, CudaPredictor, CudaTape, MAX_D_STATE};
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig, PushKernelArg,
+};
+
+use crate::{Device, Error, ErrorKind, Result};
+
+/// One GPU ready for the predictor: context, stream, cuBLAS handle and the compiled
+/// kernels. Shared (`Arc`) by every [`CudaPredictor`] on that GPU; calls are serialised
+/// on its one stream by an internal lock, so it may be used from many threads.
+pub struct CudaDevice {
+    ordinal: u32,
+    name: String,
+    compute_capability: (i32, i32),
+    arch: String,
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    functions: HashMap<&'static str, CudaFunction>,
+    // Keeps the module loaded while the functions are in use.
+    _module: Arc<CudaModule>,
+    lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for CudaDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaDevice")
+            .field("ordinal", &self.ordinal)
+            .field("name", &self.name)
+            .field("compute_capability", &self.compute_capability)
+            .field("arch", &self.arch)
+            .finish()
+    }
+}
+
+/// A kernel argument: device pointers, sizes and scalars, pushed by value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Arg {
+    /// A device pointer (or 0 for null).
+    P(u64),
+    /// A 64-bit count.
+    U(u64),
+    /// A 32-bit integer.
+    I(i32),
+    /// A float.
+    F(f32),
+}
+
+impl CudaDevice {
+    /// The device's index.
+    pub fn ordinal(&self) -> u32 {
+        self.ordinal
+    }
+
+    /// The GPU's name as the driver reports it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `(major, minor)` compute capability.
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.compute_capability
+    }
+
+    /// The virtual architecture the kernels were compiled for (`compute_XY`).
+    pub fn arch(&self) -> &str {
+        &self.arch
+    }
+
+    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    pub(crate) fn blas(&self) -> &CudaBlas {
+        &self.blas
+    }
+
+    /// Serialises a sequence of launches and copies (one predictor call) on the stream.
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Launches kernel `name` on the device's stream.
+    pub(crate) fn launch(
+        &self,
+        name: &str,
+        grid: (u32, u32, u32),
+        block: u32,
+        shared_bytes: u32,
+        args: &[Arg],
+    ) -> Result<()> {
+        let f = self.functions.get(name).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("CUDA kernel {name} is not loaded"),
+            )
+        })?;
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(());
+        }
+        if grid.1 > 65535 {
+            return Err(Error::new(
+                ErrorKind::Cuda,
+                format!(
+                    "{name}: {} sequences exceed CUDA's grid limit of 65535",
+                    grid.1
+                ),
+            ));
+        }
+        let mut b = self.stream.launch_builder(f);
+        for a in args {
+            match a {
+                Arg::P(v) | Arg::U(v) => b.arg(v),
+                Arg::I(v) => b.arg(v),
+                Arg::F(v) => b.arg(v),
+            };
+        }
+        let cfg = LaunchConfig {
+            grid_dim: grid,
+            block_dim: (block, 1, 1),
+            shared_mem_bytes: shared_bytes,
+        };
+        // SAFETY: each kernel's argument list in predictor.rs matches its C signature in
+        // kernels/*.cu, and every pointer addresses a live buffer of the size the kernel
+        // indexes (the callers compute grids and sizes from the same dimensions).
+        unsafe { b.launch(cfg) }
+            .map(|_| ())
+            .map_err(|e| cuda_error(format!("launching {name}"), e))
+    }
+}
+
+/// An [`ErrorKind::Cuda`] error from a driver or cuBLAS error.
+pub(crate) fn cuda_error(what: impl std::fmt::Display, e: impl std::fmt::Debug) -> Error {
+    Error::new(ErrorKind::Cuda, format!("CUDA: {what} failed: {e:?}"))
+}
+
+/// Runs `f` with panics turned into [`ErrorKind::Cuda`] errors: cudarc panics when a
+/// library or one of its symbols cannot be loaded.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".to_string());
+            Err(Error::new(ErrorKind::Cuda, format!("CUDA: {what}: {msg}")))
+        }
+    }
+}
+
+/// Whether the CUDA driver library can be opened at all (no GPU is touched).
+pub fn driver_present() -> bool {
+    // SAFETY: only tries dlopen on the driver's names.
+    guarded("looking for the driver", || {
+        Ok(unsafe { cudarc::driver::sys::is_culib_present() })
+    })
+    .unwrap_or(false)
+}
+
+/// The GPU `ordinal`, opened and its kernels compiled on first use; later calls return
+/// the same device, or the same error (the reason is computed once per process).
+pub fn device(ordinal: u32) -> Result<Arc<CudaDevice>> {
+    // Per ordinal: the opened device, or why it cannot be used.
+    type Opened = std::result::Result<Arc<CudaDevice>, String>;
+    static DEVICES: OnceLock<Mutex<HashMap<u32, Opened>>> = OnceLock::new();
+    let map = DEVICES.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    map.entry(ordinal)
+        .or_insert_with(|| {
+            guarded("opening the GPU", || open(ordinal))
+                .map(Arc::new)
+                .map_err(|e| e.message().to_string())
+        })
+        .clone()
+        .map_err(|m| Error::new(ErrorKind::Cuda, m))
+}
+
+/// Why CUDA cannot be used for the predictor on GPU 0, or `None` when it can (cached).
+pub fn unavailable_reason() -> Option<String> {
+    device(0).err().map(|e| e.message().to_string())
+}
+
+/// The outcome of resolving a requested [`Device`] for the predictor.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The GPU to use, or `None` for the CPU.
+    pub device: Option<Arc<CudaDevice>>,
+    /// [`Device::Cpu`] or [`Device::Cuda`].
+    pub active: Device,
+    /// Under [`Device::Auto`], why the CPU was taken (also logged).
+    pub fallback_reason: Option<String>,
+}
+
+/// Resolves `requested`: `Cpu` is the CPU; `Cuda(i)` is GPU `i` or an
+/// [`ErrorKind::Cuda`] error; `Auto` is GPU 0 when usable, else the CPU with the reason
+/// recorded and logged.
+pub fn resolve(requested: Device) -> Result<Resolved> {
+    match requested {
+        Device::Cpu => Ok(Resolved {
+            device: None,
+            active: Device::Cpu,
+            fallback_reason: None,
+        }),
+        Device::Cuda(i) => device(i)
+            .map(|d| Resolved {
+                device: Some(d),
+                active: Device::Cuda(i),
+                fallback_reason: None,
+            })
+            .map_err(|e| e.context(format!("{requested} was requested for the predictor"))),
+        Device::Auto => match device(0) {
+            Ok(d) => Ok(Resolved {
+                device: Some(d),
+                active: Device::Cuda(0),
+                fallback_reason: None,
+            }),
+            Err(e) => {
+                log::info!(
+                    "predictor: CUDA not used, running on the CPU: {}",
+                    e.message()
+                );
+                Ok(Resolved {
+                    device: None,
+                    active: Device::Cpu,
+                    fallback_reason: Some(e.message().to_string()),
+                })
+            }
+        },
+    }
+}
+
+/// Architectures to try, best first: the GPU's own, then older ones an older NVRTC may
+/// know (PTX for an older virtual architecture runs on newer GPUs).
+fn arch_candidates(cc: (i32, i32)) -> Vec<String> {
+    let mut v = vec![format!("compute_{}{}", cc.0, cc.1)];
+    for a in ["compute_90", "compute_80", "compute_75"] {
+        let n: i32 = a[8..].parse().unwrap_or(0);
+        if n <= cc.0 * 10 + cc.1 && !v.iter().any(|x| x == a) {
+            v.push(a.to_string());
+        }
+    }
+    v
+}
+
+fn open(ordinal: u32) -> Result<CudaDevice> {
+    if !driver_present() {
+        return Err(Error::new(
+            ErrorKind::Cuda,
+            "the NVIDIA driver library (libcuda) was not found: no GPU driver on this machine",
+        ));
+    }
+    cudarc::driver::result::init().map_err(|e| cuda_error("cuInit", e))?;
+    let count = CudaContext::device_count().map_err(|e| cuda_error("counting GPUs", e))?;
+    if count <= 0 || ordinal as i64 >= count as i64 {
+        return Err(Error::new(
+            ErrorKind::Cuda,
+            format!("no CUDA device {ordinal}: the driver reports {count} GPU(s)"),
+        ));
+    }
+    // SAFETY: only tries dlopen on cuBLAS's names.
+    if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+        return Err(Error::new(
+            ErrorKind::Cuda,
+            "cuBLAS (libcublas) was not found; it comes with the CUDA toolkit or the \
+             nvidia-cublas pip wheel (put its lib folder on LD_LIBRARY_PATH)",
+        ));
+    }
+    let nvrtc = nvrtc::load()?;
+    let ctx =
+        CudaContext::new(ordinal as usize).map_err(|e| cuda_error("creating a context", e))?;
+    // One stream carries all of this library's work, so cudarc's per-buffer event
+    // tracking (for multi-stream use) is pure overhead; raw pointers are then sound.
+    // SAFETY: no buffer of this context is in use yet.
+    unsafe { ctx.disable_event_tracking() };
+    let name = ctx.name().unwrap_or_else(|_| "unknown GPU".to_string());
+    let cc = ctx
+        .compute_capability()
+        .map_err(|e| cuda_error("reading the compute capability", e))?;
+    let stream = ctx
+        .new_stream()
+        .map_err(|e| cuda_error("creating a stream", e))?;
+    let src = kernels::program_source();
+    let mut errors = Vec::new();
+    let mut compiled = None;
+    for arch in arch_candidates(cc) {
+        match nvrtc.compile(&src, "varad_predictor.cu", &kernels::compile_options(&arch)) {
+            Ok(ptx) => {
+                compiled = Some((arch, ptx));
+                break;
+            }
+            Err(log) => errors.push(format!("{arch}: {log}")),
+        }
+    }
+    let (arch, ptx) = compiled.ok_or_else(|| {
+        Error::new(
+            ErrorKind::Cuda,
+            format!(
+                "NVRTC {}.{} ({}) could not compile the predictor kernels: {}",
+                nvrtc.version.0,
+                nvrtc.version.1,
+                nvrtc.origin,
+                errors.join("\n")
+            ),
+        )
+    })?;
+    let module = ctx
+        .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
+        .map_err(|e| {
+            cuda_error(
+                format!(
+                    "loading the kernels' PTX ({arch}, NVRTC {}.{}; a driver older than \
+                     NVRTC cannot load its PTX)",
+                    nvrtc.version.0, nvrtc.version.1
+                ),
+                e,
+            )
+        })?;
+    let mut functions = HashMap::new();
+    for k in kernels::KERNEL_NAMES {
+        let f = module
+            .load_function(k)
+            .map_err(|e| cuda_error(format!("finding kernel {k}"), e))?;
+        functions.insert(k, f);
+    }
+    let blas = CudaBlas::new(stream.clone()).map_err(|e| cuda_error("creating cuBLAS", e))?;
+    // Plain FP32 GEMMs (no TF32): the CPU parity contract is 1e-4 relative, which TF32's
+    // 10-bit mantissa would break.
+    // SAFETY: a live handle.
+    unsafe {
+        cudarc::cublas::sys::cublasSetMathMode(
+            *blas.handle(),
+            cudarc::cublas::sys::cublasMath_t::CUBLAS_DEFAULT_MATH,
+        )
+    }
+    .result()
+    .map_err(|e| cuda_error("setting cuBLAS's math mode", e))?;
+    log::info!(
+        "CUDA predictor on GPU {ordinal} ({name}, sm_{}{}), kernels for {arch} by NVRTC {}.{}",
+        cc.0,
+        cc.1,
+        nvrtc.version.0,
+        nvrtc.version.1
+    );
+    Ok(CudaDevice {
+        ordinal,
+        name,
+        compute_capability: cc,
+        arch,
+        stream,
+        blas,
+        functions,
+        _module: module,
+        lock: Mutex::new(()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arch_candidates_start_with_the_gpu_and_never_exceed_it() {
+        assert_eq!(
+            arch_candidates((9, 0)),
+            ["compute_90", "compute_80", "compute_75"]
+        );
+        assert_eq!(
+            arch_candidates((8, 6)),
+            ["compute_86", "compute_80", "compute_75"]
+        );
+        assert_eq!(arch_candidates((7, 5)), ["compute_75"]);
+    }
+
+    #[test]
+    fn every_kernel_name_is_defined_in_the_sources() {
+        let src = kernels::program_source();
+        for k in kernels::KERNEL_NAMES {
+            assert!(
+                src.contains(&format!("__global__ void {k}(")),
+                "kernel {k} is not in kernels/*.cu"
+            );
+        }
+    }
+}
