@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::image::ResizeMode;
+use crate::model::MapNorm;
 use crate::score::CalibrationConfig;
 use crate::{Device, Error, Result};
 
@@ -125,6 +126,11 @@ pub struct ScoreConfig {
     /// from model files written before it existed: they get the default.)
     #[serde(default = "default_max_batch_bytes")]
     pub max_batch_bytes: u64,
+    /// How each level's prediction residuals become its map before the levels are summed
+    /// ([`MapNorm`]; `none` is the paper's map). Default `none`. (Absent from model files
+    /// written before it existed: they get `none`, the map they were calibrated with.)
+    #[serde(default)]
+    pub map_norm: MapNorm,
 }
 
 fn default_cache_disk_limit() -> u64 {
@@ -160,6 +166,7 @@ impl Default for ScoreConfig {
             calibration: CalibrationConfig::default(),
             min_region_area: 1,
             max_batch_bytes: default_max_batch_bytes(),
+            map_norm: MapNorm::None,
         }
     }
 }

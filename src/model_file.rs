@@ -15,7 +15,8 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::model::{LevelParams, Model, Weights};
+use crate::model::normal_stats::LevelStats;
+use crate::model::{LevelParams, Model, NormalStats, Weights};
 use crate::predictor::Predictor;
 use crate::score::Calibration;
 use crate::{Config, Device, Error, ErrorKind, Result};
@@ -35,6 +36,10 @@ struct FileMetadata {
     config: Config,
     backbone: BackboneRecord,
     calibration: Option<Calibration>,
+    /// Whether the `normal_stats.*` tensors are present. (Absent from files written before
+    /// they existed: `false`.)
+    #[serde(default)]
+    normal_stats: bool,
 }
 
 /// The backbone a model was trained on.
@@ -71,6 +76,23 @@ fn tensor_names(h: usize) -> [String; 3] {
     ]
 }
 
+/// The tensors of level `h`'s normal-image statistics, with their shapes for `c` channels
+/// on a `grid`: channel variances, the raw map's mean, the position means and spreads.
+fn stats_tensors(h: usize, c: usize, grid: (usize, usize)) -> [(String, Vec<usize>); 4] {
+    [
+        (format!("normal_stats.{h}.channel_var"), vec![c]),
+        (format!("normal_stats.{h}.level_mean"), vec![1]),
+        (
+            format!("normal_stats.{h}.position_mean"),
+            vec![grid.0, grid.1],
+        ),
+        (
+            format!("normal_stats.{h}.position_std"),
+            vec![grid.0, grid.1],
+        ),
+    ]
+}
+
 fn le_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
@@ -83,6 +105,7 @@ pub fn save(model: &Model, path: &Path) -> Result<()> {
         config: model.config().clone(),
         backbone: record(model),
         calibration: model.calibration().cloned(),
+        normal_stats: model.normal_stats().is_some(),
     };
     let json = serde_json::to_string(&metadata).map_err(|e| {
         Error::new(
@@ -99,6 +122,22 @@ pub fn save(model: &Model, path: &Path) -> Result<()> {
         tensors.push((bos, vec![c], le_bytes(&level.bos)));
         for (name, shape, data) in level.predictor.tensors() {
             tensors.push((format!("predictors.{h}.{name}"), shape, le_bytes(data)));
+        }
+    }
+    if let Some(stats) = model.normal_stats() {
+        for (h, (level, layout)) in stats.levels.iter().zip(model.layout()).enumerate() {
+            let values = [
+                level.channel_var.clone(),
+                vec![level.level_mean],
+                level.position_mean.clone(),
+                level.position_std.clone(),
+            ];
+            for ((name, shape), data) in stats_tensors(h, layout.channels, layout.grid)
+                .into_iter()
+                .zip(values)
+            {
+                tensors.push((name, shape, le_bytes(&data)));
+            }
         }
     }
     let views = tensors
@@ -255,11 +294,16 @@ fn check_tensor_table(
         }
         expected.insert(name);
     };
-    for (h, (level, c, _)) in metadata.backbone.levels.iter().enumerate() {
+    for (h, (level, c, grid)) in metadata.backbone.levels.iter().enumerate() {
         let c = *c;
         if c == 0 || c > MAX_CHANNELS {
             problems.push(format!("level {h} (`{level}`) claims {c} channels"));
             continue;
+        }
+        if metadata.normal_stats {
+            for (name, shape) in stats_tensors(h, c, *grid) {
+                expect(name, shape, &mut problems);
+            }
         }
         let [weight, bias, bos] = tensor_names(h);
         expect(weight, vec![c, c], &mut problems);
@@ -302,6 +346,8 @@ pub struct ParsedModel {
     pub calibration: Option<Calibration>,
     /// Every level's weights, finest first.
     pub weights: Weights,
+    /// The normal-image statistics, when the file has them.
+    pub normal_stats: Option<NormalStats>,
 }
 
 /// Reads the safetensors header and the metadata JSON, checks the format version, the
@@ -334,6 +380,12 @@ fn read_header(bytes: &[u8]) -> std::result::Result<FileMetadata, String> {
         .config
         .validate()
         .map_err(|e| format!("the stored configuration is invalid: {}", e.message()))?;
+    let norm = metadata.config.score.map_norm;
+    if norm != crate::model::MapNorm::None && !metadata.normal_stats {
+        return Err(format!(
+            "the configuration scores with map_norm `{norm}` but the file has no normal-image statistics"
+        ));
+    }
     check_tensor_table(&metadata, &header)?;
     Ok(metadata)
 }
@@ -426,10 +478,12 @@ fn extract_weights(
             _ => {}
         }
     }
+    // The statistics are read by `extract_normal_stats`; the table check already refused
+    // any the metadata does not announce.
     let extra: Vec<&str> = tensors
         .names()
         .into_iter()
-        .filter(|n| !expected.contains(*n))
+        .filter(|n| !expected.contains(*n) && !n.starts_with("normal_stats."))
         .collect();
     if !extra.is_empty() {
         problems.push(format!("unexpected tensors {}", extra.join(", ")));
@@ -439,6 +493,44 @@ fn extract_weights(
         return Err(problems.join("; "));
     }
     Ok(Weights { levels })
+}
+
+/// Reads the normal-image statistics of the metadata's levels when it announces them
+/// (their table entries were checked by then).
+fn extract_normal_stats(
+    bytes: &[u8],
+    metadata: &FileMetadata,
+) -> std::result::Result<Option<NormalStats>, String> {
+    if !metadata.normal_stats {
+        return Ok(None);
+    }
+    let tensors =
+        SafeTensors::deserialize(bytes).map_err(|e| format!("corrupt tensor data: {e}"))?;
+    let read = |name: &str| -> std::result::Result<Vec<f32>, String> {
+        let view = tensors
+            .tensor(name)
+            .map_err(|_| format!("{name} is missing"))?;
+        Ok(view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    };
+    let mut levels = Vec::new();
+    for (h, (name, c, grid)) in metadata.backbone.levels.iter().enumerate() {
+        let [(var, _), (mean, _), (pmean, _), (pstd, _)] = stats_tensors(h, *c, *grid);
+        let stats = LevelStats {
+            channel_var: read(&var)?,
+            level_mean: read(&mean)?[0],
+            position_mean: read(&pmean)?,
+            position_std: read(&pstd)?,
+        };
+        stats
+            .check(*c, grid.0 * grid.1)
+            .map_err(|e| format!("level `{name}`: {}", e.message()))?;
+        levels.push(stats);
+    }
+    Ok(Some(NormalStats { levels }))
 }
 
 /// Parses a model file's bytes without opening its backbone: the safetensors header, the
@@ -458,10 +550,12 @@ pub fn parse(bytes: &[u8], channels: &[usize]) -> Result<ParsedModel> {
         )));
     }
     let weights = extract_weights(bytes, &metadata.config, channels).map_err(err)?;
+    let normal_stats = extract_normal_stats(bytes, &metadata).map_err(err)?;
     Ok(ParsedModel {
         config: metadata.config,
         calibration: metadata.calibration,
         weights,
+        normal_stats,
     })
 }
 
@@ -532,6 +626,13 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Model> {
     let weights = extract_weights(&bytes, model.config(), &channels)
         .map_err(|problems| bad(path, problems))?;
     model.set_weights(weights)?;
+    if let Some(stats) =
+        extract_normal_stats(&bytes, &metadata).map_err(|problems| bad(path, problems))?
+    {
+        model
+            .set_normal_stats(stats)
+            .map_err(|e| bad(path, e.message()))?;
+    }
     if let Some(calibration) = metadata.calibration {
         model.set_calibration(calibration);
     }

@@ -54,6 +54,7 @@ fn eight_threads_score_320_images_like_serial() {
     let options = ScoreOptions {
         raw_map: true,
         roi: None,
+        ..Default::default()
     };
     let score = |i: usize| {
         let (pixels, side) = &images[i];

@@ -87,3 +87,34 @@ fn a_missing_mask_fails_with_the_file_named() {
     let err = Dataset::open(dir.path(), &[]).unwrap_err();
     assert!(err.message().contains("test/bar/001.png"), "{err}");
 }
+
+#[test]
+fn map_normalisations_are_rows_of_one_trained_model() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_tiny_mvtec(dir.path());
+    let dataset = Dataset::open(dir.path(), &[]).unwrap();
+    let mut options = EvalOptions::new(common::tiny_config());
+    options.methods = vec![varad::eval::harness::Method::Varad];
+    options.montage_images = 0;
+    options.map_norms = varad::model::MapNorm::ALL.to_vec();
+    let report = evaluate(&dataset, &options, &mut |_| {}).unwrap();
+    assert_eq!(
+        report.methods,
+        [
+            "VarAD",
+            "VarAD [map_norm=level]",
+            "VarAD [map_norm=channel]",
+            "VarAD [map_norm=position]"
+        ]
+    );
+    let rows = &report.categories[0].methods;
+    // One training: the same training figures on every row, different maps.
+    assert!(rows
+        .iter()
+        .all(|m| m.train_seconds == rows[0].train_seconds));
+    assert!(rows.iter().all(|m| m.final_loss == rows[0].final_loss));
+    for m in rows {
+        in_unit(&m.pixel, &m.method);
+    }
+    assert!(rows[1..].iter().any(|m| m.pixel != rows[0].pixel));
+}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use common::{texture, trained_tiny_model};
 use varad::image::{ImageView, PixelFormat};
-use varad::model::ScoreOptions;
+use varad::model::{MapNorm, ScoreOptions};
 use varad::model_file::LoadOptions;
 use varad::{ErrorKind, Model};
 
@@ -27,6 +27,7 @@ fn scores(model: &Model) -> Vec<varad::model::ScoreResult> {
             &ScoreOptions {
                 raw_map: true,
                 roi: None,
+                ..Default::default()
             },
         )
         .unwrap()
@@ -51,6 +52,8 @@ fn save_load_scores_bit_identically() {
     assert!(loaded.weights() == model.weights(), "loaded weights differ");
     assert_eq!(loaded.calibration(), model.calibration());
     assert_eq!(loaded.config(), model.config());
+    assert!(model.normal_stats().is_some());
+    assert_eq!(loaded.normal_stats(), model.normal_stats());
     let (a, b) = (scores(&model), scores(&loaded));
     assert_eq!(a, b);
     assert!(a[0].assessment.is_some());
@@ -156,4 +159,118 @@ fn mismatches_are_refused_and_named() {
     assert_eq!(load(&not_model).kind(), ErrorKind::ModelFile);
     assert_eq!(load(&dir.join("absent.safetensors")).kind(), ErrorKind::Io);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Scores of `model` under every map normalisation (overriding the configured one).
+fn scores_by_norm(model: &Model) -> Vec<Vec<f32>> {
+    scores_by_norm_checked(model)
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+#[test]
+fn normal_statistics_are_saved_checked_and_optional() {
+    let dir = temp_dir("stats");
+    let model = trained_tiny_model();
+    let path = dir.join("model.safetensors");
+    model.save(&path).unwrap();
+    let loaded = Model::load(&path, &LoadOptions::default()).unwrap();
+    let before = scores_by_norm(&model);
+    assert_eq!(before, scores_by_norm(&loaded));
+    // The normalisations give different maps (they are not a no-op).
+    for i in 1..before.len() {
+        assert_ne!(before[0], before[i], "{}", MapNorm::ALL[i]);
+    }
+
+    let load = |p: &Path| Model::load(p, &LoadOptions::default());
+    // A dropped statistics tensor is named.
+    let dropped = dir.join("dropped.safetensors");
+    rewrite(&path, &dropped, |t, _| {
+        t.retain(|(n, ..)| n != "normal_stats.1.position_std")
+    });
+    let err = load(&dropped).unwrap_err();
+    assert!(
+        err.message()
+            .contains("normal_stats.1.position_std is missing"),
+        "{err}"
+    );
+    // A non-finite statistic is refused.
+    let nan = dir.join("nan.safetensors");
+    rewrite(&path, &nan, |t, _| {
+        let e = t
+            .iter_mut()
+            .find(|(n, ..)| n == "normal_stats.0.channel_var")
+            .unwrap();
+        e.3[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    });
+    let err = load(&nan).unwrap_err();
+    assert!(err.message().contains("non-finite"), "{err}");
+
+    // A file from before the statistics existed: no flag, no tensors. It loads, scores
+    // exactly as before with the paper's map, and names what the others need.
+    let old = dir.join("old.safetensors");
+    rewrite(&path, &old, |t, json| {
+        t.retain(|(n, ..)| !n.starts_with("normal_stats."));
+        *json = json.replace(",\"normal_stats\":true", "");
+    });
+    let old = load(&old).unwrap();
+    assert!(old.normal_stats().is_none());
+    let r = scores_by_norm_checked(&old);
+    assert_eq!(r[0].as_ref().unwrap(), &before[0]);
+    let err = r[3].as_ref().unwrap_err();
+    assert!(
+        err.message().contains("needs the normal-image statistics"),
+        "{err}"
+    );
+
+    // A configuration that scores with a normalisation needs the statistics in the file.
+    let mut config = common::tiny_config();
+    config.score.map_norm = MapNorm::Position;
+    let mut model = Model::new(config).unwrap();
+    let set = common::training_set(&model, 6);
+    model
+        .fit(&set, |_| std::ops::ControlFlow::Continue(()))
+        .unwrap();
+    model.save(&path).unwrap();
+    let loaded = load(&path).unwrap();
+    assert_eq!(loaded.config().score.map_norm, MapNorm::Position);
+    let (a, b) = (scores(&model), scores(&loaded));
+    assert_eq!(loaded.normal_stats(), model.normal_stats());
+    assert_eq!(loaded.calibration(), model.calibration());
+    assert!(a == b, "scores differ after loading");
+    // Calibrated with the position maps, so the configured scoring is assessed; another
+    // normalisation is not.
+    assert!(a[0].assessment.is_some());
+    assert!(b[0].map == scores_by_norm(&loaded)[3]);
+    let inconsistent = dir.join("inconsistent.safetensors");
+    rewrite(&path, &inconsistent, |t, json| {
+        t.retain(|(n, ..)| !n.starts_with("normal_stats."));
+        *json = json.replace(",\"normal_stats\":true", "");
+    });
+    let err = load(&inconsistent).unwrap_err();
+    assert!(
+        err.message().contains("no normal-image statistics"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn scores_by_norm_checked(model: &Model) -> Vec<varad::Result<Vec<f32>>> {
+    let pixels = texture(99, 150);
+    let view = ImageView::packed(&pixels, 150, 150, PixelFormat::Rgb8).unwrap();
+    MapNorm::ALL
+        .iter()
+        .map(|&n| {
+            model
+                .score(
+                    &[view],
+                    &ScoreOptions {
+                        map_norm: Some(n),
+                        ..Default::default()
+                    },
+                )
+                .map(|mut r| r.remove(0).map)
+        })
+        .collect()
 }

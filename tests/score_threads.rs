@@ -27,6 +27,7 @@ fn many_threads_score_like_one() {
                 &ScoreOptions {
                     raw_map: true,
                     roi: None,
+                    ..Default::default()
                 },
             )
             .unwrap()

@@ -10,6 +10,7 @@
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -19,8 +20,9 @@ use super::metrics::{union_metrics, Metrics, ScoreSet};
 use super::montage::{render, to_rgb8, MontageRow};
 use super::patchcore::{PatchCore, PatchCoreConfig};
 use super::report::{Breakdown, CategoryReport, MethodResult, Report};
-use super::Scorer;
+use super::{ScoredMap, Scorer};
 use crate::image::{read_image_file, write_png, ImageLimits, ImageView, OwnedImage, PixelFormat};
+use crate::model::{MapNorm, ScoreOptions};
 use crate::train::TrainingSet;
 use crate::{Config, Error, Model, Result};
 
@@ -60,6 +62,9 @@ pub struct EvalOptions {
     pub montage_tile: usize,
     /// Where montages are written (`montage_<category>.png`); `None` = not written.
     pub out_dir: Option<PathBuf>,
+    /// Also score VarAD with these map normalisations (one report row each, from the
+    /// same trained model; the configured one is the plain `VarAD` row).
+    pub map_norms: Vec<MapNorm>,
 }
 
 impl EvalOptions {
@@ -72,6 +77,7 @@ impl EvalOptions {
             montage_images: 12,
             montage_tile: 256,
             out_dir: None,
+            map_norms: Vec::new(),
         }
     }
 }
@@ -80,9 +86,36 @@ fn read(path: &Path) -> Result<OwnedImage> {
     read_image_file(path, &ImageLimits::default())
 }
 
-/// A trained method with its training time.
+/// VarAD scored with a given map normalisation (a report row of its own).
+struct VaradVariant {
+    model: Arc<Model>,
+    map_norm: MapNorm,
+    name: String,
+}
+
+impl Scorer for VaradVariant {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn score_maps(&self, images: &[ImageView]) -> Result<Vec<ScoredMap>> {
+        let options = ScoreOptions {
+            map_norm: Some(self.map_norm),
+            ..Default::default()
+        };
+        Ok(self
+            .model
+            .score(images, &options)?
+            .into_iter()
+            .map(ScoredMap::from)
+            .collect())
+    }
+}
+
+/// A trained method with its training time: one scorer, or for VarAD one per map
+/// normalisation asked for.
 struct Trained {
-    scorer: Box<dyn Scorer>,
+    scorers: Vec<Box<dyn Scorer>>,
     seconds: f64,
     final_loss: Option<f64>,
     variance_ratios: Vec<f64>,
@@ -127,8 +160,18 @@ fn train(
                 report.calibration_images.len(),
                 busy.as_secs_f64()
             ));
+            let model = Arc::new(model);
+            let configured = model.config().score.map_norm;
+            let mut scorers: Vec<Box<dyn Scorer>> = vec![Box::new(Arc::clone(&model))];
+            for &norm in options.map_norms.iter().filter(|&&n| n != configured) {
+                scorers.push(Box::new(VaradVariant {
+                    model: Arc::clone(&model),
+                    map_norm: norm,
+                    name: format!("VarAD [map_norm={norm}]"),
+                }));
+            }
             Ok(Trained {
-                scorer: Box::new(model),
+                scorers,
                 seconds: busy.as_secs_f64(),
                 final_loss: report.epoch_losses.last().copied(),
                 variance_ratios: report.variance_ratios.last().cloned().unwrap_or_default(),
@@ -153,7 +196,7 @@ fn train(
                 busy.as_secs_f64()
             ));
             Ok(Trained {
-                scorer: Box::new(pc),
+                scorers: vec![Box::new(pc)],
                 seconds: busy.as_secs_f64(),
                 final_loss: None,
                 variance_ratios: Vec::new(),
@@ -234,7 +277,12 @@ pub fn evaluate_category(
         0 => BTreeSet::new(),
         k => (0..k).map(|i| i * n / k).collect(),
     };
-    let mut collected: Vec<Collected> = (0..trained.len()).map(|_| Collected::default()).collect();
+    // One row per scorer, each with its method's training figures.
+    let scorers: Vec<(&Trained, &dyn Scorer)> = trained
+        .iter()
+        .flat_map(|t| t.scorers.iter().map(move |s| (t, s.as_ref())))
+        .collect();
+    let mut collected: Vec<Collected> = (0..scorers.len()).map(|_| Collected::default()).collect();
     let mut rows = Vec::new();
     log(&format!("[{}] scoring {n} test images", category.name));
     for (index, sample) in category.test.iter().enumerate() {
@@ -245,10 +293,9 @@ pub fn evaluate_category(
             None => None,
         };
         let mut maps = Vec::new();
-        for (t, c) in trained.iter().zip(&mut collected) {
+        for ((_, scorer), c) in scorers.iter().zip(&mut collected) {
             let start = Instant::now();
-            let scored = t
-                .scorer
+            let scored = scorer
                 .score_maps(&[view])
                 .map_err(|e| e.context(sample.path.display()))?
                 .remove(0);
@@ -278,10 +325,10 @@ pub fn evaluate_category(
     }
     let all: Vec<usize> = (0..n).collect();
     let mut methods = Vec::new();
-    for ((method, t), c) in options.methods.iter().zip(&trained).zip(&collected) {
+    for ((t, scorer), c) in scorers.iter().zip(&collected) {
         let (pixel, image) = subset_metrics(c, category, &all)?;
         methods.push(MethodResult {
-            method: method.name().to_string(),
+            method: scorer.name().to_string(),
             pixel,
             image,
             train_seconds: t.seconds,
@@ -339,11 +386,10 @@ pub fn evaluate(
     Ok(Report::new(
         dataset.root.display().to_string(),
         layout,
-        options
-            .methods
-            .iter()
-            .map(|m| m.name().to_string())
-            .collect(),
+        categories
+            .first()
+            .map(|c| c.methods.iter().map(|m| m.method.clone()).collect())
+            .unwrap_or_default(),
         categories,
         serde_json::to_value(&options.config).unwrap_or_default(),
     ))

@@ -17,7 +17,7 @@ pub mod patchcore;
 pub mod report;
 
 use crate::image::ImageView;
-use crate::model::{Model, ScoreOptions};
+use crate::model::{Model, ScoreOptions, ScoreResult};
 use crate::Result;
 
 /// One image's anomaly map at the image's size, smoothed, and its image score.
@@ -42,6 +42,17 @@ pub trait Scorer {
     fn score_maps(&self, images: &[ImageView]) -> Result<Vec<ScoredMap>>;
 }
 
+impl From<ScoreResult> for ScoredMap {
+    fn from(r: ScoreResult) -> Self {
+        ScoredMap {
+            map: r.map,
+            width: r.width,
+            height: r.height,
+            image_score: r.image_score,
+        }
+    }
+}
+
 impl Scorer for Model {
     fn name(&self) -> &str {
         "VarAD"
@@ -51,12 +62,17 @@ impl Scorer for Model {
         Ok(self
             .score(images, &ScoreOptions::default())?
             .into_iter()
-            .map(|r| ScoredMap {
-                map: r.map,
-                width: r.width,
-                height: r.height,
-                image_score: r.image_score,
-            })
+            .map(ScoredMap::from)
             .collect())
+    }
+}
+
+impl<S: Scorer + ?Sized> Scorer for std::sync::Arc<S> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    fn score_maps(&self, images: &[ImageView]) -> Result<Vec<ScoredMap>> {
+        (**self).score_maps(images)
     }
 }

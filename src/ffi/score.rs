@@ -182,6 +182,7 @@ unsafe fn score_views(
     let options = ScoreOptions {
         raw_map: params.raw_map != 0,
         roi,
+        ..Default::default()
     };
     Ok(guard.score(&images, &options)?)
 }

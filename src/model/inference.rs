@@ -7,7 +7,7 @@ use crate::image::{ImageView, InputGeometry};
 use crate::score::{assess, image_score, map_to_image, AssessOptions, Assessment, Calibration};
 use crate::{Error, ErrorKind, Result};
 
-use super::{Model, Weights};
+use super::{MapNorm, Model, NormalStats, Weights};
 
 /// Per-call scoring options.
 #[derive(Debug, Clone, Copy, Default)]
@@ -18,6 +18,10 @@ pub struct ScoreOptions<'a> {
     /// the image score and the regions ignore the rest. All images of the call must then
     /// have the mask's size.
     pub roi: Option<&'a [u8]>,
+    /// Score with this map normalisation instead of the configured one (to compare them on
+    /// one trained model). The calibration was made with the configured one, so with
+    /// another the results carry no assessment.
+    pub map_norm: Option<MapNorm>,
 }
 
 /// The raw anomaly map on the finest token grid.
@@ -78,10 +82,13 @@ impl Model {
         self.check_batch_memory(images)?;
         let features = self.features(images)?;
         let weights = Arc::clone(&self.weights);
+        let stats = self.normal_stats().map(|s| s.as_ref());
         self.install(|| {
             features
                 .iter()
-                .map(|(values, geometry)| self.score_features(&weights, values, geometry, options))
+                .map(|(values, geometry)| {
+                    self.score_features(&weights, stats, values, geometry, options)
+                })
                 .collect()
         })
     }
@@ -115,16 +122,20 @@ impl Model {
         Ok(())
     }
 
-    /// Scores one image's cached level maps (training uses this for calibration images).
+    /// Scores one image's cached level maps with `weights` and normal statistics `stats`
+    /// (training uses this for calibration images, before the model holds either).
     pub(crate) fn score_features(
         &self,
         weights: &Weights,
+        stats: Option<&NormalStats>,
         features: &[f32],
         geometry: &InputGeometry,
         options: &ScoreOptions,
     ) -> Result<ScoreResult> {
         let (grid_h, grid_w) = self.finest_grid();
-        let raw = self.raw_map_with(weights, features)?;
+        let configured = self.config.score.map_norm;
+        let norm = options.map_norm.unwrap_or(configured);
+        let raw = self.raw_map_normalised(weights, stats, norm, features)?;
         let map = map_to_image(&raw, grid_h, grid_w, geometry, self.config.score.sigma)?;
         let (width, height) = (
             geometry.image_width as usize,
@@ -139,7 +150,7 @@ impl Model {
             ));
         }
         let assessment = match &self.calibration {
-            Some(calibration) => Some(assess(
+            Some(calibration) if norm == configured => Some(assess(
                 &map,
                 width,
                 height,
@@ -150,7 +161,7 @@ impl Model {
                     ..Default::default()
                 },
             )?),
-            None => None,
+            _ => None,
         };
         Ok(ScoreResult {
             map,

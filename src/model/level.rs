@@ -150,13 +150,29 @@ impl<T: Float> LevelParams<T> {
         batch: usize,
         forward: impl FnOnce(&mut [T], usize, usize) -> Result<()>,
     ) -> Result<Vec<T>> {
+        let residuals = self.residuals_with(scans, features, batch, forward)?;
+        Ok(squared_norms(&residuals, self.channels))
+    }
+
+    /// The prediction residuals `F-_h - F^_h`, `[batch, L, C]` token-major, whose squared
+    /// norms are the level's anomaly map; `forward` as in [`LevelParams::anomaly_maps_with`].
+    pub fn residuals_with(
+        &self,
+        scans: &Scans,
+        features: &[T],
+        batch: usize,
+        forward: impl FnOnce(&mut [T], usize, usize) -> Result<()>,
+    ) -> Result<Vec<T>> {
         let len = scans.len();
         let tokens = self.to_token_major(features, batch, len);
         let adapted = self.adapt(&tokens, batch * len);
         let mut seqs = self.sequences(scans, &adapted, batch);
         forward(&mut seqs, batch * DIRECTIONS, len)?;
-        let predicted = self.unscan(scans, &seqs, batch);
-        Ok(squared_errors(&predicted, &adapted, self.channels))
+        let mut residuals = self.unscan(scans, &seqs, batch);
+        for (r, &a) in residuals.iter_mut().zip(&adapted) {
+            *r -= a;
+        }
+        Ok(residuals)
     }
 
     /// Training step of one level: the maps `A_h` `[batch, L]` and the gradients of
@@ -288,6 +304,15 @@ fn squared_errors<T: Float>(predicted: &[T], adapted: &[T], c: usize) -> Vec<T> 
         .chunks_exact(c)
         .zip(adapted.chunks_exact(c))
         .map(|(p, a)| p.iter().zip(a).map(|(&x, &y)| (x - y) * (x - y)).sum())
+        .collect()
+}
+
+/// `||r[p]||^2` over rows of `c` values: the same sums, in the same order, as
+/// [`squared_errors`] of the two terms whose difference `r` is.
+pub fn squared_norms<T: Float>(residuals: &[T], c: usize) -> Vec<T> {
+    residuals
+        .chunks_exact(c)
+        .map(|r| r.iter().map(|&x| x * x).sum())
         .collect()
 }
 

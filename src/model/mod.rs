@@ -4,10 +4,12 @@
 pub mod combine;
 mod inference;
 pub mod level;
+pub mod normal_stats;
 pub mod scan;
 mod varad;
 
 pub use inference::{GridMap, ScoreOptions, ScoreResult};
 pub use level::{LevelGradients, LevelParams};
+pub use normal_stats::{MapNorm, NormalStats};
 pub use scan::{DirectionMean, Scans};
 pub use varad::{predictor_config, LevelLayout, Model, PredictorDevice, Weights};

@@ -14,7 +14,8 @@ use crate::Device;
 use crate::{Error, Result};
 
 use super::combine::add_resized;
-use super::level::LevelParams;
+use super::level::{squared_norms, LevelParams};
+use super::normal_stats::{MapNorm, NormalStats};
 use super::scan::{DirectionMean, Scans};
 
 /// The trained parameters of every level, immutable once built: scoring threads share
@@ -69,6 +70,7 @@ pub struct Model {
     layout: Vec<LevelLayout>,
     pub(super) weights: Arc<Weights>,
     pub(super) calibration: Option<Calibration>,
+    normal_stats: Option<Arc<NormalStats>>,
     pool: Arc<rayon::ThreadPool>,
     gpu: Option<Gpu>,
     predictor_device: PredictorDevice,
@@ -199,6 +201,7 @@ impl Model {
             layout,
             weights,
             calibration: None,
+            normal_stats: None,
             pool: Arc::new(pool),
             gpu,
             predictor_device,
@@ -217,7 +220,10 @@ impl Model {
 
     /// GPU copies of `weights`' predictors when the model runs them on CUDA: cached for
     /// the model's current weights, made afresh for any other (calibration candidates).
-    fn gpu_predictors(&self, weights: &Weights) -> Result<Option<Arc<Vec<CudaPredictor>>>> {
+    pub(crate) fn gpu_predictors(
+        &self,
+        weights: &Weights,
+    ) -> Result<Option<Arc<Vec<CudaPredictor>>>> {
         let Some(gpu) = &self.gpu else {
             return Ok(None);
         };
@@ -272,6 +278,33 @@ impl Model {
         Ok(())
     }
 
+    /// The error statistics of normal images that training recorded (what the map
+    /// normalisations other than [`MapNorm::None`] need); `None` for an untrained model
+    /// or one loaded from a file written before they existed.
+    pub fn normal_stats(&self) -> Option<&Arc<NormalStats>> {
+        self.normal_stats.as_ref()
+    }
+
+    /// Replaces the normal-image statistics (training sets them; loading a model file too).
+    pub fn set_normal_stats(&mut self, stats: NormalStats) -> Result<()> {
+        if stats.levels.len() != self.layout.len() {
+            return Err(Error::new(
+                crate::ErrorKind::ModelFile,
+                format!(
+                    "normal-image statistics for {} levels; the model has {}",
+                    stats.levels.len(),
+                    self.layout.len()
+                ),
+            ));
+        }
+        for (s, l) in stats.levels.iter().zip(&self.layout) {
+            s.check(l.channels, l.grid.0 * l.grid.1)
+                .map_err(|e| e.context(format!("level `{}`", l.name)))?;
+        }
+        self.normal_stats = Some(Arc::new(stats));
+        Ok(())
+    }
+
     /// The finest token grid `(height, width)`, where the raw map lives.
     pub fn finest_grid(&self) -> (usize, usize) {
         self.layout[0].grid
@@ -310,27 +343,76 @@ impl Model {
     }
 
     /// The raw anomaly map on the finest grid of one image from its concatenated level
-    /// maps (as [`Model::features`] gives them), with `weights`.
+    /// maps (as [`Model::features`] gives them), with `weights` and the model's map
+    /// normalisation and statistics.
     pub fn raw_map_with(&self, weights: &Weights, features: &[f32]) -> Result<Vec<f32>> {
+        self.raw_map_normalised(
+            weights,
+            self.normal_stats.as_deref(),
+            self.config.score.map_norm,
+            features,
+        )
+    }
+
+    /// [`Model::raw_map_with`] with the normalisation `norm` over `stats`.
+    pub fn raw_map_normalised(
+        &self,
+        weights: &Weights,
+        stats: Option<&NormalStats>,
+        norm: MapNorm,
+        features: &[f32],
+    ) -> Result<Vec<f32>> {
+        let stats = match (norm, stats) {
+            (MapNorm::None, _) => None,
+            (_, Some(s)) => Some(s),
+            (_, None) => {
+                return Err(Error::config(format!(
+                    "map normalisation `{norm}` needs the normal-image statistics that training \
+                     records, and this model has none (trained before they existed): retrain it, \
+                     or score with map_norm `none`"
+                )))
+            }
+        };
         let finest = self.finest_grid();
         let mut total = vec![0f32; finest.0 * finest.1];
         let mut offset = 0;
         let gpu = self.gpu_predictors(weights)?;
         for (h, (layout, params)) in self.layout.iter().zip(&weights.levels).enumerate() {
             let n = layout.channels * layout.grid.0 * layout.grid.1;
-            let level_features = &features[offset..offset + n];
-            let map = match &gpu {
-                Some(g) => {
-                    params.anomaly_maps_with(&layout.scans, level_features, 1, |x, b, l| {
-                        g[h].forward_in_place(x, b, l)
-                    })?
-                }
-                None => params.anomaly_maps(&layout.scans, level_features, 1)?,
+            let residuals = self.level_residuals(
+                gpu.as_deref().map(|g| g.as_slice()),
+                h,
+                params,
+                &features[offset..offset + n],
+            )?;
+            let map = match stats {
+                Some(s) => s.levels[h].map(norm, &residuals, layout.channels),
+                None => squared_norms(&residuals, layout.channels),
             };
             add_resized(&map, layout.grid, &mut total, finest);
             offset += n;
         }
         Ok(total)
+    }
+
+    /// Level `h`'s prediction residuals `[L, C]` for one image's level features, on the
+    /// GPU copies `gpu` when given.
+    pub(crate) fn level_residuals(
+        &self,
+        gpu: Option<&[CudaPredictor]>,
+        h: usize,
+        params: &LevelParams,
+        level_features: &[f32],
+    ) -> Result<Vec<f32>> {
+        let scans = &self.layout[h].scans;
+        match gpu {
+            Some(g) => params.residuals_with(scans, level_features, 1, |x, b, l| {
+                g[h].forward_in_place(x, b, l)
+            }),
+            None => params.residuals_with(scans, level_features, 1, |x, b, l| {
+                params.predictor.forward_in_place(x, b, l)
+            }),
+        }
     }
 
     /// The raw anomaly maps (finest grid, before any resizing or smoothing) of a batch,

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::image::{ImageView, InputGeometry};
 use crate::model::combine::resize_adjoint_of_ones;
-use crate::model::{LevelParams, Model, ScoreOptions, Weights};
+use crate::model::normal_stats::LevelStatsBuilder;
+use crate::model::{LevelParams, Model, NormalStats, ScoreOptions, Weights};
 use crate::predictor::rng::SplitMix64;
 use crate::score::Calibration;
 use crate::{Error, ErrorKind, Result};
@@ -315,16 +316,71 @@ impl Model {
             cache_bytes: set.cache_bytes(),
         };
         let weights = Weights { levels };
-        let calibration = self.calibrate(&weights, set, &report.calibration_images)?;
+        let stats = self.normal_stats_of(&weights, set, &train)?;
+        let calibration = self.calibrate(&weights, &stats, set, &report.calibration_images)?;
         self.set_weights(weights)?;
+        self.set_normal_stats(stats)?;
         self.set_calibration(calibration);
         Ok(report)
+    }
+
+    /// The error statistics of the trained model on its training images (two forward
+    /// passes over them: see [`LevelStatsBuilder`]), which the map normalisations use.
+    /// Held-out calibration images are not used, so the thresholds fitted on them stay
+    /// an independent sample.
+    fn normal_stats_of(
+        &self,
+        weights: &Weights,
+        set: &TrainingSet,
+        images: &[usize],
+    ) -> Result<NormalStats> {
+        let gpu = self.gpu_predictors(weights)?;
+        let mut builders: Vec<LevelStatsBuilder> = self
+            .layout()
+            .iter()
+            .map(|l| LevelStatsBuilder::new(l.channels, l.grid.0 * l.grid.1))
+            .collect();
+        for pass in 0..2 {
+            for &i in images {
+                let features = set.image(i)?.0;
+                let mut offset = 0;
+                for (h, (layout, params)) in self.layout().iter().zip(&weights.levels).enumerate() {
+                    let n = layout.channels * layout.grid.0 * layout.grid.1;
+                    let level_features = &features[offset..offset + n];
+                    offset += n;
+                    let residuals = self.install(|| {
+                        self.level_residuals(
+                            gpu.as_deref().map(|g| g.as_slice()),
+                            h,
+                            params,
+                            level_features,
+                        )
+                    })?;
+                    match pass {
+                        0 => builders[h].add_first(&residuals),
+                        _ => builders[h].add_second(&residuals)?,
+                    }
+                }
+            }
+            if pass == 0 {
+                for b in &mut builders {
+                    b.end_first()?;
+                }
+            }
+        }
+        Ok(NormalStats {
+            levels: builders
+                .into_iter()
+                .map(LevelStatsBuilder::finish)
+                .collect::<Result<_>>()?,
+        })
     }
 
     /// Thresholds from the held-out normal images, scored with the new weights.
     fn calibrate(
         &self,
         weights: &Weights,
+        stats: &NormalStats,
         set: &TrainingSet,
         images: &[usize],
     ) -> Result<Calibration> {
@@ -333,7 +389,13 @@ impl Model {
             .map(|&i| {
                 let (values, geometry) = set.image(i)?;
                 self.install(|| {
-                    self.score_features(weights, &values, &geometry, &ScoreOptions::default())
+                    self.score_features(
+                        weights,
+                        Some(stats),
+                        &values,
+                        &geometry,
+                        &ScoreOptions::default(),
+                    )
                 })
             })
             .collect::<Result<Vec<_>>>()?;

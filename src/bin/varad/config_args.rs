@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use varad::model::MapNorm;
 use varad::{Config, Device, Error, Result};
 
 /// Configuration flags: a full `Config` JSON file and/or single settings over it.
@@ -43,6 +44,16 @@ pub struct ConfigArgs {
     /// [default: the configuration's, false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub context_mean: Option<bool>,
+    /// How each level's prediction errors become its map before the levels are summed:
+    /// none (the paper's raw squared error), level, channel or position (see the
+    /// library's `MapNorm`) [default: the configuration's].
+    #[arg(long, value_name = "NORM", value_parser = parse_map_norm)]
+    pub map_norm: Option<MapNorm>,
+}
+
+/// Parses a map normalisation name.
+pub fn parse_map_norm(text: &str) -> std::result::Result<MapNorm, String> {
+    text.parse::<MapNorm>().map_err(|e| e.message().to_string())
 }
 
 /// Parses `WxH` (also `W,H` or `WXH`).
@@ -104,6 +115,9 @@ impl ConfigArgs {
         }
         if let Some(v) = self.context_mean {
             config.context_mean = v;
+        }
+        if let Some(v) = self.map_norm {
+            config.score.map_norm = v;
         }
         config.validate()?;
         Ok(config)

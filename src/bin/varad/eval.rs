@@ -47,6 +47,10 @@ pub struct Args {
     /// PatchCore: at most this many memory-bank tokens per level [default: no cap].
     #[arg(long, value_name = "N")]
     coreset_max: Option<usize>,
+    /// Also report VarAD under these map normalisations, comma-separated (each a row of
+    /// its own, scored with the same trained model), e.g. none,level,channel,position.
+    #[arg(long, value_name = "NORMS", value_delimiter = ',', value_parser = crate::config_args::parse_map_norm)]
+    compare_map_norms: Vec<varad::model::MapNorm>,
     /// Test images shown in each category's montage (0 = no montage).
     #[arg(long, value_name = "N", default_value = "12")]
     montage: usize,
@@ -76,6 +80,7 @@ pub fn run(args: Args, runtime: Option<PathBuf>) -> Result<()> {
         seed: config.seed,
         ..PatchCoreConfig::default()
     };
+    options.map_norms = args.compare_map_norms.clone();
     options.montage_images = args.montage;
     options.montage_tile = args.tile;
     options.out_dir = Some(args.out.clone());

@@ -1,0 +1,450 @@
+//! What the prediction errors look like on normal images, and the map normalisations
+//! built on it (an improvement over the paper, issue #9; `MapNorm::None` is the paper's
+//! map exactly).
+//!
+//! The paper's level map is the raw squared error `||r||^2` summed over channels, and the
+//! levels are summed as they are. Two things make that map a poor score on its own: a
+//! channel (and a level) with a large spread of errors on normal images dominates one
+//! with a small spread whatever either says, and some grid positions (near the borders,
+//! where a direction predicts from BOS padding only) err more on every normal image. So
+//! after training, the model records per level, on its training images:
+//! - the mean squared residual of each channel, `v_c`, and the mean of the raw map;
+//! - the mean `mu(p)` and spread `sigma(p)` of the channel-whitened map
+//!   `W(p) = mean_c r_c(p)^2 / v_c` at every grid position `p`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, ErrorKind, Result};
+
+/// How a level's prediction residuals become its anomaly map before the levels are summed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MapNorm {
+    /// The paper's map: `A_h = ||r||^2`, the levels summed as they are.
+    #[default]
+    None,
+    /// `A_h = ||r||^2 / mean(A_h on normal images)`: every level weighs the same.
+    Level,
+    /// `A_h = mean_c r_c^2 / v_c`: every channel weighs the same (and so every level;
+    /// the map is 1 on average on normal images).
+    Channel,
+    /// The channel-whitened map scored against its normal spread at its own position:
+    /// `A_h(p) = (W(p) - mu(p)) / sqrt(sigma(p)^2 + s^2)`, `s` the median of `sigma`
+    /// over the grid (so a position whose few normal samples happened to agree is not
+    /// trusted beyond the level's typical spread).
+    Position,
+}
+
+impl MapNorm {
+    /// Every variant, in the order reports list them.
+    pub const ALL: [MapNorm; 4] = [
+        MapNorm::None,
+        MapNorm::Level,
+        MapNorm::Channel,
+        MapNorm::Position,
+    ];
+
+    /// The name used in configurations and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            MapNorm::None => "none",
+            MapNorm::Level => "level",
+            MapNorm::Channel => "channel",
+            MapNorm::Position => "position",
+        }
+    }
+}
+
+impl std::fmt::Display for MapNorm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for MapNorm {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        MapNorm::ALL
+            .into_iter()
+            .find(|n| n.name() == text)
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "unknown map normalisation `{text}`: expected none, level, channel or position"
+                ))
+            })
+    }
+}
+
+/// One level's error statistics on normal images.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LevelStats {
+    /// Mean squared residual of each channel, `[C]`.
+    pub channel_var: Vec<f32>,
+    /// Mean of the raw map `||r||^2` over positions and images.
+    pub level_mean: f32,
+    /// Mean of the channel-whitened map at each grid position, `[h * w]`.
+    pub position_mean: Vec<f32>,
+    /// Standard deviation of the channel-whitened map at each grid position, `[h * w]`.
+    pub position_std: Vec<f32>,
+}
+
+/// Every level's statistics, finest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NormalStats {
+    /// One entry per used level.
+    pub levels: Vec<LevelStats>,
+}
+
+/// Smallest variance or spread divided by: keeps a dead channel (all residuals zero on
+/// normal images) from turning into an infinite weight.
+const FLOOR: f64 = 1e-12;
+
+impl LevelStats {
+    /// The level's map under `norm` from its residuals `[L, C]` (token-major).
+    pub fn map(&self, norm: MapNorm, residuals: &[f32], c: usize) -> Vec<f32> {
+        match norm {
+            MapNorm::None => super::level::squared_norms(residuals, c),
+            MapNorm::Level => {
+                let scale = 1.0 / (self.level_mean as f64).max(FLOOR);
+                super::level::squared_norms(residuals, c)
+                    .into_iter()
+                    .map(|v| (v as f64 * scale) as f32)
+                    .collect()
+            }
+            MapNorm::Channel => self.whitened(residuals, c),
+            MapNorm::Position => {
+                let spread = median(&self.position_std) as f64;
+                let mut map = self.whitened(residuals, c);
+                for ((v, &mu), &sigma) in map
+                    .iter_mut()
+                    .zip(&self.position_mean)
+                    .zip(&self.position_std)
+                {
+                    let s = (sigma as f64).hypot(spread).max(FLOOR.sqrt());
+                    *v = ((*v as f64 - mu as f64) / s) as f32;
+                }
+                map
+            }
+        }
+    }
+
+    /// `W(p) = mean_c r_c(p)^2 / v_c`.
+    fn whitened(&self, residuals: &[f32], c: usize) -> Vec<f32> {
+        let weights: Vec<f32> = self
+            .channel_var
+            .iter()
+            .map(|&v| (1.0 / ((v as f64).max(FLOOR) * c as f64)) as f32)
+            .collect();
+        residuals
+            .chunks_exact(c)
+            .map(|r| r.iter().zip(&weights).map(|(&x, &w)| w * x * x).sum())
+            .collect()
+    }
+
+    /// Checks the shapes against a level of `c` channels on a grid of `len` positions
+    /// and that every value is finite (a model file is untrusted input).
+    pub fn check(&self, c: usize, len: usize) -> Result<()> {
+        let problem = if self.channel_var.len() != c {
+            Some(format!(
+                "{} channel variances for {c} channels",
+                self.channel_var.len()
+            ))
+        } else if self.position_mean.len() != len || self.position_std.len() != len {
+            Some(format!(
+                "position statistics of {} / {} values for a grid of {len}",
+                self.position_mean.len(),
+                self.position_std.len()
+            ))
+        } else if !self
+            .channel_var
+            .iter()
+            .chain(&self.position_mean)
+            .chain(&self.position_std)
+            .chain(std::iter::once(&self.level_mean))
+            .all(|v| v.is_finite())
+        {
+            Some("a non-finite value".to_string())
+        } else {
+            None
+        };
+        match problem {
+            Some(p) => Err(Error::new(
+                ErrorKind::ModelFile,
+                format!("normal-image statistics: {p}"),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+fn median(values: &[f32]) -> f32 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+/// Collects one level's statistics in two passes over the same normal images: the first
+/// gives the channel variances and the raw mean, the second (which needs them) the
+/// position statistics of the whitened map.
+#[derive(Debug, Clone)]
+pub struct LevelStatsBuilder {
+    channels: usize,
+    len: usize,
+    channel_sq: Vec<f64>,
+    raw_sum: f64,
+    first_pass_images: usize,
+    first: Option<LevelStats>,
+    position_sum: Vec<f64>,
+    position_sq: Vec<f64>,
+    second_pass_images: usize,
+}
+
+impl LevelStatsBuilder {
+    /// An empty builder for a level of `channels` channels on a grid of `len` positions.
+    pub fn new(channels: usize, len: usize) -> Self {
+        LevelStatsBuilder {
+            channels,
+            len,
+            channel_sq: vec![0.0; channels],
+            raw_sum: 0.0,
+            first_pass_images: 0,
+            first: None,
+            position_sum: vec![0.0; len],
+            position_sq: vec![0.0; len],
+            second_pass_images: 0,
+        }
+    }
+
+    /// First pass: one image's residuals `[L, C]`.
+    pub fn add_first(&mut self, residuals: &[f32]) {
+        debug_assert_eq!(residuals.len(), self.len * self.channels);
+        for row in residuals.chunks_exact(self.channels) {
+            for (sum, &r) in self.channel_sq.iter_mut().zip(row) {
+                let sq = r as f64 * r as f64;
+                *sum += sq;
+                self.raw_sum += sq;
+            }
+        }
+        self.first_pass_images += 1;
+    }
+
+    /// Ends the first pass; from here on [`LevelStatsBuilder::add_second`] takes the same
+    /// images again.
+    pub fn end_first(&mut self) -> Result<()> {
+        let tokens = (self.first_pass_images * self.len) as f64;
+        if tokens == 0.0 {
+            return Err(Error::invalid_argument(
+                "normal-image statistics need at least one image",
+            ));
+        }
+        self.first = Some(LevelStats {
+            channel_var: self
+                .channel_sq
+                .iter()
+                .map(|&s| (s / tokens) as f32)
+                .collect(),
+            level_mean: (self.raw_sum / tokens) as f32,
+            position_mean: vec![0.0; self.len],
+            position_std: vec![1.0; self.len],
+        });
+        Ok(())
+    }
+
+    /// Second pass: the same image's residuals again.
+    pub fn add_second(&mut self, residuals: &[f32]) -> Result<()> {
+        let first = self.first.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Internal,
+                "second statistics pass before the first ended",
+            )
+        })?;
+        let whitened = first.whitened(residuals, self.channels);
+        for ((s, q), &w) in self
+            .position_sum
+            .iter_mut()
+            .zip(&mut self.position_sq)
+            .zip(&whitened)
+        {
+            *s += w as f64;
+            *q += w as f64 * w as f64;
+        }
+        self.second_pass_images += 1;
+        Ok(())
+    }
+
+    /// The statistics. With a single image the spread is unknown and taken as 1 (the
+    /// whitened map's mean on normal images).
+    pub fn finish(self) -> Result<LevelStats> {
+        let mut stats = self.first.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Internal,
+                "statistics finished before the first pass ended",
+            )
+        })?;
+        let n = self.second_pass_images as f64;
+        if n == 0.0 {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                "statistics finished without the second pass",
+            ));
+        }
+        for p in 0..self.len {
+            let mean = self.position_sum[p] / n;
+            stats.position_mean[p] = mean as f32;
+            stats.position_std[p] = if n > 1.0 {
+                // Sample variance; clamped at zero against rounding.
+                ((self.position_sq[p] - n * mean * mean) / (n - 1.0))
+                    .max(0.0)
+                    .sqrt() as f32
+            } else {
+                1.0
+            };
+        }
+        Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn residuals(seed: u64, len: usize, c: usize) -> Vec<f32> {
+        let mut rng = crate::predictor::rng::SplitMix64::new(seed);
+        (0..len * c)
+            .map(|i| {
+                let scale = (i % c + 1) as f64; // channel k has spread k + 1
+                ((rng.next_u64() as f64 / u64::MAX as f64) - 0.5) as f32 * scale as f32
+            })
+            .collect()
+    }
+
+    fn stats(images: &[Vec<f32>], len: usize, c: usize) -> LevelStats {
+        let mut b = LevelStatsBuilder::new(c, len);
+        for r in images {
+            b.add_first(r);
+        }
+        b.end_first().unwrap();
+        for r in images {
+            b.add_second(r).unwrap();
+        }
+        b.finish().unwrap()
+    }
+
+    #[test]
+    fn none_is_the_plain_squared_norm() {
+        let (len, c) = (7, 3);
+        let r = residuals(1, len, c);
+        let s = stats(std::slice::from_ref(&r), len, c);
+        let want: Vec<f32> = r
+            .chunks_exact(c)
+            .map(|row| row.iter().map(|&x| x * x).sum())
+            .collect();
+        assert_eq!(s.map(MapNorm::None, &r, c), want);
+    }
+
+    #[test]
+    fn statistics_match_a_slow_computation() {
+        let (len, c) = (5, 4);
+        let images: Vec<Vec<f32>> = (0..3).map(|i| residuals(10 + i, len, c)).collect();
+        let s = stats(&images, len, c);
+        for ch in 0..c {
+            let mut sum = 0.0f64;
+            for r in &images {
+                for p in 0..len {
+                    sum += (r[p * c + ch] as f64).powi(2);
+                }
+            }
+            let want = sum / (3 * len) as f64;
+            assert!((s.channel_var[ch] as f64 - want).abs() < 1e-6 * want.max(1e-6));
+        }
+        // Whitened maps by hand, then per-position mean and sample std.
+        let w: Vec<Vec<f64>> = images
+            .iter()
+            .map(|r| {
+                (0..len)
+                    .map(|p| {
+                        (0..c)
+                            .map(|ch| (r[p * c + ch] as f64).powi(2) / s.channel_var[ch] as f64)
+                            .sum::<f64>()
+                            / c as f64
+                    })
+                    .collect()
+            })
+            .collect();
+        for p in 0..len {
+            let mean = w.iter().map(|m| m[p]).sum::<f64>() / 3.0;
+            let var = w.iter().map(|m| (m[p] - mean).powi(2)).sum::<f64>() / 2.0;
+            assert!((s.position_mean[p] as f64 - mean).abs() < 1e-5, "{p}");
+            assert!((s.position_std[p] as f64 - var.sqrt()).abs() < 1e-5, "{p}");
+        }
+        // The whitened map averages 1 over the images it was fitted on.
+        let all: f64 = images
+            .iter()
+            .flat_map(|r| s.map(MapNorm::Channel, r, c))
+            .map(|v| v as f64)
+            .sum();
+        assert!((all / (3 * len) as f64 - 1.0).abs() < 1e-5);
+        let level: f64 = images
+            .iter()
+            .flat_map(|r| s.map(MapNorm::Level, r, c))
+            .map(|v| v as f64)
+            .sum();
+        assert!((level / (3 * len) as f64 - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn position_scores_against_each_positions_normal_spread() {
+        // Position 0 always errs ten times more on normal images: the position map does
+        // not flag it, the channel map does.
+        let (len, c) = (6, 2);
+        let images: Vec<Vec<f32>> = (0..8)
+            .map(|i| {
+                let mut r = residuals(20 + i, len, c);
+                r[0] *= 10.0;
+                r[1] *= 10.0;
+                r
+            })
+            .collect();
+        let s = stats(&images, len, c);
+        let normal = residuals(99, len, c);
+        let mut flagged = normal.clone();
+        flagged[0] *= 10.0;
+        flagged[1] *= 10.0;
+        let channel = s.map(MapNorm::Channel, &flagged, c);
+        let position = s.map(MapNorm::Position, &flagged, c);
+        let max_other = |m: &[f32]| m[1..].iter().cloned().fold(f32::MIN, f32::max);
+        assert!(channel[0] > max_other(&channel));
+        assert!(position[0] < 3.0, "{position:?}");
+        // A real outlier at position 3 stands out in the position map.
+        let mut bad = normal;
+        bad[3 * c] = 40.0;
+        let position = s.map(MapNorm::Position, &bad, c);
+        let top = position
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0;
+        assert_eq!(top, 3, "{position:?}");
+    }
+
+    #[test]
+    fn a_single_image_gives_unit_spread_and_names_parse() {
+        let (len, c) = (4, 2);
+        let s = stats(&[residuals(3, len, c)], len, c);
+        assert!(s.position_std.iter().all(|&v| v == 1.0));
+        for n in MapNorm::ALL {
+            assert_eq!(n.name().parse::<MapNorm>().unwrap(), n);
+        }
+        assert!("zscore".parse::<MapNorm>().is_err());
+        assert!(s.check(c, len).is_ok());
+        assert!(s.check(c + 1, len).is_err());
+        let mut broken = s.clone();
+        broken.position_std[1] = f32::NAN;
+        assert!(broken.check(c, len).is_err());
+    }
+}
