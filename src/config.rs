@@ -56,7 +56,7 @@ pub struct Config {
     /// adapters cannot shrink the features to shrink the loss. Default `false` (the
     /// paper's formulation).
     pub detach_target: bool,
-    /// Average each token's four directional predictions over the directions that have
+    /// Average each token's directional predictions over the directions that have
     /// seen context only, leaving out those that predicted it from BOS padding alone
     /// (near the borders). Default `false` (the paper's plain mean). Not in DESIGN.md's
     /// map: an improvement option, measured in the project's eval reports.
