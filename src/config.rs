@@ -57,12 +57,25 @@ pub struct Config {
     /// adapters cannot shrink the features to shrink the loss. Default `false` (the
     /// paper's formulation).
     pub detach_target: bool,
-    /// Average each token's four directional predictions over the directions that have
+    /// Average each token's directional predictions over the directions that have
     /// seen context only, leaving out those that predicted it from BOS padding alone
     /// (near the borders). Default `false` (the paper's plain mean). Not in DESIGN.md's
     /// map: an improvement option, measured in the project's eval reports.
     #[serde(default)]
     pub context_mean: bool,
+    /// The scan directions used (DESIGN.md's `k`: 0 row-major, 1 its reverse, 2
+    /// column-major, 3 its reverse), each at most once; the map averages the active ones.
+    /// Default all four (the paper's). Fewer directions cost proportionally less; the
+    /// option exists for the paper's ablation of the scan directions. (Absent from model
+    /// files written before it existed: they get all four.)
+    #[serde(default = "default_directions")]
+    pub directions: Vec<usize>,
+    /// Whether the adapters are trained. `false` keeps them at their zero initialisation
+    /// (the identity `F^ = F`), for the paper's ablation without adapters; their tensors
+    /// are still saved (as zeros). Default `true`. (Absent from model files written
+    /// before it existed: they get `true`.)
+    #[serde(default = "default_adapters")]
+    pub adapters: bool,
     /// Where to run.
     #[serde(with = "device_serde")]
     pub device: Device,
@@ -133,6 +146,14 @@ pub struct ScoreConfig {
     pub map_norm: MapNorm,
 }
 
+fn default_directions() -> Vec<usize> {
+    (0..crate::model::DIRECTIONS).collect()
+}
+
+fn default_adapters() -> bool {
+    true
+}
+
 fn default_cache_disk_limit() -> u64 {
     64 << 30
 }
@@ -188,6 +209,8 @@ impl Config {
             d_conv: 4,
             detach_target: false,
             context_mean: false,
+            directions: default_directions(),
+            adapters: true,
             device: Device::Auto,
             threads: 0,
             seed: 0,
@@ -226,6 +249,27 @@ impl Config {
             if value > max {
                 problems.push(format!("{name} {value} is more than the limit {max}"));
             }
+        }
+        if self.directions.is_empty() {
+            problems
+                .push("directions is empty: at least one scan direction (0-3) is needed".into());
+        }
+        if let Some(k) = self
+            .directions
+            .iter()
+            .find(|&&k| k >= crate::model::DIRECTIONS)
+        {
+            problems.push(format!(
+                "direction {k} does not exist: the scan directions are 0, 1, 2 and 3"
+            ));
+        }
+        let mut sorted = self.directions.clone();
+        sorted.sort_unstable();
+        if sorted.windows(2).any(|w| w[0] == w[1]) {
+            problems.push(format!(
+                "directions {:?} name a direction twice",
+                self.directions
+            ));
         }
         if t.epochs == 0 {
             problems.push("train.epochs is 0: a model needs at least one epoch".into());
@@ -352,6 +396,14 @@ mod tests {
         c.levels = vec!["stride8".into()];
         let text = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<Config>(&text).unwrap(), c);
+        // A configuration written before `directions` and `adapters` existed gets the
+        // paper's defaults.
+        let mut old: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let map = old.as_object_mut().unwrap();
+        map.remove("directions");
+        map.remove("adapters");
+        let old: Config = serde_json::from_value(old).unwrap();
+        assert_eq!((old.directions, old.adapters), (vec![0, 1, 2, 3], true));
         assert!(serde_json::from_str::<Config>(&text.replace("\"seed\"", "\"sed\"")).is_err());
     }
 
@@ -366,6 +418,22 @@ mod tests {
         for needle in ["epochs is 0", "prediction_step", "beta2"] {
             assert!(err.message().contains(needle), "{needle}: {err}");
         }
+    }
+
+    #[test]
+    fn directions_must_be_distinct_existing_and_some() {
+        let mut c = Config::new("b.onnx");
+        for (dirs, needle) in [
+            (vec![], "directions is empty"),
+            (vec![0, 5], "direction 5 does not exist"),
+            (vec![2, 1, 2], "name a direction twice"),
+        ] {
+            c.directions = dirs;
+            let err = c.validate().unwrap_err();
+            assert!(err.message().contains(needle), "{needle}: {err}");
+        }
+        c.directions = vec![3, 0];
+        c.validate().unwrap();
     }
 
     #[test]

@@ -40,6 +40,8 @@ fn help_covers_every_subcommand() {
                 "--seed",
                 "--detach-target",
                 "--context-mean",
+                "--directions",
+                "--adapters",
                 "--config",
             ][..],
         ),
@@ -53,6 +55,10 @@ fn help_covers_every_subcommand() {
                 "--coreset-fraction",
                 "--montage",
                 "--epochs",
+                "--input-size",
+                "--input-sizes",
+                "--directions",
+                "--adapters",
             ][..],
         ),
         (
@@ -236,5 +242,146 @@ fn eval_and_bench_on_the_tiny_vit() {
         "images/s",
     ] {
         assert!(table.contains(stage), "{stage} missing:\n{table}");
+    }
+}
+
+#[test]
+fn ablation_flags_are_checked() {
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "--backbone", "b.onnx", "--out", "m.safetensors"];
+        args.extend_from_slice(extra);
+        args.push("/surely/missing.png");
+        varad(&args)
+    };
+    let err = one_line_error(&train(&["--directions", "0,5"]));
+    assert!(err.contains("`5` is not a scan direction"), "{err}");
+    let err = one_line_error(&train(&["--directions", "1,2,1"]));
+    assert!(err.contains("name a direction twice"), "{err}");
+    let err = one_line_error(&train(&["--directions", ""]));
+    assert!(err.contains("no scan direction given"), "{err}");
+    let err = one_line_error(&train(&["--adapters", "maybe"]));
+    assert!(err.contains("maybe"), "{err}");
+    // Valid flags get past parsing to the missing image.
+    let err = one_line_error(&train(&["--directions", "3,0", "--adapters", "false"]));
+    assert!(err.contains("missing.png"), "{err}");
+    let err = one_line_error(&train(&["--adapters", "--directions", "2"]));
+    assert!(err.contains("missing.png"), "{err}");
+
+    let err = one_line_error(&varad(&[
+        "eval",
+        "--data",
+        "x",
+        "--out",
+        "y",
+        "--backbone",
+        "b.onnx",
+        "--input-size",
+        "112x112",
+        "--input-sizes",
+        "84x84,112x112",
+    ]));
+    assert!(
+        err.contains("--input-size")
+            && err.contains("--input-sizes")
+            && err.contains("cannot be used with"),
+        "{err}"
+    );
+    let err = one_line_error(&varad(&[
+        "eval",
+        "--data",
+        "x",
+        "--out",
+        "y",
+        "--backbone",
+        "b.onnx",
+        "--input-sizes",
+        "84x84,112",
+    ]));
+    assert!(err.contains("`112` is not a size"), "{err}");
+}
+
+#[test]
+fn eval_sweeps_input_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_tiny_mvtec(dir.path());
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        serde_json::to_string(&common::tiny_config()).unwrap(),
+    )
+    .unwrap();
+    let out = dir.path().join("sweep");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let run = varad(&[
+        "eval",
+        "--data",
+        &s(dir.path()),
+        "--config",
+        &s(&config),
+        "--out",
+        &s(&out),
+        "--epochs",
+        "1",
+        "--directions",
+        "0,2",
+        "--adapters",
+        "false",
+        "--montage",
+        "0",
+        "--input-sizes",
+        "84x84,112x112",
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    for size in ["84x84", "112x112"] {
+        for name in ["report.json", "report.md"] {
+            assert!(out.join(size).join(name).is_file(), "{size}/{name}");
+        }
+        let md = std::fs::read_to_string(out.join(size).join("report.md")).unwrap();
+        assert!(
+            md.contains(&format!(
+                "input {size}; prediction step 2; directions 0,2; adapters off; \
+                 detach_target false; context_mean false; epochs 1"
+            )),
+            "{md}"
+        );
+    }
+    let md = std::fs::read_to_string(out.join("sweep.md")).unwrap();
+    eprintln!("{md}");
+    assert_eq!(text(&run.stdout).trim(), md.trim());
+    for needle in [
+        "input sizes 84x84, 112x112",
+        "| stripes | VarAD | 84x84 |",
+        "| stripes | VarAD | 112x112 |",
+        "| stripes | PatchCore | 112x112 |",
+        "| defect size | images | 84x84 | 112x112 |",
+        "| stripes | VarAD | small | 3 |",
+        "| stripes | PatchCore | large | 2 |",
+    ] {
+        assert!(md.contains(needle), "{needle} missing:\n{md}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap();
+    assert_eq!(json["input_sizes"], serde_json::json!(["84x84", "112x112"]));
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for size in ["84x84", "112x112"] {
+        let n = |key: &str| {
+            json[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["input_size"] == size)
+                .count()
+        };
+        assert_eq!((n("rows"), n("by_size")), (2, 4), "{size}");
+    }
+    for r in rows {
+        for key in ["pixel_auroc", "pixel_ap", "pixel_max_f1", "image_auroc"] {
+            assert!(
+                r[key].as_f64().is_some_and(|v| (0.0..=1.0).contains(&v)),
+                "{r}"
+            );
+        }
+        assert!(r["ms_per_image"].as_f64().unwrap() > 0.0, "{r}");
     }
 }

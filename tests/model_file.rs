@@ -274,3 +274,26 @@ fn scores_by_norm_checked(model: &Model) -> Vec<varad::Result<Vec<f32>>> {
         })
         .collect()
 }
+
+#[test]
+fn a_model_with_two_directions_and_no_adapters_reloads_identically() {
+    let dir = temp_dir("directions");
+    let mut config = common::tiny_config();
+    config.directions = vec![2, 1];
+    config.adapters = false;
+    config.train.epochs = 1;
+    let mut model = Model::new(config).unwrap();
+    let set = common::training_set(&model, 6);
+    model
+        .fit(&set, |_| std::ops::ControlFlow::Continue(()))
+        .unwrap();
+    let path = dir.join("model.safetensors");
+    model.save(&path).unwrap();
+    let loaded = Model::load(&path, &LoadOptions::default()).unwrap();
+    assert_eq!(loaded.config().directions, [1, 2]);
+    assert!(!loaded.config().adapters);
+    assert_eq!(loaded.layout()[0].scans.directions(), &[1, 2]);
+    assert!(loaded.weights() == model.weights(), "loaded weights differ");
+    assert_eq!(scores(&model), scores(&loaded));
+    std::fs::remove_dir_all(dir).unwrap();
+}

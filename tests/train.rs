@@ -88,3 +88,48 @@ fn bad_configs_are_named() {
     let err = model.fit(&set, |_| ControlFlow::Continue(())).unwrap_err();
     assert!(err.message().contains("at least 4"), "{err}");
 }
+
+#[test]
+fn without_adapters_only_bos_and_predictors_train() {
+    let mut c = config();
+    c.adapters = false;
+    c.train.epochs = 2;
+    let mut model = Model::new(c).unwrap();
+    let before = model.weights().clone();
+    let set = training_set(&model, 6);
+    let report = model.fit(&set, |_| ControlFlow::Continue(())).unwrap();
+    // The adapters are the identity throughout, so the features never shrink.
+    assert!(
+        report.variance_ratios.iter().flatten().all(|&r| r == 1.0),
+        "{:?}",
+        report.variance_ratios
+    );
+    for (after, start) in model.weights().levels.iter().zip(&before.levels) {
+        assert!(after.adapter_weight.iter().all(|&v| v == 0.0));
+        assert!(after.adapter_bias.iter().all(|&v| v == 0.0));
+        assert_ne!(
+            after.predictor, start.predictor,
+            "the predictor did not train"
+        );
+        assert_ne!(after.bos, start.bos, "the BOS vector did not train");
+    }
+}
+
+#[test]
+fn a_subset_of_directions_trains_and_is_stored_ascending() {
+    let mut c = config();
+    c.directions = vec![2, 0];
+    c.train.epochs = 1;
+    let mut model = Model::new(c).unwrap();
+    assert_eq!(model.config().directions, [0, 2]);
+    assert_eq!(model.layout()[0].scans.directions(), &[0, 2]);
+    let set = training_set(&model, 5);
+    let report = model.fit(&set, |_| ControlFlow::Continue(())).unwrap();
+    assert!(report.epoch_losses[0].is_finite());
+
+    let mut c = config();
+    c.directions = vec![1, 4];
+    let err = Model::new(c).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.message().contains("direction 4"), "{err}");
+}

@@ -166,6 +166,9 @@ impl Report {
     pub fn to_markdown(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "Data: `{}` ({})\n", self.data, self.layout);
+        if let Some(line) = settings_line(&self.config, None) {
+            let _ = writeln!(s, "{line}\n");
+        }
         s.push_str(
             "| category | method | P-AUROC | P-AP | P-F1max | I-AUROC | I-AP | I-F1max | train s | ms/img |\n\
              |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
@@ -261,6 +264,324 @@ impl Report {
     }
 }
 
+/// One line naming the settings that define a run (those the paper ablates and ours),
+/// read from a stored configuration: levels, input size (or `input`, for a sweep),
+/// prediction step, scan directions, adapters, detached target, context mean, epochs.
+/// `None` when `config` is not a configuration object. Fields a configuration from before
+/// an option existed lacks read as that option's default.
+pub fn settings_line(config: &serde_json::Value, input: Option<&str>) -> Option<String> {
+    let c = config.as_object()?;
+    let flag = |name: &str, default: bool| c.get(name).and_then(|v| v.as_bool()).unwrap_or(default);
+    let list = |v: Option<&serde_json::Value>| -> Option<Vec<String>> {
+        v?.as_array().map(|a| {
+            a.iter()
+                .map(|x| x.as_str().map_or(x.to_string(), String::from))
+                .collect()
+        })
+    };
+    let levels = match list(c.get("levels")) {
+        Some(l) if !l.is_empty() => l.join(","),
+        _ => "all".into(),
+    };
+    let input = match input {
+        Some(text) => text.to_string(),
+        None => match c.get("input_size").and_then(|v| v.as_array()) {
+            Some(wh) if wh.len() == 2 => format!("{}x{}", wh[0], wh[1]),
+            _ => "the backbone's preferred".into(),
+        },
+    };
+    let step = c
+        .get("prediction_step")
+        .map_or("?".into(), |v| v.to_string());
+    let directions = list(c.get("directions")).map_or("0,1,2,3".into(), |d| d.join(","));
+    let epochs = c
+        .get("train")
+        .and_then(|t| t.get("epochs"))
+        .map_or("?".into(), |v| v.to_string());
+    let on_off = |b: bool| if b { "on" } else { "off" };
+    Some(format!(
+        "Settings: levels {levels}; input {input}; prediction step {step}; directions {directions}; \
+         adapters {}; detach_target {}; context_mean {}; epochs {epochs}",
+        on_off(flag("adapters", true)),
+        flag("detach_target", false),
+        flag("context_mean", false),
+    ))
+}
+
+/// One category and method at one input size of a resolution sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepRow {
+    /// The input size, `WxH`.
+    pub input_size: String,
+    /// The category, or `mean` for the means over the categories.
+    pub category: String,
+    /// The method's name.
+    pub method: String,
+    /// Pixel AUROC over all test pixels.
+    pub pixel_auroc: Option<f64>,
+    /// Pixel AP.
+    pub pixel_ap: Option<f64>,
+    /// Pixel max-F1.
+    pub pixel_max_f1: Option<f64>,
+    /// Image AUROC.
+    pub image_auroc: Option<f64>,
+    /// Mean scoring time per test image, milliseconds.
+    pub ms_per_image: f64,
+}
+
+/// One defect size class of one category and method at one input size: how small defects
+/// fare against the resolution (the paper's Fig. 5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepSizeRow {
+    /// The input size, `WxH`.
+    pub input_size: String,
+    /// The category, or `mean` for the means over the categories.
+    pub category: String,
+    /// The method's name.
+    pub method: String,
+    /// The defect size class (`small`, `medium`, `large`).
+    pub size_class: String,
+    /// Defective images in the class (summed over categories for `mean`).
+    pub defective_images: usize,
+    /// Pixel AUROC of the class's images and the good images.
+    pub pixel_auroc: Option<f64>,
+    /// Pixel AP over the same pixels.
+    pub pixel_ap: Option<f64>,
+    /// Image AUROC: the class's images against the good images.
+    pub image_auroc: Option<f64>,
+}
+
+/// A resolution sweep: the same evaluation at several input sizes, the headline numbers
+/// and the defect-size breakdown side by side. Each size's full [`Report`] is written
+/// separately; this keeps what the comparison needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepReport {
+    /// The data set's folder.
+    pub data: String,
+    /// Its layout.
+    pub layout: String,
+    /// The methods, in the order run.
+    pub methods: Vec<String>,
+    /// The input sizes, `WxH`, in the order run.
+    pub input_sizes: Vec<String>,
+    /// Per input size, category (then the means, with several categories) and method.
+    pub rows: Vec<SweepRow>,
+    /// Per input size, category (then the means), method and defect size class.
+    pub by_size: Vec<SweepSizeRow>,
+    /// The configuration shared by every run (its `input_size` left out).
+    pub config: serde_json::Value,
+}
+
+impl SweepReport {
+    /// The sweep of `runs`: each input size (`WxH`) with its report, in order.
+    pub fn new(runs: &[(String, &Report)]) -> SweepReport {
+        let mut rows = Vec::new();
+        let mut by_size = Vec::new();
+        for (size, report) in runs {
+            for c in &report.categories {
+                for m in &c.methods {
+                    rows.push(SweepRow {
+                        input_size: size.clone(),
+                        category: c.category.clone(),
+                        method: m.method.clone(),
+                        pixel_auroc: m.pixel.auroc,
+                        pixel_ap: m.pixel.ap,
+                        pixel_max_f1: m.pixel.max_f1,
+                        image_auroc: m.image.auroc,
+                        ms_per_image: m.ms_per_image,
+                    });
+                    by_size.extend(m.by_size.iter().map(|b| SweepSizeRow {
+                        input_size: size.clone(),
+                        category: c.category.clone(),
+                        method: m.method.clone(),
+                        size_class: b.subset.clone(),
+                        defective_images: b.defective_images,
+                        pixel_auroc: b.pixel_auroc,
+                        pixel_ap: b.pixel_ap,
+                        image_auroc: b.image_auroc,
+                    }));
+                }
+            }
+            if report.categories.len() < 2 {
+                continue;
+            }
+            for m in &report.mean {
+                rows.push(SweepRow {
+                    input_size: size.clone(),
+                    category: "mean".into(),
+                    method: m.method.clone(),
+                    pixel_auroc: m.pixel.auroc,
+                    pixel_ap: m.pixel.ap,
+                    pixel_max_f1: m.pixel.max_f1,
+                    image_auroc: m.image.auroc,
+                    ms_per_image: m.ms_per_image,
+                });
+                let classes: Vec<&Breakdown> = report
+                    .categories
+                    .iter()
+                    .flat_map(|c| c.methods.iter().filter(|r| r.method == m.method))
+                    .flat_map(|r| &r.by_size)
+                    .collect();
+                let mut names: Vec<&str> = classes.iter().map(|b| b.subset.as_str()).collect();
+                names.sort_unstable();
+                names.dedup();
+                for name in names {
+                    let mine: Vec<&&Breakdown> =
+                        classes.iter().filter(|b| b.subset == name).collect();
+                    by_size.push(SweepSizeRow {
+                        input_size: size.clone(),
+                        category: "mean".into(),
+                        method: m.method.clone(),
+                        size_class: name.to_string(),
+                        defective_images: mine.iter().map(|b| b.defective_images).sum(),
+                        pixel_auroc: mean(mine.iter().map(|b| b.pixel_auroc)),
+                        pixel_ap: mean(mine.iter().map(|b| b.pixel_ap)),
+                        image_auroc: mean(mine.iter().map(|b| b.image_auroc)),
+                    });
+                }
+            }
+        }
+        let first = runs.first().map(|(_, r)| *r);
+        let mut config = first.map_or(serde_json::Value::Null, |r| r.config.clone());
+        if let Some(c) = config.as_object_mut() {
+            c.remove("input_size");
+        }
+        SweepReport {
+            data: first.map_or_else(String::new, |r| r.data.clone()),
+            layout: first.map_or_else(String::new, |r| r.layout.clone()),
+            methods: first.map_or_else(Vec::new, |r| r.methods.clone()),
+            input_sizes: runs.iter().map(|(s, _)| s.clone()).collect(),
+            rows,
+            by_size,
+            config,
+        }
+    }
+
+    /// The sweep as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("the sweep is plain data")
+    }
+
+    /// The headline table (one row per category, method and input size, the sizes of
+    /// one method next to each other) and, per defect size class, pixel AUROC and AP
+    /// with one column per input size. Metrics are percentages.
+    pub fn to_markdown(&self) -> String {
+        let mut s = String::new();
+        let sizes = self.input_sizes.join(", ");
+        let _ = writeln!(
+            s,
+            "Resolution sweep on `{}` ({}): input sizes {sizes}\n",
+            self.data, self.layout
+        );
+        if let Some(line) = settings_line(&self.config, Some(&sizes)) {
+            let _ = writeln!(s, "{line}\n");
+        }
+        s.push_str(
+            "| category | method | input | P-AUROC | P-AP | P-F1max | I-AUROC | ms/img |\n\
+             |---|---|---|---:|---:|---:|---:|---:|\n",
+        );
+        for category in distinct(self.rows.iter().map(|r| &r.category)) {
+            for (method, size) in self
+                .methods
+                .iter()
+                .flat_map(|m| self.input_sizes.iter().map(move |s| (m, s)))
+            {
+                for r in self.rows.iter().filter(|r| {
+                    &r.input_size == size && &r.category == category && &r.method == method
+                }) {
+                    let _ = writeln!(
+                        s,
+                        "| {category} | {method} | {size} | {} | {} | {} | {} | {:.1} |",
+                        pct(r.pixel_auroc),
+                        pct(r.pixel_ap),
+                        pct(r.pixel_max_f1),
+                        pct(r.image_auroc),
+                        r.ms_per_image
+                    );
+                }
+            }
+        }
+        if self.by_size.is_empty() {
+            return s;
+        }
+        type Pick = fn(&SweepSizeRow) -> Option<f64>;
+        for (title, pick) in [
+            ("Pixel AUROC", (|r: &SweepSizeRow| r.pixel_auroc) as Pick),
+            ("Pixel AP", |r: &SweepSizeRow| r.pixel_ap),
+        ] {
+            let _ = writeln!(
+                s,
+                "\n{title} by defect size and input size (each size class against all good images):\n\n\
+                 | category | method | defect size | images | {} |\n\
+                 |---|---|---|---:|{}",
+                self.input_sizes.join(" | "),
+                "---:|".repeat(self.input_sizes.len())
+            );
+            let mut keys = Vec::new();
+            for category in distinct(self.by_size.iter().map(|r| &r.category)) {
+                for method in &self.methods {
+                    let mut classes = distinct(
+                        self.by_size
+                            .iter()
+                            .filter(|r| &r.category == category && &r.method == method)
+                            .map(|r| &r.size_class),
+                    );
+                    classes.sort_by(|a, b| class_order(a, b));
+                    keys.extend(classes.into_iter().map(|c| (category, method, c)));
+                }
+            }
+            for (category, method, class) in keys {
+                let cells: Vec<&SweepSizeRow> = self
+                    .by_size
+                    .iter()
+                    .filter(|r| {
+                        &r.category == category && &r.method == method && &r.size_class == class
+                    })
+                    .collect();
+                let images = cells.first().map_or(0, |r| r.defective_images);
+                let values: Vec<String> = self
+                    .input_sizes
+                    .iter()
+                    .map(|size| {
+                        cells
+                            .iter()
+                            .find(|r| &r.input_size == size)
+                            .map_or("-".into(), |r| pct(pick(r)))
+                    })
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "| {category} | {method} | {class} | {images} | {} |",
+                    values.join(" | ")
+                );
+            }
+        }
+        s
+    }
+}
+
+/// The distinct values in order of first appearance.
+fn distinct<'a>(values: impl Iterator<Item = &'a String>) -> Vec<&'a String> {
+    let mut out: Vec<&String> = Vec::new();
+    for v in values {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// Defect size classes from small to large, then any others by name.
+fn class_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let rank = |name: &str| match name {
+        "small" => 0,
+        "medium" => 1,
+        "large" => 2,
+        _ => 3,
+    };
+    rank(a).cmp(&rank(b)).then(a.cmp(b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,5 +639,108 @@ mod tests {
         );
         let back: Report = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(back, r);
+    }
+
+    fn sized(method: &str, small: f64, large: f64) -> MethodResult {
+        let class = |subset: &str, v: f64| Breakdown {
+            subset: subset.into(),
+            defective_images: 2,
+            pixel_auroc: Some(v),
+            pixel_ap: Some(v / 2.0),
+            image_auroc: Some(v),
+        };
+        MethodResult {
+            by_size: vec![class("large", large), class("small", small)],
+            ..result(method, Some(small))
+        }
+    }
+
+    fn report_at(size: (u32, u32), small: f64) -> Report {
+        let mut config = crate::Config::new("b.onnx");
+        config.input_size = Some(size);
+        config.directions = vec![0, 2];
+        config.adapters = false;
+        let cat = |name: &str| CategoryReport {
+            category: name.into(),
+            train_images: 5,
+            test_good: 2,
+            test_defective: 4,
+            methods: vec![sized("VarAD", small, 0.9), sized("PatchCore", 0.5, 0.8)],
+            montage: None,
+        };
+        Report::new(
+            "d".into(),
+            "mvtec_ad".into(),
+            vec!["VarAD".into(), "PatchCore".into()],
+            vec![cat("a"), cat("b")],
+            serde_json::to_value(&config).unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_markdown_names_the_settings() {
+        let md = report_at((256, 256), 0.6).to_markdown();
+        assert!(
+            md.contains(
+                "Settings: levels all; input 256x256; prediction step 4; directions 0,2; \
+                 adapters off; detach_target false; context_mean false; epochs 10"
+            ),
+            "{md}"
+        );
+        // A configuration from before the ablation options: their defaults.
+        let mut old = serde_json::to_value(crate::Config::new("b.onnx")).unwrap();
+        let map = old.as_object_mut().unwrap();
+        map.remove("directions");
+        map.remove("adapters");
+        let line = settings_line(&old, None).unwrap();
+        assert!(line.contains("directions 0,1,2,3; adapters on"), "{line}");
+        assert!(line.contains("input the backbone's preferred"), "{line}");
+        assert_eq!(settings_line(&serde_json::Value::Null, None), None);
+    }
+
+    #[test]
+    fn a_sweep_puts_the_sizes_side_by_side() {
+        let (a, b) = (report_at((256, 256), 0.6), report_at((512, 512), 0.8));
+        let sweep = SweepReport::new(&[("256x256".into(), &a), ("512x512".into(), &b)]);
+        assert_eq!(sweep.input_sizes, ["256x256", "512x512"]);
+        // 2 sizes x (2 categories + mean) x 2 methods.
+        assert_eq!(sweep.rows.len(), 12);
+        // ... and 2 size classes each.
+        assert_eq!(sweep.by_size.len(), 24);
+        assert!(sweep.config.get("input_size").is_none());
+        let mean_small = sweep
+            .by_size
+            .iter()
+            .find(|r| r.category == "mean" && r.method == "VarAD" && r.size_class == "small")
+            .unwrap();
+        assert_eq!(mean_small.defective_images, 4);
+        assert!((mean_small.pixel_auroc.unwrap() - 0.6).abs() < 1e-12);
+
+        let md = sweep.to_markdown();
+        assert!(md.contains("input sizes 256x256, 512x512"), "{md}");
+        assert!(
+            md.contains("| a | VarAD | 256x256 | 60.0 | 50.0 | 25.0 | 60.0 | 10.0 |"),
+            "{md}"
+        );
+        assert!(md.contains("| a | VarAD | 512x512 | 80.0 |"), "{md}");
+        assert!(
+            md.contains("| defect size | images | 256x256 | 512x512 |"),
+            "{md}"
+        );
+        // Small before large; the small defects gain from the resolution.
+        assert!(
+            md.contains("| a | VarAD | small | 2 | 60.0 | 80.0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| mean | PatchCore | large | 4 | 80.0 | 80.0 |"),
+            "{md}"
+        );
+        let small = md.find("| b | VarAD | small |").unwrap();
+        let large = md.find("| b | VarAD | large |").unwrap();
+        assert!(small < large, "{md}");
+        assert!(md.contains("Pixel AP by defect size"), "{md}");
+        let back: SweepReport = serde_json::from_str(&sweep.to_json()).unwrap();
+        assert_eq!(back, sweep);
     }
 }

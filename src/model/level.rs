@@ -9,7 +9,7 @@ use crate::predictor::gemm::{linear, linear_grad_weight};
 use crate::predictor::{Float, Gradients, Predictor, PredictorConfig};
 use crate::Result;
 
-use super::scan::{Scans, DIRECTIONS};
+use super::scan::Scans;
 
 /// The trainable parameters of one level.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,27 +106,27 @@ impl<T: Float> LevelParams<T> {
         adapted
     }
 
-    /// The predictor input of all four directions for `batch` images of adapted tokens:
-    /// `[batch * 4, L, C]`, image-major.
+    /// The predictor input of the active directions for `batch` images of adapted tokens:
+    /// `[batch * D, L, C]` (`D` = active directions), image-major, directions ascending.
     fn sequences(&self, scans: &Scans, adapted: &[T], batch: usize) -> Vec<T> {
         let n = scans.len() * self.channels;
-        let mut seqs = vec![T::ZERO; batch * DIRECTIONS * n];
-        for b in 0..batch {
-            for k in 0..DIRECTIONS {
-                let out = &mut seqs[(b * DIRECTIONS + k) * n..(b * DIRECTIONS + k + 1) * n];
+        let dirs = scans.directions();
+        let mut seqs = vec![T::ZERO; batch * dirs.len() * n];
+        for (b, per_image) in seqs.chunks_exact_mut(dirs.len() * n).enumerate() {
+            for (out, &k) in per_image.chunks_exact_mut(n).zip(dirs) {
                 scans.shifted_sequence(k, &adapted[b * n..(b + 1) * n], &self.bos, out);
             }
         }
         seqs
     }
 
-    /// The mean of the four directions' predictions on the grid, `[batch, L, C]`.
+    /// The mean of the active directions' predictions on the grid, `[batch, L, C]`.
     fn unscan(&self, scans: &Scans, outputs: &[T], batch: usize) -> Vec<T> {
         let n = scans.len() * self.channels;
+        let dirs = scans.directions();
         let mut predicted = vec![T::ZERO; batch * n];
-        for b in 0..batch {
-            for k in 0..DIRECTIONS {
-                let seq = &outputs[(b * DIRECTIONS + k) * n..(b * DIRECTIONS + k + 1) * n];
+        for (b, per_image) in outputs.chunks_exact(dirs.len() * n).enumerate() {
+            for (seq, &k) in per_image.chunks_exact(n).zip(dirs) {
                 scans.unscan_add(k, seq, &mut predicted[b * n..(b + 1) * n]);
             }
         }
@@ -167,7 +167,7 @@ impl<T: Float> LevelParams<T> {
         let tokens = self.to_token_major(features, batch, len);
         let adapted = self.adapt(&tokens, batch * len);
         let mut seqs = self.sequences(scans, &adapted, batch);
-        forward(&mut seqs, batch * DIRECTIONS, len)?;
+        forward(&mut seqs, batch * scans.directions().len(), len)?;
         let mut residuals = self.unscan(scans, &seqs, batch);
         for (r, &a) in residuals.iter_mut().zip(&adapted) {
             *r -= a;
@@ -219,7 +219,8 @@ impl<T: Float> LevelParams<T> {
         let tokens = self.to_token_major(features, batch, len);
         let adapted = self.adapt(&tokens, batch * len);
         let seqs = self.sequences(scans, &adapted, batch);
-        let (outputs, tape) = forward(&seqs, batch * DIRECTIONS, len)?;
+        let dirs = scans.directions();
+        let (outputs, tape) = forward(&seqs, batch * dirs.len(), len)?;
         drop(seqs);
         let predicted = self.unscan(scans, &outputs, batch);
         drop(outputs);
@@ -243,10 +244,9 @@ impl<T: Float> LevelParams<T> {
             d_predicted.iter().map(|&v| -v).collect()
         };
 
-        let mut d_outputs = vec![T::ZERO; batch * DIRECTIONS * n];
-        for b in 0..batch {
-            for k in 0..DIRECTIONS {
-                let dst = &mut d_outputs[(b * DIRECTIONS + k) * n..(b * DIRECTIONS + k + 1) * n];
+        let mut d_outputs = vec![T::ZERO; batch * dirs.len() * n];
+        for (b, per_image) in d_outputs.chunks_exact_mut(dirs.len() * n).enumerate() {
+            for (dst, &k) in per_image.chunks_exact_mut(n).zip(dirs) {
                 scans.unscan_backward(k, &d_predicted[b * n..(b + 1) * n], dst);
             }
         }
@@ -254,9 +254,8 @@ impl<T: Float> LevelParams<T> {
         let (d_seqs, predictor_grads) = backward(tape, &d_outputs)?;
         drop(d_outputs);
         let mut d_bos = vec![T::ZERO; c];
-        for b in 0..batch {
-            for k in 0..DIRECTIONS {
-                let src = &d_seqs[(b * DIRECTIONS + k) * n..(b * DIRECTIONS + k + 1) * n];
+        for (b, per_image) in d_seqs.chunks_exact(dirs.len() * n).enumerate() {
+            for (src, &k) in per_image.chunks_exact(n).zip(dirs) {
                 scans.shifted_sequence_backward(
                     k,
                     src,
@@ -353,15 +352,25 @@ mod tests {
     /// against the analytic gradients, in f64.
     #[test]
     fn level_gradients_match_finite_differences() {
-        for (detach, h, w, m, mean) in [
-            (false, 4, 5, 1, DirectionMean::All),
-            (true, 5, 4, 2, DirectionMean::All),
-            (false, 5, 6, 2, DirectionMean::WithContext),
-            (true, 4, 5, 1, DirectionMean::WithContext),
+        let all: &[usize] = &[0, 1, 2, 3];
+        for (detach, h, w, m, mean, dirs) in [
+            (false, 4, 5, 1, DirectionMean::All, all),
+            (true, 5, 4, 2, DirectionMean::All, all),
+            (false, 5, 6, 2, DirectionMean::WithContext, all),
+            (true, 4, 5, 1, DirectionMean::WithContext, all),
+            // Subsets of the directions (the scan ablation): fewer sequences per image.
+            (false, 4, 5, 1, DirectionMean::All, &[0, 2][..]),
+            (true, 5, 6, 2, DirectionMean::WithContext, &[0, 2][..]),
+            (false, 5, 4, 1, DirectionMean::WithContext, &[3][..]),
+            (true, 4, 5, 2, DirectionMean::All, &[3][..]),
         ] {
             let c = 3;
             let batch = 2;
-            let scans = Scans::new(h, w, m).unwrap().with_direction_mean(mean);
+            let scans = Scans::new(h, w, m)
+                .unwrap()
+                .with_direction_mean(mean)
+                .with_directions(dirs)
+                .unwrap();
             let p = level(c, 11);
             let feats = random(batch * c * h * w, 5, 1.0);
             let g = random(batch * h * w, 9, 1.0);
@@ -390,7 +399,7 @@ mod tests {
                         let err = (numeric - want).abs() / (1e-6 + numeric.abs().max(want.abs()));
                         assert!(
                             err < 1e-5,
-                            "{name}[{i}] detach={detach}: numeric {numeric} analytic {want}"
+                            "{name}[{i}] detach={detach} {dirs:?}: numeric {numeric} analytic {want}"
                         );
                     }
                 };
@@ -448,7 +457,7 @@ mod tests {
         let adapted = q.adapt(&q.to_token_major(feats, batch, len), batch * len);
         let mut seqs = q.sequences(scans, &adapted, batch);
         q.predictor
-            .forward_in_place(&mut seqs, batch * DIRECTIONS, len)
+            .forward_in_place(&mut seqs, batch * scans.directions().len(), len)
             .unwrap();
         let predicted = q.unscan(scans, &seqs, batch);
         squared_errors(&predicted, &target, c)
@@ -456,6 +465,63 @@ mod tests {
             .zip(g)
             .map(|(a, b)| a * b)
             .sum()
+    }
+
+    /// The code before direction subsets existed: four sequences per image, always.
+    fn four_direction_maps(
+        p: &LevelParams<f64>,
+        scans: &Scans,
+        feats: &[f64],
+        batch: usize,
+    ) -> Vec<f64> {
+        let (len, c) = (scans.len(), p.channels);
+        let n = len * c;
+        let adapted = p.adapt(&p.to_token_major(feats, batch, len), batch * len);
+        let mut seqs = vec![0.0; batch * 4 * n];
+        for b in 0..batch {
+            for k in 0..4 {
+                let out = &mut seqs[(b * 4 + k) * n..(b * 4 + k + 1) * n];
+                scans.shifted_sequence(k, &adapted[b * n..(b + 1) * n], &p.bos, out);
+            }
+        }
+        p.predictor
+            .forward_in_place(&mut seqs, batch * 4, len)
+            .unwrap();
+        let mut predicted = vec![0.0; batch * n];
+        for b in 0..batch {
+            for k in 0..4 {
+                let seq = &seqs[(b * 4 + k) * n..(b * 4 + k + 1) * n];
+                scans.unscan_add(k, seq, &mut predicted[b * n..(b + 1) * n]);
+            }
+        }
+        squared_errors(&predicted, &adapted, c)
+    }
+
+    #[test]
+    fn all_four_directions_give_the_maps_of_before_bit_for_bit() {
+        let (c, batch, h, w) = (3, 2, 5, 6);
+        let p = level(c, 21);
+        let feats = random(batch * c * h * w, 4, 1.0);
+        for mean in [DirectionMean::All, DirectionMean::WithContext] {
+            let default = Scans::new(h, w, 2).unwrap().with_direction_mean(mean);
+            let explicit = default.clone().with_directions(&[0, 1, 2, 3]).unwrap();
+            let want = four_direction_maps(&p, &default, &feats, batch);
+            assert_eq!(p.anomaly_maps(&default, &feats, batch).unwrap(), want);
+            assert_eq!(p.anomaly_maps(&explicit, &feats, batch).unwrap(), want);
+            let g = random(batch * h * w, 2, 1.0);
+            let (maps, _) = p.train_step(&explicit, &feats, batch, &g, false).unwrap();
+            assert_eq!(maps, want);
+        }
+        // A subset is a different model: its map differs from the four-direction one.
+        let two = Scans::new(h, w, 2)
+            .unwrap()
+            .with_directions(&[1, 2])
+            .unwrap();
+        let full = Scans::new(h, w, 2).unwrap();
+        assert_ne!(
+            p.anomaly_maps(&two, &feats, batch).unwrap(),
+            p.anomaly_maps(&full, &feats, batch).unwrap()
+        );
     }
 
     #[test]

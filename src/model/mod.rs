@@ -11,5 +11,5 @@ mod varad;
 pub use inference::{GridMap, ScoreOptions, ScoreResult};
 pub use level::{LevelGradients, LevelParams};
 pub use normal_stats::{MapNorm, NormalStats};
-pub use scan::{DirectionMean, Scans};
+pub use scan::{DirectionMean, Scans, DIRECTIONS};
 pub use varad::{predictor_config, LevelLayout, Model, PredictorDevice, Weights};

@@ -6,14 +6,18 @@
 //! the top-left, `k=3` its reverse. For a sequence `v_1..v_L` the predictor's input is
 //! `[bos x M, v_1 .. v_{L-M}]` with `M = m*w` for rows and `M = m*h` for columns, so its
 //! causal output at `l` is the prediction of `v_l` from `v_1..v_{l-M}`.
+//!
+//! A model may use a subset of the four directions (`Config::directions`, the paper's
+//! ablation of the scans); only the active ones are run and averaged.
 
 use crate::predictor::Float;
 use crate::{Error, Result};
 
-/// The number of scan directions.
+/// The number of scan directions there are; a model uses all of them or a subset
+/// ([`Scans::with_directions`]).
 pub const DIRECTIONS: usize = 4;
 
-/// The scan orders and skips of one grid.
+/// The scan orders and skips of one grid, and which directions are active.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scans {
     height: usize,
@@ -22,27 +26,31 @@ pub struct Scans {
     order: [Vec<u32>; DIRECTIONS],
     /// `M` of each direction.
     skip: [usize; DIRECTIONS],
+    /// The active directions, ascending: the ones the model runs and averages.
+    directions: Vec<usize>,
+    /// How the active directions are averaged.
+    mean: DirectionMean,
     /// `weights[k][l]`: the weight of direction `k`'s prediction at position `l` in the
-    /// mean over directions (see [`DirectionMean`]).
+    /// mean over directions (see [`DirectionMean`]); zero for an inactive direction.
     weights: [Vec<f64>; DIRECTIONS],
 }
 
-/// How the four directions' predictions of a token are averaged.
+/// How the active directions' predictions of a token are averaged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DirectionMean {
-    /// The plain mean of all four (DESIGN.md, the paper's Eq. 9). A direction that reaches
-    /// a token within its first `M` steps has seen only BOS vectors, so near the borders
-    /// one or two of the four predictions are context-free guesses.
+    /// The plain mean of all active directions (DESIGN.md, the paper's Eq. 9). A direction
+    /// that reaches a token within its first `M` steps has seen only BOS vectors, so near
+    /// the borders some of the predictions are context-free guesses.
     #[default]
     All,
-    /// The mean of the directions that have seen at least one token before predicting
-    /// this one (all four where none has; that needs a grid under `2m` on both sides).
+    /// The mean of the active directions that have seen at least one token before
+    /// predicting this one (all active ones where none has).
     WithContext,
 }
 
 impl Scans {
-    /// The scans of an `height x width` grid with prediction step `m`; `m` must be
-    /// positive and smaller than both sides.
+    /// The scans of an `height x width` grid with prediction step `m`, all four directions
+    /// active; `m` must be positive and smaller than both sides.
     pub fn new(height: usize, width: usize, m: usize) -> Result<Self> {
         if m == 0 || m >= height || m >= width {
             return Err(Error::config(format!(
@@ -61,36 +69,80 @@ impl Scans {
             .map(|l| ((l % height) * width + l / height) as u32)
             .collect();
         let reversed = |v: &Vec<u32>| v.iter().rev().copied().collect::<Vec<u32>>();
-        let quarter = 1.0 / DIRECTIONS as f64;
-        Ok(Scans {
+        let mut scans = Scans {
             height,
             width,
             order: [rows.clone(), reversed(&rows), cols.clone(), reversed(&cols)],
             skip: [m * width, m * width, m * height, m * height],
-            weights: std::array::from_fn(|_| vec![quarter; len]),
-        })
+            directions: (0..DIRECTIONS).collect(),
+            mean: DirectionMean::All,
+            weights: std::array::from_fn(|_| Vec::new()),
+        };
+        scans.set_weights();
+        Ok(scans)
     }
 
     /// The same scans with the directions averaged as `mean` says.
     pub fn with_direction_mean(mut self, mean: DirectionMean) -> Self {
+        self.mean = mean;
+        self.set_weights();
+        self
+    }
+
+    /// The same scans with only `directions` active (any order; each below
+    /// [`DIRECTIONS`], none twice, at least one).
+    pub fn with_directions(mut self, directions: &[usize]) -> Result<Self> {
+        let mut active = directions.to_vec();
+        active.sort_unstable();
+        active.dedup();
+        if active.is_empty()
+            || active.len() != directions.len()
+            || active.iter().any(|&k| k >= DIRECTIONS)
+        {
+            return Err(Error::config(format!(
+                "scan directions {directions:?}: give one or more distinct directions from 0, 1, 2, 3"
+            )));
+        }
+        self.directions = active;
+        self.set_weights();
+        Ok(self)
+    }
+
+    /// The active directions, ascending.
+    pub fn directions(&self) -> &[usize] {
+        &self.directions
+    }
+
+    /// Derives `weights` from the active directions and the mean.
+    fn set_weights(&mut self) {
         let len = self.len();
-        let quarter = 1.0 / DIRECTIONS as f64;
-        self.weights = match mean {
-            DirectionMean::All => std::array::from_fn(|_| vec![quarter; len]),
+        let active = |k: usize| self.directions.contains(&k);
+        let share = 1.0 / self.directions.len() as f64;
+        self.weights = match self.mean {
+            DirectionMean::All => std::array::from_fn(|k| {
+                if active(k) {
+                    vec![share; len]
+                } else {
+                    vec![0.0; len]
+                }
+            }),
             DirectionMean::WithContext => {
-                // How many directions reach each cell after their first M steps.
+                // How many active directions reach each cell after their first M steps.
                 let mut count = vec![0u8; len];
-                for k in 0..DIRECTIONS {
+                for &k in &self.directions {
                     for &g in &self.order[k][self.skip[k]..] {
                         count[g as usize] += 1;
                     }
                 }
                 std::array::from_fn(|k| {
+                    if !active(k) {
+                        return vec![0.0; len];
+                    }
                     (0..len)
                         .map(|l| {
                             let n = count[self.order[k][l] as usize];
                             match (n, l >= self.skip[k]) {
-                                (0, _) => quarter,
+                                (0, _) => share,
                                 (_, true) => 1.0 / n as f64,
                                 (_, false) => 0.0,
                             }
@@ -99,7 +151,6 @@ impl Scans {
                 })
             }
         };
-        self
     }
 
     /// Direction `k`'s weight at each sequence position in the mean over directions.
@@ -293,12 +344,20 @@ mod tests {
     #[test]
     fn unscan_of_the_scans_of_a_grid_is_the_grid() {
         // Either mean is a convex combination per cell: equal inputs give the input back.
-        for mean in [DirectionMean::All, DirectionMean::WithContext] {
-            let s = Scans::new(3, 5, 1).unwrap().with_direction_mean(mean);
+        let subsets: [&[usize]; 4] = [&[0, 1, 2, 3], &[0, 2], &[3], &[1, 2, 3]];
+        for (mean, dirs) in [DirectionMean::All, DirectionMean::WithContext]
+            .into_iter()
+            .flat_map(|m| subsets.map(|d| (m, d)))
+        {
+            let s = Scans::new(3, 5, 1)
+                .unwrap()
+                .with_direction_mean(mean)
+                .with_directions(dirs)
+                .unwrap();
             let c = 2;
             let grid: Vec<f64> = (0..s.len() * c).map(|v| v as f64).collect();
             let mut back = vec![0.0; grid.len()];
-            for k in 0..4 {
+            for &k in s.directions() {
                 // Unshifted sequence: read the grid in order k.
                 let seq: Vec<f64> = s
                     .order(k)
@@ -308,7 +367,7 @@ mod tests {
                 s.unscan_add(k, &seq, &mut back);
             }
             for (a, b) in back.iter().zip(&grid) {
-                assert!((a - b).abs() < 1e-12, "{mean:?}: {a} vs {b}");
+                assert!((a - b).abs() < 1e-12, "{mean:?} {dirs:?}: {a} vs {b}");
             }
         }
     }
@@ -338,5 +397,60 @@ mod tests {
         // The paper's mean is a quarter everywhere.
         let plain = Scans::new(6, 7, 2).unwrap();
         assert!((0..4).all(|k| plain.weights(k).iter().all(|&w| w == 0.25)));
+    }
+
+    #[test]
+    fn a_subset_of_directions_averages_only_those() {
+        // All four given in any order is the default, bit for bit.
+        let all = Scans::new(4, 5, 1).unwrap();
+        assert_eq!(all.directions(), &[0, 1, 2, 3]);
+        assert_eq!(all.clone().with_directions(&[3, 1, 0, 2]).unwrap(), all);
+        // Two directions: a half each, nothing from the others.
+        let two = Scans::new(4, 5, 1)
+            .unwrap()
+            .with_directions(&[2, 0])
+            .unwrap();
+        assert_eq!(two.directions(), &[0, 2]);
+        for k in 0..4 {
+            let want = if k % 2 == 0 { 0.5 } else { 0.0 };
+            assert!(two.weights(k).iter().all(|&w| w == want), "direction {k}");
+        }
+        // One direction with the context mean: it is the only prediction of every cell,
+        // BOS-only or not, so its weight is 1 everywhere.
+        let one = Scans::new(4, 5, 1)
+            .unwrap()
+            .with_directions(&[3])
+            .unwrap()
+            .with_direction_mean(DirectionMean::WithContext);
+        assert!(one.weights(3).iter().all(|&w| w == 1.0));
+        assert!((0..3).all(|k| one.weights(k).iter().all(|&w| w == 0.0)));
+        // The context mean over 0 and 1 on a 6 x 7 grid, m = 2: rows 0-1 are blind in 0,
+        // rows 4-5 in 1, rows 2-3 seen by both.
+        let s = Scans::new(6, 7, 2)
+            .unwrap()
+            .with_direction_mean(DirectionMean::WithContext)
+            .with_directions(&[0, 1])
+            .unwrap();
+        for k in [0, 1] {
+            for (l, &g) in s.order(k).iter().enumerate() {
+                let i = g as usize / 7;
+                let blind = [i < 2, i >= 4];
+                let want = if blind[k] {
+                    0.0
+                } else if blind[1 - k] {
+                    1.0
+                } else {
+                    0.5
+                };
+                assert_eq!(s.weights(k)[l], want, "row {i} direction {k}");
+            }
+        }
+        for bad in [&[][..], &[4], &[1, 1]] {
+            let err = Scans::new(4, 5, 1)
+                .unwrap()
+                .with_directions(bad)
+                .unwrap_err();
+            assert!(err.message().contains("distinct directions"), "{err}");
+        }
     }
 }

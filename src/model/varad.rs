@@ -37,7 +37,7 @@ pub struct LevelLayout {
     pub channels: usize,
     /// Token grid `(height, width)`.
     pub grid: (usize, usize),
-    /// The four scans of that grid.
+    /// The scans of that grid, with the configuration's directions active.
     pub scans: Scans,
 }
 
@@ -95,7 +95,9 @@ impl std::fmt::Debug for Model {
 impl Model {
     /// An untrained model (adapters at zero, predictors initialised from `config.seed`):
     /// opens the backbone and checks the configuration against it.
-    pub fn new(config: Config) -> Result<Model> {
+    pub fn new(mut config: Config) -> Result<Model> {
+        // Directions are a set: stored ascending, so equal sets are equal configurations.
+        config.directions.sort_unstable();
         config.validate()?;
         let threads = if config.threads == 0 {
             crate::threads::physical_cores()
@@ -161,7 +163,8 @@ impl Model {
                 };
                 let scans = Scans::new(grid.0, grid.1, config.prediction_step)
                     .map_err(|e| e.context(format!("level `{name}` at input {width}x{height}")))?
-                    .with_direction_mean(mean);
+                    .with_direction_mean(mean)
+                    .with_directions(&config.directions)?;
                 Ok(LevelLayout {
                     output,
                     name,

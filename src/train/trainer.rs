@@ -152,18 +152,22 @@ fn decays(name: &str) -> bool {
         || name == "adapter_weight"
 }
 
-/// Flattened views of every trainable tensor of `levels`, with their names, in a fixed order.
-fn params_mut(levels: &mut [LevelParams]) -> Vec<(String, &mut [f32])> {
+/// Flattened views of every trained tensor of `levels`, with their names, in a fixed
+/// order. Without `adapters` the adapter tensors are left out: they keep their zero
+/// initialisation (no gradient step, no weight decay).
+fn params_mut(levels: &mut [LevelParams], adapters: bool) -> Vec<(String, &mut [f32])> {
     let mut out = Vec::new();
     for level in levels.iter_mut() {
-        out.push((
-            "adapter_weight".to_string(),
-            level.adapter_weight.as_mut_slice(),
-        ));
-        out.push((
-            "adapter_bias".to_string(),
-            level.adapter_bias.as_mut_slice(),
-        ));
+        if adapters {
+            out.push((
+                "adapter_weight".to_string(),
+                level.adapter_weight.as_mut_slice(),
+            ));
+            out.push((
+                "adapter_bias".to_string(),
+                level.adapter_bias.as_mut_slice(),
+            ));
+        }
         out.push(("bos".to_string(), level.bos.as_mut_slice()));
         out.extend(level.predictor.params_mut());
     }
@@ -189,11 +193,12 @@ impl Model {
             self.config().seed,
         )?;
         let mut levels = self.weights().levels.clone();
-        let lengths: Vec<usize> = params_mut(&mut levels)
+        let adapters = self.config().adapters;
+        let lengths: Vec<usize> = params_mut(&mut levels, adapters)
             .iter()
             .map(|(_, p)| p.len())
             .collect();
-        let decay: Vec<bool> = params_mut(&mut levels)
+        let decay: Vec<bool> = params_mut(&mut levels, adapters)
             .iter()
             .map(|(n, _)| decays(n))
             .collect();
@@ -262,8 +267,10 @@ impl Model {
                         .zip(&map_grad)
                         .map(|(a, w)| (*a as f64) * (*w as f64))
                         .sum::<f64>();
-                    grads.push(g.adapter_weight);
-                    grads.push(g.adapter_bias);
+                    if adapters {
+                        grads.push(g.adapter_weight);
+                        grads.push(g.adapter_bias);
+                    }
                     grads.push(g.bos);
                     for (name, _, _) in levels[h].predictor.tensors() {
                         let grad = g.predictor.get(&name).ok_or_else(|| {
@@ -279,7 +286,7 @@ impl Model {
                     ));
                 }
                 {
-                    let mut params = params_mut(&mut levels);
+                    let mut params = params_mut(&mut levels, adapters);
                     let mut slices: Vec<&mut [f32]> =
                         params.iter_mut().map(|(_, p)| &mut **p).collect();
                     let grad_refs: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();

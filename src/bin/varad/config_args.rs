@@ -49,11 +49,34 @@ pub struct ConfigArgs {
     /// library's `MapNorm`) [default: the configuration's].
     #[arg(long, value_name = "NORM", value_parser = parse_map_norm)]
     pub map_norm: Option<MapNorm>,
+    /// Scan directions to use, comma-separated: 0 row-major, 1 its reverse, 2
+    /// column-major, 3 its reverse (the paper's scan ablation) [default: 0,1,2,3].
+    #[arg(long, value_name = "K,...", value_delimiter = ',', value_parser = parse_direction)]
+    pub directions: Option<Vec<usize>>,
+    /// Train the adapters: true or false (false keeps them at the identity, the paper's
+    /// ablation without adapters); the flag alone means true [default: the
+    /// configuration's, true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub adapters: Option<bool>,
 }
 
 /// Parses a map normalisation name.
 pub fn parse_map_norm(text: &str) -> std::result::Result<MapNorm, String> {
     text.parse::<MapNorm>().map_err(|e| e.message().to_string())
+}
+
+/// Parses one scan direction, 0 to 3.
+pub fn parse_direction(text: &str) -> std::result::Result<usize, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("no scan direction given: expected one or more of 0, 1, 2, 3".into());
+    }
+    match text.parse::<usize>() {
+        Ok(k) if k < varad::model::DIRECTIONS => Ok(k),
+        _ => Err(format!(
+            "`{text}` is not a scan direction: expected 0, 1, 2 or 3"
+        )),
+    }
 }
 
 /// Parses `WxH` (also `W,H` or `WXH`).
@@ -119,6 +142,13 @@ impl ConfigArgs {
         if let Some(v) = self.map_norm {
             config.score.map_norm = v;
         }
+        if let Some(v) = &self.directions {
+            config.directions = v.clone();
+        }
+        if let Some(v) = self.adapters {
+            config.adapters = v;
+        }
+        config.directions.sort_unstable();
         config.validate()?;
         Ok(config)
     }
@@ -159,5 +189,27 @@ mod tests {
         assert_eq!(parse_size("512x384"), Ok((512, 384)));
         assert!(parse_size("512").is_err());
         assert!(parse_size("0x5").is_err());
+    }
+
+    #[test]
+    fn directions() {
+        assert_eq!(parse_direction(" 3"), Ok(3));
+        assert!(parse_direction("4").unwrap_err().contains("`4`"));
+        assert!(parse_direction("")
+            .unwrap_err()
+            .contains("no scan direction"));
+        let args = ConfigArgs {
+            directions: Some(vec![3, 1]),
+            adapters: Some(false),
+            ..ConfigArgs::default()
+        };
+        let c = args.build(Some(Path::new("b.onnx")), None).unwrap();
+        assert_eq!((c.directions, c.adapters), (vec![1, 3], false));
+        let args = ConfigArgs {
+            directions: Some(vec![1, 1]),
+            ..ConfigArgs::default()
+        };
+        let err = args.build(Some(Path::new("b.onnx")), None).unwrap_err();
+        assert!(err.message().contains("twice"), "{err}");
     }
 }

@@ -1,14 +1,17 @@
 //! `varad eval`: VarAD against the PatchCore baseline on a labelled data set; writes
-//! `report.json`, `report.md` and a montage per category, and prints the table.
+//! `report.json`, `report.md` and a montage per category, and prints the table. With
+//! `--input-sizes` it runs the whole evaluation once per input size (a resolution sweep),
+//! each size's report under `<out>/<WxH>/`, and writes `sweep.md` and `sweep.json`.
 
 use std::path::PathBuf;
 
 use varad::eval::dataset::Dataset;
 use varad::eval::harness::{evaluate, EvalOptions, Method};
 use varad::eval::patchcore::PatchCoreConfig;
-use varad::{Error, Result};
+use varad::eval::report::{Report, SweepReport};
+use varad::{Config, Error, Result};
 
-use crate::config_args::ConfigArgs;
+use crate::config_args::{parse_size, ConfigArgs};
 
 /// Which methods to run.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +44,17 @@ pub struct Args {
     method: Methods,
     #[command(flatten)]
     config: ConfigArgs,
+    /// A resolution sweep: the whole evaluation once per input size, comma-separated
+    /// WxH, each size's report under <out>/<WxH>/, and sweep.md + sweep.json in <out>
+    /// comparing them (e.g. 256x256,512x512,768x768,1024x1024).
+    #[arg(
+        long,
+        value_name = "WxH,...",
+        value_delimiter = ',',
+        value_parser = parse_size,
+        conflicts_with = "input_size"
+    )]
+    input_sizes: Option<Vec<(u32, u32)>>,
     /// PatchCore: share of the training tokens kept in each level's memory bank.
     #[arg(long, value_name = "F", default_value = "0.1")]
     coreset_fraction: f64,
@@ -59,7 +73,7 @@ pub struct Args {
     tile: usize,
 }
 
-/// Runs the evaluation.
+/// Runs the evaluation, or one per input size with `--input-sizes`.
 pub fn run(args: Args, runtime: Option<PathBuf>) -> Result<()> {
     let config = args
         .config
@@ -68,6 +82,70 @@ pub fn run(args: Args, runtime: Option<PathBuf>) -> Result<()> {
         return Err(Error::invalid_argument("--tile must be at least 1"));
     }
     let dataset = Dataset::open(&args.data, &args.category)?;
+    eprintln!(
+        "{} data set at {}: {} categories",
+        match dataset.layout {
+            varad::eval::dataset::Layout::MvtecAd => "MVTec AD",
+            varad::eval::dataset::Layout::Visa => "VisA",
+            varad::eval::dataset::Layout::Btad => "BTAD",
+        },
+        args.data.display(),
+        dataset.categories.len()
+    );
+    let Some(sizes) = &args.input_sizes else {
+        let report = evaluate_once(&args, &dataset, config, &args.out)?;
+        println!("{}", report.to_markdown());
+        eprintln!("wrote {}/report.json and report.md", args.out.display());
+        return Ok(());
+    };
+    let mut distinct = sizes.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() != sizes.len() {
+        return Err(Error::invalid_argument("--input-sizes names a size twice"));
+    }
+    // Every size's configuration is checked before the first (long) run starts.
+    let configs: Vec<(String, Config)> = sizes
+        .iter()
+        .map(|&(w, h)| {
+            let mut c = config.clone();
+            c.input_size = Some((w, h));
+            c.validate()?;
+            Ok((format!("{w}x{h}"), c))
+        })
+        .collect::<Result<_>>()?;
+    let mut reports = Vec::new();
+    for (name, c) in configs {
+        eprintln!("input size {name}");
+        let report = evaluate_once(&args, &dataset, c, &args.out.join(&name))
+            .map_err(|e| e.context(format!("input size {name}")))?;
+        reports.push((name, report));
+    }
+    let runs: Vec<(String, &Report)> = reports.iter().map(|(n, r)| (n.clone(), r)).collect();
+    let sweep = SweepReport::new(&runs);
+    write(&args.out, "sweep.json", sweep.to_json() + "\n")?;
+    let markdown = sweep.to_markdown();
+    write(&args.out, "sweep.md", markdown.clone())?;
+    println!("{markdown}");
+    eprintln!(
+        "wrote {0}/sweep.json and sweep.md, and each size's report under {0}/<WxH>/",
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn write(dir: &std::path::Path, name: &str, text: String) -> Result<()> {
+    let path = dir.join(name);
+    std::fs::write(&path, text).map_err(|e| Error::io(&path, "write", &e))
+}
+
+/// One whole evaluation with `config`: report.json, report.md and the montages in `out`.
+fn evaluate_once(
+    args: &Args,
+    dataset: &Dataset,
+    config: Config,
+    out: &std::path::Path,
+) -> Result<Report> {
     let mut options = EvalOptions::new(config.clone());
     options.methods = match args.method {
         Methods::Varad => vec![Method::Varad],
@@ -83,26 +161,9 @@ pub fn run(args: Args, runtime: Option<PathBuf>) -> Result<()> {
     options.map_norms = args.compare_map_norms.clone();
     options.montage_images = args.montage;
     options.montage_tile = args.tile;
-    options.out_dir = Some(args.out.clone());
-    eprintln!(
-        "{} data set at {}: {} categories",
-        match dataset.layout {
-            varad::eval::dataset::Layout::MvtecAd => "MVTec AD",
-            varad::eval::dataset::Layout::Visa => "VisA",
-            varad::eval::dataset::Layout::Btad => "BTAD",
-        },
-        args.data.display(),
-        dataset.categories.len()
-    );
-    let report = evaluate(&dataset, &options, &mut |line| eprintln!("{line}"))?;
-    let write = |name: &str, text: String| {
-        let path = args.out.join(name);
-        std::fs::write(&path, text).map_err(|e| Error::io(&path, "write", &e))
-    };
-    write("report.json", report.to_json() + "\n")?;
-    let markdown = report.to_markdown();
-    write("report.md", markdown.clone())?;
-    println!("{markdown}");
-    eprintln!("wrote {}/report.json and report.md", args.out.display());
-    Ok(())
+    options.out_dir = Some(out.to_path_buf());
+    let report = evaluate(dataset, &options, &mut |line| eprintln!("{line}"))?;
+    write(out, "report.json", report.to_json() + "\n")?;
+    write(out, "report.md", report.to_markdown())?;
+    Ok(report)
 }
