@@ -44,10 +44,15 @@ fn both_methods_on_a_tiny_mvtec_set() {
         ),
         ("stripes", 6, 3, 5)
     );
+    assert!(c.backbone_ms_per_image > 0.0);
     for m in &c.methods {
         in_unit(&m.pixel, &m.method);
         in_unit(&m.image, &m.method);
         assert!(m.train_seconds > 0.0 && m.ms_per_image > 0.0, "{m:?}");
+        assert!(
+            m.ms_after_backbone >= 0.0 && m.ms_after_backbone < m.ms_per_image,
+            "{m:?}"
+        );
         let types: Vec<&str> = m.by_type.iter().map(|b| b.subset.as_str()).collect();
         assert_eq!(types, ["bar", "blob"]);
         let sizes: Vec<(&str, usize)> = m

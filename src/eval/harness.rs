@@ -283,6 +283,10 @@ pub fn evaluate_category(
         .flat_map(|t| t.scorers.iter().map(move |s| (t, s.as_ref())))
         .collect();
     let mut collected: Vec<Collected> = (0..scorers.len()).map(|_| Collected::default()).collect();
+    // The backbone alone, timed on every test image beside the methods, so the report can
+    // say what each method costs after it.
+    let backbone = Model::new(options.config.clone())?;
+    let mut backbone_time = Duration::ZERO;
     let mut rows = Vec::new();
     log(&format!("[{}] scoring {n} test images", category.name));
     for (index, sample) in category.test.iter().enumerate() {
@@ -292,6 +296,11 @@ pub fn evaluate_category(
             Some(path) => Some(read_mask(path, image.width(), image.height())?),
             None => None,
         };
+        let start = Instant::now();
+        backbone
+            .features(&[view])
+            .map_err(|e| e.context(sample.path.display()))?;
+        backbone_time += start.elapsed();
         let mut maps = Vec::new();
         for ((_, scorer), c) in scorers.iter().zip(&mut collected) {
             let start = Instant::now();
@@ -333,6 +342,8 @@ pub fn evaluate_category(
             image,
             train_seconds: t.seconds,
             ms_per_image: c.scoring.as_secs_f64() * 1000.0 / n as f64,
+            ms_after_backbone: (c.scoring.saturating_sub(backbone_time)).as_secs_f64() * 1000.0
+                / n as f64,
             by_type: breakdown(c, category, |i| {
                 let s = &category.test[i];
                 s.is_anomalous().then(|| s.defect_type.clone())
@@ -360,6 +371,7 @@ pub fn evaluate_category(
         test_good: category.test.iter().filter(|s| !s.is_anomalous()).count(),
         test_defective: category.test.iter().filter(|s| s.is_anomalous()).count(),
         methods,
+        backbone_ms_per_image: backbone_time.as_secs_f64() * 1000.0 / n as f64,
         montage,
     })
 }
