@@ -199,6 +199,26 @@ enum VaradDevice
 typedef uint32_t VaradDevice;
 #endif // __cplusplus
 
+// How each level's prediction errors become its anomaly map: `VaradParams.map_norm`.
+enum VaradMapNorm
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+  // The paper's map: the raw squared prediction error, levels summed as they are.
+  VARAD_MAP_NORM_NONE = 0,
+  // Each level divided by its mean on the normal training images.
+  VARAD_MAP_NORM_LEVEL = 1,
+  // Each channel's error divided by its mean on the normal training images.
+  VARAD_MAP_NORM_CHANNEL = 2,
+  // The channel-normalised map scored against its normal mean and spread at each
+  // position (the default).
+  VARAD_MAP_NORM_POSITION = 3,
+};
+#ifndef __cplusplus
+typedef uint32_t VaradMapNorm;
+#endif // __cplusplus
+
 // The thresholds of a calibrated model, for `varad_get_threshold` and
 // `varad_set_threshold`.
 enum VaradThreshold
@@ -286,7 +306,8 @@ typedef struct VaradParams {
   // The ONNX Runtime library file. Default: NULL (search: `ORT_DYLIB_PATH`, the
   // project's setup folder, the system library path).
   const char *runtime_path;
-  // Comma-separated backbone output names to use, finest first. Default: NULL (all).
+  // Comma-separated backbone output names to use, finest first. Default: NULL (the
+  // backbone's `varad.default_levels`, or all its outputs when it declares none).
   const char *levels;
   // Backbone input width; 0 with `input_height` 0 = the backbone's preferred size.
   // Default: 0.
@@ -365,6 +386,9 @@ typedef struct VaradParams {
   // have seen context, leaving out the BOS-only guesses near the borders. Default: 0
   // (the paper's plain mean of the four).
   uint32_t context_mean;
+  // A `VaradMapNorm`: how each level's prediction errors become its map. Default:
+  // `VARAD_MAP_NORM_POSITION` (`VARAD_MAP_NORM_NONE` is the paper's map).
+  uint32_t map_norm;
 } VaradParams;
 
 // What `varad_load` may change about a saved model: where its files are and where it

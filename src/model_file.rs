@@ -380,12 +380,6 @@ fn read_header(bytes: &[u8]) -> std::result::Result<FileMetadata, String> {
         .config
         .validate()
         .map_err(|e| format!("the stored configuration is invalid: {}", e.message()))?;
-    let norm = metadata.config.score.map_norm;
-    if norm != crate::model::MapNorm::None && !metadata.normal_stats {
-        return Err(format!(
-            "the configuration scores with map_norm `{norm}` but the file has no normal-image statistics"
-        ));
-    }
     check_tensor_table(&metadata, &header)?;
     Ok(metadata)
 }
@@ -626,12 +620,11 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Model> {
     let weights = extract_weights(&bytes, model.config(), &channels)
         .map_err(|problems| bad(path, problems))?;
     model.set_weights(weights)?;
-    if let Some(stats) =
-        extract_normal_stats(&bytes, &metadata).map_err(|problems| bad(path, problems))?
-    {
-        model
+    match extract_normal_stats(&bytes, &metadata).map_err(|problems| bad(path, problems))? {
+        Some(stats) => model
             .set_normal_stats(stats)
-            .map_err(|e| bad(path, e.message()))?;
+            .map_err(|e| bad(path, e.message()))?,
+        None => model.clear_normal_stats(),
     }
     if let Some(calibration) = metadata.calibration {
         model.set_calibration(calibration);

@@ -780,3 +780,39 @@ fn status_codes_are_stable() {
     assert!(header.contains("VARAD_ERR_BUSY = 17"));
     assert!(header.contains("VARAD_ERR_NOT_CALIBRATED = 18"));
 }
+
+#[test]
+fn map_norm_defaults_to_position_and_unknown_codes_are_refused() {
+    let defaults = varad_default_params();
+    assert_eq!(
+        defaults.map_norm,
+        VaradMapNorm::VARAD_MAP_NORM_POSITION as u32
+    );
+    let backbone = tiny_backbone();
+    let mut params = tiny_params(&backbone);
+    params.map_norm = 4;
+    let mut model = ptr::null_mut();
+    unsafe {
+        assert_eq!(
+            varad_create(&params, &mut model),
+            VARAD_ERR_INVALID_ARGUMENT
+        );
+        assert!(model.is_null());
+        assert!(
+            last_error().contains("params.map_norm 4 is unknown"),
+            "{}",
+            last_error()
+        );
+        // The paper's map is one code away, and an untrained model scores under it.
+        params.map_norm = VaradMapNorm::VARAD_MAP_NORM_NONE as u32;
+        assert_eq!(
+            varad_create(&params, &mut model),
+            VARAD_OK,
+            "{}",
+            last_error()
+        );
+        let pixels = common::texture(2, 112);
+        assert!(!score(model, &pixels, 112).is_empty());
+        varad_destroy(model);
+    }
+}

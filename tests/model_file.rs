@@ -224,7 +224,7 @@ fn normal_statistics_are_saved_checked_and_optional() {
         "{err}"
     );
 
-    // A configuration that scores with a normalisation needs the statistics in the file.
+    // A model configured to score with a normalisation, saved with its statistics.
     let mut config = common::tiny_config();
     config.score.map_norm = MapNorm::Position;
     let mut model = Model::new(config).unwrap();
@@ -248,11 +248,16 @@ fn normal_statistics_are_saved_checked_and_optional() {
         t.retain(|(n, ..)| !n.starts_with("normal_stats."));
         *json = json.replace(",\"normal_stats\":true", "");
     });
-    let err = load(&inconsistent).unwrap_err();
-    assert!(
-        err.message().contains("no normal-image statistics"),
-        "{err}"
-    );
+    // It loads, and scoring says what is missing.
+    let pixels = texture(1, 150);
+    let err = load(&inconsistent)
+        .unwrap()
+        .score(
+            &[ImageView::packed(&pixels, 150, 150, PixelFormat::Rgb8).unwrap()],
+            &ScoreOptions::default(),
+        )
+        .unwrap_err();
+    assert!(err.message().contains("from before they existed"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

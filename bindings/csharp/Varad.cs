@@ -65,6 +65,7 @@ namespace Varad
         public double target_false_reject_rate, review_band, pixel_quantile;
         public ulong max_batch_bytes, cache_disk_limit_bytes;
         public uint context_mean;
+        public uint map_norm;
     }
 
     [StructLayout(LayoutKind.Sequential)]

@@ -99,9 +99,12 @@ def contract_metadata(
     output_strides: list[int],
     license: str,
     source: str,
+    default_levels: list[str] | None = None,
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """The ``varad.*`` metadata keys every backbone carries. input_size is (width, height)."""
+    """The ``varad.*`` metadata keys every backbone carries. input_size is (width, height);
+    default_levels (optional) names the outputs a model uses when its configuration names
+    none."""
     meta = {
         "varad.contract": CONTRACT_VERSION,
         "varad.name": name,
@@ -111,6 +114,8 @@ def contract_metadata(
         "varad.license": license,
         "varad.source": source,
     }
+    if default_levels:
+        meta["varad.default_levels"] = ",".join(default_levels)
     meta.update(extra or {})
     return meta
 

@@ -113,6 +113,7 @@ def test_feature_export_follows_the_contract(tmp_path):
     assert meta["varad.input_multiple"] == "32"
     assert meta["varad.input_size"] == "1024x1024"
     assert meta["varad.output_strides"] == "4,8,16,32"
+    assert meta["varad.default_levels"] == "stride8,stride16"
     assert "Apache-2.0" in meta["varad.license"] and meta["varad.source"]
     assert [i.name for i in model.graph.input] == ["image"]
     dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]

@@ -12,6 +12,7 @@
 //! | `varad.input_multiple` | H and W must be multiples of it (14 for a ViT/14, 32 for most CNNs) |
 //! | `varad.input_size` | the preferred input, `WIDTHxHEIGHT` |
 //! | `varad.output_strides` | each output's stride, comma-separated, in output order |
+//! | `varad.default_levels` | optional: the outputs a model uses when its configuration names none, comma-separated, finest first (absent = all) |
 //!
 //! Validation collects every problem it finds, so one error names all that is wrong.
 
@@ -77,6 +78,9 @@ pub struct BackboneSpec {
     pub input_size: (usize, usize),
     /// The outputs, finest first.
     pub levels: Vec<OutputLevel>,
+    /// `varad.default_levels`: the outputs used when a configuration names none (the
+    /// backbone's measured best choice); empty = all of them.
+    pub default_levels: Vec<String>,
 }
 
 impl BackboneSpec {
@@ -195,6 +199,25 @@ impl BackboneSpec {
             }
         }
 
+        let default_levels: Vec<String> = match graph.metadata.get("varad.default_levels") {
+            None => Vec::new(),
+            Some(text) => {
+                let names: Vec<String> = text.split(',').map(|s| s.trim().to_string()).collect();
+                let positions: Vec<Option<usize>> = names
+                    .iter()
+                    .map(|n| graph.outputs.iter().position(|o| &o.name == n))
+                    .collect();
+                if positions.iter().any(Option::is_none)
+                    || positions.windows(2).any(|w| w[0] >= w[1])
+                {
+                    problems.push(format!(
+                        "`varad.default_levels` is `{text}`; expected distinct output names, finest first"
+                    ));
+                }
+                names
+            }
+        };
+
         if !problems.is_empty() {
             return Err(Error::new(
                 ErrorKind::BackboneContract,
@@ -221,6 +244,7 @@ impl BackboneSpec {
             input_multiple: input_multiple.unwrap_or(1),
             input_size: input_size.unwrap_or((0, 0)),
             levels,
+            default_levels,
         })
     }
 
@@ -325,6 +349,25 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn default_levels_are_optional_and_checked() {
+        assert!(BackboneSpec::from_graph(&good())
+            .unwrap()
+            .default_levels
+            .is_empty());
+        let mut g = good();
+        g.metadata
+            .insert("varad.default_levels".into(), "stride16".into());
+        assert_eq!(
+            BackboneSpec::from_graph(&g).unwrap().default_levels,
+            ["stride16"]
+        );
+        for bad in ["stride32", "stride16,stride8", "stride8,stride8", ""] {
+            g.metadata.insert("varad.default_levels".into(), bad.into());
+            assert!(problems_of(&g).contains("`varad.default_levels`"), "{bad}");
+        }
     }
 
     fn problems_of(graph: &GraphDescription) -> String {

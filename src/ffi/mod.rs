@@ -23,7 +23,8 @@ pub use image::{
 pub use model::{
     varad_active_device, varad_create, varad_default_load_params, varad_default_params,
     varad_destroy, varad_get_threshold, varad_load, varad_save, varad_set_decision_thresholds,
-    varad_set_threshold, VaradDevice, VaradLoadParams, VaradModel, VaradParams, VaradThreshold,
+    varad_set_threshold, VaradDevice, VaradLoadParams, VaradMapNorm, VaradModel, VaradParams,
+    VaradThreshold,
 };
 pub use runtime::{varad_runtime_load, varad_runtime_path, varad_runtime_version};
 pub use score::{

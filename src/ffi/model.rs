@@ -12,6 +12,7 @@ use super::boundary::{
 };
 use super::status::VaradStatus;
 use crate::image::{ImageLimits, ResizeMode};
+use crate::model::MapNorm;
 use crate::model_file::LoadOptions;
 use crate::score::ImageScore;
 use crate::{Config, Device, Model};
@@ -78,6 +79,33 @@ pub enum VaradDevice {
     VARAD_DEVICE_AS_SAVED = 255,
 }
 
+/// How each level's prediction errors become its anomaly map: `VaradParams.map_norm`.
+#[repr(u32)]
+#[allow(non_camel_case_types, dead_code)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VaradMapNorm {
+    /// The paper's map: the raw squared prediction error, levels summed as they are.
+    VARAD_MAP_NORM_NONE = 0,
+    /// Each level divided by its mean on the normal training images.
+    VARAD_MAP_NORM_LEVEL = 1,
+    /// Each channel's error divided by its mean on the normal training images.
+    VARAD_MAP_NORM_CHANNEL = 2,
+    /// The channel-normalised map scored against its normal mean and spread at each
+    /// position (the default).
+    VARAD_MAP_NORM_POSITION = 3,
+}
+
+fn map_norm_from(code: u32) -> Result<MapNorm, FfiError> {
+    MapNorm::ALL.get(code as usize).copied().ok_or_else(|| {
+        FfiError::new(
+            VaradStatus::VARAD_ERR_INVALID_ARGUMENT,
+            format!(
+                "params.map_norm {code} is unknown (0 = none, 1 = level, 2 = channel, 3 = position)"
+            ),
+        )
+    })
+}
+
 const DEVICE_AUTO: u32 = 0;
 const DEVICE_CPU: u32 = 1;
 const DEVICE_CUDA: u32 = 2;
@@ -112,7 +140,8 @@ pub struct VaradParams {
     /// The ONNX Runtime library file. Default: NULL (search: `ORT_DYLIB_PATH`, the
     /// project's setup folder, the system library path).
     pub runtime_path: *const c_char,
-    /// Comma-separated backbone output names to use, finest first. Default: NULL (all).
+    /// Comma-separated backbone output names to use, finest first. Default: NULL (the
+    /// backbone's `varad.default_levels`, or all its outputs when it declares none).
     pub levels: *const c_char,
     /// Backbone input width; 0 with `input_height` 0 = the backbone's preferred size.
     /// Default: 0.
@@ -191,6 +220,9 @@ pub struct VaradParams {
     /// have seen context, leaving out the BOS-only guesses near the borders. Default: 0
     /// (the paper's plain mean of the four).
     pub context_mean: u32,
+    /// A `VaradMapNorm`: how each level's prediction errors become its map. Default:
+    /// `VARAD_MAP_NORM_POSITION` (`VARAD_MAP_NORM_NONE` is the paper's map).
+    pub map_norm: u32,
 }
 
 // SAFETY: repr(C), starts with `size`, fields are integers, floats and raw pointers.
@@ -247,6 +279,10 @@ fn default_params() -> VaradParams {
         max_batch_bytes: c.score.max_batch_bytes,
         cache_disk_limit_bytes: t.cache_disk_limit_bytes,
         context_mean: c.context_mean as u32,
+        map_norm: MapNorm::ALL
+            .iter()
+            .position(|&n| n == c.score.map_norm)
+            .unwrap_or(0) as u32,
     }
 }
 
@@ -295,6 +331,7 @@ unsafe fn config_from(p: &VaradParams) -> Result<Config, FfiError> {
     c.d_conv = p.d_conv as usize;
     c.detach_target = p.detach_target != 0;
     c.context_mean = p.context_mean != 0;
+    c.score.map_norm = map_norm_from(p.map_norm)?;
     let t = &mut c.train;
     t.epochs = p.epochs as usize;
     t.batch_size = p.batch_size as usize;

@@ -100,6 +100,25 @@ pub struct NormalStats {
 /// normal images) from turning into an infinite weight.
 const FLOOR: f64 = 1e-12;
 
+impl NormalStats {
+    /// Statistics that leave the channel-whitened map as it is (unit variances, zero
+    /// position means, unit spreads) for levels of `(channels, grid positions)`: what
+    /// benchmarks of untrained models score with, at the normalisations' real cost.
+    pub fn neutral(levels: impl IntoIterator<Item = (usize, usize)>) -> Self {
+        NormalStats {
+            levels: levels
+                .into_iter()
+                .map(|(c, len)| LevelStats {
+                    channel_var: vec![1.0; c],
+                    level_mean: 1.0,
+                    position_mean: vec![0.0; len],
+                    position_std: vec![1.0; len],
+                })
+                .collect(),
+        }
+    }
+}
+
 impl LevelStats {
     /// The level's map under `norm` from its residuals `[L, C]` (token-major).
     pub fn map(&self, norm: MapNorm, residuals: &[f32], c: usize) -> Vec<f32> {

@@ -121,11 +121,15 @@ impl Model {
             max_pixels: config.max_image_pixels,
         };
         let tokenizer = Tokenizer::new(backbone, input)?;
-        let outputs: Vec<usize> = if config.levels.is_empty() {
+        let names = if config.levels.is_empty() {
+            &spec.default_levels
+        } else {
+            &config.levels
+        };
+        let outputs: Vec<usize> = if names.is_empty() {
             (0..spec.levels.len()).collect()
         } else {
-            config
-                .levels
+            names
                 .iter()
                 .map(|name| {
                     spec.levels
@@ -198,13 +202,17 @@ impl Model {
             })?;
         let weights = Arc::new(weights);
         let (gpu, predictor_device) = predictors_on_device(config.device, &weights)?;
+        // Until training records real ones: an untrained model scores (meaninglessly, as
+        // it always did) under every normalisation.
+        let normal_stats =
+            NormalStats::neutral(layout.iter().map(|l| (l.channels, l.grid.0 * l.grid.1)));
         Ok(Model {
             config,
             tokenizer,
             layout,
             weights,
             calibration: None,
-            normal_stats: None,
+            normal_stats: Some(Arc::new(normal_stats)),
             pool: Arc::new(pool),
             gpu,
             predictor_device,
@@ -282,8 +290,9 @@ impl Model {
     }
 
     /// The error statistics of normal images that training recorded (what the map
-    /// normalisations other than [`MapNorm::None`] need); `None` for an untrained model
-    /// or one loaded from a file written before they existed.
+    /// normalisations other than [`MapNorm::None`] need): neutral ones for an untrained
+    /// model ([`NormalStats::neutral`]), `None` for one loaded from a file written before
+    /// they existed.
     pub fn normal_stats(&self) -> Option<&Arc<NormalStats>> {
         self.normal_stats.as_ref()
     }
@@ -306,6 +315,11 @@ impl Model {
         }
         self.normal_stats = Some(Arc::new(stats));
         Ok(())
+    }
+
+    /// Drops the normal-image statistics (a model file without them is loaded so).
+    pub(crate) fn clear_normal_stats(&mut self) {
+        self.normal_stats = None;
     }
 
     /// The finest token grid `(height, width)`, where the raw map lives.
@@ -371,8 +385,8 @@ impl Model {
             (_, None) => {
                 return Err(Error::config(format!(
                     "map normalisation `{norm}` needs the normal-image statistics that training \
-                     records, and this model has none (trained before they existed): retrain it, \
-                     or score with map_norm `none`"
+                     records, and this model has none (its file was written by a version from \
+                     before they existed): retrain it, or score with map_norm `none`"
                 )))
             }
         };

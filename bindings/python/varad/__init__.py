@@ -143,6 +143,7 @@ class _Params(ctypes.Structure):
         ("max_batch_bytes", ctypes.c_uint64),
         ("cache_disk_limit_bytes", ctypes.c_uint64),
         ("context_mean", ctypes.c_uint32),
+        ("map_norm", ctypes.c_uint32),
     ]
 
 
