@@ -205,7 +205,7 @@ bench: setup
 ## scores the test images, prints the metrics table and writes the report and heatmap
 ## montages to out/demo.
 DEMO_DATA := out/demo/data
-DEMO_SET  := --size 1024 --categories brick,metal --train 10 --test-good 3 --test-per-type 1 --seed 7
+DEMO_SET  := --size 1024 --categories brick,tiles --train 8 --test-good 3 --test-per-type 1 --seed 7
 demo: setup
 	$(CARGO) build --release --bin varad
 	@if [ "$$(cat $(DEMO_DATA)/.args 2>/dev/null)" != "$(DEMO_SET)" ]; then \
@@ -213,7 +213,7 @@ demo: setup
 	  echo "$(DEMO_SET)" > $(DEMO_DATA)/.args; \
 	fi
 	./target/release/varad eval --data $(DEMO_DATA) --backbone $(BACKBONES)/efficientnet_lite0.onnx \
-	  --out out/demo --method both --device auto
+	  --out out/demo --method both --compare-map-norms none --device auto
 	@echo
 	@echo "report: out/demo/report.md (and report.json); heatmaps next to the ground truth: out/demo/montage_*.png"
 
