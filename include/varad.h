@@ -214,6 +214,8 @@ enum VaradMapNorm
   // The channel-normalised map scored against its normal mean and spread at each
   // position (the default).
   VARAD_MAP_NORM_POSITION = 3,
+  // As `VARAD_MAP_NORM_POSITION`, also flagging errors far below normal.
+  VARAD_MAP_NORM_POSITION_TWO_SIDED = 4,
 };
 #ifndef __cplusplus
 typedef uint32_t VaradMapNorm;

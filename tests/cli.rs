@@ -180,8 +180,9 @@ fn train_then_score() {
     assert_eq!((map.width(), map.height()), (112, 112));
 }
 
-#[test]
-fn eval_and_bench_on_the_tiny_vit() {
+/// A tiny MVTec-layout set in a temporary folder, with the tiny ViT's configuration as a
+/// JSON file there.
+fn tiny_set_and_config() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     common::write_tiny_mvtec(dir.path());
     let config = dir.path().join("config.json");
@@ -190,6 +191,12 @@ fn eval_and_bench_on_the_tiny_vit() {
         serde_json::to_string(&common::tiny_config()).unwrap(),
     )
     .unwrap();
+    (dir, config)
+}
+
+#[test]
+fn eval_and_bench_on_the_tiny_vit() {
+    let (dir, config) = tiny_set_and_config();
     let out = dir.path().join("report");
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let run = varad(&[
@@ -302,14 +309,7 @@ fn ablation_flags_are_checked() {
 
 #[test]
 fn eval_sweeps_input_sizes() {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_tiny_mvtec(dir.path());
-    let config = dir.path().join("config.json");
-    std::fs::write(
-        &config,
-        serde_json::to_string(&common::tiny_config()).unwrap(),
-    )
-    .unwrap();
+    let (dir, config) = tiny_set_and_config();
     let out = dir.path().join("sweep");
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let run = varad(&[

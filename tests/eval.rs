@@ -111,7 +111,8 @@ fn map_normalisations_are_rows_of_one_trained_model() {
             "VarAD",
             "VarAD [map_norm=level]",
             "VarAD [map_norm=channel]",
-            "VarAD [map_norm=position]"
+            "VarAD [map_norm=position]",
+            "VarAD [map_norm=position_two_sided]"
         ]
     );
     let rows = &report.categories[0].methods;

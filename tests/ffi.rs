@@ -790,7 +790,7 @@ fn map_norm_defaults_to_position_and_unknown_codes_are_refused() {
     );
     let backbone = tiny_backbone();
     let mut params = tiny_params(&backbone);
-    params.map_norm = 4;
+    params.map_norm = 5;
     let mut model = ptr::null_mut();
     unsafe {
         assert_eq!(
@@ -799,7 +799,7 @@ fn map_norm_defaults_to_position_and_unknown_codes_are_refused() {
         );
         assert!(model.is_null());
         assert!(
-            last_error().contains("params.map_norm 4 is unknown"),
+            last_error().contains("params.map_norm 5 is unknown"),
             "{}",
             last_error()
         );

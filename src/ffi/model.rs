@@ -93,6 +93,8 @@ pub enum VaradMapNorm {
     /// The channel-normalised map scored against its normal mean and spread at each
     /// position (the default).
     VARAD_MAP_NORM_POSITION = 3,
+    /// As `VARAD_MAP_NORM_POSITION`, also flagging errors far below normal.
+    VARAD_MAP_NORM_POSITION_TWO_SIDED = 4,
 }
 
 fn map_norm_from(code: u32) -> Result<MapNorm, FfiError> {
@@ -100,7 +102,8 @@ fn map_norm_from(code: u32) -> Result<MapNorm, FfiError> {
         FfiError::new(
             VaradStatus::VARAD_ERR_INVALID_ARGUMENT,
             format!(
-                "params.map_norm {code} is unknown (0 = none, 1 = level, 2 = channel, 3 = position)"
+                "params.map_norm {code} is unknown (0 = none, 1 = level, 2 = channel, 3 = position, \
+                 4 = position_two_sided)"
             ),
         )
     })

@@ -33,15 +33,20 @@ pub enum MapNorm {
     /// over the grid (so a position whose few normal samples happened to agree is not
     /// trusted beyond the level's typical spread).
     Position,
+    /// [`MapNorm::Position`] two-sided, `|A_h(p)|`: a region that errs far *less* than
+    /// normal there (a blank where a textured part belongs, which predicts itself) counts
+    /// too.
+    PositionTwoSided,
 }
 
 impl MapNorm {
     /// Every variant, in the order reports list them.
-    pub const ALL: [MapNorm; 4] = [
+    pub const ALL: [MapNorm; 5] = [
         MapNorm::None,
         MapNorm::Level,
         MapNorm::Channel,
         MapNorm::Position,
+        MapNorm::PositionTwoSided,
     ];
 
     /// The name used in configurations and on the command line.
@@ -51,6 +56,7 @@ impl MapNorm {
             MapNorm::Level => "level",
             MapNorm::Channel => "channel",
             MapNorm::Position => "position",
+            MapNorm::PositionTwoSided => "position_two_sided",
         }
     }
 }
@@ -70,7 +76,7 @@ impl std::str::FromStr for MapNorm {
             .find(|n| n.name() == text)
             .ok_or_else(|| {
                 Error::config(format!(
-                    "unknown map normalisation `{text}`: expected none, level, channel or position"
+                    "unknown map normalisation `{text}`: expected none, level, channel, position or position_two_sided"
                 ))
             })
     }
@@ -132,7 +138,8 @@ impl LevelStats {
                     .collect()
             }
             MapNorm::Channel => self.whitened(residuals, c),
-            MapNorm::Position => {
+            MapNorm::Position | MapNorm::PositionTwoSided => {
+                let two_sided = norm == MapNorm::PositionTwoSided;
                 let spread = median(&self.position_std) as f64;
                 let mut map = self.whitened(residuals, c);
                 for ((v, &mu), &sigma) in map
@@ -141,7 +148,8 @@ impl LevelStats {
                     .zip(&self.position_std)
                 {
                     let s = (sigma as f64).hypot(spread).max(FLOOR.sqrt());
-                    *v = ((*v as f64 - mu as f64) / s) as f32;
+                    let z = (*v as f64 - mu as f64) / s;
+                    *v = if two_sided { z.abs() } else { z } as f32;
                 }
                 map
             }
@@ -449,6 +457,16 @@ mod tests {
             .unwrap()
             .0;
         assert_eq!(top, 3, "{position:?}");
+        // A position that errs far less than it normally does: only the two-sided map
+        // flags it.
+        let mut quiet = residuals(98, len, c);
+        quiet[4 * c] = 0.0;
+        quiet[4 * c + 1] = 0.0;
+        let one = s.map(MapNorm::Position, &quiet, c);
+        let two = s.map(MapNorm::PositionTwoSided, &quiet, c);
+        assert!(one[4] < 0.0, "{one:?}");
+        assert_eq!(two[4], one[4].abs());
+        assert!(two.iter().all(|&v| v >= 0.0));
     }
 
     #[test]

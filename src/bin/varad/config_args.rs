@@ -45,8 +45,8 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub context_mean: Option<bool>,
     /// How each level's prediction errors become its map before the levels are summed:
-    /// none (the paper's raw squared error), level, channel or position (see the
-    /// library's `MapNorm`) [default: the configuration's].
+    /// none (the paper's raw squared error), level, channel, position or
+    /// position_two_sided (see the library's `MapNorm`) [default: the configuration's].
     #[arg(long, value_name = "NORM", value_parser = parse_map_norm)]
     pub map_norm: Option<MapNorm>,
     /// Scan directions to use, comma-separated: 0 row-major, 1 its reverse, 2

@@ -62,7 +62,7 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     coreset_max: Option<usize>,
     /// Also report VarAD under these map normalisations, comma-separated (each a row of
-    /// its own, scored with the same trained model), e.g. none,level,channel,position.
+    /// its own, scored with the same trained model), e.g. none,level,channel,position,position_two_sided.
     #[arg(long, value_name = "NORMS", value_delimiter = ',', value_parser = crate::config_args::parse_map_norm)]
     compare_map_norms: Vec<varad::model::MapNorm>,
     /// Test images shown in each category's montage (0 = no montage).
