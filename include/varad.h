@@ -212,9 +212,9 @@ enum VaradMapNorm
   // Each channel's error divided by its mean on the normal training images.
   VARAD_MAP_NORM_CHANNEL = 2,
   // The channel-normalised map scored against its normal mean and spread at each
-  // position (the default).
+  // position.
   VARAD_MAP_NORM_POSITION = 3,
-  // As `VARAD_MAP_NORM_POSITION`, also flagging errors far below normal.
+  // As `VARAD_MAP_NORM_POSITION`, also flagging errors far below normal (the default).
   VARAD_MAP_NORM_POSITION_TWO_SIDED = 4,
 };
 #ifndef __cplusplus
@@ -389,7 +389,7 @@ typedef struct VaradParams {
   // (the paper's plain mean of the four).
   uint32_t context_mean;
   // A `VaradMapNorm`: how each level's prediction errors become its map. Default:
-  // `VARAD_MAP_NORM_POSITION` (`VARAD_MAP_NORM_NONE` is the paper's map).
+  // `VARAD_MAP_NORM_POSITION_TWO_SIDED` (`VARAD_MAP_NORM_NONE` is the paper's map).
   uint32_t map_norm;
 } VaradParams;
 

@@ -141,9 +141,9 @@ pub struct ScoreConfig {
     #[serde(default = "default_max_batch_bytes")]
     pub max_batch_bytes: u64,
     /// How each level's prediction residuals become its map before the levels are summed
-    /// ([`MapNorm`]; `none` is the paper's map). Default `position`: on the project's
-    /// generated 1024 x 1024 set it raised VarAD's pixel AP and image AUROC the most of
-    /// the four (README, "Detection quality"). (Absent from model files written before it
+    /// ([`MapNorm`]; `none` is the paper's map). Default `position_two_sided`: on the
+    /// project's generated 1024 x 1024 set it raised VarAD's pixel AP and image AUROC the
+    /// most of those measured (README, "Results on the generated high-resolution set"). (Absent from model files written before it
     /// existed: they get `none`, the map they were calibrated with.)
     #[serde(default)]
     pub map_norm: MapNorm,
@@ -190,7 +190,7 @@ impl Default for ScoreConfig {
             calibration: CalibrationConfig::default(),
             min_region_area: 1,
             max_batch_bytes: default_max_batch_bytes(),
-            map_norm: MapNorm::Position,
+            map_norm: MapNorm::PositionTwoSided,
         }
     }
 }

@@ -782,11 +782,11 @@ fn status_codes_are_stable() {
 }
 
 #[test]
-fn map_norm_defaults_to_position_and_unknown_codes_are_refused() {
+fn map_norm_defaults_to_two_sided_position_and_unknown_codes_are_refused() {
     let defaults = varad_default_params();
     assert_eq!(
         defaults.map_norm,
-        VaradMapNorm::VARAD_MAP_NORM_POSITION as u32
+        VaradMapNorm::VARAD_MAP_NORM_POSITION_TWO_SIDED as u32
     );
     let backbone = tiny_backbone();
     let mut params = tiny_params(&backbone);
