@@ -168,11 +168,7 @@ impl<T: Float> LevelParams<T> {
         let adapted = self.adapt(&tokens, batch * len);
         let mut seqs = self.sequences(scans, &adapted, batch);
         forward(&mut seqs, batch * scans.directions().len(), len)?;
-        let mut residuals = self.unscan(scans, &seqs, batch);
-        for (r, &a) in residuals.iter_mut().zip(&adapted) {
-            *r -= a;
-        }
-        Ok(residuals)
+        Ok(into_residuals(self.unscan(scans, &seqs, batch), &adapted))
     }
 
     /// Training step of one level: the maps `A_h` `[batch, L]` and the gradients of
@@ -222,20 +218,16 @@ impl<T: Float> LevelParams<T> {
         let dirs = scans.directions();
         let (outputs, tape) = forward(&seqs, batch * dirs.len(), len)?;
         drop(seqs);
-        let predicted = self.unscan(scans, &outputs, batch);
+        let residuals = into_residuals(self.unscan(scans, &outputs, batch), &adapted);
         drop(outputs);
-        let maps = squared_errors(&predicted, &adapted, c);
+        let maps = squared_norms(&residuals, c);
 
         // d/d(pred) of g * ||pred - adapted||^2 = 2 g (pred - adapted).
-        let mut d_predicted = predicted;
-        for ((row, target), &g) in d_predicted
-            .chunks_exact_mut(c)
-            .zip(adapted.chunks_exact(c))
-            .zip(map_grad)
-        {
+        let mut d_predicted = residuals;
+        for (row, &g) in d_predicted.chunks_exact_mut(c).zip(map_grad) {
             let two_g = T::from_f64(2.0) * g;
-            for (p, &t) in row.iter_mut().zip(target) {
-                *p = two_g * (*p - t);
+            for r in row.iter_mut() {
+                *r = two_g * *r;
             }
         }
         let mut d_adapted = if detach_target {
@@ -297,17 +289,15 @@ impl<T: Float> LevelParams<T> {
     }
 }
 
-/// `A[p] = ||predicted[p] - adapted[p]||^2` over rows of `c` values.
-fn squared_errors<T: Float>(predicted: &[T], adapted: &[T], c: usize) -> Vec<T> {
+/// `predicted - adapted`, in `predicted`'s buffer.
+fn into_residuals<T: Float>(mut predicted: Vec<T>, adapted: &[T]) -> Vec<T> {
+    for (r, &a) in predicted.iter_mut().zip(adapted) {
+        *r -= a;
+    }
     predicted
-        .chunks_exact(c)
-        .zip(adapted.chunks_exact(c))
-        .map(|(p, a)| p.iter().zip(a).map(|(&x, &y)| (x - y) * (x - y)).sum())
-        .collect()
 }
 
-/// `||r[p]||^2` over rows of `c` values: the same sums, in the same order, as
-/// [`squared_errors`] of the two terms whose difference `r` is.
+/// `A[p] = ||r[p]||^2` over rows of `c` values: the level's map from its residuals.
 pub fn squared_norms<T: Float>(residuals: &[T], c: usize) -> Vec<T> {
     residuals
         .chunks_exact(c)
@@ -318,6 +308,15 @@ pub fn squared_norms<T: Float>(residuals: &[T], c: usize) -> Vec<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The map written out: `A[p] = ||predicted[p] - adapted[p]||^2`.
+    fn squared_errors<T: Float>(predicted: &[T], adapted: &[T], c: usize) -> Vec<T> {
+        predicted
+            .chunks_exact(c)
+            .zip(adapted.chunks_exact(c))
+            .map(|(p, a)| p.iter().zip(a).map(|(&x, &y)| (x - y) * (x - y)).sum())
+            .collect()
+    }
     use crate::model::scan::DirectionMean;
 
     fn random(n: usize, seed: u64, scale: f64) -> Vec<f64> {
