@@ -42,6 +42,9 @@ pub trait Float:
     /// (hot loops call it millions of times per sequence), the libm one in `f64` so the
     /// gradient tests see exact arithmetic.
     fn fast_exp(self) -> Self;
+    /// [`Float::fast_exp`] with its multiply-adds fused when `F`: only for code compiled
+    /// with FMA enabled.
+    fn fast_exp_fused<const F: bool>(self) -> Self;
     /// `ln(1 + self)`, accurate for small arguments.
     fn ln_1p(self) -> Self;
     /// [`Float::ln_1p`] for `self >= 0` that the compiler can vectorise in `f32` (about
@@ -121,6 +124,10 @@ impl Float for f64 {
         f64::exp(self)
     }
     #[inline(always)]
+    fn fast_exp_fused<const F: bool>(self) -> Self {
+        f64::exp(self)
+    }
+    #[inline(always)]
     fn ln_1p(self) -> Self {
         f64::ln_1p(self)
     }
@@ -191,6 +198,10 @@ impl Float for f32 {
         exp_f32(self)
     }
     #[inline(always)]
+    fn fast_exp_fused<const F: bool>(self) -> Self {
+        exp_f32_with::<F>(self)
+    }
+    #[inline(always)]
     fn ln_1p(self) -> Self {
         f32::ln_1p(self)
     }
@@ -253,6 +264,21 @@ impl Float for f32 {
     }
 }
 
+/// `x` itself when `T` is `f32`: lets generic code hand its buffers to kernels written
+/// for `f32` only.
+pub(crate) fn as_f32<T: Float>(x: &[T]) -> Option<&[f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        // SAFETY: T is f32, so the slice's memory is the same `[f32]`.
+        .then(|| unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()) })
+}
+
+/// [`as_f32`] for a mutable slice.
+pub(crate) fn as_f32_mut<T: Float>(x: &mut [T]) -> Option<&mut [f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        // SAFETY: T is f32, so the slice's memory is the same `[f32]`; the borrow moves.
+        .then(|| unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<f32>(), x.len()) })
+}
+
 /// Defines `pub(crate) fn $name<T: Float>(args)` that runs the `#[inline(always)]`
 /// function `$body` compiled for AVX2 + FMA when the CPU has them (8-lane vectors), and
 /// for the crate's baseline x86-64 (4-lane SSE2) otherwise. A closure-based helper would
@@ -286,6 +312,24 @@ pub(crate) use multiversion;
 /// degree-7 polynomial: relative error below 2e-7 over the clamped range.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
+    exp_f32_with::<false>(x)
+}
+
+/// `a * b + c`, one fused instruction in code compiled for FMA (`F`), a multiply and an
+/// add elsewhere (where `mul_add` would be a library call).
+#[inline(always)]
+fn madd<const F: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if F {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// [`exp_f32`], its multiply-adds fused when `F` (only for code compiled with FMA): the
+/// polynomial then costs 7 instructions instead of 14 in the scan's innermost loop.
+#[inline(always)]
+pub fn exp_f32_with<const F: bool>(x: f32) -> f32 {
     // Below -87 the result is under f32's smallest normal; clamping keeps 2^k a normal
     // number instead of branching to handle denormals (the scan's decays then read 1e-38
     // instead of a denormal, far below anything that matters). Plain selects rather than
@@ -296,18 +340,20 @@ pub fn exp_f32(x: f32) -> f32 {
     // bits (0x4B40_0000 + k): 2^k is then built with integer adds and a shift, which
     // vectorise, where a float-to-int cast (saturating in Rust) would not.
     const ROUND: f32 = 12_582_912.0;
-    let kr = x * std::f32::consts::LOG2_E + ROUND;
+    let kr = madd::<F>(x, std::f32::consts::LOG2_E, ROUND);
     let k = kr - ROUND;
-    let r = x - k * 0.693_359_4 - k * (-2.121_944_4e-4);
-    let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
-        * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5)
-        * r
-        * r
-        + r
-        + 1.0;
+    let r = madd::<F>(k, 2.121_944_4e-4, madd::<F>(k, -0.693_359_4, x));
+    let mut p = 1.987_569_1e-4;
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ] {
+        p = madd::<F>(p, r, c);
+    }
+    let p = madd::<F>(p, r * r, r + 1.0);
     let bits = kr.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127) << 23;
     p * f32::from_bits(bits)
 }
@@ -382,8 +428,10 @@ mod tests {
         let mut x = -87.0f32;
         while x < 88.0 {
             let want = (x as f64).exp();
-            let got = exp_f32(x) as f64;
-            worst = worst.max(((got - want) / want).abs());
+            // The fused variant rounds differently; both must be this close.
+            for got in [exp_f32(x), exp_f32_with::<true>(x)] {
+                worst = worst.max(((got as f64 - want) / want).abs());
+            }
             x += 0.0137;
         }
         assert!(worst < 3e-7, "worst relative error {worst}");

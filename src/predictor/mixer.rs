@@ -7,9 +7,11 @@
 //! gated `y [rows, Di]`; out_proj adds `[rows, C]` to the residual stream.
 
 use super::config::PredictorConfig;
-use super::float::{multiversion, softplus, Float};
+use super::float::{as_f32, as_f32_mut, multiversion, softplus, Float};
 use super::gemm::{linear, linear_grad_input, linear_grad_weight};
 use super::scan::{self, ScanDims, ScanGrads, ScanInputs};
+#[cfg(target_arch = "x86_64")]
+use super::scan_avx2;
 use super::weights::LayerParams;
 use super::{conv, rmsnorm};
 use rayon::prelude::*;
@@ -85,7 +87,7 @@ struct PreScan<T> {
     delta: Vec<T>,
 }
 
-/// Everything of the forward up to (not including) the scan.
+/// Everything of the forward up to (not including) `dt` and the scan ([`run_scan`]).
 fn pre_scan<T: Float>(
     cfg: &PredictorConfig,
     p: &LayerParams<T>,
@@ -122,14 +124,12 @@ fn pre_scan<T: Float>(
     );
     let mut xdbl = vec![T::ZERO; rows * s];
     linear(rows, di, s, &u, di, &p.x_proj, T::ZERO, &mut xdbl, s);
-    let mut delta = vec![T::ZERO; rows * di];
-    dt_forward(cfg, p, &xdbl, rows, &mut delta);
     PreScan {
         rstd,
         xz,
         u,
         xdbl,
-        delta,
+        delta: Vec::new(),
     }
 }
 
@@ -152,6 +152,58 @@ fn scan_inputs<'a, T: Float>(
     }
 }
 
+/// `dt` and the scan of one block, from the tensors before them: the gated output into
+/// `y`, or over `pre.u` when `y` is `None`. With `tape` (the checkpoint buffer) the
+/// backward's inputs are kept: `pre.delta` and the states at chunk starts. The `f32`
+/// AVX2 kernel computes `dt` itself (writing it into `pre.delta` only for the tape);
+/// elsewhere dt_proj and softplus fill `pre.delta` first.
+fn run_scan<T: Float>(
+    cfg: &PredictorConfig,
+    p: &LayerParams<T>,
+    s: &ScanDims,
+    pre: &mut PreScan<T>,
+    y: Option<&mut [T]>,
+    tape: Option<&mut [T]>,
+) {
+    let rows = s.batch * s.len;
+    if tape.is_some() {
+        pre.delta = vec![T::ZERO; rows * s.d_inner];
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let (true, Some(weight), Some(bias)) = (
+        scan_avx2::applies(s.d_inner),
+        as_f32(&p.dt_proj_weight),
+        as_f32(&p.dt_proj_bias),
+    ) {
+        let fast = scan_inputs(cfg, p, &[], &pre.xdbl, &pre.xz)
+            .with_delta_f32(scan_avx2::Delta::LowRank { weight, bias })
+            .expect("T is f32");
+        let u = as_f32_mut(&mut pre.u).expect("T is f32").as_mut_ptr();
+        let y = y.map_or(u, |y| as_f32_mut(y).expect("T is f32").as_mut_ptr());
+        let (ckpt, delta_out) = match tape {
+            Some(ckpt) => (
+                Some(as_f32_mut(ckpt).expect("T is f32")),
+                Some(as_f32_mut(&mut pre.delta).expect("T is f32")),
+            ),
+            None => (None, None),
+        };
+        // SAFETY: `u` (pre.u) and `y` hold rows * Di elements each and are exclusively
+        // borrowed here; when they are the same buffer each element is read before the
+        // task that owns it writes it.
+        unsafe { scan_avx2::forward_raw(s, &fast, u, y, ckpt, delta_out) };
+        return;
+    }
+    if pre.delta.is_empty() {
+        pre.delta = vec![T::ZERO; rows * s.d_inner];
+    }
+    dt_forward(cfg, p, &pre.xdbl, rows, &mut pre.delta);
+    let inputs = scan_inputs(cfg, p, &pre.delta, &pre.xdbl, &pre.xz);
+    match y {
+        Some(y) => scan::forward(s, &inputs, &pre.u, y, tape),
+        None => scan::forward_in_place(s, &inputs, &mut pre.u),
+    }
+}
+
 /// Inference: `x <- x + Mixer(RMSNorm(x))` in place, `x` being `[batch * len, C]`.
 pub fn forward<T: Float>(
     cfg: &PredictorConfig,
@@ -162,15 +214,10 @@ pub fn forward<T: Float>(
 ) {
     let (c, di) = (cfg.d_model, cfg.d_inner());
     let rows = batch * len;
-    let PreScan {
-        xz,
-        mut u,
-        xdbl,
-        delta,
-        ..
-    } = pre_scan(cfg, p, x, len);
     let s = dims(cfg, batch, len);
-    scan::forward_in_place(&s, &scan_inputs(cfg, p, &delta, &xdbl, &xz), &mut u);
+    let mut pre = pre_scan(cfg, p, x, len);
+    run_scan(cfg, p, &s, &mut pre, None, None);
+    let u = pre.u;
     linear(rows, di, c, &u, di, &p.out_proj, T::ONE, x, c);
 }
 
@@ -184,23 +231,18 @@ pub fn forward_train<T: Float>(
 ) -> (Vec<T>, LayerTape<T>) {
     let (c, di) = (cfg.d_model, cfg.d_inner());
     let rows = batch * len;
+    let s = dims(cfg, batch, len);
+    let mut pre = pre_scan(cfg, p, &x, len);
+    let mut ckpt = vec![T::ZERO; s.ckpt_len()];
+    let mut y = vec![T::ZERO; rows * di];
+    run_scan(cfg, p, &s, &mut pre, Some(&mut y), Some(&mut ckpt));
     let PreScan {
         rstd,
         xz,
         u,
         xdbl,
         delta,
-    } = pre_scan(cfg, p, &x, len);
-    let s = dims(cfg, batch, len);
-    let mut ckpt = vec![T::ZERO; s.ckpt_len()];
-    let mut y = vec![T::ZERO; rows * di];
-    scan::forward(
-        &s,
-        &scan_inputs(cfg, p, &delta, &xdbl, &xz),
-        &u,
-        &mut y,
-        Some(&mut ckpt),
-    );
+    } = pre;
     let mut out = x.clone();
     linear(rows, di, c, &y, di, &p.out_proj, T::ONE, &mut out, c);
     let tape = LayerTape {

@@ -66,6 +66,8 @@ pub mod mixer;
 pub mod rmsnorm;
 pub mod rng;
 pub mod scan;
+#[cfg(target_arch = "x86_64")]
+pub mod scan_avx2;
 pub mod weights;
 
 pub use config::PredictorConfig;

@@ -25,8 +25,10 @@
 // say that most plainly, and they vectorise the same as iterator chains.
 #![allow(clippy::needless_range_loop)]
 
-use super::float::{silu, silu_and_grad, softplus_grad_from_output, Float};
+use super::float::{as_f32, as_f32_mut, silu, silu_and_grad, softplus_grad_from_output, Float};
 use super::gemm::SendPtr;
+#[cfg(target_arch = "x86_64")]
+use super::scan_avx2;
 use rayon::prelude::*;
 
 /// Channels per vector block.
@@ -101,7 +103,7 @@ pub struct ScanInputs<'a, T> {
     pub ld_z: usize,
 }
 
-impl<T: Float> ScanInputs<'_, T> {
+impl<'a, T: Float> ScanInputs<'a, T> {
     fn check(&self, s: &ScanDims) {
         let rows = s.rows();
         assert_eq!(self.a_log.len(), s.d_inner * s.d_state);
@@ -114,6 +116,26 @@ impl<T: Float> ScanInputs<'_, T> {
                 && (rows == 0 || self.z.len() >= (rows - 1) * self.ld_z + s.d_inner)
         );
         assert!(s.chunk > 0);
+    }
+
+    /// These inputs for the `f32` kernel, when `T` is `f32`.
+    #[cfg(target_arch = "x86_64")]
+    fn as_f32(&self) -> Option<scan_avx2::Inputs<'a>> {
+        self.with_delta_f32(scan_avx2::Delta::Stored(as_f32(self.delta)?))
+    }
+
+    /// These inputs for the `f32` kernel with `dt` from `delta` instead of
+    /// [`ScanInputs::delta`], when `T` is `f32`.
+    #[cfg(target_arch = "x86_64")]
+    pub fn with_delta_f32(&self, delta: scan_avx2::Delta<'a>) -> Option<scan_avx2::Inputs<'a>> {
+        Some(scan_avx2::Inputs {
+            a_log: as_f32(self.a_log)?,
+            d: as_f32(self.d)?,
+            delta,
+            xdbl: as_f32(self.xdbl)?,
+            z: as_f32(self.z)?,
+            ld_z: self.ld_z,
+        })
     }
 
     /// `A` for the block's channels, transposed to `[N][lanes]`.
@@ -155,6 +177,27 @@ pub unsafe fn forward_raw<T: Float>(
     if let Some(c) = &ckpt {
         assert_eq!(c.len(), s.ckpt_len());
     }
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(fast), true) = (inp.as_f32(), scan_avx2::applies(s.d_inner)) {
+        let ckpt = ckpt.map(|c| as_f32_mut(c).expect("T is f32"));
+        // SAFETY: the caller's contract; T is f32, so the pointers address f32s.
+        return unsafe { scan_avx2::forward_raw(s, &fast, u.cast(), y.cast(), ckpt, None) };
+    }
+    // SAFETY: the caller's contract.
+    unsafe { forward_portable(s, inp, u, y, ckpt) }
+}
+
+/// [`forward_raw`] in code the compiler vectorises (any `T`, any CPU, any `Di`).
+///
+/// # Safety
+/// As [`forward_raw`].
+unsafe fn forward_portable<T: Float>(
+    s: &ScanDims,
+    inp: &ScanInputs<T>,
+    u: *const T,
+    y: *mut T,
+    ckpt: Option<&mut [T]>,
+) {
     let out = FwdOut {
         u,
         y,
@@ -959,6 +1002,91 @@ mod tests {
         // 16-lane blocks plus remainder channels; f32 (fast exp) and f64.
         check_forward(&case::<f32>(2, 37, 35, 16, 8, 1), 2e-5);
         check_forward(&case::<f64>(2, 37, 35, 5, 8, 2), 1e-12);
+    }
+
+    /// The portable kernel's output and checkpoints for case `c`.
+    fn portable<T: Float>(c: &Case<T>, delta: &[T]) -> (Vec<T>, Vec<T>) {
+        let inp = ScanInputs { delta, ..inputs(c) };
+        let mut y = vec![T::ZERO; c.u.len()];
+        let mut ck = vec![T::ZERO; c.s.ckpt_len()];
+        // SAFETY: u and y hold rows * Di elements; y is exclusively borrowed.
+        unsafe { forward_portable(&c.s, &inp, c.u.as_ptr(), y.as_mut_ptr(), Some(&mut ck)) };
+        (y, ck)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_forward_matches_portable_kernel() {
+        let c = case::<f32>(3, 77, 40, 16, 16, 5);
+        if !scan_avx2::applies(c.s.d_inner) {
+            eprintln!("skipped: this CPU lacks AVX2/FMA");
+            return;
+        }
+        let (want_y, want_ck) = portable(&c, &c.delta);
+        let mut y = vec![0f32; c.u.len()];
+        let mut ck = vec![0f32; c.s.ckpt_len()];
+        forward(&c.s, &inputs(&c), &c.u, &mut y, Some(&mut ck));
+        close("y", &y, &want_y, 2e-6);
+        close("checkpoints", &ck, &want_ck, 2e-6);
+        let mut inplace = c.u.clone();
+        forward_in_place(&c.s, &inputs(&c), &mut inplace);
+        assert_eq!(inplace, y);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_forward_computes_dt_as_dt_proj_and_softplus() {
+        let c = case::<f32>(2, 50, 24, 16, 8, 7);
+        if !scan_avx2::applies(c.s.d_inner) {
+            eprintln!("skipped: this CPU lacks AVX2/FMA");
+            return;
+        }
+        let (rows, di, rank) = (c.s.batch * c.s.len, c.s.d_inner, c.s.b_offset);
+        let mut r = SplitMix64::new(3);
+        let weight: Vec<f32> = (0..di * rank)
+            .map(|_| r.uniform(-1.0, 1.0) as f32)
+            .collect();
+        // Biases from far below zero to above softplus' threshold of 20.
+        let bias: Vec<f32> = (0..di)
+            .map(|d| -8.0 + 30.0 * d as f32 / di as f32)
+            .collect();
+        let want_delta: Vec<f32> = (0..rows * di)
+            .map(|i| {
+                let (row, d) = (i / di, i % di);
+                let raw = bias[d] as f64
+                    + (0..rank)
+                        .map(|k| (c.xdbl[row * c.s.ld_xdbl + k] * weight[d * rank + k]) as f64)
+                        .sum::<f64>();
+                (if raw > 20.0 { raw } else { raw.exp().ln_1p() }) as f32
+            })
+            .collect();
+        let fast = inputs(&c)
+            .with_delta_f32(scan_avx2::Delta::LowRank {
+                weight: &weight,
+                bias: &bias,
+            })
+            .unwrap();
+        let mut y = vec![0f32; c.u.len()];
+        let mut ck = vec![0f32; c.s.ckpt_len()];
+        let mut delta = vec![0f32; rows * di];
+        // SAFETY: u and y hold rows * Di elements; y is exclusively borrowed.
+        unsafe {
+            scan_avx2::forward_raw(
+                &c.s,
+                &fast,
+                c.u.as_ptr(),
+                y.as_mut_ptr(),
+                Some(&mut ck),
+                Some(&mut delta),
+            )
+        };
+        for (i, (got, want)) in delta.iter().zip(&want_delta).enumerate() {
+            let e = ((got - want) / want).abs();
+            assert!(e < 2e-6, "dt[{i}]: {got} vs {want}");
+        }
+        let (want_y, want_ck) = portable(&c, &want_delta);
+        close("y", &y, &want_y, 1e-5);
+        close("checkpoints", &ck, &want_ck, 1e-5);
     }
 
     #[test]
