@@ -8,7 +8,7 @@ use crate::backbone::{Backbone, BackboneOptions, Tokenizer};
 use crate::config::Config;
 use crate::cuda::{CudaDevice, CudaPredictor};
 use crate::image::{ImageLimits, ImageView, InputGeometry, InputSpec};
-use crate::predictor::PredictorConfig;
+use crate::predictor::{PredictorConfig, WorkspacePool};
 use crate::score::Calibration;
 use crate::Device;
 use crate::{Error, Result};
@@ -74,6 +74,9 @@ pub struct Model {
     pool: Arc<rayon::ThreadPool>,
     gpu: Option<Gpu>,
     predictor_device: PredictorDevice,
+    /// Per level, the predictor's scratch buffers of recent CPU forwards, reused so that
+    /// scoring a stream of images needs no new memory.
+    workspaces: Vec<WorkspacePool<f32>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -209,6 +212,7 @@ impl Model {
         Ok(Model {
             config,
             tokenizer,
+            workspaces: layout.iter().map(|_| WorkspacePool::default()).collect(),
             layout,
             weights,
             calibration: None,
@@ -427,7 +431,7 @@ impl Model {
                 g[h].forward_in_place(x, b, l)
             }),
             None => params.residuals_with(scans, level_features, 1, |x, b, l| {
-                params.predictor.forward_in_place(x, b, l)
+                self.workspaces[h].with(|ws| params.predictor.forward_in_place_with(x, b, l, ws))
             }),
         }
     }

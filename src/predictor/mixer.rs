@@ -13,6 +13,7 @@ use super::scan::{self, ScanDims, ScanGrads, ScanInputs};
 #[cfg(target_arch = "x86_64")]
 use super::scan_avx2;
 use super::weights::LayerParams;
+use super::workspace::Workspace;
 use super::{conv, rmsnorm};
 use rayon::prelude::*;
 
@@ -78,13 +79,35 @@ fn dt_forward<T: Float>(
         .for_each(|row| softplus_row(row, &p.dt_proj_bias));
 }
 
-/// The forward's tensors before the scan.
-struct PreScan<T> {
-    rstd: Vec<T>,
-    xz: Vec<T>,
-    u: Vec<T>,
-    xdbl: Vec<T>,
-    delta: Vec<T>,
+/// The forward's tensors up to the scan, in buffers the caller owns: fresh ones that
+/// become the training tape, or a [`Workspace`]'s in inference.
+struct Buffers<'a, T> {
+    /// RMSNorm's output, `[rows, C]`.
+    normed: &'a mut [T],
+    /// `1 / rms` per token.
+    rstd: &'a mut [T],
+    /// in_proj output `x | z`, `[rows, 2 Di]`.
+    xz: &'a mut [T],
+    /// After conv and SiLU, `[rows, Di]`.
+    u: &'a mut [T],
+    /// `x_proj` output, `[rows, R + 2N]`.
+    xdbl: &'a mut [T],
+    /// `dt` after softplus, `[rows, Di]`; empty where the scan computes it itself and no
+    /// tape keeps it ([`scan_computes_dt`]).
+    delta: &'a mut [T],
+}
+
+/// Sizes of [`Buffers`] for `rows` tokens, in field order; `delta` only when `with_delta`.
+fn buffer_sizes(cfg: &PredictorConfig, rows: usize, with_delta: bool) -> [usize; 6] {
+    let (c, di, s) = (cfg.d_model, cfg.d_inner(), cfg.x_proj_out());
+    [
+        rows * c,
+        rows,
+        rows * 2 * di,
+        rows * di,
+        rows * s,
+        if with_delta { rows * di } else { 0 },
+    ]
 }
 
 /// Everything of the forward up to (not including) `dt` and the scan ([`run_scan`]).
@@ -93,44 +116,32 @@ fn pre_scan<T: Float>(
     p: &LayerParams<T>,
     x: &[T],
     len: usize,
-) -> PreScan<T> {
+    b: &mut Buffers<T>,
+) {
     let (c, di, s) = (cfg.d_model, cfg.d_inner(), cfg.x_proj_out());
     let rows = x.len() / c;
-    let mut normed = vec![T::ZERO; rows * c];
-    let mut rstd = vec![T::ZERO; rows];
-    rmsnorm::forward(x, &p.norm_weight, c, &mut normed, Some(&mut rstd));
-    let mut xz = vec![T::ZERO; rows * 2 * di];
+    rmsnorm::forward(x, &p.norm_weight, c, b.normed, Some(b.rstd));
     linear(
         rows,
         c,
         2 * di,
-        &normed,
+        b.normed,
         c,
         &p.in_proj,
         T::ZERO,
-        &mut xz,
+        b.xz,
         2 * di,
     );
-    drop(normed);
-    let mut u = vec![T::ZERO; rows * di];
     conv::forward(
-        &xz,
+        b.xz,
         2 * di,
         &p.conv_weight,
         &p.conv_bias,
         len,
         cfg.d_conv,
-        &mut u,
+        b.u,
     );
-    let mut xdbl = vec![T::ZERO; rows * s];
-    linear(rows, di, s, &u, di, &p.x_proj, T::ZERO, &mut xdbl, s);
-    PreScan {
-        rstd,
-        xz,
-        u,
-        xdbl,
-        delta: Vec::new(),
-    }
+    linear(rows, di, s, b.u, di, &p.x_proj, T::ZERO, b.xdbl, s);
 }
 
 fn scan_inputs<'a, T: Float>(
@@ -152,73 +163,92 @@ fn scan_inputs<'a, T: Float>(
     }
 }
 
+/// Whether the scan computes `dt` itself here (the `f32` AVX2 kernel): then inference
+/// needs no `dt` buffer.
+fn scan_computes_dt<T: Float>(cfg: &PredictorConfig) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+            && scan_avx2::applies(cfg.d_inner())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = cfg;
+        false
+    }
+}
+
 /// `dt` and the scan of one block, from the tensors before them: the gated output into
-/// `y`, or over `pre.u` when `y` is `None`. With `tape` (the checkpoint buffer) the
-/// backward's inputs are kept: `pre.delta` and the states at chunk starts. The `f32`
-/// AVX2 kernel computes `dt` itself (writing it into `pre.delta` only for the tape);
-/// elsewhere dt_proj and softplus fill `pre.delta` first.
+/// `y`, or over `b.u` when `y` is `None`. With `ckpt` (training) the backward's inputs
+/// are kept: `b.delta` and the states at chunk starts. The `f32` AVX2 kernel computes
+/// `dt` itself (writing it into `b.delta` only for training); elsewhere dt_proj and
+/// softplus fill `b.delta` first.
 fn run_scan<T: Float>(
     cfg: &PredictorConfig,
     p: &LayerParams<T>,
     s: &ScanDims,
-    pre: &mut PreScan<T>,
+    b: &mut Buffers<T>,
     y: Option<&mut [T]>,
-    tape: Option<&mut [T]>,
+    ckpt: Option<&mut [T]>,
 ) {
     let rows = s.batch * s.len;
-    if tape.is_some() {
-        pre.delta = vec![T::ZERO; rows * s.d_inner];
-    }
     #[cfg(target_arch = "x86_64")]
-    if let (true, Some(weight), Some(bias)) = (
-        scan_avx2::applies(s.d_inner),
-        as_f32(&p.dt_proj_weight),
-        as_f32(&p.dt_proj_bias),
-    ) {
-        let fast = scan_inputs(cfg, p, &[], &pre.xdbl, &pre.xz)
-            .with_delta_f32(scan_avx2::Delta::LowRank { weight, bias })
+    if scan_computes_dt::<T>(cfg) {
+        let fast = scan_inputs(cfg, p, &[], b.xdbl, b.xz)
+            .with_delta_f32(scan_avx2::Delta::LowRank {
+                weight: as_f32(&p.dt_proj_weight).expect("T is f32"),
+                bias: as_f32(&p.dt_proj_bias).expect("T is f32"),
+            })
             .expect("T is f32");
-        let u = as_f32_mut(&mut pre.u).expect("T is f32").as_mut_ptr();
+        let u = as_f32_mut(b.u).expect("T is f32").as_mut_ptr();
         let y = y.map_or(u, |y| as_f32_mut(y).expect("T is f32").as_mut_ptr());
-        let (ckpt, delta_out) = match tape {
+        let (ckpt, delta_out) = match ckpt {
             Some(ckpt) => (
                 Some(as_f32_mut(ckpt).expect("T is f32")),
-                Some(as_f32_mut(&mut pre.delta).expect("T is f32")),
+                Some(as_f32_mut(b.delta).expect("T is f32")),
             ),
             None => (None, None),
         };
-        // SAFETY: `u` (pre.u) and `y` hold rows * Di elements each and are exclusively
+        // SAFETY: `u` (b.u) and `y` hold rows * Di elements each and are exclusively
         // borrowed here; when they are the same buffer each element is read before the
         // task that owns it writes it.
         unsafe { scan_avx2::forward_raw(s, &fast, u, y, ckpt, delta_out) };
         return;
     }
-    if pre.delta.is_empty() {
-        pre.delta = vec![T::ZERO; rows * s.d_inner];
-    }
-    dt_forward(cfg, p, &pre.xdbl, rows, &mut pre.delta);
-    let inputs = scan_inputs(cfg, p, &pre.delta, &pre.xdbl, &pre.xz);
+    dt_forward(cfg, p, b.xdbl, rows, b.delta);
+    let inputs = scan_inputs(cfg, p, b.delta, b.xdbl, b.xz);
     match y {
-        Some(y) => scan::forward(s, &inputs, &pre.u, y, tape),
-        None => scan::forward_in_place(s, &inputs, &mut pre.u),
+        Some(y) => scan::forward(s, &inputs, b.u, y, ckpt),
+        None => scan::forward_in_place(s, &inputs, b.u),
     }
 }
 
-/// Inference: `x <- x + Mixer(RMSNorm(x))` in place, `x` being `[batch * len, C]`.
+/// Inference: `x <- x + Mixer(RMSNorm(x))` in place, `x` being `[batch * len, C]`, with
+/// the intermediate tensors in `ws`.
 pub fn forward<T: Float>(
     cfg: &PredictorConfig,
     p: &LayerParams<T>,
     x: &mut [T],
     batch: usize,
     len: usize,
+    ws: &mut Workspace<T>,
 ) {
     let (c, di) = (cfg.d_model, cfg.d_inner());
     let rows = batch * len;
     let s = dims(cfg, batch, len);
-    let mut pre = pre_scan(cfg, p, x, len);
-    run_scan(cfg, p, &s, &mut pre, None, None);
-    let u = pre.u;
-    linear(rows, di, c, &u, di, &p.out_proj, T::ONE, x, c);
+    let [normed, rstd, xz, u, xdbl, delta] =
+        ws.buffers(buffer_sizes(cfg, rows, !scan_computes_dt::<T>(cfg)));
+    let mut b = Buffers {
+        normed,
+        rstd,
+        xz,
+        u,
+        xdbl,
+        delta,
+    };
+    pre_scan(cfg, p, x, len, &mut b);
+    run_scan(cfg, p, &s, &mut b, None, None);
+    linear(rows, di, c, b.u, di, &p.out_proj, T::ONE, x, c);
 }
 
 /// Training forward: returns the block's output and its tape.
@@ -232,17 +262,21 @@ pub fn forward_train<T: Float>(
     let (c, di) = (cfg.d_model, cfg.d_inner());
     let rows = batch * len;
     let s = dims(cfg, batch, len);
-    let mut pre = pre_scan(cfg, p, &x, len);
+    let [mut normed, mut rstd, mut xz, mut u, mut xdbl, mut delta] =
+        buffer_sizes(cfg, rows, true).map(|n| vec![T::ZERO; n]);
     let mut ckpt = vec![T::ZERO; s.ckpt_len()];
     let mut y = vec![T::ZERO; rows * di];
-    run_scan(cfg, p, &s, &mut pre, Some(&mut y), Some(&mut ckpt));
-    let PreScan {
-        rstd,
-        xz,
-        u,
-        xdbl,
-        delta,
-    } = pre;
+    let mut b = Buffers {
+        normed: &mut normed,
+        rstd: &mut rstd,
+        xz: &mut xz,
+        u: &mut u,
+        xdbl: &mut xdbl,
+        delta: &mut delta,
+    };
+    pre_scan(cfg, p, &x, len, &mut b);
+    run_scan(cfg, p, &s, &mut b, Some(&mut y), Some(&mut ckpt));
+    drop(normed);
     let mut out = x.clone();
     linear(rows, di, c, &y, di, &p.out_proj, T::ONE, &mut out, c);
     let tape = LayerTape {

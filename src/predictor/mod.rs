@@ -69,10 +69,12 @@ pub mod scan;
 #[cfg(target_arch = "x86_64")]
 pub mod scan_avx2;
 pub mod weights;
+pub mod workspace;
 
 pub use config::PredictorConfig;
 pub use float::Float;
 pub use weights::{LayerParams, NAMES};
+pub use workspace::{Workspace, WorkspacePool};
 
 use crate::{Error, ErrorKind, Result};
 
@@ -284,12 +286,25 @@ impl<T: Float> Predictor<T> {
     /// [`Predictor::forward`] over a caller's buffer: on entry the input, on return the
     /// output (saves one copy of `[B, L, C]`).
     pub fn forward_in_place(&self, x: &mut [T], batch: usize, len: usize) -> Result<()> {
+        self.forward_in_place_with(x, batch, len, &mut Workspace::default())
+    }
+
+    /// [`Predictor::forward_in_place`] with its intermediate tensors in `workspace`, which
+    /// keeps them for the next call (see [`workspace`]: repeated calls then need no new
+    /// memory).
+    pub fn forward_in_place_with(
+        &self,
+        x: &mut [T],
+        batch: usize,
+        len: usize,
+        workspace: &mut Workspace<T>,
+    ) -> Result<()> {
         self.check_input(x.len(), batch, len)?;
         if x.is_empty() {
             return Ok(());
         }
         for l in &self.layers {
-            mixer::forward(&self.cfg, l, x, batch, len);
+            mixer::forward(&self.cfg, l, x, batch, len, workspace);
         }
         Ok(())
     }
