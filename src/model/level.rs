@@ -6,7 +6,7 @@
 //! to token-major `[L, C]`, the layout every later step reads.
 
 use crate::predictor::gemm::{linear, linear_grad_weight};
-use crate::predictor::{Float, Gradients, Predictor, PredictorConfig};
+use crate::predictor::{Float, Gradients, Ordering, Predictor, PredictorConfig, Workspace};
 use crate::Result;
 
 use super::scan::Scans;
@@ -136,9 +136,63 @@ impl<T: Float> LevelParams<T> {
     /// The level's anomaly maps `A_h` `[batch, L]` for `batch` images of features in the
     /// backbone layout `[batch, C, h, w]`.
     pub fn anomaly_maps(&self, scans: &Scans, features: &[T], batch: usize) -> Result<Vec<T>> {
-        self.anomaly_maps_with(scans, features, batch, |x, b, l| {
-            self.predictor.forward_in_place(x, b, l)
-        })
+        let residuals = self.residuals(scans, features, batch, &mut Workspace::default())?;
+        Ok(squared_norms(&residuals, self.channels))
+    }
+
+    /// The prediction residuals on the CPU, with the predictor's intermediates in `ws`:
+    /// through [`Predictor::forward_orderings`] where it runs (the directions share the
+    /// per-token projections), else by building each direction's sequence.
+    pub fn residuals(
+        &self,
+        scans: &Scans,
+        features: &[T],
+        batch: usize,
+        ws: &mut Workspace<T>,
+    ) -> Result<Vec<T>> {
+        if !self.predictor.shares_orderings() {
+            return self.residuals_with(scans, features, batch, |x, b, l| {
+                self.predictor.forward_in_place_with(x, b, l, ws)
+            });
+        }
+        let (len, c) = (scans.len(), self.channels);
+        let adapted = self.adapt(&self.to_token_major(features, batch, len), batch * len);
+        let inputs: Vec<Vec<u32>> = scans
+            .directions()
+            .iter()
+            .map(|&k| {
+                let skip = scans.skip(k);
+                // The first M positions read the BOS vector, row L of the token set.
+                (0..len)
+                    .map(|l| {
+                        if l < skip {
+                            len as u32
+                        } else {
+                            scans.order(k)[l - skip]
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let orderings: Vec<Ordering> = scans
+            .directions()
+            .iter()
+            .zip(&inputs)
+            .map(|(&k, input)| Ordering {
+                input,
+                target: scans.order(k),
+                weight: scans.weights(k),
+            })
+            .collect();
+        let mut predicted = Vec::with_capacity(batch * len * c);
+        let mut tokens = Vec::with_capacity((len + 1) * c);
+        for image in adapted.chunks_exact(len * c) {
+            tokens.clear();
+            tokens.extend_from_slice(image);
+            tokens.extend_from_slice(&self.bos);
+            predicted.extend(self.predictor.forward_orderings(&tokens, &orderings, ws)?);
+        }
+        Ok(into_residuals(predicted, &adapted))
     }
 
     /// [`LevelParams::anomaly_maps`] with the predictor's forward done by `forward`
@@ -521,6 +575,49 @@ mod tests {
             p.anomaly_maps(&two, &feats, batch).unwrap(),
             p.anomaly_maps(&full, &feats, batch).unwrap()
         );
+    }
+
+    #[test]
+    fn shared_projections_give_the_sequence_paths_residuals() {
+        // f32 and C = 8 (Di = 16): where the shared path runs, it must agree with building
+        // each direction's sequence (it differs only in rounding).
+        let c = 8;
+        let p = level(c, 31).cast::<f32>();
+        if !p.predictor.shares_orderings() {
+            eprintln!("skipped: the shared path does not run on this CPU");
+            return;
+        }
+        let (batch, h, w) = (2, 6, 7);
+        let feats: Vec<f32> = random(batch * c * h * w, 8, 1.0)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect();
+        for (dirs, mean) in [
+            (&[0usize, 1, 2, 3][..], DirectionMean::All),
+            (&[0, 1, 2, 3], DirectionMean::WithContext),
+            (&[1, 2], DirectionMean::All),
+        ] {
+            let scans = Scans::new(h, w, 2)
+                .unwrap()
+                .with_direction_mean(mean)
+                .with_directions(dirs)
+                .unwrap();
+            let shared = p
+                .residuals(&scans, &feats, batch, &mut Workspace::default())
+                .unwrap();
+            let sequences = p
+                .residuals_with(&scans, &feats, batch, |x, b, l| {
+                    p.predictor.forward_in_place(x, b, l)
+                })
+                .unwrap();
+            let scale = sequences.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (i, (a, b)) in shared.iter().zip(&sequences).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 * scale,
+                    "{dirs:?} {mean:?} [{i}]: {a} vs {b}"
+                );
+            }
+        }
     }
 
     #[test]

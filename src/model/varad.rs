@@ -430,9 +430,7 @@ impl Model {
             Some(g) => params.residuals_with(scans, level_features, 1, |x, b, l| {
                 g[h].forward_in_place(x, b, l)
             }),
-            None => params.residuals_with(scans, level_features, 1, |x, b, l| {
-                self.workspaces[h].with(|ws| params.predictor.forward_in_place_with(x, b, l, ws))
-            }),
+            None => self.workspaces[h].with(|ws| params.residuals(scans, level_features, 1, ws)),
         }
     }
 

@@ -31,6 +31,7 @@ fn transpose<T: Float>(w: &[T], di: usize, kw: usize) -> Vec<T> {
 fn pre_row<T: Float>(
     x: &[T],
     ldx: usize,
+    rows: Option<&[u32]>,
     wt: &[T],
     bias: &[T],
     row: usize,
@@ -45,7 +46,7 @@ fn pre_row<T: Float>(
         if t + k + 1 < kw {
             continue;
         }
-        let src = &x[(row + k + 1 - kw) * ldx..][..di];
+        let src = &x[source_row(rows, row + k + 1 - kw) * ldx..][..di];
         let wk = &wt[k * di..(k + 1) * di];
         for d in 0..di {
             acc[d] += wk[d] * src[d];
@@ -64,14 +65,53 @@ pub fn forward<T: Float>(
     kw: usize,
     u: &mut [T],
 ) {
+    forward_impl(x, ldx, None, w, bias, len, kw, u);
+}
+
+/// [`forward`] over sequences whose row `r` is row `rows[r]` of `x` (sequences that read
+/// one token set in different orders, without copying it into each order).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_gathered<T: Float>(
+    x: &[T],
+    ldx: usize,
+    rows: &[u32],
+    w: &[T],
+    bias: &[T],
+    len: usize,
+    kw: usize,
+    u: &mut [T],
+) {
+    let di = bias.len();
+    assert_eq!(rows.len() * di, u.len());
+    assert!(rows.iter().all(|&r| r as usize * ldx + di <= x.len()));
+    forward_impl(x, ldx, Some(rows), w, bias, len, kw, u);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward_impl<T: Float>(
+    x: &[T],
+    ldx: usize,
+    rows: Option<&[u32]>,
+    w: &[T],
+    bias: &[T],
+    len: usize,
+    kw: usize,
+    u: &mut [T],
+) {
     let di = bias.len();
     let wt = transpose(w, di, kw);
     u.par_chunks_mut(di)
         .enumerate()
         .with_min_len(ROWS_PER_TASK)
         .for_each(|(row, ur)| {
-            fwd_row(x, ldx, &wt, bias, row, row % len, kw, ur);
+            fwd_row(x, ldx, rows, &wt, bias, row, row % len, kw, ur);
         });
+}
+
+/// The row of `x` that sequence row `row` reads.
+#[inline(always)]
+fn source_row(rows: Option<&[u32]>, row: usize) -> usize {
+    rows.map_or(row, |r| r[row] as usize)
 }
 
 /// Backward of [`forward`]. On entry `gu` holds `dL/du`; it is overwritten with
@@ -151,6 +191,7 @@ pub fn backward<T: Float>(
 fn fwd_row_body<T: Float>(
     x: &[T],
     ldx: usize,
+    rows: Option<&[u32]>,
     wt: &[T],
     bias: &[T],
     row: usize,
@@ -158,7 +199,7 @@ fn fwd_row_body<T: Float>(
     kw: usize,
     ur: &mut [T],
 ) {
-    pre_row(x, ldx, wt, bias, row, t, kw, ur);
+    pre_row(x, ldx, rows, wt, bias, row, t, kw, ur);
     for v in ur.iter_mut() {
         *v = silu(*v);
     }
@@ -182,7 +223,7 @@ fn bwd_row_body<T: Float>(
     pre: &mut [T],
 ) {
     let di = bias.len();
-    pre_row(x, ldx, wt, bias, row, t, kw, pre);
+    pre_row(x, ldx, None, wt, bias, row, t, kw, pre);
     for ((g, gb), &p) in gr.iter_mut().zip(gbs.iter_mut()).zip(pre.iter()) {
         *g *= silu_and_grad(p).1;
         *gb += *g;
@@ -223,7 +264,7 @@ fn gather_row_body<T: Float>(
     }
 }
 
-multiversion!(fn fwd_row => fwd_row_body(x: &[T], ldx: usize, wt: &[T], bias: &[T], row: usize, t: usize, kw: usize, ur: &mut [T]));
+multiversion!(fn fwd_row => fwd_row_body(x: &[T], ldx: usize, rows: Option<&[u32]>, wt: &[T], bias: &[T], row: usize, t: usize, kw: usize, ur: &mut [T]));
 multiversion!(fn bwd_row => bwd_row_body(x: &[T], ldx: usize, wt: &[T], bias: &[T], row: usize, t: usize, kw: usize, gr: &mut [T], gwt: &mut [T], gbs: &mut [T], pre: &mut [T]));
 multiversion!(fn gather_row => gather_row_body(gpre: &[T], wt: &[T], row: usize, t: usize, len: usize, kw: usize, out: &mut [T]));
 
@@ -318,6 +359,32 @@ mod tests {
         for (p, q) in fast.iter().zip(&slow) {
             assert!((p - q).abs() < 1e-5 * (1.0 + q.abs()), "{p} {q}");
         }
+    }
+
+    #[test]
+    fn gathered_conv_reads_the_rows_it_is_given() {
+        let mut rng = SplitMix64::new(13);
+        let (tokens, len, di, kw, ldx) = (7, 9, 24, 4, 50);
+        let x: Vec<f32> = (0..tokens * ldx)
+            .map(|_| rng.uniform(-2.0, 2.0) as f32)
+            .collect();
+        let w: Vec<f32> = (0..di * kw)
+            .map(|_| rng.uniform(-1.0, 1.0) as f32)
+            .collect();
+        let bias: Vec<f32> = (0..di).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+        // Two sequences reading the rows in different orders, with repeats.
+        let rows: Vec<u32> = (0..2 * len)
+            .map(|r| ((r * 5 + r / len) % tokens) as u32)
+            .collect();
+        let copied: Vec<f32> = rows
+            .iter()
+            .flat_map(|&r| x[r as usize * ldx..][..ldx].iter().copied())
+            .collect();
+        let mut gathered = vec![0f32; 2 * len * di];
+        let mut want = gathered.clone();
+        forward_gathered(&x, ldx, &rows, &w, &bias, len, kw, &mut gathered);
+        forward(&copied, ldx, &w, &bias, len, kw, &mut want);
+        assert_eq!(gathered, want);
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub mod workspace;
 
 pub use config::PredictorConfig;
 pub use float::Float;
+pub use mixer::Ordering;
 pub use weights::{LayerParams, NAMES};
 pub use workspace::{Workspace, WorkspacePool};
 
@@ -307,6 +308,73 @@ impl<T: Float> Predictor<T> {
             mixer::forward(&self.cfg, l, x, batch, len, workspace);
         }
         Ok(())
+    }
+
+    /// Whether [`Predictor::forward_orderings`] runs here: one block, in `f32`, on a CPU
+    /// with AVX2 and FMA, and `Di` a multiple of 8.
+    pub fn shares_orderings(&self) -> bool {
+        self.layers.len() == 1 && mixer::orderings_apply::<T>(&self.cfg)
+    }
+
+    /// The predictor over several orderings of one token set, averaged back onto the
+    /// tokens (see [`mixer::forward_orderings`]): `tokens` is `[L + 1, C]` with the BOS
+    /// vector last; every ordering reads `L` rows of it (`input`, any row, each index at
+    /// most `L`) and predicts each token once (`target`, a permutation of `0..L`), with
+    /// the weights of the mean. Returns `[L, C]`. The same as building each ordering's
+    /// sequence, running [`Predictor::forward`] and averaging, up to rounding, for about
+    /// a quarter of the projections' work with four orderings. Errors where
+    /// [`Predictor::shares_orderings`] does not hold, or on inconsistent sizes.
+    pub fn forward_orderings(
+        &self,
+        tokens: &[T],
+        orderings: &[Ordering],
+        workspace: &mut Workspace<T>,
+    ) -> Result<Vec<T>> {
+        if !self.shares_orderings() {
+            return Err(Error::invalid_argument(
+                "forward_orderings needs a one-block f32 predictor on a CPU with AVX2 and FMA, \
+                 with an inner width that is a multiple of 8",
+            ));
+        }
+        let c = self.cfg.d_model;
+        if tokens.len() % c != 0 || tokens.len() < 2 * c {
+            return Err(Error::invalid_argument(format!(
+                "forward_orderings: {} values are not L + 1 >= 2 tokens of {c} channels",
+                tokens.len()
+            )));
+        }
+        let len = tokens.len() / c - 1;
+        for (k, o) in orderings.iter().enumerate() {
+            let mut seen = vec![false; len];
+            let targets_ok = o.target.len() == len
+                && o.target.iter().all(|&t| {
+                    let fresh = (t as usize) < len && !seen[t as usize];
+                    if fresh {
+                        seen[t as usize] = true;
+                    }
+                    fresh
+                });
+            if o.input.len() != len
+                || o.weight.len() != len
+                || !targets_ok
+                || o.input.iter().any(|&r| r as usize > len)
+            {
+                return Err(Error::invalid_argument(format!(
+                    "forward_orderings: ordering {k} must read {len} rows of 0..={len} and \
+                     predict each of the {len} tokens once, with {len} weights"
+                )));
+            }
+        }
+        if orderings.is_empty() {
+            return Ok(vec![T::ZERO; len * c]);
+        }
+        Ok(mixer::forward_orderings(
+            &self.cfg,
+            &self.layers[0],
+            tokens,
+            orderings,
+            workspace,
+        ))
     }
 
     /// Training forward: the output (same as [`Predictor::forward`]) and the tape for

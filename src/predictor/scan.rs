@@ -135,6 +135,7 @@ impl<'a, T: Float> ScanInputs<'a, T> {
             xdbl: as_f32(self.xdbl)?,
             z: as_f32(self.z)?,
             ld_z: self.ld_z,
+            z_rows: None,
         })
     }
 

@@ -58,6 +58,9 @@ pub struct Inputs<'a> {
     pub z: &'a [f32],
     /// Row stride of `z`.
     pub ld_z: usize,
+    /// The row of `z` each scanned row reads, when not the row itself (sequences that
+    /// read one token set in different orders).
+    pub z_rows: Option<&'a [u32]>,
 }
 
 /// Whether this kernel runs here: the CPU has AVX2 and FMA, and the channels split into
@@ -101,7 +104,16 @@ pub unsafe fn forward_raw(
     assert_eq!(inp.a_log.len(), di * ns);
     assert_eq!(inp.d.len(), di);
     assert!(s.b_offset + 2 * ns <= s.ld_xdbl && inp.xdbl.len() >= rows * s.ld_xdbl);
-    assert!(inp.ld_z >= di && (rows == 0 || inp.z.len() >= (rows - 1) * inp.ld_z + di));
+    assert!(inp.ld_z >= di);
+    match inp.z_rows {
+        None => assert!(rows == 0 || inp.z.len() >= (rows - 1) * inp.ld_z + di),
+        Some(zr) => assert!(
+            zr.len() == rows
+                && zr
+                    .iter()
+                    .all(|&r| r as usize * inp.ld_z + di <= inp.z.len())
+        ),
+    }
     match inp.delta {
         Delta::Stored(dl) => assert_eq!(dl.len(), rows * di),
         Delta::LowRank { weight, bias } => {
@@ -249,7 +261,8 @@ unsafe fn run_blocks(
                     acc[n & 1] = _mm256_fmadd_ps(*hn, _mm256_broadcast_ss(&*cp.add(n)), acc[n & 1]);
                 }
                 let yv = _mm256_fmadd_ps(c.d[j], uu, _mm256_add_ps(acc[0], acc[1]));
-                let z = _mm256_loadu_ps(inp.z.as_ptr().add(row * inp.ld_z + d0));
+                let z_row = inp.z_rows.map_or(row, |zr| zr[row] as usize);
+                let z = _mm256_loadu_ps(inp.z.as_ptr().add(z_row * inp.ld_z + d0));
                 _mm256_storeu_ps(out.y.get().add(off), _mm256_mul_ps(yv, silu(z)));
             }
         }

@@ -354,3 +354,43 @@ fn results_do_not_depend_on_the_thread_count() {
         assert!(g == three.2.get(&name).unwrap(), "{name} differs");
     }
 }
+
+#[test]
+fn forward_orderings_checks_what_it_is_given() {
+    let p = Predictor::<f32>::init(PredictorConfig::new(8), 1).unwrap();
+    if !p.shares_orderings() {
+        eprintln!("skipped: forward_orderings does not run on this CPU");
+        return;
+    }
+    let len = 4;
+    let tokens = vec![0.5f32; (len + 1) * 8];
+    let weight = vec![1.0; len];
+    let input = [4u32, 0, 1, 2];
+    let good = [0u32, 1, 2, 3];
+    let twice = [0u32, 1, 1, 3];
+    let ordering = |target| Ordering {
+        input: &input,
+        target,
+        weight: &weight,
+    };
+    let mut ws = Workspace::default();
+    assert_eq!(
+        p.forward_orderings(&tokens, &[ordering(&good)], &mut ws)
+            .unwrap()
+            .len(),
+        len * 8
+    );
+    let err = p
+        .forward_orderings(&tokens, &[ordering(&twice)], &mut ws)
+        .unwrap_err();
+    assert!(err.to_string().contains("predict each"), "{err}");
+    assert!(p.forward_orderings(&tokens[..12], &[], &mut ws).is_err());
+    // Two blocks do not share: the second block's input depends on the order.
+    let mut two = PredictorConfig::new(8);
+    two.n_layers = 2;
+    let p2 = Predictor::<f32>::init(two, 1).unwrap();
+    assert!(!p2.shares_orderings());
+    assert!(p2
+        .forward_orderings(&tokens, &[ordering(&good)], &mut ws)
+        .is_err());
+}
