@@ -13,9 +13,10 @@
 //! `decay*h`, `dt*x*B`, the add, `C*h` and its accumulation). RMSNorm, softplus and the
 //! SiLUs are not counted.
 //!
-//! Measured 2026-11-28 on the 2-core AVX2 development machine while other builds ran
-//! (load 4-5): ratio 1 = 0.64, ratio 2 = 3.04 (per-repetition 2.55..3.17), peak +740 MB;
-//! forward 1.80 s (23 GFLOP/s), training step 5.29 s, ORT MatMul 37 GFLOP/s.
+//! Measured 2026-11-29 on the 2-core AVX2 development machine, otherwise idle, after the
+//! AVX2 scan forward: ratio 1 = 0.69, ratio 2 = 2.99 in wall time and 3.29 in CPU time,
+//! peak +740 MB; forward 690 ms (61 GFLOP/s), training step 2.01 s, ORT MatMul
+//! 90 GFLOP/s. (2026-11-28, under load 4-5: 0.64, 3.04, 740 MB; forward 1.80 s.)
 //!
 //! Run: `cargo bench --bench predictor`. ONNX Runtime comes from `ORT_DYLIB_PATH`, else
 //! from `.deps/venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.*`.

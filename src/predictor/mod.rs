@@ -22,8 +22,14 @@
 //! ```
 //!
 //! - [`Predictor`] holds only the weights and is `Send + Sync`: share one (e.g. in an
-//!   `Arc`) between threads and call [`Predictor::forward`] from all of them at once;
-//!   every call allocates its own scratch buffers.
+//!   `Arc`) between threads and call [`Predictor::forward`] from all of them at once.
+//!   Scratch buffers live outside it: [`Predictor::forward_in_place_with`] keeps them in a
+//!   caller's [`Workspace`] (one per concurrent call; a [`WorkspacePool`] hands them out),
+//!   so a stream of calls needs no new memory; the plain calls use a fresh one.
+//! - Several orderings of one token set (the scan directions of a grid):
+//!   [`Predictor::forward_orderings`] runs them and averages the outputs back onto the
+//!   tokens with the per-token work (RMSNorm, in_proj) and out_proj done once, not once
+//!   per ordering.
 //! - Sequences are causal: output position `l` depends on inputs `0..=l` only.
 //! - Training: [`Predictor::forward_train`] returns the output and a [`Tape`];
 //!   [`Predictor::backward`] turns `dL/d(output)` into `dL/d(input)` and [`Gradients`]
@@ -45,7 +51,8 @@
 //!
 //! [`mixer`] runs one residual block from the kernels: [`rmsnorm`], [`gemm`] (the linear
 //! layers, `matrixmultiply` split over rayon), [`conv`] (causal depthwise conv + SiLU) and
-//! [`scan`] (the fused selective scan and its chunked backward). [`weights`] names the
+//! [`scan`] (the fused selective scan and its chunked backward; its `f32` forward on
+//! AVX2 + FMA is `scan_avx2`, intrinsics, with `dt_proj` and softplus fused in). [`weights`] names the
 //! tensors, [`init`] draws them as mamba_ssm does from the seeded [`rng`], and [`float`]
 //! holds the scalar trait and the vectorisable `exp`/`ln_1p`.
 //!

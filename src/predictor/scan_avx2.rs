@@ -316,11 +316,18 @@ fn exp2_nonpositive(x: __m256) -> __m256 {
     for c in [9.671_513e-3, 5.550_733_6e-2, 2.402_224_2e-1, 0.693_147, 1.0] {
         p = _mm256_fmadd_ps(p, f, splat(c));
     }
-    let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+    _mm256_mul_ps(p, pow2_of_rounded(kr))
+}
+
+/// `2^k` from `kr = k + 1.5 * 2^23` (an integer `k` rounded into the low mantissa bits,
+/// see [`super::float::exp_f32_with`]), built with integer adds and a shift.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn pow2_of_rounded(kr: __m256) -> __m256 {
+    _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
         _mm256_castps_si256(kr),
         _mm256_set1_epi32(127 - 0x4B40_0000),
-    ));
-    _mm256_mul_ps(p, _mm256_castsi256_ps(bits))
+    )))
 }
 
 /// `exp(x)` over f32's range, as [`super::float::exp_f32_with`].
@@ -353,11 +360,7 @@ fn exp_clamped(x: __m256) -> __m256 {
         p = _mm256_fmadd_ps(p, r, splat(c));
     }
     let p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, splat(1.0)));
-    let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(
-        _mm256_castps_si256(kr),
-        _mm256_set1_epi32(127 - 0x4B40_0000),
-    ));
-    _mm256_mul_ps(p, _mm256_castsi256_ps(bits))
+    _mm256_mul_ps(p, pow2_of_rounded(kr))
 }
 
 /// `z * sigmoid(z)`.
