@@ -67,7 +67,7 @@ struct Gpu {
 ///
 /// Memory: besides its weights, a model keeps the predictor's scratch buffers of CPU
 /// scoring for reuse, one set per scoring call that ran at the same time as others (about
-/// 25 MB per set at 1024 x 1024 with EfficientNet-Lite0 at strides 8 and 16), so that a
+/// 80 MB per set at 1024 x 1024 with EfficientNet-Lite0 at strides 8 and 16), so that a
 /// stream of images needs no new memory; they are freed with the model.
 pub struct Model {
     pub(super) config: Config,
