@@ -195,21 +195,9 @@ impl<T: Float> LevelParams<T> {
         Ok(into_residuals(predicted, &adapted))
     }
 
-    /// [`LevelParams::anomaly_maps`] with the predictor's forward done by `forward`
-    /// (`(sequences in place, batch, len)`): a GPU copy of this level's predictor.
-    pub fn anomaly_maps_with(
-        &self,
-        scans: &Scans,
-        features: &[T],
-        batch: usize,
-        forward: impl FnOnce(&mut [T], usize, usize) -> Result<()>,
-    ) -> Result<Vec<T>> {
-        let residuals = self.residuals_with(scans, features, batch, forward)?;
-        Ok(squared_norms(&residuals, self.channels))
-    }
-
     /// The prediction residuals `F-_h - F^_h`, `[batch, L, C]` token-major, whose squared
-    /// norms are the level's anomaly map; `forward` as in [`LevelParams::anomaly_maps_with`].
+    /// norms are the level's anomaly map, from each direction's sequence run by `forward`
+    /// (`(sequences in place, batch, len)`): the CPU predictor, or a GPU copy of it.
     pub fn residuals_with(
         &self,
         scans: &Scans,

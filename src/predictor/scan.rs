@@ -351,7 +351,7 @@ unsafe fn fwd_block<T: Float, const V: usize, const F: bool>(
             let (bn, cn) = (bc[n], bc[ns + n]);
             let (hn, an) = (&mut h[n], &a[n]);
             for w in 0..V {
-                let decay = (dl[w] * an[w]).fast_exp();
+                let decay = (dl[w] * an[w]).fast_exp_fused::<F>();
                 hn[w] = fma::<T, F>(decay, hn[w], du[w] * bn);
                 acc[w] = fma::<T, F>(hn[w], cn, acc[w]);
             }
@@ -696,7 +696,7 @@ unsafe fn bwd_chunk<T: Float, const V: usize, const F: bool>(
         for n in 0..ns {
             let bn = bc_in[n];
             for w in 0..V {
-                let e = (dl[w] * a[n][w]).fast_exp();
+                let e = (dl[w] * a[n][w]).fast_exp_fused::<F>();
                 decays[j * ns + n][w] = e;
                 next[n][w] = fma::<T, F>(e, prev[n][w], du[w] * bn);
             }

@@ -2,18 +2,20 @@
 //!
 //! The generic kernel of [`super::scan`] leaves vectorisation to the compiler, which spills
 //! its 16-lane state rows and re-materialises the exponential's constants on every state
-//! entry (about 48 cycles per 8 lanes and entry, measured with `perf annotate`). Here one
-//! task owns 8 channels (one `__m256`), the exponential is 15 fused vector instructions,
+//! entry (about 48 cycles per 8 lanes and entry, measured with `perf annotate`), and its
+//! one task per channel block walks rows `Di` floats apart, waiting on memory. Here a
+//! task walks token rows over a group of 8-channel blocks (one `__m256` each, the group's
+//! states in L1), the decay `exp(dt A)` is a base-2 exponential of 10 vector instructions,
 //! and `<C_t, h_t>` is summed into two accumulators so the read-out's chain of dependent
 //! FMAs is half as long.
 //!
 //! It also computes `dt = softplus(dt_low W_dt^T + b)` itself when asked
-//! ([`Delta::LowRank`], inference): `R` broadcast FMAs per step and block instead of a
-//! separate GEMM, a softplus pass and a `[rows, Di]` buffer written and read back.
+//! ([`Delta::LowRank`]): `R` broadcast FMAs per step and block instead of a separate GEMM,
+//! a softplus pass and a `[rows, Di]` buffer written and read back.
 //!
-//! Same arithmetic as the generic kernel up to rounding: the exponential is the same
-//! polynomial ([`super::float::exp_f32_with`]), only its rounding and the order of the
-//! read-out's sum differ. Tests compare it with the generic kernel.
+//! Same arithmetic as the generic kernel up to rounding: the exponentials are polynomials
+//! as accurate as [`super::float::exp_f32_with`] (tested against libm), and the read-out's
+//! sum runs in another order. Tests compare it with the generic kernel.
 
 #![cfg(target_arch = "x86_64")]
 
