@@ -160,19 +160,7 @@ impl<T: Float> LevelParams<T> {
         let inputs: Vec<Vec<u32>> = scans
             .directions()
             .iter()
-            .map(|&k| {
-                let skip = scans.skip(k);
-                // The first M positions read the BOS vector, row L of the token set.
-                (0..len)
-                    .map(|l| {
-                        if l < skip {
-                            len as u32
-                        } else {
-                            scans.order(k)[l - skip]
-                        }
-                    })
-                    .collect()
-            })
+            .map(|&k| scans.input_rows(k))
             .collect();
         let orderings: Vec<Ordering> = scans
             .directions()

@@ -183,6 +183,23 @@ impl Scans {
         &self.order[k]
     }
 
+    /// The grid index each position of direction `k`'s predictor input reads, with `L`
+    /// (one past the grid) standing for the BOS vector: the rows of
+    /// [`Scans::shifted_sequence`] as indices, for reading a `[L + 1, C]` token set
+    /// (the grid, then BOS) without copying it.
+    pub fn input_rows(&self, k: usize) -> Vec<u32> {
+        let (len, skip) = (self.len(), self.skip[k]);
+        (0..len)
+            .map(|l| {
+                if l < skip {
+                    len as u32
+                } else {
+                    self.order[k][l - skip]
+                }
+            })
+            .collect()
+    }
+
     /// Writes the predictor input of direction `k` for one image: `tokens` is the grid
     /// `[L, C]` (token-major), `bos` is `[C]`, `out` is `[L, C]`.
     pub fn shifted_sequence<T: Float>(&self, k: usize, tokens: &[T], bos: &[T], out: &mut [T]) {
@@ -253,6 +270,19 @@ impl Scans {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn input_rows_are_the_shifted_sequence_as_indices() {
+        let s = Scans::new(3, 4, 1).unwrap();
+        // One channel whose value is the token's index; BOS is index L.
+        let tokens: Vec<f64> = (0..12).map(|g| g as f64).collect();
+        for k in 0..DIRECTIONS {
+            let mut seq = vec![0f64; 12];
+            s.shifted_sequence(k, &tokens, &[12.0], &mut seq);
+            let rows: Vec<f64> = s.input_rows(k).iter().map(|&r| r as f64).collect();
+            assert_eq!(rows, seq, "direction {k}");
+        }
+    }
 
     #[test]
     fn orders_follow_the_design() {

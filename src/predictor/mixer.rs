@@ -110,6 +110,30 @@ fn buffer_sizes(cfg: &PredictorConfig, rows: usize, with_delta: bool) -> [usize;
     ]
 }
 
+/// RMSNorm and in_proj of the tokens `x` (`[rows, C]`): the per-token part of a block.
+fn project_in<T: Float>(
+    cfg: &PredictorConfig,
+    p: &LayerParams<T>,
+    x: &[T],
+    normed: &mut [T],
+    rstd: &mut [T],
+    xz: &mut [T],
+) {
+    let (c, di) = (cfg.d_model, cfg.d_inner());
+    rmsnorm::forward(x, &p.norm_weight, c, normed, Some(rstd));
+    linear(
+        x.len() / c,
+        c,
+        2 * di,
+        normed,
+        c,
+        &p.in_proj,
+        T::ZERO,
+        xz,
+        2 * di,
+    );
+}
+
 /// Everything of the forward up to (not including) `dt` and the scan ([`run_scan`]).
 fn pre_scan<T: Float>(
     cfg: &PredictorConfig,
@@ -120,18 +144,7 @@ fn pre_scan<T: Float>(
 ) {
     let (c, di, s) = (cfg.d_model, cfg.d_inner(), cfg.x_proj_out());
     let rows = x.len() / c;
-    rmsnorm::forward(x, &p.norm_weight, c, b.normed, Some(b.rstd));
-    linear(
-        rows,
-        c,
-        2 * di,
-        b.normed,
-        c,
-        &p.in_proj,
-        T::ZERO,
-        b.xz,
-        2 * di,
-    );
+    project_in(cfg, p, x, b.normed, b.rstd, b.xz);
     conv::forward(
         b.xz,
         2 * di,
@@ -178,6 +191,28 @@ fn scan_computes_dt<T: Float>(cfg: &PredictorConfig) -> bool {
     }
 }
 
+/// The `f32` AVX2 scan's inputs with `dt` computed in the kernel from `x_dbl`, and the
+/// gate read from `z_rows` of `xz` when given. Only where [`scan_computes_dt`].
+#[cfg(target_arch = "x86_64")]
+fn fused_inputs<'a, T: Float>(
+    cfg: &PredictorConfig,
+    p: &'a LayerParams<T>,
+    xdbl: &'a [T],
+    xz: &'a [T],
+    z_rows: Option<&'a [u32]>,
+) -> scan_avx2::Inputs<'a> {
+    let low_rank = scan_avx2::Delta::LowRank {
+        weight: as_f32(&p.dt_proj_weight).expect("T is f32"),
+        bias: as_f32(&p.dt_proj_bias).expect("T is f32"),
+    };
+    scan_avx2::Inputs {
+        z_rows,
+        ..scan_inputs(cfg, p, &[], xdbl, xz)
+            .with_delta_f32(low_rank)
+            .expect("T is f32")
+    }
+}
+
 /// `dt` and the scan of one block, from the tensors before them: the gated output into
 /// `y`, or over `b.u` when `y` is `None`. With `ckpt` (training) the backward's inputs
 /// are kept: `b.delta` and the states at chunk starts. The `f32` AVX2 kernel computes
@@ -194,12 +229,7 @@ fn run_scan<T: Float>(
     let rows = s.batch * s.len;
     #[cfg(target_arch = "x86_64")]
     if scan_computes_dt::<T>(cfg) {
-        let fast = scan_inputs(cfg, p, &[], b.xdbl, b.xz)
-            .with_delta_f32(scan_avx2::Delta::LowRank {
-                weight: as_f32(&p.dt_proj_weight).expect("T is f32"),
-                bias: as_f32(&p.dt_proj_bias).expect("T is f32"),
-            })
-            .expect("T is f32");
+        let fast = fused_inputs(cfg, p, b.xdbl, b.xz, None);
         let u = as_f32_mut(b.u).expect("T is f32").as_mut_ptr();
         let y = y.map_or(u, |y| as_f32_mut(y).expect("T is f32").as_mut_ptr());
         let (ckpt, delta_out) = match ckpt {
@@ -303,18 +333,7 @@ pub fn forward_orderings<T: Float>(
         rows * sx,
         len * di,
     ]);
-    rmsnorm::forward(tokens, &p.norm_weight, c, normed, Some(rstd));
-    linear(
-        n_tokens,
-        c,
-        2 * di,
-        normed,
-        c,
-        &p.in_proj,
-        T::ZERO,
-        xz,
-        2 * di,
-    );
+    project_in(cfg, p, tokens, normed, rstd, xz);
     conv::forward_gathered(
         xz,
         2 * di,
@@ -328,19 +347,7 @@ pub fn forward_orderings<T: Float>(
     linear(rows, di, sx, u, di, &p.x_proj, T::ZERO, xdbl, sx);
     #[cfg(target_arch = "x86_64")]
     {
-        let cast = |x| as_f32(x).expect("T is f32");
-        let fast = scan_avx2::Inputs {
-            a_log: cast(&p.a_log),
-            d: cast(&p.d),
-            delta: scan_avx2::Delta::LowRank {
-                weight: cast(&p.dt_proj_weight),
-                bias: cast(&p.dt_proj_bias),
-            },
-            xdbl: cast(xdbl),
-            z: &cast(xz)[di..],
-            ld_z: 2 * di,
-            z_rows: Some(&inputs),
-        };
+        let fast = fused_inputs(cfg, p, xdbl, xz, Some(&inputs));
         let u = as_f32_mut(u).expect("T is f32").as_mut_ptr();
         // SAFETY: `u` holds rows * Di elements and is exclusively borrowed; each element
         // is read before the task that owns it writes it.
