@@ -75,6 +75,8 @@ pub mod rng;
 pub mod scan;
 #[cfg(target_arch = "x86_64")]
 pub mod scan_avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod scan_avx2_backward;
 pub mod weights;
 pub mod workspace;
 

@@ -32,6 +32,8 @@ use super::float::{as_f32, as_f32_mut, silu, silu_and_grad, softplus_grad_from_o
 use super::gemm::SendPtr;
 #[cfg(target_arch = "x86_64")]
 use super::scan_avx2;
+#[cfg(target_arch = "x86_64")]
+use super::scan_avx2_backward;
 use rayon::prelude::*;
 
 /// Channels per vector block.
@@ -125,6 +127,19 @@ impl<'a, T: Float> ScanInputs<'a, T> {
     #[cfg(target_arch = "x86_64")]
     fn as_f32(&self) -> Option<scan_avx2::Inputs<'a>> {
         self.with_delta_f32(scan_avx2::Delta::Stored(as_f32(self.delta)?))
+    }
+
+    /// These inputs with `T = f32`, when it is.
+    #[cfg(target_arch = "x86_64")]
+    fn as_f32_inputs(&self) -> Option<ScanInputs<'a, f32>> {
+        Some(ScanInputs {
+            a_log: as_f32(self.a_log)?,
+            d: as_f32(self.d)?,
+            delta: as_f32(self.delta)?,
+            xdbl: as_f32(self.xdbl)?,
+            z: as_f32(self.z)?,
+            ld_z: self.ld_z,
+        })
     }
 
     /// These inputs for the `f32` kernel with `dt` from `delta` instead of
@@ -390,8 +405,43 @@ pub struct ScanGrads<'a, T> {
 
 /// Backward of [`forward`] from its checkpoints `ckpt` and inputs `u`. Parallel over
 /// (sequence, channel group); `dL/dB`, `dL/dC`, `dL/dA`, `dL/dD` are summed over channels
-/// or sequences through small per-task partials.
+/// or sequences through small per-task partials, in an order that does not depend on the
+/// thread count.
 pub fn backward<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], ckpt: &[T], g: ScanGrads<T>) {
+    check_backward(s, inp, u, ckpt, &g);
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(inp32), true) = (inp.as_f32_inputs(), scan_avx2::applies(s.d_inner)) {
+        let g32 = ScanGrads {
+            gy_then_y: as_f32_mut(g.gy_then_y).expect("T is f32"),
+            gz: as_f32_mut(g.gz).expect("T is f32"),
+            ld_gz: g.ld_gz,
+            gu: as_f32_mut(g.gu).expect("T is f32"),
+            gdelta: as_f32_mut(g.gdelta).expect("T is f32"),
+            gbias: as_f32_mut(g.gbias).expect("T is f32"),
+            gxdbl: as_f32_mut(g.gxdbl).expect("T is f32"),
+            ga_log: as_f32_mut(g.ga_log).expect("T is f32"),
+            gd: as_f32_mut(g.gd).expect("T is f32"),
+        };
+        // SAFETY: the kernel applies here (checked) and the arguments passed the checks.
+        return unsafe {
+            let (u, ckpt) = (
+                as_f32(u).expect("T is f32"),
+                as_f32(ckpt).expect("T is f32"),
+            );
+            scan_avx2_backward::backward(s, &inp32, u, ckpt, g32)
+        };
+    }
+    backward_portable(s, inp, u, ckpt, g)
+}
+
+/// The size checks both backward kernels rely on.
+fn check_backward<T: Float>(
+    s: &ScanDims,
+    inp: &ScanInputs<T>,
+    u: &[T],
+    ckpt: &[T],
+    g: &ScanGrads<T>,
+) {
     inp.check(s);
     let (rows, di, ns) = (s.rows(), s.d_inner, s.d_state);
     assert_eq!(u.len(), rows * di);
@@ -404,6 +454,19 @@ pub fn backward<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], ckpt: &[T]
     assert_eq!(g.ga_log.len(), di * ns);
     assert_eq!(g.gd.len(), di);
     assert_eq!(g.gbias.len(), di);
+}
+
+/// [`backward`] in code the compiler vectorises (any `T`, any CPU, any `Di`): the twin
+/// of the AVX2 kernel in tests and the baseline of `benches/scan.rs`.
+pub fn backward_portable<T: Float>(
+    s: &ScanDims,
+    inp: &ScanInputs<T>,
+    u: &[T],
+    ckpt: &[T],
+    g: ScanGrads<T>,
+) {
+    check_backward(s, inp, u, ckpt, &g);
+    let (rows, di, ns) = (s.rows(), s.d_inner, s.d_state);
 
     // Channel groups of a fixed number of blocks (not derived from the thread count, so
     // the order of the dB/dC sums, and the result, is the same for any thread count):
@@ -958,45 +1021,61 @@ mod tests {
         close("y in place", &inplace, &slow, tol);
     }
 
-    fn check_backward<T: Float>(c: &Case<T>, tol: f64) {
+    /// The backward kernels under test.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kernel {
+        /// [`backward`] (AVX2 where it applies).
+        Dispatched,
+        /// [`backward_portable`].
+        Portable,
+        /// [`backward_naive`].
+        Naive,
+    }
+
+    /// Every output of the backward kernel `k` for case `c`, after the training forward
+    /// (whose output is also returned, last).
+    fn backward_outputs<T: Float>(c: &Case<T>, k: Kernel) -> [Vec<T>; 9] {
         let inp = inputs(c);
         let (rows, di, ns) = (c.s.batch * c.s.len, c.s.d_inner, c.s.d_state);
         let mut y = vec![T::ZERO; c.u.len()];
         let mut ck = vec![T::ZERO; c.s.ckpt_len()];
         forward(&c.s, &inp, &c.u, &mut y, Some(&mut ck));
-        let run = |fast: bool| {
-            let mut gy = c.gy.clone();
-            let mut gz = vec![T::ZERO; rows * 2 * di];
-            let mut gu = vec![T::ZERO; rows * di];
-            let mut gdelta = vec![T::ZERO; rows * di];
-            let mut gxdbl = vec![T::ZERO; rows * c.s.ld_xdbl];
-            let mut ga = vec![T::ZERO; di * ns];
-            let mut gd = vec![T::ZERO; di];
-            let mut gbias = vec![T::ZERO; di];
-            let g = ScanGrads {
-                gy_then_y: &mut gy,
-                gz: &mut gz[di..],
-                ld_gz: 2 * di,
-                gu: &mut gu,
-                gdelta: &mut gdelta,
-                gxdbl: &mut gxdbl,
-                ga_log: &mut ga,
-                gd: &mut gd,
-                gbias: &mut gbias,
-            };
-            if fast {
-                backward(&c.s, &inp, &c.u, &ck, g);
-            } else {
-                backward_naive(&c.s, &inp, &c.u, g);
-            }
-            [gy, gz, gu, gdelta, gxdbl, ga, gd, gbias]
+        let mut gy = c.gy.clone();
+        let mut gz = vec![T::ZERO; rows * 2 * di];
+        let mut gu = vec![T::ZERO; rows * di];
+        let mut gdelta = vec![T::ZERO; rows * di];
+        let mut gxdbl = vec![T::ZERO; rows * c.s.ld_xdbl];
+        let mut ga = vec![T::ZERO; di * ns];
+        let mut gd = vec![T::ZERO; di];
+        let mut gbias = vec![T::ZERO; di];
+        let g = ScanGrads {
+            gy_then_y: &mut gy,
+            gz: &mut gz[di..],
+            ld_gz: 2 * di,
+            gu: &mut gu,
+            gdelta: &mut gdelta,
+            gxdbl: &mut gxdbl,
+            ga_log: &mut ga,
+            gd: &mut gd,
+            gbias: &mut gbias,
         };
-        let (f, n) = (run(true), run(false));
-        close("y from backward", &f[0], &y, tol);
-        for (i, name) in ["y", "gz", "gu", "gdelta", "gxdbl", "gA_log", "gD", "gbias"]
-            .iter()
-            .enumerate()
-        {
+        match k {
+            Kernel::Dispatched => backward(&c.s, &inp, &c.u, &ck, g),
+            Kernel::Portable => backward_portable(&c.s, &inp, &c.u, &ck, g),
+            Kernel::Naive => backward_naive(&c.s, &inp, &c.u, g),
+        }
+        [gy, gz, gu, gdelta, gxdbl, ga, gd, gbias, y]
+    }
+
+    const OUTPUTS: [&str; 8] = ["y", "gz", "gu", "gdelta", "gxdbl", "gA_log", "gD", "gbias"];
+
+    fn check_backward<T: Float>(c: &Case<T>, tol: f64) {
+        let (f, n) = (
+            backward_outputs(c, Kernel::Dispatched),
+            backward_outputs(c, Kernel::Naive),
+        );
+        close("y from backward", &f[0], &f[8], tol);
+        for (i, name) in OUTPUTS.iter().enumerate() {
             close(name, &f[i], &n[i], tol);
         }
     }
@@ -1100,6 +1179,37 @@ mod tests {
             check_backward(&case::<f64>(2, len, 19, 4, chunk, len as u64), 1e-11);
         }
         check_backward(&case::<f32>(3, 50, 33, 16, 16, 9), 5e-5);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_backward_matches_portable_kernel() {
+        if !scan_avx2::applies(8) {
+            eprintln!("skipped: this CPU lacks AVX2/FMA");
+            return;
+        }
+        // One partial channel group; several groups, the last partial; an odd N (the
+        // dB/dC sums' remainder path); L below, at and past a chunk boundary.
+        for (batch, len, di, ns, chunk) in [
+            (2usize, 45usize, 40usize, 16usize, 16usize),
+            (3, 32, 200, 5, 16),
+            (1, 7, 96, 16, 64),
+        ] {
+            let c = case::<f32>(batch, len, di, ns, chunk, (len * di) as u64);
+            let (f, p) = (
+                backward_outputs(&c, Kernel::Dispatched),
+                backward_outputs(&c, Kernel::Portable),
+            );
+            let naive = backward_outputs(&c, Kernel::Naive);
+            for (i, name) in OUTPUTS.iter().enumerate() {
+                let what = format!("{name} (B {batch}, L {len}, Di {di}, N {ns})");
+                close(&what, &f[i], &p[i], 2e-5);
+                close(&what, &f[i], &naive[i], 5e-5);
+            }
+            // The recomputed output is the training forward's (its states are, bit for
+            // bit; the read-out sums in another order).
+            close("y from backward", &f[0], &f[8], 1e-6);
+        }
     }
 
     #[test]
