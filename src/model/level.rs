@@ -6,7 +6,9 @@
 //! to token-major `[L, C]`, the layout every later step reads.
 
 use crate::predictor::gemm::{linear, linear_grad_weight};
-use crate::predictor::{Float, Gradients, Ordering, Predictor, PredictorConfig, Workspace};
+use crate::predictor::{
+    Float, Gradients, Ordering, Predictor, PredictorConfig, TrainBuffers, Workspace,
+};
 use crate::Result;
 
 use super::scan::Scans;
@@ -205,7 +207,8 @@ impl<T: Float> LevelParams<T> {
     /// `sum(map_grad * A_h)` (the caller's loss is linear in `A_h`, so `map_grad` is its
     /// derivative, `[batch, L]`). With `detach_target`, the adapted tokens act as a
     /// constant where they are the target of the prediction (stop-gradient), and only the
-    /// predictor's input path trains the adapter.
+    /// predictor's input path trains the adapter. The predictor's tape and temporaries
+    /// live in `bufs`, which the caller keeps from step to step.
     pub fn train_step(
         &self,
         scans: &Scans,
@@ -213,15 +216,24 @@ impl<T: Float> LevelParams<T> {
         batch: usize,
         map_grad: &[T],
         detach_target: bool,
+        bufs: &mut TrainBuffers<T>,
     ) -> Result<(Vec<T>, LevelGradients<T>)> {
+        // Both closures use the buffers, one after the other.
+        let bufs = std::cell::RefCell::new(bufs);
         self.train_step_with(
             scans,
             features,
             batch,
             map_grad,
             detach_target,
-            |seqs, b, l| self.predictor.forward_train(seqs, b, l),
-            |tape, g| self.predictor.backward(&tape, g),
+            |seqs, b, l| {
+                self.predictor
+                    .forward_train_with(seqs, b, l, &mut bufs.borrow_mut())
+            },
+            |tape, g| {
+                self.predictor
+                    .backward_with(tape, g, &mut bufs.borrow_mut())
+            },
         )
     }
 
@@ -403,7 +415,16 @@ mod tests {
             let p = level(c, 11);
             let feats = random(batch * c * h * w, 5, 1.0);
             let g = random(batch * h * w, 9, 1.0);
-            let (maps, grads) = p.train_step(&scans, &feats, batch, &g, detach).unwrap();
+            let (maps, grads) = p
+                .train_step(
+                    &scans,
+                    &feats,
+                    batch,
+                    &g,
+                    detach,
+                    &mut TrainBuffers::default(),
+                )
+                .unwrap();
             assert_eq!(maps, p.anomaly_maps(&scans, &feats, batch).unwrap());
 
             let eps = 1e-6;
@@ -538,7 +559,16 @@ mod tests {
             assert_eq!(p.anomaly_maps(&default, &feats, batch).unwrap(), want);
             assert_eq!(p.anomaly_maps(&explicit, &feats, batch).unwrap(), want);
             let g = random(batch * h * w, 2, 1.0);
-            let (maps, _) = p.train_step(&explicit, &feats, batch, &g, false).unwrap();
+            let (maps, _) = p
+                .train_step(
+                    &explicit,
+                    &feats,
+                    batch,
+                    &g,
+                    false,
+                    &mut TrainBuffers::default(),
+                )
+                .unwrap();
             assert_eq!(maps, want);
         }
         // A subset is a different model: its map differs from the four-direction one.

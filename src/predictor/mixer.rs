@@ -13,7 +13,7 @@ use super::scan::{self, ScanDims, ScanGrads, ScanInputs};
 #[cfg(target_arch = "x86_64")]
 use super::scan_avx2;
 use super::weights::LayerParams;
-use super::workspace::Workspace;
+use super::workspace::{TrainBuffers, Workspace};
 use super::{conv, rmsnorm};
 use rayon::prelude::*;
 
@@ -39,6 +39,17 @@ pub struct LayerTape<T> {
     pub delta: Vec<T>,
     /// Scan states at chunk starts, `[B, L/CHUNK, N, Di]`.
     pub ckpt: Vec<T>,
+}
+
+impl<T: Float> LayerTape<T> {
+    /// Hands the tape's buffers to `bufs` for the next step.
+    pub(crate) fn give_to(self, bufs: &mut TrainBuffers<T>) {
+        for v in [
+            self.input, self.rstd, self.xz, self.u, self.xdbl, self.delta, self.ckpt,
+        ] {
+            bufs.give(v);
+        }
+    }
 }
 
 fn dims(cfg: &PredictorConfig, batch: usize, len: usize) -> ScanDims {
@@ -392,21 +403,24 @@ pub fn forward_orderings<T: Float>(
     out
 }
 
-/// Training forward: returns the block's output and its tape.
+/// Training forward: returns the block's output and its tape, their buffers (and the
+/// temporaries') taken from `bufs`.
 pub fn forward_train<T: Float>(
     cfg: &PredictorConfig,
     p: &LayerParams<T>,
     x: Vec<T>,
     batch: usize,
     len: usize,
+    bufs: &mut TrainBuffers<T>,
 ) -> (Vec<T>, LayerTape<T>) {
     let (c, di) = (cfg.d_model, cfg.d_inner());
     let rows = batch * len;
     let s = dims(cfg, batch, len);
+    // Every buffer is written in full before it is read (as the inference workspace's).
     let [mut normed, mut rstd, mut xz, mut u, mut xdbl, mut delta] =
-        buffer_sizes(cfg, rows, true).map(|n| vec![T::ZERO; n]);
-    let mut ckpt = vec![T::ZERO; s.ckpt_len()];
-    let mut y = vec![T::ZERO; rows * di];
+        buffer_sizes(cfg, rows, true).map(|n| bufs.take(n));
+    let mut ckpt = bufs.take(s.ckpt_len());
+    let mut y = bufs.take(rows * di);
     let mut b = Buffers {
         normed: &mut normed,
         rstd: &mut rstd,
@@ -417,9 +431,10 @@ pub fn forward_train<T: Float>(
     };
     pre_scan(cfg, p, &x, len, &mut b);
     run_scan(cfg, p, &s, &mut b, Some(&mut y), Some(&mut ckpt));
-    drop(normed);
-    let mut out = x.clone();
+    bufs.give(normed);
+    let mut out = bufs.take_copy(&x);
     linear(rows, di, c, &y, di, &p.out_proj, T::ONE, &mut out, c);
+    bufs.give(y);
     let tape = LayerTape {
         input: x,
         rstd,
@@ -433,7 +448,9 @@ pub fn forward_train<T: Float>(
 }
 
 /// Backward of one block. On entry `g` is `dL/d(output)`; on return it is `dL/d(input)`.
-/// Parameter gradients are added into `grads`.
+/// Parameter gradients are added into `grads`; temporaries come from and go back to
+/// `bufs`.
+#[allow(clippy::too_many_arguments)]
 pub fn backward<T: Float>(
     cfg: &PredictorConfig,
     p: &LayerParams<T>,
@@ -442,6 +459,7 @@ pub fn backward<T: Float>(
     len: usize,
     g: &mut [T],
     grads: &mut LayerParams<T>,
+    bufs: &mut TrainBuffers<T>,
 ) {
     let (c, di, r, ns, sx) = (
         cfg.d_model,
@@ -452,13 +470,16 @@ pub fn backward<T: Float>(
     );
     let rows = batch * len;
     // out_proj: dL/dy = g W_out.
-    let mut gy = vec![T::ZERO; rows * di];
+    // Each temporary is written in full before it is read: gy by the GEMM (beta 0), gxz's
+    // halves by the scan (z) and the conv (x), gu and gdelta by the scan, gxdbl's
+    // columns by the scan (B, C) and dt_proj's gradient GEMM (beta 0).
+    let mut gy = bufs.take(rows * di);
     linear_grad_input(rows, c, di, g, c, &p.out_proj, T::ZERO, &mut gy, di);
     // The scan (recomputing y over gy, for out_proj's weight gradient).
-    let mut gxz = vec![T::ZERO; rows * 2 * di];
-    let mut gu = vec![T::ZERO; rows * di];
-    let mut gdelta = vec![T::ZERO; rows * di];
-    let mut gxdbl = vec![T::ZERO; rows * sx];
+    let mut gxz = bufs.take(rows * 2 * di);
+    let mut gu = bufs.take(rows * di);
+    let mut gdelta = bufs.take(rows * di);
+    let mut gxdbl = bufs.take(rows * sx);
     let s = dims(cfg, batch, len);
     scan::backward(
         &s,
@@ -479,7 +500,7 @@ pub fn backward<T: Float>(
     );
     let y = gy;
     linear_grad_weight(rows, c, di, g, c, &y, di, T::ONE, &mut grads.out_proj);
-    drop(y);
+    bufs.give(y);
     // dt_proj (the scan already went through the softplus and summed the bias grad).
     linear_grad_input(
         rows,
@@ -503,7 +524,7 @@ pub fn backward<T: Float>(
         T::ONE,
         &mut grads.dt_proj_weight,
     );
-    drop(gdelta);
+    bufs.give(gdelta);
     debug_assert_eq!(sx, r + 2 * ns);
     // x_proj.
     linear_grad_input(rows, sx, di, &gxdbl, sx, &p.x_proj, T::ONE, &mut gu, di);
@@ -518,7 +539,7 @@ pub fn backward<T: Float>(
         T::ONE,
         &mut grads.x_proj,
     );
-    drop(gxdbl);
+    bufs.give(gxdbl);
     // conv + SiLU: dL/dx into the x half of gxz.
     conv::backward(
         &tape.xz,
@@ -533,9 +554,9 @@ pub fn backward<T: Float>(
         &mut grads.conv_weight,
         &mut grads.conv_bias,
     );
-    drop(gu);
+    bufs.give(gu);
     // in_proj, with the normalised input recomputed rather than stored.
-    let mut normed = vec![T::ZERO; rows * c];
+    let mut normed = bufs.take(rows * c);
     rmsnorm::forward(&tape.input, &p.norm_weight, c, &mut normed, None);
     linear_grad_weight(
         rows,
@@ -560,7 +581,7 @@ pub fn backward<T: Float>(
         &mut gnormed,
         c,
     );
-    drop(gxz);
+    bufs.give(gxz);
     // RMSNorm, adding into the residual gradient already in g.
     rmsnorm::backward(
         &tape.input,
@@ -571,4 +592,5 @@ pub fn backward<T: Float>(
         g,
         &mut grads.norm_weight,
     );
+    bufs.give(gnormed);
 }

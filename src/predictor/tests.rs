@@ -327,6 +327,37 @@ fn optimizer_can_pair_params_with_gradients() {
 }
 
 #[test]
+fn kept_training_buffers_change_no_result() {
+    // Two blocks; shapes that change between steps (longer, then shorter sequences), so
+    // kept buffers come back at other lengths with stale contents.
+    let mut c = PredictorConfig::new(16);
+    c.n_layers = 2;
+    let p = Predictor::init(c, 9).unwrap();
+    let mut bufs = TrainBuffers::default();
+    for (step, (b, l)) in [(2usize, 70usize), (3, 90), (1, 20), (2, 70)]
+        .into_iter()
+        .enumerate()
+    {
+        let x: Vec<f32> = (0..b * l * 16)
+            .map(|i| ((i + step) as f32 * 0.31).sin())
+            .collect();
+        let (out, tape) = p.forward_train(&x, b, l).unwrap();
+        let (gx, grads) = p.backward(&tape, &out).unwrap();
+        let (out_k, tape_k) = p.forward_train_with(&x, b, l, &mut bufs).unwrap();
+        assert!(out_k == out, "step {step}: forward differs");
+        let (gx_k, grads_k) = p.backward_with(tape_k, &out_k, &mut bufs).unwrap();
+        assert!(gx_k == gx, "step {step}: input gradient differs");
+        for (name, g) in grads.iter() {
+            assert!(
+                g == grads_k.get(&name).unwrap(),
+                "step {step}: {name} differs"
+            );
+        }
+        assert!(bufs.bytes() > 0);
+    }
+}
+
+#[test]
 fn results_do_not_depend_on_the_thread_count() {
     // Large enough that the GEMMs split (over rows and over the reduction) and the conv and
     // RMSNorm reductions use several blocks.

@@ -1,4 +1,5 @@
-//! Scratch buffers of the inference forward, kept from one call to the next.
+//! Scratch buffers of the inference forward and of training steps, kept from one call
+//! to the next.
 //!
 //! One forward at 1024 x 1024 with the Lite0 levels needs about 100 MB of intermediate
 //! tensors (in_proj's `[rows, 2 Di]` alone is 42 MB at stride 8). Allocated afresh, they
@@ -6,6 +7,12 @@
 //! cost more than the in_proj GEMM itself. A [`Workspace`] keeps its buffers, grown to the
 //! largest call so far; one is used by one call at a time (a scorer keeps a pool of them,
 //! one per concurrent call), and the weights stay shared and read-only.
+//!
+//! A training step's tape and gradient temporaries are larger still (about 750 MB at the
+//! paper's 1024 x 1024 grid), and the system allocator returns blocks that large to the
+//! kernel when they are freed: every step faulted all of them in again, about a fifth of
+//! the step's time (`perf`, `cargo bench --bench predictor`). [`TrainBuffers`] keeps them
+//! from one step to the next.
 
 use parking_lot::Mutex;
 
@@ -61,9 +68,111 @@ impl<T: Float> WorkspacePool<T> {
     }
 }
 
+/// Buffers that a training step hands back and the next step takes again: pass the same
+/// one to [`super::Predictor::forward_train_with`] and [`super::Predictor::backward_with`]
+/// on every step (one per predictor trained at the same time). Start with
+/// `TrainBuffers::default()`; drop it after training to free the memory.
+#[derive(Debug, Default)]
+pub struct TrainBuffers<T> {
+    free: Vec<Vec<T>>,
+}
+
+/// Most buffers kept; a step uses about a dozen per block.
+const MAX_KEPT: usize = 64;
+
+impl<T: Float> TrainBuffers<T> {
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.free.iter().map(Vec::capacity).sum::<usize>() * std::mem::size_of::<T>()
+    }
+
+    /// A buffer of `len` values: the smallest kept one that is large enough, else a new
+    /// one. Its contents are whatever it held: every user writes it before reading it.
+    pub(crate) fn take(&mut self, len: usize) -> Vec<T> {
+        let best = self
+            .free
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.capacity() >= len)
+            .min_by_key(|(_, v)| v.capacity())
+            .map(|(i, _)| i);
+        match best {
+            Some(i) => {
+                let mut v = self.free.swap_remove(i);
+                if v.len() >= len {
+                    v.truncate(len);
+                } else {
+                    v.resize(len, T::ZERO);
+                }
+                v
+            }
+            None => vec![T::ZERO; len],
+        }
+    }
+
+    /// A buffer holding a copy of `src`.
+    pub(crate) fn take_copy(&mut self, src: &[T]) -> Vec<T> {
+        let mut v = self.take(src.len());
+        v.copy_from_slice(src);
+        v
+    }
+
+    /// Keeps `v` for a later [`TrainBuffers::take`] (beyond [`MAX_KEPT`] buffers, the
+    /// smallest is dropped).
+    pub(crate) fn give(&mut self, v: Vec<T>) {
+        if v.capacity() == 0 {
+            return;
+        }
+        self.free.push(v);
+        if self.free.len() > MAX_KEPT {
+            let smallest = (0..self.free.len())
+                .min_by_key(|&i| self.free[i].capacity())
+                .expect("not empty");
+            self.free.swap_remove(smallest);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn train_buffers_hand_back_the_smallest_that_fits() {
+        let mut bufs = TrainBuffers::<f32>::default();
+        let big = bufs.take(100);
+        let small = bufs.take(10);
+        let (big_ptr, small_ptr) = (big.as_ptr(), small.as_ptr());
+        bufs.give(big);
+        bufs.give(small);
+        assert_eq!(bufs.bytes(), 110 * 4);
+        // 8 values fit both: the smaller comes back, at the length asked.
+        let a = bufs.take(8);
+        assert_eq!((a.as_ptr(), a.len()), (small_ptr, 8));
+        // 50 fit only the larger; 200 fit neither, so that one is new.
+        let b = bufs.take(50);
+        assert_eq!((b.as_ptr(), b.len()), (big_ptr, 50));
+        let c = bufs.take(200);
+        assert_eq!(c.len(), 200);
+        assert_eq!(bufs.bytes(), 0);
+        // A shortened buffer grows back within its allocation.
+        bufs.give(b);
+        let d = bufs.take(100);
+        assert_eq!((d.as_ptr(), d.len()), (big_ptr, 100));
+        let copy = bufs.take_copy(&[1.0, 2.0]);
+        assert_eq!(copy, [1.0, 2.0]);
+    }
+
+    #[test]
+    fn train_buffers_keep_a_bounded_number() {
+        let mut bufs = TrainBuffers::<f32>::default();
+        for n in 1..=MAX_KEPT + 5 {
+            bufs.give(vec![0.0; n]);
+        }
+        // The five smallest went.
+        let kept: usize = (6..=MAX_KEPT + 5).sum();
+        assert_eq!(bufs.bytes(), kept * 4);
+    }
 
     #[test]
     fn buffers_grow_and_are_kept() {
