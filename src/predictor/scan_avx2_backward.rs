@@ -5,7 +5,14 @@
 //! with one 8-channel block (one `__m256`) at a time. The portable kernel, vectorised by
 //! the compiler over 16-lane arrays, ran at about 115 cycles per 8 lanes and state entry
 //! (`benches/scan.rs`), several times the arithmetic's cost: its arrays lived on the
-//! stack and its exponential's constants were re-loaded per entry.
+//! stack and its exponential's constants were re-loaded per entry. This one runs at
+//! about 60-75 (1.4x less time), still far above the 8 cycles its inner loop takes on
+//! data in cache (a C twin of the loop, timed alone): most of the time goes to the
+//! per-row loads and gate arithmetic, not understood further yet.
+//!
+//! Software prefetches of the rows ahead, which helped the forward, made no difference
+//! here within the machine's noise (A/B, `benches/scan.rs`), and were left out. Neither
+//! did walking two blocks (a whole cache line of each row) per pass.
 //!
 //! The decays are recomputed as the AVX2 forward computes them (`2^(dt A log2 e)`), so
 //! the recomputed states are the forward's, bit for bit. `dL/dB` and `dL/dC`, sums over
@@ -163,6 +170,14 @@ impl Block {
 unsafe fn run_group(sh: &Shared, b: usize, blocks: Range<usize>, bc: &mut [f32]) {
     let (s, inp) = (sh.s, sh.inp);
     let (di, ns) = (s.d_inner, s.d_state);
+    let mut packed = Packed {
+        first: blocks.start * LANES,
+        width: blocks.len() * LANES,
+        delta: vec![0.0; s.chunk * blocks.len() * LANES],
+        u: vec![0.0; s.chunk * blocks.len() * LANES],
+        z: vec![0.0; s.chunk * blocks.len() * LANES],
+        gy: vec![0.0; s.chunk * blocks.len() * LANES],
+    };
     let mut group: Vec<Block> = blocks.map(|j| Block::new(s, inp, j * LANES)).collect();
     let zero = _mm256_setzero_ps();
     // The chunk's states (`hs[j]` before step `t0 + j`), decays, and 8-lane partials of
@@ -173,11 +188,21 @@ unsafe fn run_group(sh: &Shared, b: usize, blocks: Range<usize>, bc: &mut [f32])
     for c in (0..s.n_chunks()).rev() {
         let steps = c * s.chunk..((c + 1) * s.chunk).min(s.len);
         partials.fill(zero);
+        packed.fill(sh, b, steps.clone());
         for blk in &mut group {
             // SAFETY: the caller's contract: this block's columns of sequence b's rows.
             unsafe {
-                recompute(sh, b, c, blk, &mut hs, &mut decays);
-                walk_back(sh, b, steps.clone(), blk, &hs, &decays, &mut partials);
+                recompute(sh, &packed, b, c, blk, &mut hs, &mut decays);
+                walk_back(
+                    sh,
+                    &packed,
+                    b,
+                    steps.clone(),
+                    blk,
+                    &hs,
+                    &decays,
+                    &mut partials,
+                );
             }
         }
         for (j, t) in steps.enumerate() {
@@ -218,6 +243,54 @@ unsafe fn run_group(sh: &Shared, b: usize, blocks: Range<usize>, bc: &mut [f32])
     }
 }
 
+/// A chunk's rows of a task's channels, copied into contiguous `[chunk, width]` buffers
+/// before its blocks run. Read in place, each block's rows are 32 bytes every `Di`
+/// floats, and the first load of every row stalled: a third of the kernel's samples sat
+/// there (`perf annotate`), software prefetches did not help. The copy reads whole
+/// stretches of each row, many loads in flight at once.
+struct Packed {
+    /// First channel of the task.
+    first: usize,
+    /// Channels of the task.
+    width: usize,
+    delta: Vec<f32>,
+    u: Vec<f32>,
+    z: Vec<f32>,
+    /// `dL/dy` (the backward overwrites it with `y` in the caller's buffer only).
+    gy: Vec<f32>,
+}
+
+impl Packed {
+    /// Copies the rows of `steps` of sequence `b`.
+    fn fill(&mut self, sh: &Shared, b: usize, steps: Range<usize>) {
+        let (s, w, f) = (sh.s, self.width, self.first);
+        let di = s.d_inner;
+        for (j, t) in steps.enumerate() {
+            let row = b * s.len + t;
+            let dst = j * w..(j + 1) * w;
+            self.delta[dst.clone()].copy_from_slice(&sh.inp.delta[row * di + f..][..w]);
+            self.u[dst.clone()].copy_from_slice(&sh.u[row * di + f..][..w]);
+            self.z[dst.clone()].copy_from_slice(&sh.inp.z[row * sh.inp.ld_z + f..][..w]);
+            // SAFETY: row < rows and the task's columns, inside the checked gy buffer,
+            // which only this task touches there.
+            let gy = unsafe { std::slice::from_raw_parts(sh.gy.get().add(row * di + f), w) };
+            self.gy[dst].copy_from_slice(gy);
+        }
+    }
+
+    /// The 8 values of channel block `d0` at chunk row `j` of `buf`.
+    ///
+    /// # Safety
+    /// `j` below the filled rows, `d0` one of the task's blocks.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn load(&self, buf: &[f32], j: usize, d0: usize) -> __m256 {
+        debug_assert!((j + 1) * self.width <= buf.len() && d0 >= self.first);
+        // SAFETY: the caller's contract.
+        unsafe { _mm256_loadu_ps(buf.as_ptr().add(j * self.width + d0 - self.first)) }
+    }
+}
+
 /// Recomputes the states of chunk `c` from its checkpoint into `hs`, and the decays.
 ///
 /// # Safety
@@ -225,6 +298,7 @@ unsafe fn run_group(sh: &Shared, b: usize, blocks: Range<usize>, bc: &mut [f32])
 #[target_feature(enable = "avx2,fma")]
 unsafe fn recompute(
     sh: &Shared,
+    packed: &Packed,
     b: usize,
     c: usize,
     blk: &Block,
@@ -242,20 +316,13 @@ unsafe fn recompute(
         *h = unsafe { _mm256_loadu_ps(sh.ckpt.as_ptr().add((base + n) * di + d0)) };
     }
     let (hp, ep) = (hs.as_mut_ptr(), decays.as_mut_ptr());
-    let end = steps.end;
     for (j, t) in steps.enumerate() {
         let row = b * s.len + t;
-        let off = row * di + d0;
-        if t + PREFETCH_ROWS < end {
-            let ahead = off + PREFETCH_ROWS * di;
-            prefetch(sh.inp.delta.as_ptr().wrapping_add(ahead));
-            prefetch(sh.u.as_ptr().wrapping_add(ahead));
-        }
-        // SAFETY: row < rows and the block's 8 columns: inside the checked buffers; the
-        // scratch indices are below the lengths asserted above.
+        // SAFETY: row < rows: inside the checked buffers; j below the chunk's packed
+        // rows; the scratch indices are below the lengths asserted above.
         unsafe {
-            let dl = _mm256_loadu_ps(sh.inp.delta.as_ptr().add(off));
-            let du = _mm256_mul_ps(dl, _mm256_loadu_ps(sh.u.as_ptr().add(off)));
+            let dl = packed.load(&packed.delta, j, d0);
+            let du = _mm256_mul_ps(dl, packed.load(&packed.u, j, d0));
             let bp = sh.inp.xdbl.as_ptr().add(row * s.ld_xdbl + s.b_offset);
             let (prev, next, e) = (hp.add(j * ns), hp.add((j + 1) * ns), ep.add(j * ns));
             for n in 0..ns {
@@ -279,8 +346,10 @@ unsafe fn recompute(
 /// The caller's contract of [`run_group`]; `hs` and `decays` from [`recompute`] of the
 /// same chunk and block.
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn walk_back(
     sh: &Shared,
+    packed: &Packed,
     b: usize,
     steps: Range<usize>,
     blk: &mut Block,
@@ -293,27 +362,17 @@ unsafe fn walk_back(
     assert!(hs.len() > steps.len() * ns && partials.len() >= steps.len() * 2 * ns);
     let one = splat(1.0);
     let (a, dh, g_a) = (&blk.a[..ns], &mut blk.dh[..ns], &mut blk.g_a[..ns]);
-    let first = steps.start;
     for (j, t) in steps.enumerate().rev() {
         let row = b * s.len + t;
         let off = row * di + d0;
-        if t >= first + PREFETCH_ROWS {
-            // `dt` and `u` are in cache since the recomputation; the rest is not.
-            let (back, back_row) = (off - PREFETCH_ROWS * di, row - PREFETCH_ROWS);
-            prefetch(sh.inp.z.as_ptr().wrapping_add(back_row * sh.inp.ld_z + d0));
-            prefetch(sh.gy.get().wrapping_add(back));
-            prefetch(sh.gz.get().wrapping_add(back_row * sh.ld_gz + d0));
-            prefetch(sh.gu.get().wrapping_add(back));
-            prefetch(sh.gdelta.get().wrapping_add(back));
-        }
         // SAFETY: row < rows and the block's 8 columns: inside the checked buffers; the
         // scratch slices are long enough (asserted above).
         unsafe {
-            let dl = _mm256_loadu_ps(sh.inp.delta.as_ptr().add(off));
-            let uu = _mm256_loadu_ps(sh.u.as_ptr().add(off));
+            let dl = packed.load(&packed.delta, j, d0);
+            let uu = packed.load(&packed.u, j, d0);
             let du = _mm256_mul_ps(dl, uu);
-            let z = _mm256_loadu_ps(sh.inp.z.as_ptr().add(row * sh.inp.ld_z + d0));
-            let gy = _mm256_loadu_ps(sh.gy.get().add(off));
+            let z = packed.load(&packed.z, j, d0);
+            let gy = packed.load(&packed.gy, j, d0);
             let sig = _mm256_div_ps(
                 one,
                 _mm256_add_ps(one, exp(_mm256_sub_ps(_mm256_setzero_ps(), z))),
@@ -362,18 +421,6 @@ unsafe fn walk_back(
             _mm256_storeu_ps(sh.gdelta.get().add(off), graw);
         }
     }
-}
-
-/// Rows ahead (in the direction of the walk) whose lines are prefetched. A block reads
-/// 32 bytes of each row, rows `Di` floats apart; without the hints a third of the
-/// kernel's samples sat on the first loads of `dt`, `u` and `z` (`perf annotate`).
-const PREFETCH_ROWS: usize = 8;
-
-/// Asks for the cache line holding `p`; never faults, so `p` need not be valid.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn prefetch<T>(p: *const T) {
-    _mm_prefetch::<_MM_HINT_T0>(p.cast());
 }
 
 /// `sigmoid(x)` from `s = softplus(x)`: `1 - exp(-s)`, as
