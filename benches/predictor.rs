@@ -13,10 +13,15 @@
 //! `decay*h`, `dt*x*B`, the add, `C*h` and its accumulation). RMSNorm, softplus and the
 //! SiLUs are not counted.
 //!
-//! Measured 2026-11-29 on the 2-core AVX2 development machine, otherwise idle, after the
-//! AVX2 scan forward: ratio 1 = 0.69, ratio 2 = 2.99 in wall time and 3.29 in CPU time,
-//! peak +740 MB; forward 690 ms (61 GFLOP/s), training step 2.01 s, ORT MatMul
-//! 90 GFLOP/s. (2026-11-28, under load 4-5: 0.64, 3.04, 740 MB; forward 1.80 s.)
+//! The forward runs as scoring runs it (`forward_in_place_with`, a workspace kept from
+//! call to call) and the training step as the trainer runs it (`forward_train_with` +
+//! `backward_with`, `TrainBuffers` kept from step to step); with fresh buffers both
+//! timed the kernel faulting in new pages. The kept buffers count in figure 3.
+//!
+//! Measured 2026-11-29 on the 2-core AVX2 development machine: ratio 1 = 0.93-0.96,
+//! ratio 2 = 3.34-3.46 in wall and 3.28-3.34 in CPU time, peak +808 MB; forward 550-590 ms,
+//! training step 1.85-2.07 s. (Earlier that day, both with fresh buffers: 0.69, 2.99 /
+//! 3.29, 740 MB, forward 690 ms: the fresh forward paid more for its page faults.)
 //!
 //! Run: `cargo bench --bench predictor`. ONNX Runtime comes from `ORT_DYLIB_PATH`, else
 //! from `.deps/venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.*`.

@@ -34,7 +34,10 @@
 //! - Training: [`Predictor::forward_train`] returns the output and a [`Tape`];
 //!   [`Predictor::backward`] turns `dL/d(output)` into `dL/d(input)` and [`Gradients`]
 //!   with the same names as the weights. An optimizer walks
-//!   [`Predictor::params_mut`] and looks each name up with [`Gradients::get`].
+//!   [`Predictor::params_mut`] and looks each name up with [`Gradients::get`]. A training
+//!   loop passes one [`TrainBuffers`] to [`Predictor::forward_train_with`] and
+//!   [`Predictor::backward_with`] on every step, so each step reuses the last one's
+//!   memory.
 //! - Weights: [`Predictor::tensors`] lists `(name, shape, data)` for safetensors, and
 //!   [`Predictor::from_tensors`] loads them back, checking every name and shape. Names are
 //!   `layers.{n}.norm.weight` and `layers.{n}.mixer.{in_proj.weight, conv1d.weight,
@@ -51,8 +54,9 @@
 //!
 //! [`mixer`] runs one residual block from the kernels: [`rmsnorm`], [`gemm`] (the linear
 //! layers, `matrixmultiply` split over rayon), [`conv`] (causal depthwise conv + SiLU) and
-//! [`scan`] (the fused selective scan and its chunked backward; its `f32` forward on
-//! AVX2 + FMA is `scan_avx2`, intrinsics, with `dt_proj` and softplus fused in). [`weights`] names the
+//! [`scan`] (the fused selective scan and its chunked backward; on AVX2 + FMA its `f32`
+//! forward is `scan_avx2`, intrinsics, with `dt_proj` and softplus fused in, and its
+//! backward `scan_avx2_backward`). [`weights`] names the
 //! tensors, [`init`] draws them as mamba_ssm does from the seeded [`rng`], and [`float`]
 //! holds the scalar trait and the vectorisable `exp`/`ln_1p`.
 //!

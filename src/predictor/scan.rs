@@ -15,8 +15,9 @@
 //! block. Remainder channels (when `Di` is not a multiple of 16) go through the same code
 //! with `W = 1`.
 //!
-//! On x86-64 CPUs with AVX2 and FMA the `f32` forward runs in [`super::scan_avx2`]
-//! instead (same arithmetic up to rounding; the kernel here is its twin in the tests).
+//! On x86-64 CPUs with AVX2 and FMA the `f32` forward runs in [`super::scan_avx2`] and
+//! the backward in [`super::scan_avx2_backward`] instead (same arithmetic up to
+//! rounding; the kernels here are their twins in the tests).
 //!
 //! Backward: the forward of training stores the state at the start of every chunk of
 //! `chunk` steps (`[B, L/chunk, N, Di]`). The backward walks the chunks last to first,

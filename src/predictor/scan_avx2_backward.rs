@@ -177,6 +177,7 @@ unsafe fn run_group(sh: &Shared, b: usize, blocks: Range<usize>, bc: &mut [f32])
         u: vec![0.0; s.chunk * blocks.len() * LANES],
         z: vec![0.0; s.chunk * blocks.len() * LANES],
         gy: vec![0.0; s.chunk * blocks.len() * LANES],
+        out: std::array::from_fn(|_| vec![0.0; s.chunk * blocks.len() * LANES]),
     };
     let mut group: Vec<Block> = blocks.map(|j| Block::new(s, inp, j * LANES)).collect();
     let zero = _mm256_setzero_ps();
@@ -195,7 +196,7 @@ unsafe fn run_group(sh: &Shared, b: usize, blocks: Range<usize>, bc: &mut [f32])
                 recompute(sh, &packed, b, c, blk, &mut hs, &mut decays);
                 walk_back(
                     sh,
-                    &packed,
+                    &mut packed,
                     b,
                     steps.clone(),
                     blk,
@@ -205,6 +206,8 @@ unsafe fn run_group(sh: &Shared, b: usize, blocks: Range<usize>, bc: &mut [f32])
                 );
             }
         }
+        // SAFETY: the caller's contract: this task's columns of sequence b's rows.
+        unsafe { packed.flush(sh, b, steps.clone()) };
         for (j, t) in steps.enumerate() {
             let src = &partials[j * 2 * ns..(j + 1) * 2 * ns];
             horizontal_sums(src, &mut bc[t * 2 * ns..(t + 1) * 2 * ns]);
@@ -258,6 +261,9 @@ struct Packed {
     z: Vec<f32>,
     /// `dL/dy` (the backward overwrites it with `y` in the caller's buffer only).
     gy: Vec<f32>,
+    /// The outputs, copied out after the chunk (stores to rows `Di` floats apart missed
+    /// the cache as the loads did): `y`, `dL/dz`, `dL/du`, `dL/d dt` before the softplus.
+    out: [Vec<f32>; 4],
 }
 
 impl Packed {
@@ -276,6 +282,37 @@ impl Packed {
             let gy = unsafe { std::slice::from_raw_parts(sh.gy.get().add(row * di + f), w) };
             self.gy[dst].copy_from_slice(gy);
         }
+    }
+
+    /// Copies the outputs of the rows of `steps` of sequence `b` to the caller's buffers.
+    ///
+    /// # Safety
+    /// The task's columns of these rows belong to the calling task alone.
+    unsafe fn flush(&self, sh: &Shared, b: usize, steps: Range<usize>) {
+        let (s, w, f) = (sh.s, self.width, self.first);
+        let di = s.d_inner;
+        for (j, t) in steps.enumerate() {
+            let row = b * s.len + t;
+            let src = j * w..(j + 1) * w;
+            let dst = [
+                sh.gy.get().wrapping_add(row * di + f),
+                sh.gz.get().wrapping_add(row * sh.ld_gz + f),
+                sh.gu.get().wrapping_add(row * di + f),
+                sh.gdelta.get().wrapping_add(row * di + f),
+            ];
+            for (out, to) in self.out.iter().zip(dst) {
+                // SAFETY: `w` values of this row in the task's columns, inside the checked
+                // buffers (the caller's contract).
+                unsafe { std::slice::from_raw_parts_mut(to, w) }.copy_from_slice(&out[src.clone()]);
+            }
+        }
+    }
+
+    /// Where the 8 values of channel block `d0` at chunk row `j` of output `k` go.
+    #[inline]
+    fn out_ptr(&mut self, k: usize, j: usize, d0: usize) -> *mut f32 {
+        let i = j * self.width + d0 - self.first;
+        self.out[k][i..i + LANES].as_mut_ptr()
     }
 
     /// The 8 values of channel block `d0` at chunk row `j` of `buf`.
@@ -349,7 +386,7 @@ unsafe fn recompute(
 #[allow(clippy::too_many_arguments)]
 unsafe fn walk_back(
     sh: &Shared,
-    packed: &Packed,
+    packed: &mut Packed,
     b: usize,
     steps: Range<usize>,
     blk: &mut Block,
@@ -358,15 +395,14 @@ unsafe fn walk_back(
     partials: &mut [__m256],
 ) {
     let s = sh.s;
-    let (di, ns, d0) = (s.d_inner, s.d_state, blk.d0);
+    let (ns, d0) = (s.d_state, blk.d0);
     assert!(hs.len() > steps.len() * ns && partials.len() >= steps.len() * 2 * ns);
     let one = splat(1.0);
     let (a, dh, g_a) = (&blk.a[..ns], &mut blk.dh[..ns], &mut blk.g_a[..ns]);
     for (j, t) in steps.enumerate().rev() {
         let row = b * s.len + t;
-        let off = row * di + d0;
-        // SAFETY: row < rows and the block's 8 columns: inside the checked buffers; the
-        // scratch slices are long enough (asserted above).
+        // SAFETY: row < rows: its row of x_dbl is inside the checked buffer; j below the
+        // chunk's packed rows; the scratch slices are long enough (asserted above).
         unsafe {
             let dl = packed.load(&packed.delta, j, d0);
             let uu = packed.load(&packed.u, j, d0);
@@ -415,10 +451,10 @@ unsafe fn walk_back(
                 softplus_grad_from_output(dl),
             );
             blk.g_bias = _mm256_add_ps(blk.g_bias, graw);
-            _mm256_storeu_ps(sh.gy.get().add(off), _mm256_mul_ps(ys, gate));
-            _mm256_storeu_ps(sh.gz.get().add(row * sh.ld_gz + d0), gz);
-            _mm256_storeu_ps(sh.gu.get().add(off), gu);
-            _mm256_storeu_ps(sh.gdelta.get().add(off), graw);
+            _mm256_storeu_ps(packed.out_ptr(0, j, d0), _mm256_mul_ps(ys, gate));
+            _mm256_storeu_ps(packed.out_ptr(1, j, d0), gz);
+            _mm256_storeu_ps(packed.out_ptr(2, j, d0), gu);
+            _mm256_storeu_ps(packed.out_ptr(3, j, d0), graw);
         }
     }
 }
