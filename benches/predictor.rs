@@ -18,10 +18,11 @@
 //! `backward_with`, `TrainBuffers` kept from step to step); with fresh buffers both
 //! timed the kernel faulting in new pages. The kept buffers count in figure 3.
 //!
-//! Measured 2026-11-29 on the 2-core AVX2 development machine: ratio 1 = 0.93-0.96,
-//! ratio 2 = 3.34-3.46 in wall and 3.28-3.34 in CPU time, peak +808 MB; forward 550-590 ms,
-//! training step 1.85-2.07 s. (Earlier that day, both with fresh buffers: 0.69, 2.99 /
-//! 3.29, 740 MB, forward 690 ms: the fresh forward paid more for its page faults.)
+//! Measured 2026-11-29 on the 2-core AVX2 development machine, after the AVX2 scan
+//! backward with packed rows: ratio 1 = 0.94, ratio 2 = 3.14 in wall and 3.02 in CPU
+//! time, peak +808 MB; forward 584 ms, training step 1.83 s. (Earlier that day, both with
+//! fresh buffers and the portable backward: 0.69, 2.99 / 3.29, 740 MB, forward 690 ms:
+//! the fresh forward paid more for its page faults than the step's share of them.)
 //!
 //! Run: `cargo bench --bench predictor`. ONNX Runtime comes from `ORT_DYLIB_PATH`, else
 //! from `.deps/venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.*`.

@@ -109,9 +109,7 @@ fn main() {
         d_state: ns,
         b_offset: r,
         ld_xdbl: r + 2 * ns,
-        chunk: std::env::var("CH")
-            .map(|v| v.parse().unwrap())
-            .unwrap_or(varad::predictor::mixer::CHUNK),
+        chunk: varad::predictor::mixer::CHUNK,
     };
     let rows = batch * len;
     let mut rng = SplitMix64::new(3);

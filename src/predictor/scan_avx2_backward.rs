@@ -2,17 +2,18 @@
 //!
 //! Same algorithm as the portable kernel of [`super::scan`] (walk the checkpoint chunks
 //! last to first, recompute a chunk's states from its checkpoint, walk them backwards),
-//! with one 8-channel block (one `__m256`) at a time. The portable kernel, vectorised by
-//! the compiler over 16-lane arrays, ran at about 115 cycles per 8 lanes and state entry
-//! (`benches/scan.rs`), several times the arithmetic's cost: its arrays lived on the
-//! stack and its exponential's constants were re-loaded per entry. This one runs at
-//! about 60-75 (1.4x less time), still far above the 8 cycles its inner loop takes on
-//! data in cache (a C twin of the loop, timed alone): most of the time goes to the
-//! per-row loads and gate arithmetic, not understood further yet.
+//! with one 8-channel block (one `__m256`) at a time. A task (one sequence, a fixed group
+//! of blocks) first copies the chunk's rows of its channels (`dt`, `u`, `z`, `dL/dy`)
+//! into contiguous buffers and writes its outputs into such buffers, copied out after
+//! the chunk (`Packed`): read and written in place, 32 bytes every `Di` floats, the
+//! first access to each row missed the cache and stalled the kernel (a third of its
+//! `perf` samples), which software prefetches did not cure.
 //!
-//! Software prefetches of the rows ahead, which helped the forward, made no difference
-//! here within the machine's noise (A/B, `benches/scan.rs`), and were left out. Neither
-//! did walking two blocks (a whole cache line of each row) per pass.
+//! Measured (`benches/scan.rs`, `perf` samples in one run): the portable kernel,
+//! vectorised by the compiler over 16-lane arrays, 48% of samples; this one 17%, plus
+//! about 4% in the copies. Its inner loops still run at two to three times what a C twin
+//! of them takes on data in cache. Tried without gain: two blocks per pass, split
+//! accumulators in the walk, other checkpoint intervals (16, 32).
 //!
 //! The decays are recomputed as the AVX2 forward computes them (`2^(dt A log2 e)`), so
 //! the recomputed states are the forward's, bit for bit. `dL/dB` and `dL/dC`, sums over
