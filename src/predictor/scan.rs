@@ -467,7 +467,7 @@ pub fn backward_portable<T: Float>(
     g: ScanGrads<T>,
 ) {
     check_backward(s, inp, u, ckpt, &g);
-    let (rows, di, ns) = (s.rows(), s.d_inner, s.d_state);
+    let (di, ns) = (s.d_inner, s.d_state);
 
     // Channel groups of a fixed number of blocks (not derived from the thread count, so
     // the order of the dB/dC sums, and the result, is the same for any thread count):
@@ -557,31 +557,43 @@ pub fn backward_portable<T: Float>(
                 }
             }
         });
-    // Reduce the partials.
+    reduce_partials(s, n_groups, &bc_part, &a_part, &d_part, &bias_part, g);
+}
+
+/// The last step of both backward kernels: adds the per-sequence partials of `dL/dA_log`
+/// (`[B, Di, N]`), `dL/dD` and `dL/d bias` (`[B, Di]`) into `g`'s sums in sequence order,
+/// and writes `dL/dB`, `dL/dC` into `g.gxdbl` as the sums over channel groups of
+/// `bc_part` (`[B, n_groups, L, 2N]`), in group order.
+pub(super) fn reduce_partials<T: Float>(
+    s: &ScanDims,
+    n_groups: usize,
+    bc_part: &[T],
+    a_part: &[T],
+    d_part: &[T],
+    bias_part: &[T],
+    g: ScanGrads<T>,
+) {
+    let (di, ns) = (s.d_inner, s.d_state);
+    let stride = s.len * 2 * ns;
     for b in 0..s.batch {
-        for (x, y) in g
-            .ga_log
-            .iter_mut()
-            .zip(&a_part[b * di * ns..(b + 1) * di * ns])
-        {
-            *x += *y;
-        }
-        for (x, y) in g.gd.iter_mut().zip(&d_part[b * di..(b + 1) * di]) {
-            *x += *y;
-        }
-        for (x, y) in g.gbias.iter_mut().zip(&bias_part[b * di..(b + 1) * di]) {
-            *x += *y;
+        let parts = [
+            (&mut *g.ga_log, &a_part[b * di * ns..(b + 1) * di * ns]),
+            (&mut *g.gd, &d_part[b * di..(b + 1) * di]),
+            (&mut *g.gbias, &bias_part[b * di..(b + 1) * di]),
+        ];
+        for (sum, part) in parts {
+            sum.iter_mut().zip(part).for_each(|(x, y)| *x += *y);
         }
     }
     g.gxdbl
         .par_chunks_mut(s.ld_xdbl)
-        .take(rows)
+        .take(s.rows())
         .enumerate()
         .with_min_len(64)
         .for_each(|(row, gr)| {
             let (b, t) = (row / s.len, row % s.len);
             let dst = &mut gr[s.b_offset..s.b_offset + 2 * ns];
-            dst.iter_mut().for_each(|v| *v = T::ZERO);
+            dst.fill(T::ZERO);
             for gi in 0..n_groups {
                 let src = &bc_part[(b * n_groups + gi) * stride + t * 2 * ns..][..2 * ns];
                 dst.iter_mut().zip(src).for_each(|(x, y)| *x += *y);

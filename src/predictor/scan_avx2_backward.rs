@@ -29,7 +29,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::gemm::SendPtr;
-use super::scan::{ScanDims, ScanGrads, ScanInputs};
+use super::scan::{reduce_partials, ScanDims, ScanGrads, ScanInputs};
 use super::scan_avx2::{exp, exp2_nonpositive, lanes, splat, LANES};
 
 /// 8-channel blocks per task: 8 groups per sequence at `Di = 768`. Fixed rather than
@@ -82,30 +82,7 @@ pub unsafe fn backward(
             // checked by the caller.
             unsafe { run_group(&sh, b, blocks, bc) };
         });
-    for b in 0..s.batch {
-        let parts = [
-            (&mut *g.ga_log, &a_part[b * di * ns..(b + 1) * di * ns]),
-            (&mut *g.gd, &d_part[b * di..(b + 1) * di]),
-            (&mut *g.gbias, &bias_part[b * di..(b + 1) * di]),
-        ];
-        for (sum, part) in parts {
-            sum.iter_mut().zip(part).for_each(|(x, y)| *x += *y);
-        }
-    }
-    g.gxdbl
-        .par_chunks_mut(s.ld_xdbl)
-        .take(s.batch * s.len)
-        .enumerate()
-        .with_min_len(64)
-        .for_each(|(row, gr)| {
-            let (b, t) = (row / s.len, row % s.len);
-            let dst = &mut gr[s.b_offset..s.b_offset + 2 * ns];
-            dst.fill(0.0);
-            for gi in 0..n_groups {
-                let src = &bc_part[(b * n_groups + gi) * stride + t * 2 * ns..][..2 * ns];
-                dst.iter_mut().zip(src).for_each(|(x, y)| *x += *y);
-            }
-        });
+    reduce_partials(s, n_groups, &bc_part, &a_part, &d_part, &bias_part, g);
 }
 
 /// What every task reads, and the pointers it writes its disjoint parts through.
