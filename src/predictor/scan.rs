@@ -423,14 +423,12 @@ pub fn backward<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], ckpt: &[T]
             ga_log: as_f32_mut(g.ga_log).expect("T is f32"),
             gd: as_f32_mut(g.gd).expect("T is f32"),
         };
+        let (u, ckpt) = (
+            as_f32(u).expect("T is f32"),
+            as_f32(ckpt).expect("T is f32"),
+        );
         // SAFETY: the kernel applies here (checked) and the arguments passed the checks.
-        return unsafe {
-            let (u, ckpt) = (
-                as_f32(u).expect("T is f32"),
-                as_f32(ckpt).expect("T is f32"),
-            );
-            scan_avx2_backward::backward(s, &inp32, u, ckpt, g32)
-        };
+        return unsafe { scan_avx2_backward::backward(s, &inp32, u, ckpt, g32) };
     }
     backward_portable(s, inp, u, ckpt, g)
 }

@@ -140,6 +140,38 @@ impl Block {
             g_bias: _mm256_setzero_ps(),
         }
     }
+
+    /// Writes the block's `dL/dA_log` (`= dL/dA * A`), `dL/dD` and `dL/d bias` into
+    /// sequence `b`'s partial slots.
+    ///
+    /// # Safety
+    /// Those slots of the block's channels belong to the calling task alone.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn write_partials(&self, sh: &Shared, b: usize) {
+        let (di, ns) = (sh.s.d_inner, sh.s.d_state);
+        let values = |v: __m256| {
+            let mut x = [0f32; LANES];
+            // SAFETY: 8 floats.
+            unsafe { _mm256_storeu_ps(x.as_mut_ptr(), v) };
+            x
+        };
+        let (g_d, g_bias) = (values(self.g_d), values(self.g_bias));
+        for w in 0..LANES {
+            let d = self.d0 + w;
+            // SAFETY: the caller's contract.
+            unsafe {
+                *sh.d_part.get().add(b * di + d) = g_d[w];
+                *sh.bias_part.get().add(b * di + d) = g_bias[w];
+            }
+        }
+        for n in 0..ns {
+            let (g_a, a) = (values(self.g_a[n]), values(self.a[n]));
+            for w in 0..LANES {
+                // SAFETY: the caller's contract.
+                unsafe { *sh.a_part.get().add((b * di + self.d0 + w) * ns + n) = g_a[w] * a[w] };
+            }
+        }
+    }
 }
 
 /// The backward of sequence `b` over the channels of `blocks`; `bc` receives this
@@ -147,16 +179,8 @@ impl Block {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn run_group(sh: &Shared, b: usize, blocks: Range<usize>, bc: &mut [f32]) {
     let (s, inp) = (sh.s, sh.inp);
-    let (di, ns) = (s.d_inner, s.d_state);
-    let mut packed = Packed {
-        first: blocks.start * LANES,
-        width: blocks.len() * LANES,
-        delta: vec![0.0; s.chunk * blocks.len() * LANES],
-        u: vec![0.0; s.chunk * blocks.len() * LANES],
-        z: vec![0.0; s.chunk * blocks.len() * LANES],
-        gy: vec![0.0; s.chunk * blocks.len() * LANES],
-        out: std::array::from_fn(|_| vec![0.0; s.chunk * blocks.len() * LANES]),
-    };
+    let ns = s.d_state;
+    let mut packed = Packed::new(&blocks, s.chunk);
     let mut group: Vec<Block> = blocks.map(|j| Block::new(s, inp, j * LANES)).collect();
     let zero = _mm256_setzero_ps();
     // The chunk's states (`hs[j]` before step `t0 + j`), decays, and 8-lane partials of
@@ -171,7 +195,7 @@ unsafe fn run_group(sh: &Shared, b: usize, blocks: Range<usize>, bc: &mut [f32])
         for blk in &mut group {
             // SAFETY: the caller's contract: this block's columns of sequence b's rows.
             unsafe {
-                recompute(sh, &packed, b, c, blk, &mut hs, &mut decays);
+                recompute(sh, &packed, b, steps.clone(), blk, &mut hs, &mut decays);
                 walk_back(
                     sh,
                     &mut packed,
@@ -192,35 +216,8 @@ unsafe fn run_group(sh: &Shared, b: usize, blocks: Range<usize>, bc: &mut [f32])
         }
     }
     for blk in &group {
-        let mut g_a = [0f32; LANES];
-        let mut a = [0f32; LANES];
-        let mut g_d = [0f32; LANES];
-        let mut g_bias = [0f32; LANES];
-        // SAFETY: 8 floats each.
-        unsafe {
-            _mm256_storeu_ps(g_d.as_mut_ptr(), blk.g_d);
-            _mm256_storeu_ps(g_bias.as_mut_ptr(), blk.g_bias);
-        }
-        for w in 0..LANES {
-            let d = blk.d0 + w;
-            // SAFETY: slot (b, d) of the partials belongs to this task alone.
-            unsafe {
-                *sh.d_part.get().add(b * di + d) = g_d[w];
-                *sh.bias_part.get().add(b * di + d) = g_bias[w];
-            }
-        }
-        for n in 0..ns {
-            // SAFETY: 8 floats each.
-            unsafe {
-                _mm256_storeu_ps(g_a.as_mut_ptr(), blk.g_a[n]);
-                _mm256_storeu_ps(a.as_mut_ptr(), blk.a[n]);
-            }
-            for w in 0..LANES {
-                // dL/dA_log = dL/dA * A.
-                // SAFETY: slot (b, d, n) of the partials belongs to this task alone.
-                unsafe { *sh.a_part.get().add((b * di + blk.d0 + w) * ns + n) = g_a[w] * a[w] };
-            }
-        }
+        // SAFETY: slots (b, channel) of the partials belong to this task alone.
+        unsafe { blk.write_partials(sh, b) };
     }
 }
 
@@ -245,6 +242,21 @@ struct Packed {
 }
 
 impl Packed {
+    /// Buffers for `chunk` rows of the channels of `blocks`.
+    fn new(blocks: &Range<usize>, chunk: usize) -> Self {
+        let width = blocks.len() * LANES;
+        let buffer = || vec![0.0; chunk * width];
+        Packed {
+            first: blocks.start * LANES,
+            width,
+            delta: buffer(),
+            u: buffer(),
+            z: buffer(),
+            gy: buffer(),
+            out: std::array::from_fn(|_| buffer()),
+        }
+    }
+
     /// Copies the rows of `steps` of sequence `b`.
     fn fill(&mut self, sh: &Shared, b: usize, steps: Range<usize>) {
         let (s, w, f) = (sh.s, self.width, self.first);
@@ -306,7 +318,8 @@ impl Packed {
     }
 }
 
-/// Recomputes the states of chunk `c` from its checkpoint into `hs`, and the decays.
+/// Recomputes the states of the chunk of `steps` from its checkpoint into `hs`, and the
+/// decays.
 ///
 /// # Safety
 /// The caller's contract of [`run_group`].
@@ -315,16 +328,15 @@ unsafe fn recompute(
     sh: &Shared,
     packed: &Packed,
     b: usize,
-    c: usize,
+    steps: Range<usize>,
     blk: &Block,
     hs: &mut [__m256],
     decays: &mut [__m256],
 ) {
     let s = sh.s;
     let (di, ns, d0) = (s.d_inner, s.d_state, blk.d0);
-    let steps = c * s.chunk..((c + 1) * s.chunk).min(s.len);
     assert!(hs.len() > steps.len() * ns && decays.len() >= steps.len() * ns);
-    let base = (b * s.n_chunks() + c) * ns;
+    let base = (b * s.n_chunks() + steps.start / s.chunk) * ns;
     for (n, h) in hs[..ns].iter_mut().enumerate() {
         // SAFETY: inside the checkpoint buffer (checked by the caller), this block's
         // columns.
