@@ -7,6 +7,7 @@
 //! is transposed to `[d_conv, Di]` once per call for the same reason.
 
 use super::float::{multiversion, silu, silu_and_grad, Float};
+use super::prefetch::prefetch_read;
 use rayon::prelude::*;
 
 /// Rows per rayon task.
@@ -104,9 +105,19 @@ fn forward_impl<T: Float>(
         .enumerate()
         .with_min_len(ROWS_PER_TASK)
         .for_each(|(row, ur)| {
+            if let Some(r) = rows {
+                // Gathered rows come out of order: ask for the one read next a few rows
+                // ahead (see `prefetch`).
+                if let Some(&ahead) = r.get(row + PREFETCH_ROWS) {
+                    prefetch_read(x, ahead as usize * ldx, di);
+                }
+            }
             fwd_row(x, ldx, rows, &wt, bias, row, row % len, kw, ur);
         });
 }
+
+/// How many rows ahead the gathered forward prefetches its newest input row.
+const PREFETCH_ROWS: usize = 4;
 
 /// The row of `x` that sequence row `row` reads.
 #[inline(always)]

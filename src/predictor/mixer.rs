@@ -9,6 +9,7 @@
 use super::config::PredictorConfig;
 use super::float::{as_f32, as_f32_mut, multiversion, softplus, Float};
 use super::gemm::{linear, linear_grad_input, linear_grad_weight};
+use super::prefetch::prefetch_read;
 use super::scan::{self, ScanDims, ScanGrads, ScanInputs};
 #[cfg(target_arch = "x86_64")]
 use super::scan_avx2;
@@ -386,6 +387,13 @@ pub fn forward_orderings<T: Float>(
         .with_min_len(64)
         .for_each(|(t, (my, o))| {
             my.iter_mut().for_each(|v| *v = T::ZERO);
+            // Column-major orders read rows a grid width apart: ask for the rows of a
+            // target a few ahead (see `prefetch`).
+            if t + MEAN_PREFETCH < len {
+                for (k, at) in positions.iter().enumerate() {
+                    prefetch_read(u, (k * len + at[t + MEAN_PREFETCH] as usize) * di, di);
+                }
+            }
             for (k, (ord, at)) in orderings.iter().zip(&positions).enumerate() {
                 let l = at[t] as usize;
                 let w = T::from_f64(ord.weight[l]);
@@ -402,6 +410,9 @@ pub fn forward_orderings<T: Float>(
     linear(len, di, c, mean_y, di, &p.out_proj, T::ONE, &mut out, c);
     out
 }
+
+/// How many targets ahead the mean over orderings prefetches its rows.
+const MEAN_PREFETCH: usize = 4;
 
 /// Training forward: returns the block's output and its tape, their buffers (and the
 /// temporaries') taken from `bufs`.

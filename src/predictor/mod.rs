@@ -74,6 +74,7 @@ pub mod float;
 pub mod gemm;
 pub mod init;
 pub mod mixer;
+pub mod prefetch;
 pub mod rmsnorm;
 pub mod rng;
 pub mod scan;
