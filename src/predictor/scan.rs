@@ -1111,20 +1111,24 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx2_forward_matches_portable_kernel() {
-        let c = case::<f32>(3, 77, 40, 16, 16, 5);
-        if !scan_avx2::applies(c.s.d_inner) {
+        if !scan_avx2::applies(8) {
             eprintln!("skipped: this CPU lacks AVX2/FMA");
             return;
         }
-        let (want_y, want_ck) = portable(&c, &c.delta);
-        let mut y = vec![0f32; c.u.len()];
-        let mut ck = vec![0f32; c.s.ckpt_len()];
-        forward(&c.s, &inputs(&c), &c.u, &mut y, Some(&mut ck));
-        close("y", &y, &want_y, 2e-6);
-        close("checkpoints", &ck, &want_ck, 2e-6);
-        let mut inplace = c.u.clone();
-        forward_in_place(&c.s, &inputs(&c), &mut inplace);
-        assert_eq!(inplace, y);
+        // N = 16, 8 and 4 run kernels compiled for that N; 5 and 7 the run-time one (7
+        // also the tail after the groups of four states).
+        for ns in [16usize, 8, 4, 5, 7] {
+            let c = case::<f32>(3, 77, 40, ns, 16, 5 + ns as u64);
+            let (want_y, want_ck) = portable(&c, &c.delta);
+            let mut y = vec![0f32; c.u.len()];
+            let mut ck = vec![0f32; c.s.ckpt_len()];
+            forward(&c.s, &inputs(&c), &c.u, &mut y, Some(&mut ck));
+            close(&format!("y, N {ns}"), &y, &want_y, 2e-6);
+            close(&format!("checkpoints, N {ns}"), &ck, &want_ck, 2e-6);
+            let mut inplace = c.u.clone();
+            forward_in_place(&c.s, &inputs(&c), &mut inplace);
+            assert_eq!(inplace, y);
+        }
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -144,8 +144,30 @@ pub unsafe fn forward_raw(
             // SAFETY: task (b, blocks) reads and writes only rows of sequence b and the
             // channel columns of its blocks in u/y and in the checkpoints; features checked
             // by the caller through `applies`.
-            unsafe { run_blocks(s, inp, out, task / tasks_per_seq, blocks) }
+            unsafe {
+                let b = task / tasks_per_seq;
+                match s.d_state {
+                    16 => run_blocks::<16>(s, inp, out, b, blocks),
+                    8 => run_blocks::<8>(s, inp, out, b, blocks),
+                    4 => run_blocks::<4>(s, inp, out, b, blocks),
+                    _ => run_blocks::<0>(s, inp, out, b, blocks),
+                }
+            }
         });
+}
+
+/// `N` as the kernels see it: `FIXED` when it is not 0, so that the loops over the state
+/// unroll and their accumulators stay in registers (with `N` known only at run time the
+/// read-out's accumulator lived on the stack and the loop kept its bounds checks:
+/// `perf annotate`), else the run-time `d_state`.
+#[inline(always)]
+pub(super) fn state_count<const FIXED: usize>(s: &ScanDims) -> usize {
+    if FIXED == 0 {
+        s.d_state
+    } else {
+        debug_assert_eq!(FIXED, s.d_state);
+        FIXED
+    }
 }
 
 /// Most 8-channel blocks one task walks together: their states (`blocks x N` vectors,
@@ -204,14 +226,14 @@ fn block_consts(s: &ScanDims, inp: &Inputs, blocks: &std::ops::Range<usize>) -> 
 
 /// The scan of sequence `b` over the channels of `blocks` (8 each), token by token.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn run_blocks(
+unsafe fn run_blocks<const FIXED: usize>(
     s: &ScanDims,
     inp: &Inputs,
     out: Out,
     b: usize,
     blocks: std::ops::Range<usize>,
 ) {
-    let (di, ns, r) = (s.d_inner, s.d_state, s.b_offset);
+    let (di, ns, r) = (s.d_inner, state_count::<FIXED>(s), s.b_offset);
     let c = block_consts(s, inp, &blocks);
     let mut h = vec![_mm256_setzero_ps(); blocks.len() * ns];
     let xdbl = inp.xdbl.as_ptr();
@@ -262,21 +284,30 @@ unsafe fn run_blocks(
                 // FMA of the read-out waited on a store-to-load round trip).
                 let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
                 let a = &c.a_log2e[j * ns..(j + 1) * ns];
-                for n in (0..ns & !1).step_by(2) {
-                    acc0 = state_step(&mut hb[n], a[n], dl, du, *bp.add(n), *cp.add(n), acc0);
-                    acc1 = state_step(
-                        &mut hb[n + 1],
-                        a[n + 1],
-                        dl,
-                        du,
-                        *bp.add(n + 1),
-                        *cp.add(n + 1),
-                        acc1,
-                    );
+                let mut n = 0;
+                while n + 4 <= ns {
+                    let d4 = exp2_nonpositive_x4([
+                        _mm256_mul_ps(dl, a[n]),
+                        _mm256_mul_ps(dl, a[n + 1]),
+                        _mm256_mul_ps(dl, a[n + 2]),
+                        _mm256_mul_ps(dl, a[n + 3]),
+                    ]);
+                    for k in 0..4 {
+                        let acc = if k % 2 == 0 { &mut acc0 } else { &mut acc1 };
+                        *acc = state_update(
+                            &mut hb[n + k],
+                            d4[k],
+                            du,
+                            *bp.add(n + k),
+                            *cp.add(n + k),
+                            *acc,
+                        );
+                    }
+                    n += 4;
                 }
-                if ns % 2 == 1 {
-                    let n = ns - 1;
-                    acc0 = state_step(&mut hb[n], a[n], dl, du, *bp.add(n), *cp.add(n), acc0);
+                for n in n..ns {
+                    let decay = exp2_nonpositive(_mm256_mul_ps(dl, a[n]));
+                    acc0 = state_update(&mut hb[n], decay, du, *bp.add(n), *cp.add(n), acc0);
                 }
                 let yv = _mm256_fmadd_ps(c.d[j], uu, _mm256_add_ps(acc0, acc1));
                 let z_row = inp.z_rows.map_or(row, |zr| zr[row] as usize);
@@ -316,20 +347,10 @@ fn prefetch_row(s: &ScanDims, inp: &Inputs, out: Out, row: usize, blocks: &std::
     _mm_prefetch::<_MM_HINT_T0>(inp.xdbl.as_ptr().wrapping_add(row * s.ld_xdbl).cast());
 }
 
-/// One state entry of the forward: `h = 2^(dt A log2 e) h + dt u B`, and returns
-/// `acc + C h`.
+/// One state entry of the forward: `h = decay h + dt u B`, and returns `acc + C h`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn state_step(
-    h: &mut __m256,
-    a_log2e: __m256,
-    dl: __m256,
-    du: __m256,
-    b: f32,
-    c: f32,
-    acc: __m256,
-) -> __m256 {
-    let decay = exp2_nonpositive(_mm256_mul_ps(dl, a_log2e));
+fn state_update(h: &mut __m256, decay: __m256, du: __m256, b: f32, c: f32, acc: __m256) -> __m256 {
     *h = _mm256_fmadd_ps(decay, *h, _mm256_mul_ps(du, splat(b)));
     _mm256_fmadd_ps(*h, splat(c), acc)
 }
@@ -378,6 +399,40 @@ pub(super) fn exp2_nonpositive(x: __m256) -> __m256 {
         p = _mm256_fmadd_ps(p, f, splat(c));
     }
     _mm256_mul_ps(p, pow2_of_rounded(kr))
+}
+
+/// [`exp2_nonpositive`] of four vectors, written stage by stage across the four: each
+/// decay is a chain of a dozen dependent operations, and computed one after the other the
+/// chains filled the scheduler with waiting operations (the loop ran at a third of the
+/// FMA units' rate); in lockstep every stage finds the previous one done.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::approx_constant)]
+pub(super) fn exp2_nonpositive_x4(mut x: [__m256; 4]) -> [__m256; 4] {
+    // Plain loops over the four: closures (`map`) do not inherit the target features and
+    // were called, not inlined.
+    const ROUND: f32 = 12_582_912.0;
+    let mut kr = [_mm256_setzero_ps(); 4];
+    let mut f = [_mm256_setzero_ps(); 4];
+    for v in x.iter_mut() {
+        *v = _mm256_max_ps(*v, splat(-126.0));
+    }
+    for i in 0..4 {
+        kr[i] = _mm256_add_ps(x[i], splat(ROUND));
+    }
+    for i in 0..4 {
+        f[i] = _mm256_sub_ps(x[i], _mm256_sub_ps(kr[i], splat(ROUND)));
+    }
+    let mut p = [splat(1.326_472_7e-3); 4];
+    for c in [9.671_513e-3, 5.550_733_6e-2, 2.402_224_2e-1, 0.693_147, 1.0] {
+        for i in 0..4 {
+            p[i] = _mm256_fmadd_ps(p[i], f[i], splat(c));
+        }
+    }
+    for i in 0..4 {
+        p[i] = _mm256_mul_ps(p[i], pow2_of_rounded(kr[i]));
+    }
+    p
 }
 
 /// `2^k` from `kr = k + 1.5 * 2^23` (an integer `k` rounded into the low mantissa bits,
@@ -506,5 +561,29 @@ mod tests {
             }
         });
         assert!(sp < 5e-7, "softplus: worst relative error {sp}");
+    }
+
+    #[test]
+    fn four_exponentials_in_lockstep_equal_four_alone() {
+        if !applies(LANES) {
+            eprintln!("skipped: this CPU lacks AVX2/FMA");
+            return;
+        }
+        let mut x = [[0f32; LANES]; 4];
+        for (i, v) in x.iter_mut().flatten().enumerate() {
+            *v = -130.0 + 4.1 * i as f32;
+        }
+        x[3][7] = 0.0;
+        // SAFETY: the CPU has AVX2 and FMA (checked above); 8 floats per load and store.
+        unsafe {
+            let v = x.map(|l| _mm256_loadu_ps(l.as_ptr()));
+            let four = exp2_nonpositive_x4(v);
+            for i in 0..4 {
+                let (mut a, mut b) = ([0f32; LANES], [0f32; LANES]);
+                _mm256_storeu_ps(a.as_mut_ptr(), four[i]);
+                _mm256_storeu_ps(b.as_mut_ptr(), exp2_nonpositive(v[i]));
+                assert_eq!(a.map(f32::to_bits), b.map(f32::to_bits), "vector {i}");
+            }
+        }
     }
 }
