@@ -30,7 +30,9 @@ use rayon::prelude::*;
 
 use super::gemm::SendPtr;
 use super::scan::{reduce_partials, ScanDims, ScanGrads, ScanInputs};
-use super::scan_avx2::{exp, exp2_nonpositive, lanes, splat, LANES};
+use super::scan_avx2::{
+    exp, exp2_nonpositive, exp2_nonpositive_x4, lanes, splat, state_count, LANES,
+};
 
 /// 8-channel blocks per task: 8 groups per sequence at `Di = 768`. Fixed rather than
 /// derived from the thread count, so that the order of the channel sums is too.
@@ -80,7 +82,14 @@ pub unsafe fn backward(
             // SAFETY: task (b, group) reads and writes rows of sequence b in its group's
             // channel columns only, and its own (b, channel) partial slots; features
             // checked by the caller.
-            unsafe { run_group(&sh, b, blocks, bc) };
+            unsafe {
+                match ns {
+                    16 => run_group::<16>(&sh, b, blocks, bc),
+                    8 => run_group::<8>(&sh, b, blocks, bc),
+                    4 => run_group::<4>(&sh, b, blocks, bc),
+                    _ => run_group::<0>(&sh, b, blocks, bc),
+                }
+            }
         });
     reduce_partials(s, n_groups, &bc_part, &a_part, &d_part, &bias_part, g);
 }
@@ -177,9 +186,14 @@ impl Block {
 /// The backward of sequence `b` over the channels of `blocks`; `bc` receives this
 /// group's part of `dL/dB`, `dL/dC`, `[L, 2N]`.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn run_group(sh: &Shared, b: usize, blocks: Range<usize>, bc: &mut [f32]) {
+unsafe fn run_group<const FIXED: usize>(
+    sh: &Shared,
+    b: usize,
+    blocks: Range<usize>,
+    bc: &mut [f32],
+) {
     let (s, inp) = (sh.s, sh.inp);
-    let ns = s.d_state;
+    let ns = state_count::<FIXED>(s);
     let mut packed = Packed::new(&blocks, s.chunk);
     let mut group: Vec<Block> = blocks.map(|j| Block::new(s, inp, j * LANES)).collect();
     let zero = _mm256_setzero_ps();
@@ -195,8 +209,8 @@ unsafe fn run_group(sh: &Shared, b: usize, blocks: Range<usize>, bc: &mut [f32])
         for blk in &mut group {
             // SAFETY: the caller's contract: this block's columns of sequence b's rows.
             unsafe {
-                recompute(sh, &packed, b, steps.clone(), blk, &mut hs, &mut decays);
-                walk_back(
+                recompute::<FIXED>(sh, &packed, b, steps.clone(), blk, &mut hs, &mut decays);
+                walk_back::<FIXED>(
                     sh,
                     &mut packed,
                     b,
@@ -324,7 +338,7 @@ impl Packed {
 /// # Safety
 /// The caller's contract of [`run_group`].
 #[target_feature(enable = "avx2,fma")]
-unsafe fn recompute(
+unsafe fn recompute<const FIXED: usize>(
     sh: &Shared,
     packed: &Packed,
     b: usize,
@@ -334,7 +348,7 @@ unsafe fn recompute(
     decays: &mut [__m256],
 ) {
     let s = sh.s;
-    let (di, ns, d0) = (s.d_inner, s.d_state, blk.d0);
+    let (di, ns, d0) = (s.d_inner, state_count::<FIXED>(s), blk.d0);
     assert!(hs.len() > steps.len() * ns && decays.len() >= steps.len() * ns);
     let base = (b * s.n_chunks() + steps.start / s.chunk) * ns;
     for (n, h) in hs[..ns].iter_mut().enumerate() {
@@ -352,14 +366,30 @@ unsafe fn recompute(
             let du = _mm256_mul_ps(dl, packed.load(&packed.u, j, d0));
             let bp = sh.inp.xdbl.as_ptr().add(row * s.ld_xdbl + s.b_offset);
             let (prev, next, e) = (hp.add(j * ns), hp.add((j + 1) * ns), ep.add(j * ns));
-            for n in 0..ns {
-                let decay = exp2_nonpositive(_mm256_mul_ps(dl, blk.a_log2e[n]));
+            let a = &blk.a_log2e[..ns];
+            let update = |n: usize, decay: __m256| {
                 *e.add(n) = decay;
                 *next.add(n) = _mm256_fmadd_ps(
                     decay,
                     *prev.add(n),
                     _mm256_mul_ps(du, _mm256_broadcast_ss(&*bp.add(n))),
                 );
+            };
+            let mut n = 0;
+            while n + 4 <= ns {
+                let d4 = exp2_nonpositive_x4([
+                    _mm256_mul_ps(dl, a[n]),
+                    _mm256_mul_ps(dl, a[n + 1]),
+                    _mm256_mul_ps(dl, a[n + 2]),
+                    _mm256_mul_ps(dl, a[n + 3]),
+                ]);
+                for (k, decay) in d4.into_iter().enumerate() {
+                    update(n + k, decay);
+                }
+                n += 4;
+            }
+            for (n, &an) in a.iter().enumerate().skip(n) {
+                update(n, exp2_nonpositive(_mm256_mul_ps(dl, an)));
             }
         }
     }
@@ -374,7 +404,7 @@ unsafe fn recompute(
 /// same chunk and block.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn walk_back(
+unsafe fn walk_back<const FIXED: usize>(
     sh: &Shared,
     packed: &mut Packed,
     b: usize,
@@ -385,7 +415,7 @@ unsafe fn walk_back(
     partials: &mut [__m256],
 ) {
     let s = sh.s;
-    let (ns, d0) = (s.d_state, blk.d0);
+    let (ns, d0) = (state_count::<FIXED>(s), blk.d0);
     assert!(hs.len() > steps.len() * ns && partials.len() >= steps.len() * 2 * ns);
     let one = splat(1.0);
     let (a, dh, g_a) = (&blk.a[..ns], &mut blk.dh[..ns], &mut blk.g_a[..ns]);
