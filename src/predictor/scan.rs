@@ -1203,12 +1203,14 @@ mod tests {
             eprintln!("skipped: this CPU lacks AVX2/FMA");
             return;
         }
-        // One partial channel group; several groups, the last partial; an odd N (the
-        // dB/dC sums' remainder path, and the kernel for N known at run time); N = 8 and
-        // 4 (kernels compiled for them, as for 16); L below, at and past a chunk boundary.
+        // One partial channel group; two groups, the last partial (Di 800); an odd N
+        // (the dB/dC sums' remainder path, and the kernel for N known at run time); N = 8
+        // and 4 (kernels compiled for them, as for 16); L below, at and past a chunk
+        // boundary.
         for (batch, len, di, ns, chunk) in [
             (2usize, 45usize, 40usize, 16usize, 16usize),
             (3, 32, 200, 5, 16),
+            (2, 20, 800, 16, 16),
             (1, 7, 96, 16, 64),
             (2, 20, 48, 8, 16),
             (1, 33, 24, 4, 16),
