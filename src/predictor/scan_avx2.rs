@@ -286,12 +286,7 @@ unsafe fn run_blocks<const FIXED: usize>(
                 let a = &c.a_log2e[j * ns..(j + 1) * ns];
                 let mut n = 0;
                 while n + 4 <= ns {
-                    let d4 = exp2_nonpositive_x4([
-                        _mm256_mul_ps(dl, a[n]),
-                        _mm256_mul_ps(dl, a[n + 1]),
-                        _mm256_mul_ps(dl, a[n + 2]),
-                        _mm256_mul_ps(dl, a[n + 3]),
-                    ]);
+                    let d4 = decays_x4(dl, &a[n..n + 4]);
                     for k in 0..4 {
                         let acc = if k % 2 == 0 { &mut acc0 } else { &mut acc1 };
                         *acc = state_update(
@@ -399,6 +394,18 @@ pub(super) fn exp2_nonpositive(x: __m256) -> __m256 {
         p = _mm256_fmadd_ps(p, f, splat(c));
     }
     _mm256_mul_ps(p, pow2_of_rounded(kr))
+}
+
+/// The decays `2^(dt A log2 e)` of four consecutive states, `a_log2e` their `A log2 e`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn decays_x4(dt: __m256, a_log2e: &[__m256]) -> [__m256; 4] {
+    exp2_nonpositive_x4([
+        _mm256_mul_ps(dt, a_log2e[0]),
+        _mm256_mul_ps(dt, a_log2e[1]),
+        _mm256_mul_ps(dt, a_log2e[2]),
+        _mm256_mul_ps(dt, a_log2e[3]),
+    ])
 }
 
 /// [`exp2_nonpositive`] of four vectors, written stage by stage across the four: each

@@ -30,9 +30,7 @@ use rayon::prelude::*;
 
 use super::gemm::SendPtr;
 use super::scan::{reduce_partials, ScanDims, ScanGrads, ScanInputs};
-use super::scan_avx2::{
-    exp, exp2_nonpositive, exp2_nonpositive_x4, lanes, splat, state_count, LANES,
-};
+use super::scan_avx2::{decays_x4, exp, exp2_nonpositive, lanes, splat, state_count, LANES};
 
 /// 8-channel blocks per task: whole rows up to `Di = 768`, so that the copies of a
 /// chunk's rows read memory in one sequential stream. With 12 blocks (384 of every 3072
@@ -381,13 +379,7 @@ unsafe fn recompute<const FIXED: usize>(
             };
             let mut n = 0;
             while n + 4 <= ns {
-                let d4 = exp2_nonpositive_x4([
-                    _mm256_mul_ps(dl, a[n]),
-                    _mm256_mul_ps(dl, a[n + 1]),
-                    _mm256_mul_ps(dl, a[n + 2]),
-                    _mm256_mul_ps(dl, a[n + 3]),
-                ]);
-                for (k, decay) in d4.into_iter().enumerate() {
+                for (k, decay) in decays_x4(dl, &a[n..n + 4]).into_iter().enumerate() {
                     update(n + k, decay);
                 }
                 n += 4;
