@@ -320,7 +320,10 @@ fn main() {
                     .forward_train_with(&input, batch, len, &mut buffers)
                     .unwrap();
                 let (gx, grads) = p.backward_with(tape, &out, &mut buffers).unwrap();
-                std::hint::black_box((gx, grads, out));
+                std::hint::black_box((&gx, &grads, &out));
+                // Handed back once used, as the trainer does.
+                buffers.recycle(gx);
+                buffers.recycle(out);
                 added = added.max(PEAK.load(Ordering::Relaxed) - base);
             })
         });

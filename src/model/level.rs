@@ -234,12 +234,14 @@ impl<T: Float> LevelParams<T> {
                 self.predictor
                     .backward_with(tape, g, &mut bufs.borrow_mut())
             },
+            |used| bufs.borrow_mut().recycle(used),
         )
     }
 
     /// [`LevelParams::train_step`] with the predictor's training forward and backward
     /// done by `forward` and `backward` (a GPU copy of this level's predictor, whose tape
-    /// type is its own).
+    /// type is its own). `recycle` receives their output and input gradient once used
+    /// (the CPU path hands them back to its [`TrainBuffers`]; others drop them).
     #[allow(clippy::too_many_arguments)]
     pub fn train_step_with<Tp>(
         &self,
@@ -250,6 +252,7 @@ impl<T: Float> LevelParams<T> {
         detach_target: bool,
         forward: impl FnOnce(&[T], usize, usize) -> Result<(Vec<T>, Tp)>,
         backward: impl FnOnce(Tp, &[T]) -> Result<(Vec<T>, Gradients<T>)>,
+        mut recycle: impl FnMut(Vec<T>),
     ) -> Result<(Vec<T>, LevelGradients<T>)> {
         let c = self.channels;
         let len = scans.len();
@@ -261,7 +264,7 @@ impl<T: Float> LevelParams<T> {
         let (outputs, tape) = forward(&seqs, batch * dirs.len(), len)?;
         drop(seqs);
         let residuals = into_residuals(self.unscan(scans, &outputs, batch), &adapted);
-        drop(outputs);
+        recycle(outputs);
         let maps = squared_norms(&residuals, c);
 
         // d/d(pred) of g * ||pred - adapted||^2 = 2 g (pred - adapted).
@@ -298,6 +301,7 @@ impl<T: Float> LevelParams<T> {
                 );
             }
         }
+        recycle(d_seqs);
 
         // F^ = F + F W^T + b with F frozen: dW = dF^^T F, db = sum over tokens of dF^.
         let rows = batch * len;
@@ -644,5 +648,54 @@ mod tests {
             p.adapt(&p.to_token_major(&feats, 1, 30), 30),
             p.to_token_major(&feats, 1, 30)
         );
+    }
+
+    /// Steps that share their buffers, the predictor's output and input gradient handed
+    /// back after each, give bit for bit what steps with fresh buffers give: no step reads
+    /// what an earlier one left in a recycled buffer.
+    #[test]
+    fn recycled_training_buffers_change_no_result() {
+        let c = 3;
+        let p = level(c, 21).cast::<f32>();
+        let mut kept = TrainBuffers::default();
+        // Changing grids and batches, so recycled buffers of other sizes get reused.
+        for (step, (h, w, batch)) in [(4, 5, 2), (5, 4, 1), (4, 5, 2), (3, 3, 1)]
+            .into_iter()
+            .enumerate()
+        {
+            let scans = Scans::new(h, w, 1).unwrap();
+            let feats: Vec<f32> = random(batch * c * h * w, 30 + step as u64, 1.0)
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            let g: Vec<f32> = random(batch * h * w, 40 + step as u64, 1.0)
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            let fresh = p
+                .train_step(
+                    &scans,
+                    &feats,
+                    batch,
+                    &g,
+                    false,
+                    &mut TrainBuffers::default(),
+                )
+                .unwrap();
+            let reused = p
+                .train_step(&scans, &feats, batch, &g, false, &mut kept)
+                .unwrap();
+            assert_eq!(fresh.0, reused.0, "maps, step {step}");
+            let (a, b) = (&fresh.1, &reused.1);
+            assert_eq!(a.adapter_weight, b.adapter_weight, "step {step}");
+            assert_eq!(a.adapter_bias, b.adapter_bias, "step {step}");
+            assert_eq!(a.bos, b.bos, "step {step}");
+            assert_eq!(
+                format!("{:?}", a.predictor),
+                format!("{:?}", b.predictor),
+                "step {step}"
+            );
+        }
+        assert!(kept.bytes() > 0, "the buffers were kept");
     }
 }

@@ -117,6 +117,14 @@ impl<T: Float> TrainBuffers<T> {
         v
     }
 
+    /// Hands back a buffer that a training step returned (the forward's output, the
+    /// backward's input gradient) once the caller is done with it, so that the next step
+    /// reuses it instead of faulting in fresh pages: dropped, each came back as a new
+    /// allocation every step.
+    pub fn recycle(&mut self, v: Vec<T>) {
+        self.give(v);
+    }
+
     /// Keeps `v` for a later [`TrainBuffers::take`] (beyond [`MAX_KEPT`] buffers, the
     /// smallest is dropped).
     pub(crate) fn give(&mut self, v: Vec<T>) {

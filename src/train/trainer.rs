@@ -267,6 +267,7 @@ impl Model {
                                 detach,
                                 |s, bb, l| gp.forward_train(s, bb, l),
                                 |tape, d| gp.backward_host(&tape, d),
+                                drop,
                             )
                         }
                         None => level.train_step(
