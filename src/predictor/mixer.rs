@@ -48,7 +48,7 @@ impl<T: Float> LayerTape<T> {
         for v in [
             self.input, self.rstd, self.xz, self.u, self.xdbl, self.delta, self.ckpt,
         ] {
-            bufs.give(v);
+            bufs.recycle(v);
         }
     }
 }
@@ -442,10 +442,10 @@ pub fn forward_train<T: Float>(
     };
     pre_scan(cfg, p, &x, len, &mut b);
     run_scan(cfg, p, &s, &mut b, Some(&mut y), Some(&mut ckpt));
-    bufs.give(normed);
+    bufs.recycle(normed);
     let mut out = bufs.take_copy(&x);
     linear(rows, di, c, &y, di, &p.out_proj, T::ONE, &mut out, c);
-    bufs.give(y);
+    bufs.recycle(y);
     let tape = LayerTape {
         input: x,
         rstd,
@@ -511,7 +511,7 @@ pub fn backward<T: Float>(
     );
     let y = gy;
     linear_grad_weight(rows, c, di, g, c, &y, di, T::ONE, &mut grads.out_proj);
-    bufs.give(y);
+    bufs.recycle(y);
     // dt_proj (the scan already went through the softplus and summed the bias grad).
     linear_grad_input(
         rows,
@@ -535,7 +535,7 @@ pub fn backward<T: Float>(
         T::ONE,
         &mut grads.dt_proj_weight,
     );
-    bufs.give(gdelta);
+    bufs.recycle(gdelta);
     debug_assert_eq!(sx, r + 2 * ns);
     // x_proj.
     linear_grad_input(rows, sx, di, &gxdbl, sx, &p.x_proj, T::ONE, &mut gu, di);
@@ -550,7 +550,7 @@ pub fn backward<T: Float>(
         T::ONE,
         &mut grads.x_proj,
     );
-    bufs.give(gxdbl);
+    bufs.recycle(gxdbl);
     // conv + SiLU: dL/dx into the x half of gxz.
     conv::backward(
         &tape.xz,
@@ -565,7 +565,7 @@ pub fn backward<T: Float>(
         &mut grads.conv_weight,
         &mut grads.conv_bias,
     );
-    bufs.give(gu);
+    bufs.recycle(gu);
     // in_proj, with the normalised input recomputed rather than stored.
     let mut normed = bufs.take(rows * c);
     rmsnorm::forward(&tape.input, &p.norm_weight, c, &mut normed, None);
@@ -592,7 +592,7 @@ pub fn backward<T: Float>(
         &mut gnormed,
         c,
     );
-    bufs.give(gxz);
+    bufs.recycle(gxz);
     // RMSNorm, adding into the residual gradient already in g.
     rmsnorm::backward(
         &tape.input,
@@ -603,5 +603,5 @@ pub fn backward<T: Float>(
         g,
         &mut grads.norm_weight,
     );
-    bufs.give(gnormed);
+    bufs.recycle(gnormed);
 }

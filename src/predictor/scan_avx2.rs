@@ -24,6 +24,7 @@ use std::arch::x86_64::*;
 use rayon::prelude::*;
 
 use super::gemm::SendPtr;
+use super::prefetch::prefetch_lines;
 use super::scan::ScanDims;
 
 /// Channels per task: one AVX2 vector of `f32`.
@@ -326,14 +327,8 @@ fn prefetch_row(s: &ScanDims, inp: &Inputs, out: Out, row: usize, blocks: &std::
     let (first, end) = (blocks.start * LANES, blocks.end * LANES);
     let z_row = inp.z_rows.map_or(row, |zr| zr[row] as usize);
     let di = s.d_inner;
-    // Prefetches never fault, so the addresses need not be checked; they are inside the
-    // buffers anyway (row < rows).
-    let lines = |base: *const f32| {
-        for k in (first..end).step_by(16) {
-            _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(k).cast());
-        }
-        _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(end - 1).cast());
-    };
+    // Inside the buffers (row < rows); see `prefetch_lines`.
+    let lines = |base: *const f32| prefetch_lines(base.wrapping_add(first), end - first);
     lines(out.u.wrapping_add(row * di));
     lines(inp.z.as_ptr().wrapping_add(z_row * inp.ld_z));
     if let Delta::Stored(dl) = inp.delta {
@@ -381,20 +376,32 @@ fn exp_nonpositive(x: __m256) -> __m256 {
 /// [`super::float::exp_f32_with`] with 5 fewer multiply-adds.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-// The fitted linear coefficient sits next to ln 2, and is not it.
-#[allow(clippy::approx_constant)]
 pub(super) fn exp2_nonpositive(x: __m256) -> __m256 {
-    const ROUND: f32 = 12_582_912.0;
-    // 2^-126 is f32's smallest normal; below it the decay reads 1e-38 (as `exp` does).
-    let x = _mm256_max_ps(x, splat(-126.0));
-    let kr = _mm256_add_ps(x, splat(ROUND));
-    let f = _mm256_sub_ps(x, _mm256_sub_ps(kr, splat(ROUND)));
-    let mut p = splat(1.326_472_7e-3);
-    for c in [9.671_513e-3, 5.550_733_6e-2, 2.402_224_2e-1, 0.693_147, 1.0] {
-        p = _mm256_fmadd_ps(p, f, splat(c));
+    let x = _mm256_max_ps(x, splat(EXP2_MIN));
+    let kr = _mm256_add_ps(x, splat(EXP2_ROUND));
+    let f = _mm256_sub_ps(x, _mm256_sub_ps(kr, splat(EXP2_ROUND)));
+    let mut p = splat(EXP2_POLY[0]);
+    for c in &EXP2_POLY[1..] {
+        p = _mm256_fmadd_ps(p, f, splat(*c));
     }
     _mm256_mul_ps(p, pow2_of_rounded(kr))
 }
+
+/// `1.5 * 2^23`: adding it rounds to an integer kept in the low mantissa bits.
+const EXP2_ROUND: f32 = 12_582_912.0;
+/// 2^-126 is f32's smallest normal; below it the decay reads 1e-38 (as `exp` does).
+const EXP2_MIN: f32 = -126.0;
+/// The degree-5 polynomial for `2^f` on `[-1/2, 1/2]`, highest degree first.
+// The fitted linear coefficient sits next to ln 2, and is not it.
+#[allow(clippy::approx_constant)]
+const EXP2_POLY: [f32; 6] = [
+    1.326_472_7e-3,
+    9.671_513e-3,
+    5.550_733_6e-2,
+    2.402_224_2e-1,
+    0.693_147,
+    1.0,
+];
 
 /// The decays `2^(dt A log2 e)` of four consecutive states, `a_log2e` their `A log2 e`.
 #[inline]
@@ -415,26 +422,24 @@ pub(super) fn decays_x4(dt: __m256, a_log2e: &[__m256]) -> [__m256; 4] {
 /// still about twice its instruction count's bound, for reasons not found).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::approx_constant)]
 fn exp2_nonpositive_x4(mut x: [__m256; 4]) -> [__m256; 4] {
     // Plain loops over the four: closures (`map`) do not inherit the target features and
     // were called, not inlined.
-    const ROUND: f32 = 12_582_912.0;
     let mut kr = [_mm256_setzero_ps(); 4];
     let mut f = [_mm256_setzero_ps(); 4];
     for v in x.iter_mut() {
-        *v = _mm256_max_ps(*v, splat(-126.0));
+        *v = _mm256_max_ps(*v, splat(EXP2_MIN));
     }
     for i in 0..4 {
-        kr[i] = _mm256_add_ps(x[i], splat(ROUND));
+        kr[i] = _mm256_add_ps(x[i], splat(EXP2_ROUND));
     }
     for i in 0..4 {
-        f[i] = _mm256_sub_ps(x[i], _mm256_sub_ps(kr[i], splat(ROUND)));
+        f[i] = _mm256_sub_ps(x[i], _mm256_sub_ps(kr[i], splat(EXP2_ROUND)));
     }
-    let mut p = [splat(1.326_472_7e-3); 4];
-    for c in [9.671_513e-3, 5.550_733_6e-2, 2.402_224_2e-1, 0.693_147, 1.0] {
+    let mut p = [splat(EXP2_POLY[0]); 4];
+    for c in &EXP2_POLY[1..] {
         for i in 0..4 {
-            p[i] = _mm256_fmadd_ps(p[i], f[i], splat(c));
+            p[i] = _mm256_fmadd_ps(p[i], f[i], splat(*c));
         }
     }
     for i in 0..4 {

@@ -117,17 +117,12 @@ impl<T: Float> TrainBuffers<T> {
         v
     }
 
-    /// Hands back a buffer that a training step returned (the forward's output, the
-    /// backward's input gradient) once the caller is done with it, so that the next step
-    /// reuses it instead of faulting in fresh pages: dropped, each came back as a new
-    /// allocation every step.
+    /// Keeps `v` for a later step's buffers (beyond 64 kept buffers, the smallest is
+    /// dropped). Callers hand back what a training step returned (the
+    /// forward's output, the backward's input gradient) once done with it, so that the
+    /// next step reuses it instead of faulting in fresh pages: dropped, each came back as
+    /// a new allocation every step.
     pub fn recycle(&mut self, v: Vec<T>) {
-        self.give(v);
-    }
-
-    /// Keeps `v` for a later [`TrainBuffers::take`] (beyond [`MAX_KEPT`] buffers, the
-    /// smallest is dropped).
-    pub(crate) fn give(&mut self, v: Vec<T>) {
         if v.capacity() == 0 {
             return;
         }
@@ -151,8 +146,8 @@ mod tests {
         let big = bufs.take(100);
         let small = bufs.take(10);
         let (big_ptr, small_ptr) = (big.as_ptr(), small.as_ptr());
-        bufs.give(big);
-        bufs.give(small);
+        bufs.recycle(big);
+        bufs.recycle(small);
         assert_eq!(bufs.bytes(), 110 * 4);
         // 8 values fit both: the smaller comes back, at the length asked.
         let a = bufs.take(8);
@@ -164,7 +159,7 @@ mod tests {
         assert_eq!(c.len(), 200);
         assert_eq!(bufs.bytes(), 0);
         // A shortened buffer grows back within its allocation.
-        bufs.give(b);
+        bufs.recycle(b);
         let d = bufs.take(100);
         assert_eq!((d.as_ptr(), d.len()), (big_ptr, 100));
         let copy = bufs.take_copy(&[1.0, 2.0]);
@@ -175,7 +170,7 @@ mod tests {
     fn train_buffers_keep_a_bounded_number() {
         let mut bufs = TrainBuffers::<f32>::default();
         for n in 1..=MAX_KEPT + 5 {
-            bufs.give(vec![0.0; n]);
+            bufs.recycle(vec![0.0; n]);
         }
         // The five smallest went.
         let kept: usize = (6..=MAX_KEPT + 5).sum();
