@@ -115,6 +115,7 @@ impl<T: Float> Tape<T> {
         let per = |l: &mixer::LayerTape<T>| {
             l.input.len()
                 + l.rstd.len()
+                + l.normed.len()
                 + l.xz.len()
                 + l.u.len()
                 + l.xdbl.len()
