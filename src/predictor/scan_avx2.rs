@@ -237,6 +237,7 @@ unsafe fn run_blocks<const FIXED: usize>(
     let (di, ns, r) = (s.d_inner, state_count::<FIXED>(s), s.b_offset);
     let c = block_consts(s, inp, &blocks);
     let mut h = vec![_mm256_setzero_ps(); blocks.len() * ns];
+    let mut dts = vec![_mm256_setzero_ps(); blocks.len()];
     let xdbl = inp.xdbl.as_ptr();
     for t in 0..s.len {
         let row = b * s.len + t;
@@ -258,13 +259,15 @@ unsafe fn run_blocks<const FIXED: usize>(
         // SAFETY: row < rows, so the row of x_dbl is inside the buffer checked in
         // `forward_raw`.
         let xr = unsafe { xdbl.add(row * s.ld_xdbl) };
-        for (j, hb) in h.chunks_exact_mut(ns).enumerate() {
-            let d0 = (blocks.start + j) * LANES;
-            let off = row * di + d0;
-            // SAFETY: the 8 columns at `off` (and at the same columns of z's row) are
-            // inside the buffers checked in `forward_raw`.
+        // The step's `dt` of every block first: computed at the start of each block's
+        // state updates, its softplus (a chain of some 40 dependent operations) held up
+        // the block's decays and states.
+        for (j, dl) in dts.iter_mut().enumerate() {
+            let off = row * di + (blocks.start + j) * LANES;
+            // SAFETY: the 8 columns at `off` are inside the buffers checked in
+            // `forward_raw`; the row of x_dbl holds the R values read.
             unsafe {
-                let dl = match inp.delta {
+                *dl = match inp.delta {
                     Delta::Stored(dl) => _mm256_loadu_ps(dl.as_ptr().add(off)),
                     Delta::LowRank { .. } => {
                         let mut raw = c.dt_bias[j];
@@ -278,6 +281,15 @@ unsafe fn run_blocks<const FIXED: usize>(
                         dl
                     }
                 };
+            }
+        }
+        for (j, hb) in h.chunks_exact_mut(ns).enumerate() {
+            let d0 = (blocks.start + j) * LANES;
+            let off = row * di + d0;
+            // SAFETY: the 8 columns at `off` (and at the same columns of z's row) are
+            // inside the buffers checked in `forward_raw`.
+            unsafe {
+                let dl = dts[j];
                 let uu = _mm256_loadu_ps(out.u.add(off));
                 let du = _mm256_mul_ps(dl, uu);
                 let (bp, cp) = (xr.add(r), xr.add(r + ns));
