@@ -18,11 +18,13 @@
 //! `backward_with`, `TrainBuffers` kept from step to step); with fresh buffers both
 //! timed the kernel faulting in new pages. The kept buffers count in figure 3.
 //!
-//! Measured 2026-11-29 on the 2-core AVX2 development machine, after the AVX2 scan
-//! backward with packed rows: ratio 1 = 0.94, ratio 2 = 3.14 in wall and 3.02 in CPU
-//! time, peak +808 MB; forward 584 ms, training step 1.83 s. (Earlier that day, both with
-//! fresh buffers and the portable backward: 0.69, 2.99 / 3.29, 740 MB, forward 690 ms:
-//! the fresh forward paid more for its page faults than the step's share of them.)
+//! Measured 2026-11-29 on the 2-core AVX2 development machine, three runs at b7c25c8:
+//! ratio 1 = 0.95-1.04, ratio 2 = 2.92-2.99 in wall and 2.88-3.01 in CPU time, peak +808
+//! MB; forward 577-680 ms, training step 1.72-1.95 s. (Earlier that day, before the
+//! step's copies, partial sums and RMSNorm recomputation were taken out: 3.10-3.14 /
+//! 3.04-3.09; before that, with fresh buffers and the portable backward: 0.69, 2.99 /
+//! 3.29, 740 MB, forward 690 ms: the fresh forward paid more for its page faults than the
+//! step's share of them.)
 //!
 //! Run: `cargo bench --bench predictor`. ONNX Runtime comes from `ORT_DYLIB_PATH`, else
 //! from `.deps/venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.*`.

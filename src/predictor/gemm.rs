@@ -134,8 +134,8 @@ pub fn gemm<T: Float>(
                 part
             })
             .collect();
-        // Rows in parallel (at in_proj's shape ten partials of 1536 x 384 values: a few
-        // ms on one core), each element summed in partial order.
+        // Rows in parallel (at in_proj's shape ten partials of 1536 x 384 values, 5.9
+        // million additions), each element summed in partial order.
         c.par_chunks_mut(ldc)
             .take(m)
             .enumerate()

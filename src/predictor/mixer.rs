@@ -31,8 +31,8 @@ pub struct LayerTape<T> {
     /// `1 / rms` per token.
     pub rstd: Vec<T>,
     /// The normalised input, `[rows, C]`: in_proj's weight gradient reads it. Kept
-    /// rather than recomputed in the backward (a pass over the block's input, about 10 ms
-    /// of a training step at the paper's grid, for `rows x C` floats, 33 MB there).
+    /// rather than recomputed in the backward: a pass over the block's input saved per
+    /// step, for `rows x C` floats (33 MB at the paper's grid).
     pub normed: Vec<T>,
     /// in_proj output `x | z`, `[rows, 2 Di]`.
     pub xz: Vec<T>,
