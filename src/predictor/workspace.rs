@@ -125,8 +125,8 @@ impl<T: Float> TrainBuffers<T> {
         v
     }
 
-    /// Keeps `v` for a later step's buffers (beyond 64 kept buffers, the smallest is
-    /// dropped). Callers hand back what a training step returned (the
+    /// Keeps `v` for a later step's buffers (beyond a bounded number of kept buffers,
+    /// `MAX_KEPT`, the smallest is dropped). Callers hand back what a training step returned (the
     /// forward's output, the backward's input gradient) once done with it, so that the
     /// next step reuses it instead of faulting in fresh pages: dropped, each came back as
     /// a new allocation every step.
