@@ -7,6 +7,8 @@
 //! gated `y [rows, Di]`; out_proj adds `[rows, C]` to the residual stream.
 
 use super::config::PredictorConfig;
+#[cfg(target_arch = "x86_64")]
+use super::conv_project_avx2::ConvProject;
 use super::float::{as_f32, as_f32_mut, multiversion, softplus, Float};
 use super::gemm::{linear, linear_grad_input, linear_grad_weight};
 use super::prefetch::prefetch_read;
@@ -357,19 +359,39 @@ pub fn forward_orderings<T: Float>(
         len * di,
     ]);
     project_in(cfg, p, tokens, normed, rstd, xz);
-    conv::forward_gathered(
-        xz,
-        2 * di,
-        &inputs,
-        &p.conv_weight,
-        &p.conv_bias,
-        len,
-        cfg.d_conv,
-        u,
-    );
-    linear(rows, di, sx, u, di, &p.x_proj, T::ZERO, xdbl, sx);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        conv::forward_gathered(
+            xz,
+            2 * di,
+            &inputs,
+            &p.conv_weight,
+            &p.conv_bias,
+            len,
+            cfg.d_conv,
+            u,
+        );
+        linear(rows, di, sx, u, di, &p.x_proj, T::ZERO, xdbl, sx);
+    }
     #[cfg(target_arch = "x86_64")]
     {
+        fn f32s<T: Float>(v: &[T]) -> &[f32] {
+            as_f32(v).expect("T is f32")
+        }
+        let conv_project = ConvProject::new(
+            f32s(&p.conv_weight),
+            f32s(&p.conv_bias),
+            cfg.d_conv,
+            f32s(&p.x_proj),
+        );
+        conv_project.forward_gathered(
+            f32s(xz),
+            2 * di,
+            &inputs,
+            len,
+            as_f32_mut(u).expect("T is f32"),
+            as_f32_mut(xdbl).expect("T is f32"),
+        );
         let fast = fused_inputs(cfg, p, xdbl, xz, Some(&inputs));
         let u = as_f32_mut(u).expect("T is f32").as_mut_ptr();
         // SAFETY: `u` holds rows * Di elements and is exclusively borrowed; each element

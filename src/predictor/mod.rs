@@ -70,6 +70,8 @@
 
 mod config;
 pub mod conv;
+#[cfg(target_arch = "x86_64")]
+pub mod conv_project_avx2;
 pub mod float;
 pub mod gemm;
 pub mod init;

@@ -1,0 +1,272 @@
+//! The scoring forward's causal convolution, SiLU and `x_proj` in one pass over the rows,
+//! in `f32` on AVX2 + FMA.
+//!
+//! Apart, the generic convolution ran at about 60 cycles per 8 channels (its SiLU through
+//! the portable exponential, one vector's chain of dependent operations at a time) and
+//! the narrow `x_proj` product (35 or 39 columns at the Lite0 levels) spent as long
+//! packing as multiplying: in a scratch program at the stride-8 level (Di 80, 4 x 16384
+//! gathered rows, 2 threads) 6.7-8.1 + 6.5-7.4 ms, fused 9.7-10.7 ms; stride 16 (Di 224,
+//! 4 x 4096 rows) 8.9-10.1 ms, fused 7.6-8.0 ms. Here a task walks consecutive rows: the
+//! convolution's source rows are in L1 from the rows before, each row's `u` is projected
+//! while it is still in L1, and the projection broadcasts `u`'s values against
+//! `x_proj`'s transposed rows, every output one accumulator over the channels in order.
+
+#![cfg(target_arch = "x86_64")]
+
+use std::arch::x86_64::*;
+
+use rayon::prelude::*;
+
+use super::gemm::SendPtr;
+use super::prefetch::prefetch_read;
+use super::scan_avx2::{silu, LANES};
+
+/// Rows per task: enough that the three rows before a task's first are the only ones read
+/// twice, few enough that the tasks balance.
+const ROWS_PER_TASK: usize = 64;
+
+/// Gathered rows ahead of the current one whose source row is prefetched.
+const PREFETCH_ROWS: usize = 4;
+
+/// Output vectors of `x_proj` one pass over a row's channels accumulates (registers).
+const GROUP: usize = 6;
+
+/// The layer's weights in the layouts the kernel reads.
+pub struct ConvProject {
+    di: usize,
+    kw: usize,
+    sx: usize,
+    /// conv1d.weight transposed, `[kw, Di]`.
+    conv_weight: Vec<f32>,
+    /// conv1d.bias, `[Di]`.
+    conv_bias: Vec<f32>,
+    /// x_proj.weight transposed and padded, `[Di, sx_pad]`, `sx_pad` a multiple of 8.
+    x_proj_t: Vec<f32>,
+}
+
+/// Whether the kernel runs here: AVX2 and FMA, and `di` a whole number of vectors.
+pub fn applies(d_inner: usize) -> bool {
+    super::scan_avx2::applies(d_inner)
+}
+
+impl ConvProject {
+    /// From conv1d's `[Di, 1, kw]` weight and `[Di]` bias and x_proj's `[sx, Di]` weight.
+    pub fn new(conv_weight: &[f32], conv_bias: &[f32], kw: usize, x_proj: &[f32]) -> Self {
+        let di = conv_bias.len();
+        assert!(kw >= 1 && conv_weight.len() == di * kw && di % LANES == 0);
+        assert!(!x_proj.is_empty() && x_proj.len() % di == 0);
+        let sx = x_proj.len() / di;
+        let sx_pad = sx.next_multiple_of(LANES);
+        let mut wt = vec![0f32; kw * di];
+        for d in 0..di {
+            for k in 0..kw {
+                wt[k * di + d] = conv_weight[d * kw + k];
+            }
+        }
+        let mut xt = vec![0f32; di * sx_pad];
+        for j in 0..sx {
+            for d in 0..di {
+                xt[d * sx_pad + j] = x_proj[j * di + d];
+            }
+        }
+        ConvProject {
+            di,
+            kw,
+            sx,
+            conv_weight: wt,
+            conv_bias: conv_bias.to_vec(),
+            x_proj_t: xt,
+        }
+    }
+
+    /// `u = silu(conv(x) + bias)` and `x_dbl = u x_proj^T` for sequences of `len` rows
+    /// whose row `r` reads row `rows[r]` of `x` (row stride `ldx`, the x half of
+    /// in_proj's output): `u` is `[rows, Di]`, `xdbl` `[rows, sx]`. As
+    /// [`super::conv::forward_gathered`] followed by [`super::gemm::linear`], up to
+    /// rounding.
+    ///
+    /// # Panics
+    /// On sizes that do not fit, or where [`applies`] does not hold.
+    pub fn forward_gathered(
+        &self,
+        x: &[f32],
+        ldx: usize,
+        rows: &[u32],
+        len: usize,
+        u: &mut [f32],
+        xdbl: &mut [f32],
+    ) {
+        let (di, sx) = (self.di, self.sx);
+        assert!(
+            applies(di),
+            "the fused convolution needs AVX2, FMA and Di % 8 == 0"
+        );
+        assert!(len > 0 && rows.len() % len == 0 && ldx >= di);
+        assert!(u.len() == rows.len() * di && xdbl.len() == rows.len() * sx);
+        assert!(rows.iter().all(|&r| r as usize * ldx + di <= x.len()));
+        let xdbl_ptr = SendPtr(xdbl.as_mut_ptr());
+        u.par_chunks_mut(ROWS_PER_TASK * di)
+            .enumerate()
+            .for_each(|(task, u_rows)| {
+                let first = task * ROWS_PER_TASK;
+                for (i, ur) in u_rows.chunks_exact_mut(di).enumerate() {
+                    let row = first + i;
+                    if let Some(&ahead) = rows.get(row + PREFETCH_ROWS) {
+                        prefetch_read(x, ahead as usize * ldx, di);
+                    }
+                    // SAFETY: features checked above; every source row was checked to
+                    // lie inside `x`; this task alone writes row `row` of `xdbl`, which
+                    // holds `rows.len() * sx` values.
+                    unsafe {
+                        self.conv_row(x, ldx, rows, row, row % len, ur);
+                        let out = std::slice::from_raw_parts_mut(xdbl_ptr.get().add(row * sx), sx);
+                        self.project_row(ur, out);
+                    }
+                }
+            });
+    }
+
+    /// One row of `u`: the row at sequence position `t` reads rows `row - kw + 1 ..= row`
+    /// (those before the sequence's start are the zero padding). The pre-activations of
+    /// the whole row first, then the SiLU over them: with both in one pass per vector,
+    /// each vector's chain of dependent operations (4 multiply-adds, the exponential,
+    /// a division) ran nearly alone, at 60-90 cycles a vector (`perf annotate`).
+    #[target_feature(enable = "avx2,fma")]
+    fn conv_row(&self, x: &[f32], ldx: usize, rows: &[u32], row: usize, t: usize, ur: &mut [f32]) {
+        let (di, kw) = (self.di, self.kw);
+        ur.copy_from_slice(&self.conv_bias);
+        for k in (kw - 1).saturating_sub(t)..kw {
+            let src = &x[rows[row + k + 1 - kw] as usize * ldx..][..di];
+            let w = &self.conv_weight[k * di..(k + 1) * di];
+            for d0 in (0..di).step_by(LANES) {
+                // SAFETY: d0 + 8 <= di, the length of all three slices.
+                unsafe {
+                    let acc = _mm256_loadu_ps(ur.as_ptr().add(d0));
+                    let wv = _mm256_loadu_ps(w.as_ptr().add(d0));
+                    let xv = _mm256_loadu_ps(src.as_ptr().add(d0));
+                    _mm256_storeu_ps(ur.as_mut_ptr().add(d0), _mm256_fmadd_ps(wv, xv, acc));
+                }
+            }
+        }
+        for d0 in (0..di).step_by(LANES) {
+            // SAFETY: d0 + 8 <= di.
+            unsafe {
+                let pre = _mm256_loadu_ps(ur.as_ptr().add(d0));
+                _mm256_storeu_ps(ur.as_mut_ptr().add(d0), silu(pre));
+            }
+        }
+    }
+
+    /// `out = ur x_proj^T`, up to `GROUP` output vectors per pass over `ur`.
+    #[target_feature(enable = "avx2,fma")]
+    fn project_row(&self, ur: &[f32], out: &mut [f32]) {
+        let vectors = self.x_proj_t.len() / self.di / LANES;
+        let mut v0 = 0;
+        while v0 < vectors {
+            let n = (vectors - v0).min(GROUP);
+            let mut lanes = [0f32; GROUP * LANES];
+            // SAFETY: v0 + n vectors fit in a row of x_proj_t.
+            unsafe {
+                match n {
+                    6 => self.project_group::<6>(ur, v0, &mut lanes),
+                    5 => self.project_group::<5>(ur, v0, &mut lanes),
+                    4 => self.project_group::<4>(ur, v0, &mut lanes),
+                    3 => self.project_group::<3>(ur, v0, &mut lanes),
+                    2 => self.project_group::<2>(ur, v0, &mut lanes),
+                    _ => self.project_group::<1>(ur, v0, &mut lanes),
+                }
+            }
+            let (col, end) = (v0 * LANES, ((v0 + n) * LANES).min(self.sx));
+            out[col..end].copy_from_slice(&lanes[..end - col]);
+            v0 += n;
+        }
+    }
+
+    /// Output vectors `v0 .. v0 + G` of `ur x_proj^T` into `lanes`: a fixed count, so the
+    /// accumulators stay in registers.
+    ///
+    /// # Safety
+    /// `(v0 + G) * 8` must not exceed a row of `x_proj_t`; `G <= GROUP`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn project_group<const G: usize>(&self, ur: &[f32], v0: usize, lanes: &mut [f32]) {
+        let sx_pad = self.x_proj_t.len() / self.di;
+        let mut acc = [_mm256_setzero_ps(); G];
+        // SAFETY: the caller's contract; `ur` has Di values, x_proj_t Di rows.
+        unsafe {
+            let wp = self.x_proj_t.as_ptr().add(v0 * LANES);
+            for (d, &ud) in ur.iter().enumerate() {
+                let b = _mm256_set1_ps(ud);
+                let w = wp.add(d * sx_pad);
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(b, _mm256_loadu_ps(w.add(j * LANES)), *a);
+                }
+            }
+            for (j, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(lanes.as_mut_ptr().add(j * LANES), *a);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::predictor::conv;
+    use crate::predictor::gemm::linear;
+    use crate::predictor::rng::SplitMix64;
+
+    fn random(n: usize, rng: &mut SplitMix64) -> Vec<f32> {
+        (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect()
+    }
+
+    /// The fused pass against the convolution and the product it replaces, on gathered
+    /// rows in several orders, with `x_proj` widths below, at and above one group of
+    /// output vectors and not a multiple of 8.
+    #[test]
+    fn fused_pass_matches_conv_then_projection() {
+        if !applies(LANES) {
+            eprintln!("skipped: this CPU lacks AVX2/FMA");
+            return;
+        }
+        let mut rng = SplitMix64::new(5);
+        for &(di, sx, kw, len, seqs) in &[
+            (8, 3, 4, 5, 1),
+            (16, 35, 4, 13, 3),
+            (80, 35, 4, 40, 4),
+            (24, 49, 2, 9, 2),
+            (32, 57, 1, 7, 2),
+            (8, 96, 3, 2, 4),
+        ] {
+            let tokens = len + 1;
+            let ldx = 2 * di + 3;
+            let x = random(tokens * ldx, &mut rng);
+            let w = random(di * kw, &mut rng);
+            let bias = random(di, &mut rng);
+            let x_proj = random(sx * di, &mut rng);
+            // Sequence s reads the tokens in a rotated, partly reversed order.
+            let rows: Vec<u32> = (0..seqs)
+                .flat_map(|s| {
+                    (0..len).map(move |l| {
+                        let i = (l * (2 * s + 1) + s) % tokens;
+                        (if s % 2 == 1 { tokens - 1 - i } else { i }) as u32
+                    })
+                })
+                .collect();
+            let n = rows.len();
+            let (mut u_want, mut xdbl_want) = (vec![0f32; n * di], vec![0f32; n * sx]);
+            conv::forward_gathered(&x, ldx, &rows, &w, &bias, len, kw, &mut u_want);
+            linear(n, di, sx, &u_want, di, &x_proj, 0.0, &mut xdbl_want, sx);
+            let (mut u, mut xdbl) = (vec![f32::NAN; n * di], vec![f32::NAN; n * sx]);
+            ConvProject::new(&w, &bias, kw, &x_proj)
+                .forward_gathered(&x, ldx, &rows, len, &mut u, &mut xdbl);
+            for (what, got, want) in [("u", &u, &u_want), ("x_dbl", &xdbl, &xdbl_want)] {
+                for (i, (g, e)) in got.iter().zip(want.iter()).enumerate() {
+                    assert!(
+                        (g - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                        "{what}[{i}] (Di {di}, sx {sx}, kw {kw}): {g} vs {e}"
+                    );
+                }
+            }
+        }
+    }
+}
