@@ -20,7 +20,10 @@
 //!
 //! Measured 2026-11-29 on the 2-core AVX2 development machine, three runs at b7c25c8:
 //! ratio 1 = 0.95-1.04, ratio 2 = 2.92-2.99 in wall and 2.88-3.01 in CPU time, peak +808
-//! MB; forward 577-680 ms, training step 1.72-1.95 s. (Earlier that day, before the
+//! MB; forward 577-680 ms, training step 1.72-1.95 s. At 08e4af9 (the scan forward's
+//! decays computed ahead, which speeds the forward and the training forward alike), three
+//! runs alternating with b7c25c8: ratio 1 = 0.96-0.97, ratio 2 = 2.93-3.01 wall and
+//! 2.94-3.02 CPU against 2.95-3.06 / 2.91-3.09. (Earlier that day, before the
 //! step's copies, partial sums and RMSNorm recomputation were taken out: 3.10-3.14 /
 //! 3.04-3.09; before that, with fresh buffers and the portable backward: 0.69, 2.99 /
 //! 3.29, 740 MB, forward 690 ms: the fresh forward paid more for its page faults than the
