@@ -5,9 +5,10 @@
 //! entry (about 48 cycles per 8 lanes and entry, measured with `perf annotate`), and its
 //! one task per channel block walks rows `Di` floats apart, waiting on memory. Here a
 //! task walks token rows over a group of 8-channel blocks (one `__m256` each, the group's
-//! states in L1), the decay `exp(dt A)` is a base-2 exponential of 10 vector instructions,
-//! and `<C_t, h_t>` is summed into two accumulators so the read-out's chain of dependent
-//! FMAs is half as long.
+//! states in L1), the decay `exp(dt A)` is a base-2 exponential of 11 vector instructions
+//! (each step's, for all of the task's channels, computed ahead of its state updates), and
+//! `<C_t, h_t>` is summed into two accumulators so the read-out's chain of dependent FMAs
+//! is half as long.
 //!
 //! It also computes `dt = softplus(dt_low W_dt^T + b)` itself when asked
 //! ([`Delta::LowRank`]): `R` broadcast FMAs per step and block instead of a separate GEMM,
@@ -452,7 +453,9 @@ const EXP2_POLY: [f32; 6] = [
     1.0,
 ];
 
-/// The decays `2^(dt A log2 e)` of four consecutive states, `a_log2e` their `A log2 e`.
+/// The decays `2^(dt A log2 e)` of four consecutive states, `a_log2e` their `A log2 e`
+/// (the backward's recomputation; the forward computes a step's decays in one plain loop
+/// ahead of its state updates, which measured faster there).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(super) fn decays_x4(dt: __m256, a_log2e: &[__m256]) -> [__m256; 4] {
@@ -466,9 +469,9 @@ pub(super) fn decays_x4(dt: __m256, a_log2e: &[__m256]) -> [__m256; 4] {
 
 /// [`exp2_nonpositive`] of four vectors, written stage by stage across the four: each
 /// decay is a chain of a dozen dependent operations, and in lockstep each stage's inputs
-/// are ready when it issues. Measured on the scan forward with its data in cache, one
-/// thread: 4.3-5.6 -> 3.9-5.0 ns per 8 lanes and state entry (a small gain; the kernel is
-/// still about twice its instruction count's bound, for reasons not found).
+/// are ready when it issues. Measured on the scan forward (then computing its decays
+/// inside the state updates) with its data in cache, one thread: 4.3-5.6 -> 3.9-5.0 ns
+/// per 8 lanes and state entry.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn exp2_nonpositive_x4(mut x: [__m256; 4]) -> [__m256; 4] {
