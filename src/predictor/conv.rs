@@ -16,7 +16,9 @@ const ROWS_PER_TASK: usize = 32;
 /// Rows per partial sum of the weight and bias gradients.
 const REDUCE_ROWS: usize = 256;
 
-fn transpose<T: Float>(w: &[T], di: usize, kw: usize) -> Vec<T> {
+/// conv1d's `[Di, 1, kw]` weight as `[kw, Di]`, so the loops over channels read it
+/// contiguously.
+pub(super) fn transpose<T: Float>(w: &[T], di: usize, kw: usize) -> Vec<T> {
     let mut wt = vec![T::ZERO; di * kw];
     for d in 0..di {
         for k in 0..kw {

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use super::gemm::SendPtr;
 use super::prefetch::prefetch_read;
-use super::scan_avx2::{silu, LANES};
+use super::scan_avx2::{applies, silu, LANES};
 
 /// Rows per task: enough that the three rows before a task's first are the only ones read
 /// twice, few enough that the tasks balance.
@@ -44,11 +44,6 @@ pub struct ConvProject {
     x_proj_t: Vec<f32>,
 }
 
-/// Whether the kernel runs here: AVX2 and FMA, and `di` a whole number of vectors.
-pub fn applies(d_inner: usize) -> bool {
-    super::scan_avx2::applies(d_inner)
-}
-
 impl ConvProject {
     /// From conv1d's `[Di, 1, kw]` weight and `[Di]` bias and x_proj's `[sx, Di]` weight.
     pub fn new(conv_weight: &[f32], conv_bias: &[f32], kw: usize, x_proj: &[f32]) -> Self {
@@ -57,12 +52,6 @@ impl ConvProject {
         assert!(!x_proj.is_empty() && x_proj.len() % di == 0);
         let sx = x_proj.len() / di;
         let sx_pad = sx.next_multiple_of(LANES);
-        let mut wt = vec![0f32; kw * di];
-        for d in 0..di {
-            for k in 0..kw {
-                wt[k * di + d] = conv_weight[d * kw + k];
-            }
-        }
         let mut xt = vec![0f32; di * sx_pad];
         for j in 0..sx {
             for d in 0..di {
@@ -73,7 +62,7 @@ impl ConvProject {
             di,
             kw,
             sx,
-            conv_weight: wt,
+            conv_weight: super::conv::transpose(conv_weight, di, kw),
             conv_bias: conv_bias.to_vec(),
             x_proj_t: xt,
         }
@@ -86,7 +75,8 @@ impl ConvProject {
     /// rounding.
     ///
     /// # Panics
-    /// On sizes that do not fit, or where [`applies`] does not hold.
+    /// On sizes that do not fit, or where [`super::scan_avx2::applies`] does not hold
+    /// (AVX2, FMA, `Di` a whole number of vectors).
     pub fn forward_gathered(
         &self,
         x: &[f32],
