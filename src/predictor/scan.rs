@@ -1232,6 +1232,54 @@ mod tests {
         }
     }
 
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_backward_streams_its_outputs_without_changing_them() {
+        let c = case::<f32>(2, 70, 48, 16, 16, 21);
+        if !scan_avx2::applies(c.s.d_inner) {
+            eprintln!("skipped: this CPU lacks AVX2/FMA");
+            return;
+        }
+        let inp = inputs(&c);
+        let (rows, di, ns) = (c.s.batch * c.s.len, c.s.d_inner, c.s.d_state);
+        let mut y = vec![0f32; c.u.len()];
+        let mut ck = vec![0f32; c.s.ckpt_len()];
+        forward(&c.s, &inp, &c.u, &mut y, Some(&mut ck));
+        // A row stride of `dL/dz` that is a multiple of 4 floats lets the kernel stream
+        // (every buffer here is 16-byte aligned); one that is not makes it copy plainly.
+        let run = |ld_gz: usize| {
+            let mut gy = c.gy.clone();
+            let mut gz = vec![0f32; rows * ld_gz];
+            let mut gu = vec![0f32; rows * di];
+            let mut gdelta = vec![0f32; rows * di];
+            let mut gxdbl = vec![0f32; rows * c.s.ld_xdbl];
+            let (mut ga, mut gd, mut gbias) = (vec![0f32; di * ns], vec![0f32; di], vec![0f32; di]);
+            backward(
+                &c.s,
+                &inp,
+                &c.u,
+                &ck,
+                ScanGrads {
+                    gy_then_y: &mut gy,
+                    gz: &mut gz,
+                    ld_gz,
+                    gu: &mut gu,
+                    gdelta: &mut gdelta,
+                    gxdbl: &mut gxdbl,
+                    ga_log: &mut ga,
+                    gd: &mut gd,
+                    gbias: &mut gbias,
+                },
+            );
+            let gz: Vec<f32> = gz.chunks(ld_gz).flat_map(|r| r[..di].to_vec()).collect();
+            [gy, gz, gu, gdelta, gxdbl, ga, gd, gbias]
+        };
+        let (streamed, plain) = (run(2 * di), run(2 * di + 1));
+        for (name, (a, b)) in OUTPUTS.iter().zip(streamed.iter().zip(&plain)) {
+            assert_eq!(a, b, "{name}");
+        }
+    }
+
     #[test]
     fn lane_sum_adds_every_lane() {
         let v: [f64; 16] = std::array::from_fn(|i| (i * i) as f64);

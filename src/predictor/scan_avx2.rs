@@ -188,7 +188,7 @@ fn streams(u: *const f32, y: *mut f32, ckpt: Option<&[f32]>, delta: Option<&[f32
 /// `p` must address 8 writable floats, 16-byte aligned when `stream`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn store(p: *mut f32, v: __m256, stream: bool) {
+pub(super) unsafe fn store(p: *mut f32, v: __m256, stream: bool) {
     // SAFETY: the caller's contract.
     unsafe {
         if stream {

@@ -4,10 +4,10 @@
 //! last to first, recompute a chunk's states from its checkpoint, walk them backwards),
 //! with one 8-channel block (one `__m256`) at a time. A task (one sequence, a fixed group
 //! of blocks) first copies the chunk's rows of its channels (`dt`, `u`, `z`, `dL/dy`)
-//! into contiguous buffers and writes its outputs into such buffers, copied out after
-//! the chunk (`Packed`): read and written in place, 32 bytes every `Di` floats, the
-//! first access to each row missed the cache and stalled the kernel (a third of its
-//! `perf` samples), which software prefetches did not cure.
+//! into contiguous buffers and writes its outputs into such buffers, copied out (with
+//! non-temporal stores) after the chunk (`Packed`): read and written in place, 32 bytes
+//! every `Di` floats, the first access to each row missed the cache and stalled the
+//! kernel (a third of its `perf` samples), which software prefetches did not cure.
 //!
 //! Measured (`benches/scan.rs`, `perf` samples in one run): the portable kernel,
 //! vectorised by the compiler over 16-lane arrays, 48% of samples; this one 17%, plus
@@ -30,7 +30,7 @@ use rayon::prelude::*;
 
 use super::gemm::SendPtr;
 use super::scan::{reduce_partials, ScanDims, ScanGrads, ScanInputs};
-use super::scan_avx2::{decays_x4, exp, exp2_nonpositive, lanes, splat, state_count, LANES};
+use super::scan_avx2::{decays_x4, exp, exp2_nonpositive, lanes, splat, state_count, store, LANES};
 
 /// 8-channel blocks per task: whole rows up to `Di = 768`, so that the copies of a
 /// chunk's rows read memory in one sequential stream. With 12 blocks (384 of every 3072
@@ -74,6 +74,15 @@ pub unsafe fn backward(
         a_part: SendPtr(a_part.as_mut_ptr()),
         d_part: SendPtr(d_part.as_mut_ptr()),
         bias_part: SendPtr(bias_part.as_mut_ptr()),
+        stream: [
+            g.gy_then_y.as_ptr(),
+            g.gz.as_ptr(),
+            g.gu.as_ptr(),
+            g.gdelta.as_ptr(),
+        ]
+        .iter()
+        .all(|p| *p as usize % 16 == 0)
+            && g.ld_gz % 4 == 0,
     };
     bc_part
         .par_chunks_mut(stride.max(1))
@@ -111,6 +120,15 @@ struct Shared<'a, 'b> {
     a_part: SendPtr<f32>,
     d_part: SendPtr<f32>,
     bias_part: SendPtr<f32>,
+    /// Whether [`Packed::flush`] writes with non-temporal stores: the outputs are read
+    /// again only after the whole scan, by which time they have left the cache, and
+    /// ordinary stores read each line before writing it. At the paper's grid (B 4, L
+    /// 5329, Di 768, N 16, 2 threads; ordinary and streaming stores alternating in one
+    /// process, best of 4, four rounds) the backward took 223-233 ms with ordinary stores
+    /// and 208-212 ms streaming. Needs every output's rows 16-byte aligned (their offsets
+    /// are multiples of 8 floats when `ld_gz` is a multiple of 4), which the system
+    /// allocator's buffers are; otherwise ordinary copies.
+    stream: bool,
 }
 
 /// One 8-channel block's constants and the gradients it carries from chunk to chunk.
@@ -235,6 +253,10 @@ unsafe fn run_group<const FIXED: usize>(
         // SAFETY: slots (b, channel) of the partials belong to this task alone.
         unsafe { blk.write_partials(sh, b) };
     }
+    if sh.stream {
+        // Non-temporal stores are weakly ordered: drained before the task reports done.
+        _mm_sfence();
+    }
 }
 
 /// A chunk's rows of a task's channels, copied into contiguous `[chunk, width]` buffers
@@ -294,6 +316,7 @@ impl Packed {
     ///
     /// # Safety
     /// The task's columns of these rows belong to the calling task alone.
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn flush(&self, sh: &Shared, b: usize, steps: Range<usize>) {
         let (s, w, f) = (sh.s, self.width, self.first);
         let di = s.d_inner;
@@ -307,9 +330,18 @@ impl Packed {
                 sh.gdelta.get().wrapping_add(row * di + f),
             ];
             for (out, to) in self.out.iter().zip(dst) {
-                // SAFETY: `w` values of this row in the task's columns, inside the checked
-                // buffers (the caller's contract).
-                unsafe { std::slice::from_raw_parts_mut(to, w) }.copy_from_slice(&out[src.clone()]);
+                let from = &out[src.clone()];
+                if sh.stream {
+                    for (i, v) in from.chunks_exact(LANES).enumerate() {
+                        // SAFETY: as below; `w` is a multiple of 8 and the rows are 16-byte
+                        // aligned where `stream`.
+                        unsafe { store(to.add(i * LANES), _mm256_loadu_ps(v.as_ptr()), true) };
+                    }
+                } else {
+                    // SAFETY: `w` values of this row in the task's columns, inside the
+                    // checked buffers (the caller's contract).
+                    unsafe { std::slice::from_raw_parts_mut(to, w) }.copy_from_slice(from);
+                }
             }
         }
     }
