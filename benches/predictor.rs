@@ -27,7 +27,10 @@
 //! step's copies, partial sums and RMSNorm recomputation were taken out: 3.10-3.14 /
 //! 3.04-3.09; before that, with fresh buffers and the portable backward: 0.69, 2.99 /
 //! 3.29, 740 MB, forward 690 ms: the fresh forward paid more for its page faults than the
-//! step's share of them.)
+//! step's share of them.) At c1f80c6 (the training scan's outputs written with
+//! non-temporal stores, forward and backward), eight runs alternating with ab0eada: ratio
+//! 1 = 0.90-0.98, ratio 2 = 2.89-2.94 wall and 2.86-2.97 CPU against 2.79-3.03 /
+//! 2.81-3.03, peak +808 MB.
 //!
 //! Run: `cargo bench --bench predictor`. ONNX Runtime comes from `ORT_DYLIB_PATH`, else
 //! from `.deps/venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.*`.
