@@ -307,6 +307,31 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
+/// [`multiversion`] for bodies with a `const F: bool` after `T`: the AVX2 + FMA clone
+/// runs `body::<T, true>` (multiply-adds fused), the fallback `body::<T, false>`.
+macro_rules! multiversion_fma {
+    ($(#[$m:meta])* fn $name:ident => $body:ident($($a:ident: $t:ty),* $(,)?)) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) fn $name<T: Float>($($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2<T: Float>($($a: $t),*) {
+                    $body::<T, true>($($a),*)
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has the features `avx2` is compiled for.
+                    return unsafe { avx2::<T>($($a),*) };
+                }
+            }
+            $body::<T, false>($($a),*)
+        }
+    };
+}
+pub(crate) use multiversion_fma;
+
 /// `exp` for `f32` as straight-line arithmetic, so loops over it vectorise (libm's `expf`
 /// is an opaque call). Cephes' range reduction `x = k ln2 + r`, `|r| <= ln2/2`, and its
 /// degree-7 polynomial: relative error below 2e-7 over the clamped range.
@@ -408,14 +433,39 @@ pub fn softplus_grad_from_output<T: Float>(s: T) -> T {
 /// SiLU `x * sigmoid(x)`, using the vectorisable exponential.
 #[inline(always)]
 pub fn silu<T: Float>(x: T) -> T {
-    x / (T::ONE + (-x).fast_exp())
+    silu_with::<T, false>(x)
+}
+
+/// [`silu`] with the exponential's multiply-adds fused when `F` (only for code compiled
+/// with FMA enabled).
+#[inline(always)]
+pub fn silu_with<T: Float, const F: bool>(x: T) -> T {
+    x / (T::ONE + (-x).fast_exp_fused::<F>())
 }
 
 /// `(silu(x), silu'(x))`, sharing one exponential.
 #[inline(always)]
 pub fn silu_and_grad<T: Float>(x: T) -> (T, T) {
-    let s = T::ONE / (T::ONE + (-x).fast_exp());
+    silu_and_grad_with::<T, false>(x)
+}
+
+/// [`silu_and_grad`] with the exponential's multiply-adds fused when `F` (only for code
+/// compiled with FMA enabled).
+#[inline(always)]
+pub fn silu_and_grad_with<T: Float, const F: bool>(x: T) -> (T, T) {
+    let s = T::ONE / (T::ONE + (-x).fast_exp_fused::<F>());
     (x * s, s * (T::ONE + x * (T::ONE - s)))
+}
+
+/// `a * b + c`, fused when `F` (code compiled for FMA), a multiply and an add otherwise
+/// (where `mul_add` would be a slow library call).
+#[inline(always)]
+pub fn fma_if<T: Float, const F: bool>(a: T, b: T, c: T) -> T {
+    if F {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
 }
 
 #[cfg(test)]
