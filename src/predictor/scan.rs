@@ -29,7 +29,9 @@
 // say that most plainly, and they vectorise the same as iterator chains.
 #![allow(clippy::needless_range_loop)]
 
-use super::float::{as_f32, as_f32_mut, silu, silu_and_grad, softplus_grad_from_output, Float};
+use super::float::{
+    as_f32, as_f32_mut, silu_and_grad_with, silu_with, softplus_grad_from_output, Float,
+};
 use super::gemm::SendPtr;
 #[cfg(target_arch = "x86_64")]
 use super::scan_avx2;
@@ -373,7 +375,7 @@ unsafe fn fwd_block<T: Float, const V: usize, const F: bool>(
             }
         }
         let zr = &inp.z[row * inp.ld_z + d0..][..V];
-        let yv: [T; V] = arr(|w| (acc[w] + dd[w] * uu[w]) * silu(zr[w]));
+        let yv: [T; V] = arr(|w| (acc[w] + dd[w] * uu[w]) * silu_with::<T, F>(zr[w]));
         // SAFETY: `y` holds rows * di elements; `u` at `off` was read above.
         unsafe { store(out.y.add(off), &yv) };
     }
@@ -797,7 +799,7 @@ unsafe fn bwd_chunk<T: Float, const V: usize, const F: bool>(
         let mut sz = [T::ZERO; V];
         let mut gys = [T::ZERO; V];
         for w in 0..V {
-            (sz[w], dsz[w]) = silu_and_grad(zr[w]);
+            (sz[w], dsz[w]) = silu_and_grad_with::<T, F>(zr[w]);
             gys[w] = gyv[w] * sz[w];
             g_d[w] += gys[w] * uu[w];
         }
