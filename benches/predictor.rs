@@ -30,7 +30,9 @@
 //! step's share of them.) At c1f80c6 (the training scan's outputs written with
 //! non-temporal stores, forward and backward), eight runs alternating with ab0eada: ratio
 //! 1 = 0.90-0.98, ratio 2 = 2.89-2.94 wall and 2.86-2.97 CPU against 2.79-3.03 /
-//! 2.81-3.03, peak +808 MB.
+//! 2.81-3.03, peak +808 MB. At 1fb544f (the convolution's multiply-adds fused), five more:
+//! ratio 1 = 1.00-1.03, ratio 2 = 2.89-3.02 wall and 2.81-2.95 CPU against 2.94-3.21 /
+//! 2.90-3.13.
 //!
 //! Run: `cargo bench --bench predictor`. ONNX Runtime comes from `ORT_DYLIB_PATH`, else
 //! from `.deps/venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.*`.
