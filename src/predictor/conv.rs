@@ -6,7 +6,7 @@
 //! Loops run over channels innermost (contiguous in memory) so they vectorise; the weight
 //! is transposed to `[d_conv, Di]` once per call for the same reason.
 
-use super::float::{fma_if, multiversion_fma, silu_and_grad_with, silu_with, Float};
+use super::float::{fma_if, multiversion, silu_and_grad_with, silu_with, Float};
 use super::prefetch::prefetch_read;
 use rayon::prelude::*;
 
@@ -282,9 +282,9 @@ fn gather_row_body<T: Float, const F: bool>(
 // process, best of 6, three rounds) the backward took 68.5-69.9 ms plain and 44.4-47.2 ms
 // fused, the forward 36.0-37.1 and 22.8-24.0 ms: the unfused exponential's chain of
 // dependent multiplies and adds was most of a row's time.
-multiversion_fma!(fn fwd_row => fwd_row_body(x: &[T], ldx: usize, rows: Option<&[u32]>, wt: &[T], bias: &[T], row: usize, t: usize, kw: usize, ur: &mut [T]));
-multiversion_fma!(fn bwd_row => bwd_row_body(x: &[T], ldx: usize, wt: &[T], bias: &[T], row: usize, t: usize, kw: usize, gr: &mut [T], gwt: &mut [T], gbs: &mut [T], pre: &mut [T]));
-multiversion_fma!(fn gather_row => gather_row_body(gpre: &[T], wt: &[T], row: usize, t: usize, len: usize, kw: usize, out: &mut [T]));
+multiversion!(fma fn fwd_row => fwd_row_body(x: &[T], ldx: usize, rows: Option<&[u32]>, wt: &[T], bias: &[T], row: usize, t: usize, kw: usize, ur: &mut [T]));
+multiversion!(fma fn bwd_row => bwd_row_body(x: &[T], ldx: usize, wt: &[T], bias: &[T], row: usize, t: usize, kw: usize, gr: &mut [T], gwt: &mut [T], gbs: &mut [T], pre: &mut [T]));
+multiversion!(fma fn gather_row => gather_row_body(gpre: &[T], wt: &[T], row: usize, t: usize, len: usize, kw: usize, out: &mut [T]));
 
 /// The obvious per-element twin of [`forward`], in `f64`, for tests.
 pub fn forward_naive<T: Float>(

@@ -284,9 +284,23 @@ pub(crate) fn as_f32_mut<T: Float>(x: &mut [T]) -> Option<&mut [f32]> {
 /// for the crate's baseline x86-64 (4-lane SSE2) otherwise. A closure-based helper would
 /// be simpler but LLVM does not reliably inline a closure into a `#[target_feature]`
 /// function, and then the loops stay scalar.
+///
+/// `multiversion!(fma fn ...)` is for bodies with a `const F: bool` after `T`: the AVX2 +
+/// FMA clone runs `body::<T, true>` (multiply-adds fused), the fallback `body::<T, false>`
+/// (where `mul_add` would be a library call).
 macro_rules! multiversion {
     ($(#[$m:meta])* fn $name:ident => $body:ident($($a:ident: $t:ty),* $(,)?)) => {
-        $(#[$m])*
+        $crate::predictor::float::multiversion!(
+            @clones [$(#[$m])*] $name, [$body::<T>], [$body::<T>], ($($a: $t),*)
+        );
+    };
+    ($(#[$m:meta])* fma fn $name:ident => $body:ident($($a:ident: $t:ty),* $(,)?)) => {
+        $crate::predictor::float::multiversion!(
+            @clones [$(#[$m])*] $name, [$body::<T, true>], [$body::<T, false>], ($($a: $t),*)
+        );
+    };
+    (@clones [$($m:tt)*] $name:ident, [$($fast:tt)*], [$($plain:tt)*], ($($a:ident: $t:ty),*)) => {
+        $($m)*
         #[allow(clippy::too_many_arguments)]
         pub(crate) fn $name<T: Float>($($a: $t),*) {
             #[cfg(target_arch = "x86_64")]
@@ -294,43 +308,18 @@ macro_rules! multiversion {
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
                 unsafe fn avx2<T: Float>($($a: $t),*) {
-                    $body::<T>($($a),*)
+                    $($fast)*($($a),*)
                 }
                 if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                     // SAFETY: the CPU has the features `avx2` is compiled for.
                     return unsafe { avx2::<T>($($a),*) };
                 }
             }
-            $body::<T>($($a),*)
+            $($plain)*($($a),*)
         }
     };
 }
 pub(crate) use multiversion;
-
-/// [`multiversion`] for bodies with a `const F: bool` after `T`: the AVX2 + FMA clone
-/// runs `body::<T, true>` (multiply-adds fused), the fallback `body::<T, false>`.
-macro_rules! multiversion_fma {
-    ($(#[$m:meta])* fn $name:ident => $body:ident($($a:ident: $t:ty),* $(,)?)) => {
-        $(#[$m])*
-        #[allow(clippy::too_many_arguments)]
-        pub(crate) fn $name<T: Float>($($a: $t),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn avx2<T: Float>($($a: $t),*) {
-                    $body::<T, true>($($a),*)
-                }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                    // SAFETY: the CPU has the features `avx2` is compiled for.
-                    return unsafe { avx2::<T>($($a),*) };
-                }
-            }
-            $body::<T, false>($($a),*)
-        }
-    };
-}
-pub(crate) use multiversion_fma;
 
 /// `exp` for `f32` as straight-line arithmetic, so loops over it vectorise (libm's `expf`
 /// is an opaque call). Cephes' range reduction `x = k ln2 + r`, `|r| <= ln2/2`, and its

@@ -1048,13 +1048,19 @@ mod tests {
     /// Every output of the backward kernel `k` for case `c`, after the training forward
     /// (whose output is also returned, last).
     fn backward_outputs<T: Float>(c: &Case<T>, k: Kernel) -> [Vec<T>; 9] {
+        backward_outputs_strided(c, k, 2 * c.s.d_inner)
+    }
+
+    /// [`backward_outputs`] with `dL/dz` written at row stride `ld_gz` (from column `Di`
+    /// of each row, as into in_proj's gradient), returned as `[rows, Di]`.
+    fn backward_outputs_strided<T: Float>(c: &Case<T>, k: Kernel, ld_gz: usize) -> [Vec<T>; 9] {
         let inp = inputs(c);
         let (rows, di, ns) = (c.s.batch * c.s.len, c.s.d_inner, c.s.d_state);
         let mut y = vec![T::ZERO; c.u.len()];
         let mut ck = vec![T::ZERO; c.s.ckpt_len()];
         forward(&c.s, &inp, &c.u, &mut y, Some(&mut ck));
         let mut gy = c.gy.clone();
-        let mut gz = vec![T::ZERO; rows * 2 * di];
+        let mut gz = vec![T::ZERO; rows * ld_gz];
         let mut gu = vec![T::ZERO; rows * di];
         let mut gdelta = vec![T::ZERO; rows * di];
         let mut gxdbl = vec![T::ZERO; rows * c.s.ld_xdbl];
@@ -1064,7 +1070,7 @@ mod tests {
         let g = ScanGrads {
             gy_then_y: &mut gy,
             gz: &mut gz[di..],
-            ld_gz: 2 * di,
+            ld_gz,
             gu: &mut gu,
             gdelta: &mut gdelta,
             gxdbl: &mut gxdbl,
@@ -1077,6 +1083,10 @@ mod tests {
             Kernel::Portable => backward_portable(&c.s, &inp, &c.u, &ck, g),
             Kernel::Naive => backward_naive(&c.s, &inp, &c.u, g),
         }
+        let gz = gz
+            .chunks(ld_gz)
+            .flat_map(|r| r[di..2 * di].to_vec())
+            .collect();
         [gy, gz, gu, gdelta, gxdbl, ga, gd, gbias, y]
     }
 
@@ -1242,40 +1252,10 @@ mod tests {
             eprintln!("skipped: this CPU lacks AVX2/FMA");
             return;
         }
-        let inp = inputs(&c);
-        let (rows, di, ns) = (c.s.batch * c.s.len, c.s.d_inner, c.s.d_state);
-        let mut y = vec![0f32; c.u.len()];
-        let mut ck = vec![0f32; c.s.ckpt_len()];
-        forward(&c.s, &inp, &c.u, &mut y, Some(&mut ck));
         // A row stride of `dL/dz` that is a multiple of 4 floats lets the kernel stream
         // (every buffer here is 16-byte aligned); one that is not makes it copy plainly.
-        let run = |ld_gz: usize| {
-            let mut gy = c.gy.clone();
-            let mut gz = vec![0f32; rows * ld_gz];
-            let mut gu = vec![0f32; rows * di];
-            let mut gdelta = vec![0f32; rows * di];
-            let mut gxdbl = vec![0f32; rows * c.s.ld_xdbl];
-            let (mut ga, mut gd, mut gbias) = (vec![0f32; di * ns], vec![0f32; di], vec![0f32; di]);
-            backward(
-                &c.s,
-                &inp,
-                &c.u,
-                &ck,
-                ScanGrads {
-                    gy_then_y: &mut gy,
-                    gz: &mut gz,
-                    ld_gz,
-                    gu: &mut gu,
-                    gdelta: &mut gdelta,
-                    gxdbl: &mut gxdbl,
-                    ga_log: &mut ga,
-                    gd: &mut gd,
-                    gbias: &mut gbias,
-                },
-            );
-            let gz: Vec<f32> = gz.chunks(ld_gz).flat_map(|r| r[..di].to_vec()).collect();
-            [gy, gz, gu, gdelta, gxdbl, ga, gd, gbias]
-        };
+        let run = |ld_gz: usize| backward_outputs_strided(&c, Kernel::Dispatched, ld_gz);
+        let di = c.s.d_inner;
         let (streamed, plain) = (run(2 * di), run(2 * di + 1));
         for (name, (a, b)) in OUTPUTS.iter().zip(streamed.iter().zip(&plain)) {
             assert_eq!(a, b, "{name}");
