@@ -28,7 +28,8 @@ pub(super) fn transpose<T: Float>(w: &[T], di: usize, kw: usize) -> Vec<T> {
     wt
 }
 
-/// Pre-activation of one output row `row` (sequence position `t`) into `acc`.
+/// Pre-activation of one output row `row` (sequence position `t`) into `acc`, its
+/// multiply-adds fused when `F` (code compiled for FMA).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn pre_row<T: Float, const F: bool>(

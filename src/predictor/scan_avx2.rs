@@ -168,10 +168,11 @@ pub unsafe fn forward_raw(
 /// stores first read every line they write (for the paper's grid, `y` and `dt` 65 MB
 /// each). At the paper's grid (B 4, L 5329, Di 768, N 16, 2 threads), ordinary and
 /// streaming stores alternating in one process, best of 6, four rounds: 163-192 ms vs
-/// 124-155 ms per training forward scan. Not in inference, where `y` overwrites `u` in lines the scan just read, nor
-/// for scoring's orderings, whose `y` (about 20 MB) the mean over orderings reads next,
-/// partly from the cache. The stores need 16-byte alignment, which every buffer of the
-/// system allocator has; a misaligned buffer falls back to ordinary stores.
+/// 124-155 ms per training forward scan. Not in inference, where `y` overwrites `u` in
+/// lines the scan just read, nor for scoring's orderings, where streaming `y` measured no
+/// gain (`varad bench`'s predictor stage, six alternating pairs: median 147 ms plain, 150
+/// streamed; the mean over orderings reads `y` next). The stores need 16-byte alignment;
+/// a misaligned buffer falls back to ordinary stores.
 fn streams(u: *const f32, y: *mut f32, ckpt: Option<&[f32]>, delta: Option<&[f32]>) -> bool {
     let aligned = |p: *const f32| p as usize % 16 == 0;
     ckpt.is_some_and(|c| aligned(c.as_ptr()))
