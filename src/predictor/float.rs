@@ -329,17 +329,6 @@ pub fn exp_f32(x: f32) -> f32 {
     exp_f32_with::<false>(x)
 }
 
-/// `a * b + c`, one fused instruction in code compiled for FMA (`F`), a multiply and an
-/// add elsewhere (where `mul_add` would be a library call).
-#[inline(always)]
-fn madd<const F: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if F {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
-}
-
 /// [`exp_f32`], its multiply-adds fused when `F` (only for code compiled with FMA): the
 /// polynomial then costs 7 instructions instead of 14 in the scan's innermost loop.
 #[inline(always)]
@@ -354,9 +343,9 @@ pub fn exp_f32_with<const F: bool>(x: f32) -> f32 {
     // bits (0x4B40_0000 + k): 2^k is then built with integer adds and a shift, which
     // vectorise, where a float-to-int cast (saturating in Rust) would not.
     const ROUND: f32 = 12_582_912.0;
-    let kr = madd::<F>(x, std::f32::consts::LOG2_E, ROUND);
+    let kr = fma_if::<f32, F>(x, std::f32::consts::LOG2_E, ROUND);
     let k = kr - ROUND;
-    let r = madd::<F>(k, 2.121_944_4e-4, madd::<F>(k, -0.693_359_4, x));
+    let r = fma_if::<f32, F>(k, 2.121_944_4e-4, fma_if::<f32, F>(k, -0.693_359_4, x));
     let mut p = 1.987_569_1e-4;
     for c in [
         1.398_199_9e-3,
@@ -365,9 +354,9 @@ pub fn exp_f32_with<const F: bool>(x: f32) -> f32 {
         1.666_666_5e-1,
         0.5,
     ] {
-        p = madd::<F>(p, r, c);
+        p = fma_if::<f32, F>(p, r, c);
     }
-    let p = madd::<F>(p, r * r, r + 1.0);
+    let p = fma_if::<f32, F>(p, r * r, r + 1.0);
     let bits = kr.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127) << 23;
     p * f32::from_bits(bits)
 }
@@ -447,7 +436,7 @@ pub fn silu_and_grad_with<T: Float, const F: bool>(x: T) -> (T, T) {
 }
 
 /// `a * b + c`, fused when `F` (code compiled for FMA), a multiply and an add otherwise
-/// (where `mul_add` would be a slow library call).
+/// (where `mul_add` would be a slow library call). The generic kernels' multiply-adds.
 #[inline(always)]
 pub fn fma_if<T: Float, const F: bool>(a: T, b: T, c: T) -> T {
     if F {

@@ -30,7 +30,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::float::{
-    as_f32, as_f32_mut, silu_and_grad_with, silu_with, softplus_grad_from_output, Float,
+    as_f32, as_f32_mut, fma_if, silu_and_grad_with, silu_with, softplus_grad_from_output, Float,
 };
 use super::gemm::SendPtr;
 #[cfg(target_arch = "x86_64")]
@@ -298,17 +298,6 @@ unsafe fn fwd_block_avx2<T: Float, const V: usize>(
     unsafe { fwd_block::<T, V, true>(s, inp, out, b, d0) }
 }
 
-/// `a * b + c`, fused when the kernel is compiled for FMA (`F`), plain otherwise (where
-/// `mul_add` would be a slow library call).
-#[inline(always)]
-fn fma<T: Float, const F: bool>(a: T, b: T, c: T) -> T {
-    if F {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
-}
-
 /// `[f(0), .., f(V-1)]`, always inlined (`std::array::from_fn` is not, and an opaque
 /// call in the kernels stops vectorisation).
 #[inline(always)]
@@ -370,8 +359,8 @@ unsafe fn fwd_block<T: Float, const V: usize, const F: bool>(
             let (hn, an) = (&mut h[n], &a[n]);
             for w in 0..V {
                 let decay = (dl[w] * an[w]).fast_exp_fused::<F>();
-                hn[w] = fma::<T, F>(decay, hn[w], du[w] * bn);
-                acc[w] = fma::<T, F>(hn[w], cn, acc[w]);
+                hn[w] = fma_if::<T, F>(decay, hn[w], du[w] * bn);
+                acc[w] = fma_if::<T, F>(hn[w], cn, acc[w]);
             }
         }
         let zr = &inp.z[row * inp.ld_z + d0..][..V];
@@ -774,7 +763,7 @@ unsafe fn bwd_chunk<T: Float, const V: usize, const F: bool>(
             for w in 0..V {
                 let e = (dl[w] * a[n][w]).fast_exp_fused::<F>();
                 decays[j * ns + n][w] = e;
-                next[n][w] = fma::<T, F>(e, prev[n][w], du[w] * bn);
+                next[n][w] = fma_if::<T, F>(e, prev[n][w], du[w] * bn);
             }
         }
     }
@@ -813,15 +802,15 @@ unsafe fn bwd_chunk<T: Float, const V: usize, const F: bool>(
             let mut pc = [T::ZERO; V];
             let mut pb = [T::ZERO; V];
             for w in 0..V {
-                let dhn = fma::<T, F>(gys[w], cn, dh[n][w]);
-                ys[w] = fma::<T, F>(cn, h_now[n][w], ys[w]);
+                let dhn = fma_if::<T, F>(gys[w], cn, dh[n][w]);
+                ys[w] = fma_if::<T, F>(cn, h_now[n][w], ys[w]);
                 pc[w] = gys[w] * h_now[n][w];
                 let e = decays[j * ns + n][w];
                 // dL/d(decay) * decay: the decay's factor of both dt and A.
                 let gdec = dhn * h_prev[n][w] * e;
-                gdl[w] = fma::<T, F>(gdec, a[n][w], gdl[w]);
-                g_a[n][w] = fma::<T, F>(gdec, dl[w], g_a[n][w]);
-                qsum[w] = fma::<T, F>(dhn, bn, qsum[w]);
+                gdl[w] = fma_if::<T, F>(gdec, a[n][w], gdl[w]);
+                g_a[n][w] = fma_if::<T, F>(gdec, dl[w], g_a[n][w]);
+                qsum[w] = fma_if::<T, F>(dhn, bn, qsum[w]);
                 pb[w] = dhn * du[w];
                 dh[n][w] = dhn * e;
             }
@@ -830,10 +819,10 @@ unsafe fn bwd_chunk<T: Float, const V: usize, const F: bool>(
         }
         let yv: [T; V] = arr(|w| ys[w] * sz[w]);
         let gz: [T; V] = arr(|w| gyv[w] * ys[w] * dsz[w]);
-        let gu: [T; V] = arr(|w| fma::<T, F>(qsum[w], dl[w], gys[w] * dd[w]));
+        let gu: [T; V] = arr(|w| fma_if::<T, F>(qsum[w], dl[w], gys[w] * dd[w]));
         // Through the softplus: dt = softplus(raw), d dt / d raw from dt itself.
         let gdl: [T; V] =
-            arr(|w| fma::<T, F>(qsum[w], uu[w], gdl[w]) * softplus_grad_from_output(dl[w]));
+            arr(|w| fma_if::<T, F>(qsum[w], uu[w], gdl[w]) * softplus_grad_from_output(dl[w]));
         for w in 0..V {
             g_bias[w] += gdl[w];
         }

@@ -174,11 +174,15 @@ pub unsafe fn forward_raw(
 /// streamed; the mean over orderings reads `y` next). The stores need 16-byte alignment;
 /// a misaligned buffer falls back to ordinary stores.
 fn streams(u: *const f32, y: *mut f32, ckpt: Option<&[f32]>, delta: Option<&[f32]>) -> bool {
-    let aligned = |p: *const f32| p as usize % 16 == 0;
-    ckpt.is_some_and(|c| aligned(c.as_ptr()))
+    ckpt.is_some_and(|c| stream_aligned(c.as_ptr()))
         && !std::ptr::eq(u, y)
-        && aligned(y)
-        && delta.is_none_or(|d| aligned(d.as_ptr()))
+        && stream_aligned(y)
+        && delta.is_none_or(|d| stream_aligned(d.as_ptr()))
+}
+
+/// Whether `p` may take [`store`]'s non-temporal stores (16-byte aligned).
+pub(super) fn stream_aligned(p: *const f32) -> bool {
+    p as usize % 16 == 0
 }
 
 /// Stores 8 lanes at `p`, bypassing the cache when `stream` (then `p` must be 16-byte

@@ -30,7 +30,9 @@ use rayon::prelude::*;
 
 use super::gemm::SendPtr;
 use super::scan::{reduce_partials, ScanDims, ScanGrads, ScanInputs};
-use super::scan_avx2::{decays_x4, exp, exp2_nonpositive, lanes, splat, state_count, store, LANES};
+use super::scan_avx2::{
+    decays_x4, exp, exp2_nonpositive, lanes, splat, state_count, store, stream_aligned, LANES,
+};
 
 /// 8-channel blocks per task: whole rows up to `Di = 768`, so that the copies of a
 /// chunk's rows read memory in one sequential stream. With 12 blocks (384 of every 3072
@@ -80,8 +82,8 @@ pub unsafe fn backward(
             g.gu.as_ptr(),
             g.gdelta.as_ptr(),
         ]
-        .iter()
-        .all(|p| *p as usize % 16 == 0)
+        .into_iter()
+        .all(stream_aligned)
             && g.ld_gz % 4 == 0,
     };
     bc_part
