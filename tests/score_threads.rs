@@ -59,6 +59,27 @@ fn many_threads_score_like_one() {
 }
 
 #[test]
+fn scoring_from_backbone_maps_is_scoring_from_pixels() {
+    let model = trained_tiny_model();
+    let pixels = texture(7, 112);
+    let view = ImageView::packed(&pixels, 112, 112, PixelFormat::Rgb8).unwrap();
+    let options = ScoreOptions {
+        raw_map: true,
+        ..Default::default()
+    };
+    let whole = model.score(&[view], &options).unwrap().remove(0);
+    let (features, geometry) = model.features(&[view]).unwrap().remove(0);
+    let from_maps = model
+        .score_one_features(&features, &geometry, &options)
+        .unwrap();
+    assert_eq!(from_maps, whole);
+    let err = model
+        .score_one_features(&features[1..], &geometry, &options)
+        .unwrap_err();
+    assert_eq!(err.kind(), varad::ErrorKind::InvalidArgument, "{err}");
+}
+
+#[test]
 fn spilled_tokens_train_like_cached_ones() {
     let in_memory = {
         let mut model = Model::new(tiny_config()).unwrap();

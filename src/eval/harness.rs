@@ -21,7 +21,9 @@ use super::montage::{render, to_rgb8, MontageRow};
 use super::patchcore::{PatchCore, PatchCoreConfig};
 use super::report::{Breakdown, CategoryReport, MethodResult, Report};
 use super::{ScoredMap, Scorer};
-use crate::image::{read_image_file, write_png, ImageLimits, ImageView, OwnedImage, PixelFormat};
+use crate::image::{
+    read_image_file, write_png, ImageLimits, ImageView, InputGeometry, OwnedImage, PixelFormat,
+};
 use crate::model::{MapNorm, ScoreOptions};
 use crate::train::TrainingSet;
 use crate::{Config, Error, Model, Result};
@@ -98,17 +100,14 @@ impl Scorer for VaradVariant {
         &self.name
     }
 
-    fn score_maps(&self, images: &[ImageView]) -> Result<Vec<ScoredMap>> {
+    fn score_features(&self, features: &[f32], geometry: &InputGeometry) -> Result<ScoredMap> {
         let options = ScoreOptions {
             map_norm: Some(self.map_norm),
             ..Default::default()
         };
-        Ok(self
-            .model
-            .score(images, &options)?
-            .into_iter()
+        self.model
+            .score_one_features(features, geometry, &options)
             .map(ScoredMap::from)
-            .collect())
     }
 }
 
@@ -212,7 +211,8 @@ struct Collected {
     pixels: Vec<ScoreSet>,
     /// Per test image, its image score.
     images: Vec<f32>,
-    scoring: Duration,
+    /// Time spent scoring after the backbone.
+    after_backbone: Duration,
 }
 
 /// Metrics over the test images `chosen` (indices into the test list); the per-image
@@ -283,8 +283,8 @@ pub fn evaluate_category(
         .flat_map(|t| t.scorers.iter().map(move |s| (t, s.as_ref())))
         .collect();
     let mut collected: Vec<Collected> = (0..scorers.len()).map(|_| Collected::default()).collect();
-    // The backbone alone, timed on every test image beside the methods, so the report can
-    // say what each method costs after it.
+    // The backbone runs once per test image; each method scores its level maps and is
+    // timed alone, so the report can say what each costs after it.
     let backbone = Model::new(options.config.clone())?;
     let mut backbone_time = Duration::ZERO;
     let mut rows = Vec::new();
@@ -297,18 +297,18 @@ pub fn evaluate_category(
             None => None,
         };
         let start = Instant::now();
-        backbone
+        let (features, geometry) = backbone
             .features(&[view])
-            .map_err(|e| e.context(sample.path.display()))?;
+            .map_err(|e| e.context(sample.path.display()))?
+            .remove(0);
         backbone_time += start.elapsed();
         let mut maps = Vec::new();
         for ((_, scorer), c) in scorers.iter().zip(&mut collected) {
             let start = Instant::now();
             let scored = scorer
-                .score_maps(&[view])
-                .map_err(|e| e.context(sample.path.display()))?
-                .remove(0);
-            c.scoring += start.elapsed();
+                .score_features(&features, &geometry)
+                .map_err(|e| e.context(sample.path.display()))?;
+            c.after_backbone += start.elapsed();
             let mut pixels = ScoreSet::new();
             pixels.extend_map(&scored.map, mask.as_deref())?;
             pixels
@@ -341,9 +341,8 @@ pub fn evaluate_category(
             pixel,
             image,
             train_seconds: t.seconds,
-            ms_per_image: c.scoring.as_secs_f64() * 1000.0 / n as f64,
-            ms_after_backbone: (c.scoring.saturating_sub(backbone_time)).as_secs_f64() * 1000.0
-                / n as f64,
+            ms_per_image: (backbone_time + c.after_backbone).as_secs_f64() * 1000.0 / n as f64,
+            ms_after_backbone: c.after_backbone.as_secs_f64() * 1000.0 / n as f64,
             by_type: breakdown(c, category, |i| {
                 let s = &category.test[i];
                 s.is_anomalous().then(|| s.defect_type.clone())

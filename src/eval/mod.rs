@@ -16,7 +16,7 @@ pub mod montage;
 pub mod patchcore;
 pub mod report;
 
-use crate::image::ImageView;
+use crate::image::InputGeometry;
 use crate::model::{Model, ScoreOptions, ScoreResult};
 use crate::Result;
 
@@ -34,12 +34,18 @@ pub struct ScoredMap {
 }
 
 /// A trained detector the harness can score test images with.
+///
+/// Every detector of a run is built on the same backbone and configuration, so the
+/// harness runs the backbone once per test image and hands its level maps to each
+/// detector: what a method costs after the backbone is timed directly, and every method
+/// sees the same maps.
 pub trait Scorer {
     /// The method's name in reports.
     fn name(&self) -> &str;
 
-    /// Anomaly maps and image scores of a batch.
-    fn score_maps(&self, images: &[ImageView]) -> Result<Vec<ScoredMap>>;
+    /// One image's anomaly map and image score from its backbone level maps, concatenated
+    /// as [`Model::features`] gives them for the detector's configuration.
+    fn score_features(&self, features: &[f32], geometry: &InputGeometry) -> Result<ScoredMap>;
 }
 
 impl From<ScoreResult> for ScoredMap {
@@ -58,12 +64,9 @@ impl Scorer for Model {
         "VarAD"
     }
 
-    fn score_maps(&self, images: &[ImageView]) -> Result<Vec<ScoredMap>> {
-        Ok(self
-            .score(images, &ScoreOptions::default())?
-            .into_iter()
+    fn score_features(&self, features: &[f32], geometry: &InputGeometry) -> Result<ScoredMap> {
+        self.score_one_features(features, geometry, &ScoreOptions::default())
             .map(ScoredMap::from)
-            .collect())
     }
 }
 
@@ -72,7 +75,7 @@ impl<S: Scorer + ?Sized> Scorer for std::sync::Arc<S> {
         (**self).name()
     }
 
-    fn score_maps(&self, images: &[ImageView]) -> Result<Vec<ScoredMap>> {
-        (**self).score_maps(images)
+    fn score_features(&self, features: &[f32], geometry: &InputGeometry) -> Result<ScoredMap> {
+        (**self).score_features(features, geometry)
     }
 }

@@ -429,13 +429,18 @@ impl Scorer for PatchCore {
         "PatchCore"
     }
 
-    fn score_maps(&self, images: &[ImageView]) -> Result<Vec<ScoredMap>> {
+    fn score_features(&self, features: &[f32], geometry: &InputGeometry) -> Result<ScoredMap> {
         if self.banks.is_empty() {
             return Err(Error::invalid_argument("PatchCore is not fitted"));
         }
-        let features = self.model.features(images)?;
-        self.model
-            .install(|| features.iter().map(|(f, g)| self.score_one(f, g)).collect())
+        if features.len() != self.model.values_per_image() {
+            return Err(Error::invalid_argument(format!(
+                "{} feature values given, but PatchCore's levels hold {} per image",
+                features.len(),
+                self.model.values_per_image()
+            )));
+        }
+        self.model.install(|| self.score_one(features, geometry))
     }
 }
 

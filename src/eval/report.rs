@@ -35,12 +35,13 @@ pub struct MethodResult {
     pub image: Metrics,
     /// Training wall time in seconds (backbone features and fitting; not file decoding).
     pub train_seconds: f64,
-    /// Mean scoring wall time per test image in milliseconds (from decoded pixels to the
-    /// smoothed map and image score; not decoding, not metrics).
+    /// Mean scoring wall time per test image in milliseconds, from decoded pixels to the
+    /// smoothed map and image score (not decoding, not metrics): the category's backbone
+    /// time per image ([`CategoryReport::backbone_ms_per_image`]) plus
+    /// `ms_after_backbone`.
     pub ms_per_image: f64,
-    /// `ms_per_image` less the category's backbone time per image
-    /// ([`CategoryReport::backbone_ms_per_image`]): what the method itself costs, since
-    /// both methods run the same backbone on the same image.
+    /// Mean wall time per test image of the method's own work after the backbone, timed
+    /// directly: every method scores the same backbone maps, computed once per image.
     #[serde(default)]
     pub ms_after_backbone: f64,
     /// By defect type.
@@ -70,8 +71,8 @@ pub struct CategoryReport {
     pub test_defective: usize,
     /// One entry per method, in the order run.
     pub methods: Vec<MethodResult>,
-    /// The backbone alone (preprocessing and the ONNX run) per test image, in ms, timed
-    /// on each test image between the methods' scoring of it.
+    /// The backbone (preprocessing and the ONNX run) per test image, in ms; it runs once
+    /// per test image and every method scores its maps.
     #[serde(default)]
     pub backbone_ms_per_image: f64,
     /// The montage picture, relative to the report's folder, if one was written.

@@ -93,6 +93,27 @@ impl Model {
         })
     }
 
+    /// Scores one image from its backbone level maps, concatenated as [`Model::features`]
+    /// gives them (`values_per_image` floats), in the model's thread pool: what
+    /// [`Model::score`] does after the backbone.
+    pub fn score_one_features(
+        &self,
+        features: &[f32],
+        geometry: &InputGeometry,
+        options: &ScoreOptions,
+    ) -> Result<ScoreResult> {
+        if features.len() != self.values_per_image() {
+            return Err(Error::invalid_argument(format!(
+                "{} feature values given, but this model's levels hold {} per image",
+                features.len(),
+                self.values_per_image()
+            )));
+        }
+        let weights = Arc::clone(&self.weights);
+        let stats = self.normal_stats().map(|s| s.as_ref());
+        self.install(|| self.score_features(&weights, stats, features, geometry, options))
+    }
+
     /// The memory a scoring call on `images` needs at its peak, estimated from sizes
     /// alone, checked against `score.max_batch_bytes` before any work
     /// ([`ErrorKind::BatchTooLarge`]). Per image: the backbone input (3 planes of f32),
