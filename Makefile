@@ -10,7 +10,7 @@ CC          ?= cc
 CXX         ?= c++
 CWARN       := -Wall -Wextra -Wpedantic -Werror
 
-.PHONY: all setup backbones build test test-rust test-c test-python test-header lint header-check demo bench synthetic clean \
+.PHONY: all setup backbones build test test-rust test-c test-python test-header lint header-check demo results bench synthetic clean \
         examples examples-asan install test-install test-csharp tools test-c-asan valgrind fuzz fuzz-build fuzz-smoke
 
 all: build
@@ -216,6 +216,23 @@ demo: setup
 	  --out out/demo --method both --compare-map-norms none --device auto
 	@echo
 	@echo "report: out/demo/report.md (and report.json); heatmaps next to the ground truth: out/demo/montage_*.png"
+
+## results: the README's result tables, rerun (about 10-15 minutes on 2 cores). Generates
+## the four-category set, evaluates VarAD (three map normalisations of one trained model)
+## and the baseline on it, and prints the README's tables from the report
+## (out/results/readme-tables.md; the full report is out/results/report.md).
+RESULTS_DATA := out/results/data
+RESULTS_SET  := --size 1024 --categories brick,grass,metal,tiles --train 12 --test-good 4 --test-per-type 2 --seed 11
+results: setup
+	$(CARGO) build --release --bin varad
+	@if [ "$$(cat $(RESULTS_DATA)/.args 2>/dev/null)" != "$(RESULTS_SET)" ]; then \
+	  rm -rf $(RESULTS_DATA) && $(PY) scripts/make_synthetic_set.py --out $(RESULTS_DATA) $(RESULTS_SET) && \
+	  echo "$(RESULTS_SET)" > $(RESULTS_DATA)/.args; \
+	fi
+	./target/release/varad eval --data $(RESULTS_DATA) --backbone $(BACKBONES)/efficientnet_lite0.onnx \
+	  --out out/results --method both --compare-map-norms none,position --levels stride8,stride16 \
+	  --input-size 1024x1024 --device cpu --threads 2 --seed 1
+	$(PY) scripts/readme_tables.py out/results/report.json | tee out/results/readme-tables.md
 
 synthetic: $(PY)
 	$(PY) scripts/make_synthetic_set.py --out out/synthetic $(SYNTHETIC_ARGS)
