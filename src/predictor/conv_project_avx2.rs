@@ -99,18 +99,24 @@ impl ConvProject {
             .enumerate()
             .for_each(|(task, u_rows)| {
                 let first = task * ROWS_PER_TASK;
-                for (i, ur) in u_rows.chunks_exact_mut(di).enumerate() {
-                    let row = first + i;
-                    if let Some(&ahead) = rows.get(row + PREFETCH_ROWS) {
-                        prefetch_read(x, ahead as usize * ldx, di);
+                // Two rows at a time: their projections share each load of x_proj.
+                for (i, pair) in u_rows.chunks_mut(2 * di).enumerate() {
+                    let row = first + 2 * i;
+                    for (k, ur) in pair.chunks_exact_mut(di).enumerate() {
+                        if let Some(&ahead) = rows.get(row + k + PREFETCH_ROWS) {
+                            prefetch_read(x, ahead as usize * ldx, di);
+                        }
+                        // SAFETY: features checked above; every source row was checked to
+                        // lie inside `x`.
+                        unsafe { self.conv_row(x, ldx, rows, row + k, (row + k) % len, ur) };
                     }
-                    // SAFETY: features checked above; every source row was checked to
-                    // lie inside `x`; this task alone writes row `row` of `xdbl`, which
-                    // holds `rows.len() * sx` values.
+                    let n = pair.len() / di;
+                    // SAFETY: features checked above; this task alone writes rows `row`
+                    // and `row + n - 1` of `xdbl`, which holds `rows.len() * sx` values.
                     unsafe {
-                        self.conv_row(x, ldx, rows, row, row % len, ur);
-                        let out = std::slice::from_raw_parts_mut(xdbl_ptr.get().add(row * sx), sx);
-                        self.project_row(ur, out);
+                        let out =
+                            std::slice::from_raw_parts_mut(xdbl_ptr.get().add(row * sx), n * sx);
+                        self.project_rows(pair, out);
                     }
                 }
             });
@@ -147,52 +153,79 @@ impl ConvProject {
         }
     }
 
-    /// `out = ur x_proj^T`, up to `GROUP` output vectors per pass over `ur`.
+    /// `out = ur x_proj^T` for one or two rows `ur` (`[rows, Di]` in, `[rows, sx]` out),
+    /// up to `GROUP` output vectors per pass over the rows. Two rows share every load of
+    /// `x_proj` and keep twice the accumulators busy: one row's chain of dependent
+    /// multiply-adds per output vector had the units wait on their latency. Each output
+    /// sums its channels in the same order either way.
     #[target_feature(enable = "avx2,fma")]
-    fn project_row(&self, ur: &[f32], out: &mut [f32]) {
-        let vectors = self.x_proj_t.len() / self.di / LANES;
+    fn project_rows(&self, ur: &[f32], out: &mut [f32]) {
+        let (di, sx) = (self.di, self.sx);
+        let rows = ur.len() / di;
+        debug_assert!((1..=2).contains(&rows) && out.len() == rows * sx);
+        let vectors = self.x_proj_t.len() / di / LANES;
         let mut v0 = 0;
         while v0 < vectors {
             let n = (vectors - v0).min(GROUP);
-            let mut lanes = [0f32; GROUP * LANES];
-            // SAFETY: v0 + n vectors fit in a row of x_proj_t.
+            let mut lanes = [[0f32; GROUP * LANES]; 2];
+            // SAFETY: v0 + n vectors fit in a row of x_proj_t; `ur` holds `rows` rows.
             unsafe {
-                match n {
-                    6 => self.project_group::<6>(ur, v0, &mut lanes),
-                    5 => self.project_group::<5>(ur, v0, &mut lanes),
-                    4 => self.project_group::<4>(ur, v0, &mut lanes),
-                    3 => self.project_group::<3>(ur, v0, &mut lanes),
-                    2 => self.project_group::<2>(ur, v0, &mut lanes),
-                    _ => self.project_group::<1>(ur, v0, &mut lanes),
+                match (rows, n) {
+                    (2, 6) => self.project_group::<6, 2>(ur, v0, &mut lanes),
+                    (2, 5) => self.project_group::<5, 2>(ur, v0, &mut lanes),
+                    (2, 4) => self.project_group::<4, 2>(ur, v0, &mut lanes),
+                    (2, 3) => self.project_group::<3, 2>(ur, v0, &mut lanes),
+                    (2, 2) => self.project_group::<2, 2>(ur, v0, &mut lanes),
+                    (2, _) => self.project_group::<1, 2>(ur, v0, &mut lanes),
+                    (_, 6) => self.project_group::<6, 1>(ur, v0, &mut lanes),
+                    (_, 5) => self.project_group::<5, 1>(ur, v0, &mut lanes),
+                    (_, 4) => self.project_group::<4, 1>(ur, v0, &mut lanes),
+                    (_, 3) => self.project_group::<3, 1>(ur, v0, &mut lanes),
+                    (_, 2) => self.project_group::<2, 1>(ur, v0, &mut lanes),
+                    _ => self.project_group::<1, 1>(ur, v0, &mut lanes),
                 }
             }
-            let (col, end) = (v0 * LANES, ((v0 + n) * LANES).min(self.sx));
-            out[col..end].copy_from_slice(&lanes[..end - col]);
+            let (col, end) = (v0 * LANES, ((v0 + n) * LANES).min(sx));
+            for (o, l) in out.chunks_exact_mut(sx).zip(&lanes) {
+                o[col..end].copy_from_slice(&l[..end - col]);
+            }
             v0 += n;
         }
     }
 
-    /// Output vectors `v0 .. v0 + G` of `ur x_proj^T` into `lanes`: a fixed count, so the
-    /// accumulators stay in registers.
+    /// Output vectors `v0 .. v0 + G` of `ur x_proj^T` for `R` rows of `ur` into `lanes`:
+    /// fixed counts, so the accumulators stay in registers.
     ///
     /// # Safety
-    /// `(v0 + G) * 8` must not exceed a row of `x_proj_t`; `G <= GROUP`.
+    /// `(v0 + G) * 8` must not exceed a row of `x_proj_t`; `G <= GROUP`; `ur` must hold
+    /// `R` rows of `Di` values.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn project_group<const G: usize>(&self, ur: &[f32], v0: usize, lanes: &mut [f32]) {
-        let sx_pad = self.x_proj_t.len() / self.di;
-        let mut acc = [_mm256_setzero_ps(); G];
-        // SAFETY: the caller's contract; `ur` has Di values, x_proj_t Di rows.
+    unsafe fn project_group<const G: usize, const R: usize>(
+        &self,
+        ur: &[f32],
+        v0: usize,
+        lanes: &mut [[f32; GROUP * LANES]; 2],
+    ) {
+        let (di, sx_pad) = (self.di, self.x_proj_t.len() / self.di);
+        let mut acc = [[_mm256_setzero_ps(); G]; R];
+        // SAFETY: the caller's contract; x_proj_t has Di rows.
         unsafe {
             let wp = self.x_proj_t.as_ptr().add(v0 * LANES);
-            for (d, &ud) in ur.iter().enumerate() {
-                let b = _mm256_set1_ps(ud);
+            let up = ur.as_ptr();
+            for d in 0..di {
                 let w = wp.add(d * sx_pad);
-                for (j, a) in acc.iter_mut().enumerate() {
-                    *a = _mm256_fmadd_ps(b, _mm256_loadu_ps(w.add(j * LANES)), *a);
+                let b: [__m256; R] = std::array::from_fn(|r| _mm256_set1_ps(*up.add(r * di + d)));
+                for j in 0..G {
+                    let wv = _mm256_loadu_ps(w.add(j * LANES));
+                    for (a, br) in acc.iter_mut().zip(&b) {
+                        a[j] = _mm256_fmadd_ps(*br, wv, a[j]);
+                    }
                 }
             }
-            for (j, a) in acc.iter().enumerate() {
-                _mm256_storeu_ps(lanes.as_mut_ptr().add(j * LANES), *a);
+            for (a, l) in acc.iter().zip(lanes.iter_mut()) {
+                for (j, v) in a.iter().enumerate() {
+                    _mm256_storeu_ps(l.as_mut_ptr().add(j * LANES), *v);
+                }
             }
         }
     }
@@ -207,6 +240,35 @@ mod tests {
 
     fn random(n: usize, rng: &mut SplitMix64) -> Vec<f32> {
         (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect()
+    }
+
+    #[test]
+    fn two_rows_project_as_each_alone() {
+        if !applies(LANES) {
+            eprintln!("skipped: this CPU lacks AVX2/FMA");
+            return;
+        }
+        let mut rng = SplitMix64::new(9);
+        // x_proj widths of one partial group, one full group and a group and a half.
+        for (di, sx) in [(16, 5), (24, 48), (80, 73)] {
+            let cp = ConvProject::new(&random(di, &mut rng), &random(di, &mut rng), 1, &{
+                random(sx * di, &mut rng)
+            });
+            let ur = random(2 * di, &mut rng);
+            let mut pair = vec![0f32; 2 * sx];
+            let mut alone = vec![0f32; 2 * sx];
+            // SAFETY: AVX2 and FMA checked above.
+            unsafe {
+                cp.project_rows(&ur, &mut pair);
+                cp.project_rows(&ur[..di], &mut alone[..sx]);
+                cp.project_rows(&ur[di..], &mut alone[sx..]);
+            }
+            assert_eq!(
+                pair.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                alone.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "Di {di}, sx {sx}"
+            );
+        }
     }
 
     /// The fused pass against the convolution and the product it replaces, on gathered
