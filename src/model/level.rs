@@ -5,6 +5,8 @@
 //! Tokens arrive in the backbone's layout, `[C, h, w]` per image, and are transposed once
 //! to token-major `[L, C]`, the layout every later step reads.
 
+use rayon::prelude::*;
+
 use crate::predictor::gemm::{linear, linear_grad_weight};
 use crate::predictor::{
     Float, Gradients, Ordering, Predictor, PredictorConfig, TrainBuffers, Workspace,
@@ -73,15 +75,25 @@ impl<T: Float> LevelParams<T> {
     pub fn to_token_major(&self, features: &[T], batch: usize, len: usize) -> Vec<T> {
         let c = self.channels;
         let mut tokens = vec![T::ZERO; batch * len * c];
-        for b in 0..batch {
-            let src = &features[b * c * len..(b + 1) * c * len];
-            let dst = &mut tokens[b * len * c..(b + 1) * len * c];
-            for ch in 0..c {
-                for (l, &v) in src[ch * len..(ch + 1) * len].iter().enumerate() {
-                    dst[l * c + ch] = v;
-                }
-            }
-        }
+        // Tasks of consecutive positions of one image, each reading a stretch of every
+        // channel's plane in turn.
+        tokens
+            .par_chunks_mut(len * c)
+            .enumerate()
+            .for_each(|(b, image)| {
+                let planes = &features[b * c * len..(b + 1) * c * len];
+                image
+                    .par_chunks_mut(TOKENS_PER_TASK * c)
+                    .enumerate()
+                    .for_each(|(task, dst)| {
+                        let (first, n) = (task * TOKENS_PER_TASK, dst.len() / c);
+                        for ch in 0..c {
+                            for (l, &v) in planes[ch * len + first..][..n].iter().enumerate() {
+                                dst[l * c + ch] = v;
+                            }
+                        }
+                    });
+            });
         tokens
     }
 
@@ -89,11 +101,15 @@ impl<T: Float> LevelParams<T> {
     pub fn adapt(&self, tokens: &[T], rows: usize) -> Vec<T> {
         let c = self.channels;
         let mut adapted = tokens.to_vec();
-        for row in adapted.chunks_exact_mut(c) {
-            for (a, &b) in row.iter_mut().zip(&self.adapter_bias) {
-                *a += b;
-            }
-        }
+        adapted
+            .par_chunks_mut(TOKENS_PER_TASK * c)
+            .for_each(|rows| {
+                for row in rows.chunks_exact_mut(c) {
+                    for (a, &b) in row.iter_mut().zip(&self.adapter_bias) {
+                        *a += b;
+                    }
+                }
+            });
         linear(
             rows,
             c,
@@ -337,11 +353,16 @@ impl<T: Float> LevelParams<T> {
 
 /// `predicted - adapted`, in `predicted`'s buffer.
 fn into_residuals<T: Float>(mut predicted: Vec<T>, adapted: &[T]) -> Vec<T> {
-    for (r, &a) in predicted.iter_mut().zip(adapted) {
-        *r -= a;
-    }
+    predicted
+        .par_iter_mut()
+        .zip(adapted)
+        .with_min_len(1 << 14)
+        .for_each(|(r, &a)| *r -= a);
     predicted
 }
+
+/// Tokens per task of the levels' passes over `[L, C]` rows.
+const TOKENS_PER_TASK: usize = 512;
 
 /// `A[p] = ||r[p]||^2` over rows of `c` values: the level's map from its residuals.
 pub fn squared_norms<T: Float>(residuals: &[T], c: usize) -> Vec<T> {
@@ -585,6 +606,28 @@ mod tests {
             p.anomaly_maps(&two, &feats, batch).unwrap(),
             p.anomaly_maps(&full, &feats, batch).unwrap()
         );
+    }
+
+    #[test]
+    fn token_major_is_the_transpose_of_each_image() {
+        // Grids longer than one task's tokens and not a multiple of them, two images.
+        let (c, batch) = (3, 2);
+        let p = level(c, 4);
+        for len in [5, 512, 1300] {
+            let feats = random(batch * c * len, 2, 1.0);
+            let tokens = p.to_token_major(&feats, batch, len);
+            for b in 0..batch {
+                for l in 0..len {
+                    for ch in 0..c {
+                        assert_eq!(
+                            tokens[(b * len + l) * c + ch],
+                            feats[(b * c + ch) * len + l],
+                            "len {len}, image {b}, token {l}, channel {ch}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
