@@ -1134,6 +1134,65 @@ mod tests {
 
     #[cfg(target_arch = "x86_64")]
     #[test]
+    fn the_avx512_build_of_the_forward_gives_the_same_bits() {
+        if !scan_avx2::applies(8) || !scan_avx2::has_avx512() {
+            eprintln!("skipped: this CPU lacks AVX-512F/VL");
+            return;
+        }
+        // Stored and computed dt (with dt and checkpoints kept, streamed), each N the
+        // kernels are compiled for and one known only at run time, in place and not.
+        for ns in [16usize, 8, 4, 5] {
+            let c = case::<f32>(2, 45, 24, ns, 8, 11 + ns as u64);
+            let rows = c.s.batch * c.s.len;
+            let weight: Vec<f32> = c.a_log[..c.s.d_inner * c.s.b_offset].to_vec();
+            let bias: Vec<f32> = c.d.iter().map(|v| 4.0 * v).collect();
+            let low_rank = scan_avx2::Delta::LowRank {
+                weight: &weight,
+                bias: &bias,
+            };
+            let run = |avx512: bool, computed: bool, in_place: bool| {
+                let fast = if computed {
+                    inputs(&c).with_delta_f32(low_rank).unwrap()
+                } else {
+                    inputs(&c).as_f32().unwrap()
+                };
+                let mut y = if in_place {
+                    c.u.clone()
+                } else {
+                    vec![0f32; c.u.len()]
+                };
+                let mut ck = vec![0f32; c.s.ckpt_len()];
+                let mut delta = vec![0f32; rows * c.s.d_inner];
+                let u = if in_place { y.as_ptr() } else { c.u.as_ptr() };
+                let keep = !in_place;
+                // SAFETY: u and y hold rows * Di elements; y is exclusively borrowed.
+                unsafe {
+                    scan_avx2::forward_raw_on(
+                        &c.s,
+                        &fast,
+                        u,
+                        y.as_mut_ptr(),
+                        keep.then_some(&mut ck[..]),
+                        (keep && computed).then_some(&mut delta[..]),
+                        avx512,
+                    )
+                };
+                [y, ck, delta].map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+            };
+            for computed in [false, true] {
+                for in_place in [false, true] {
+                    assert_eq!(
+                        run(true, computed, in_place),
+                        run(false, computed, in_place),
+                        "N {ns}, dt computed {computed}, in place {in_place}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
     fn avx2_forward_computes_dt_as_dt_proj_and_softplus() {
         let c = case::<f32>(2, 50, 24, 16, 8, 7);
         if !scan_avx2::applies(c.s.d_inner) {
