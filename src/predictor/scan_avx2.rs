@@ -317,7 +317,11 @@ macro_rules! run_blocks_for {
             let mut h = vec![_mm256_setzero_ps(); blocks.len() * ns];
             let mut dts = vec![_mm256_setzero_ps(); blocks.len()];
             let mut decays = vec![_mm256_setzero_ps(); blocks.len() * ns];
+            let mut dts_next = dts.clone();
             let xdbl = inp.xdbl.as_ptr();
+            if s.len > 0 {
+                deltas(s, inp, out, &c, blocks.start, b * s.len, &mut dts);
+            }
             for t in 0..s.len {
                 let row = b * s.len + t;
                 if let Some(ck) = out.ckpt {
@@ -338,30 +342,6 @@ macro_rules! run_blocks_for {
                 // SAFETY: row < rows, so the row of x_dbl is inside the buffer checked in
                 // `forward_raw`.
                 let xr = unsafe { xdbl.add(row * s.ld_xdbl) };
-                // The step's `dt` of every block first: computed at the start of each block's
-                // state updates, its softplus (a chain of a few dozen dependent operations) held up
-                // the block's decays and states.
-                for (j, dl) in dts.iter_mut().enumerate() {
-                    let off = row * di + (blocks.start + j) * LANES;
-                    // SAFETY: the 8 columns at `off` are inside the buffers checked in
-                    // `forward_raw`; the row of x_dbl holds the R values read.
-                    unsafe {
-                        *dl = match inp.delta {
-                            Delta::Stored(dl) => _mm256_loadu_ps(dl.as_ptr().add(off)),
-                            Delta::LowRank { .. } => {
-                                let mut raw = c.dt_bias[j];
-                                for (k, wk) in c.dt_weight[j * r..(j + 1) * r].iter().enumerate() {
-                                    raw = _mm256_fmadd_ps(_mm256_broadcast_ss(&*xr.add(k)), *wk, raw);
-                                }
-                                let dl = softplus(raw);
-                                if let Some(keep) = out.delta {
-                                    store(keep.get().add(off), dl, out.stream);
-                                }
-                                dl
-                            }
-                        };
-                    }
-                }
                 // Then every decay of the step, into `decays`: computed inside each block's
                 // state updates, the exponentials' dozen registers of temporaries left too few
                 // for the rest, whose values were spilled and reloaded.
@@ -370,6 +350,13 @@ macro_rules! run_blocks_for {
                     for (e, &an) in decays[j * ns..(j + 1) * ns].iter_mut().zip(a) {
                         *e = exp2_nonpositive(_mm256_mul_ps(dl, an));
                     }
+                }
+                // The next row's `dt` of every block, between this row's decays and its
+                // state updates, which do not need it: its softplus is a chain of a few
+                // dozen dependent operations that the state updates now run beside, where
+                // at the start of the row the decays waited on it.
+                if t + 1 < s.len {
+                    deltas(s, inp, out, &c, blocks.start, row + 1, &mut dts_next);
                 }
                 // SAFETY: the row of x_dbl holds B and C after the R values of `dt`.
                 let (bp, cp) = unsafe { (xr.add(r), xr.add(r + ns)) };
@@ -407,6 +394,7 @@ macro_rules! run_blocks_for {
                         store(out.y.get().add(off), _mm256_mul_ps(yv, silu(z)), out.stream);
                     }
                 }
+                std::mem::swap(&mut dts, &mut dts_next);
             }
             if out.stream {
                 // Non-temporal stores are weakly ordered: drain them before the task reports
@@ -432,6 +420,48 @@ run_blocks_for!(
     run_blocks_avx512,
     "avx2,fma,avx512f,avx512vl"
 );
+
+/// `dt` of row `row` for each block of a task whose first block is `first_block`, into
+/// `dts` (and kept when asked).
+///
+/// # Safety
+/// `row` must be a row of the scan and the blocks the task's, as checked in
+/// [`forward_raw`].
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn deltas(
+    s: &ScanDims,
+    inp: &Inputs,
+    out: Out,
+    c: &BlockConsts,
+    first_block: usize,
+    row: usize,
+    dts: &mut [__m256],
+) {
+    let r = s.b_offset;
+    for (j, dl) in dts.iter_mut().enumerate() {
+        let off = row * s.d_inner + (first_block + j) * LANES;
+        // SAFETY: the caller's contract: the 8 columns at `off` are inside the buffers
+        // checked in `forward_raw`, and the row of x_dbl holds the R values read.
+        unsafe {
+            *dl = match inp.delta {
+                Delta::Stored(dl) => _mm256_loadu_ps(dl.as_ptr().add(off)),
+                Delta::LowRank { .. } => {
+                    let xr = inp.xdbl.as_ptr().add(row * s.ld_xdbl);
+                    let mut raw = c.dt_bias[j];
+                    for (k, wk) in c.dt_weight[j * r..(j + 1) * r].iter().enumerate() {
+                        raw = _mm256_fmadd_ps(_mm256_broadcast_ss(&*xr.add(k)), *wk, raw);
+                    }
+                    let dl = softplus(raw);
+                    if let Some(keep) = out.delta {
+                        store(keep.get().add(off), dl, out.stream);
+                    }
+                    dl
+                }
+            };
+        }
+    }
+}
 
 /// Rows ahead of the scan whose inputs are prefetched. A task reads a few hundred bytes
 /// of each row, rows thousands of bytes apart, a pattern the hardware prefetchers missed:
