@@ -12,7 +12,11 @@
 //!
 //! It also computes `dt = softplus(dt_low W_dt^T + b)` itself when asked
 //! ([`Delta::LowRank`]): `R` broadcast FMAs per step and block instead of a separate GEMM,
-//! a softplus pass and a `[rows, Di]` buffer written and read back.
+//! a softplus pass and a `[rows, Di]` buffer written and read back; each step computes the
+//! next step's, beside its own state updates.
+//!
+//! On CPUs with AVX-512 the same 8-lane kernel runs as a second build compiled for them
+//! (`run_blocks_avx512`: 32 vector registers), giving the same bits.
 //!
 //! Same arithmetic as the generic kernel up to rounding: the exponentials are polynomials
 //! as accurate as [`super::float::exp_f32_with`] (tested against libm), and the read-out's
