@@ -433,13 +433,7 @@ impl Scorer for PatchCore {
         if self.banks.is_empty() {
             return Err(Error::invalid_argument("PatchCore is not fitted"));
         }
-        if features.len() != self.model.values_per_image() {
-            return Err(Error::invalid_argument(format!(
-                "{} feature values given, but PatchCore's levels hold {} per image",
-                features.len(),
-                self.model.values_per_image()
-            )));
-        }
+        self.model.check_feature_count(features)?;
         self.model.install(|| self.score_one(features, geometry))
     }
 }

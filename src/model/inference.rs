@@ -80,17 +80,10 @@ impl Model {
             }
         }
         self.check_batch_memory(images)?;
-        let features = self.features(images)?;
-        let weights = Arc::clone(&self.weights);
-        let stats = self.normal_stats().map(|s| s.as_ref());
-        self.install(|| {
-            features
-                .iter()
-                .map(|(values, geometry)| {
-                    self.score_features(&weights, stats, values, geometry, options)
-                })
-                .collect()
-        })
+        self.features(images)?
+            .iter()
+            .map(|(values, geometry)| self.score_one_features(values, geometry, options))
+            .collect()
     }
 
     /// Scores one image from its backbone level maps, concatenated as [`Model::features`]
@@ -102,6 +95,15 @@ impl Model {
         geometry: &InputGeometry,
         options: &ScoreOptions,
     ) -> Result<ScoreResult> {
+        self.check_feature_count(features)?;
+        let weights = Arc::clone(&self.weights);
+        let stats = self.normal_stats().map(|s| s.as_ref());
+        self.install(|| self.score_features(&weights, stats, features, geometry, options))
+    }
+
+    /// [`ErrorKind::InvalidArgument`] unless `features` holds one image's level maps
+    /// (`values_per_image` floats), for whatever scores them.
+    pub(crate) fn check_feature_count(&self, features: &[f32]) -> Result<()> {
         if features.len() != self.values_per_image() {
             return Err(Error::invalid_argument(format!(
                 "{} feature values given, but this model's levels hold {} per image",
@@ -109,9 +111,7 @@ impl Model {
                 self.values_per_image()
             )));
         }
-        let weights = Arc::clone(&self.weights);
-        let stats = self.normal_stats().map(|s| s.as_ref());
-        self.install(|| self.score_features(&weights, stats, features, geometry, options))
+        Ok(())
     }
 
     /// The memory a scoring call on `images` needs at its peak, estimated from sizes

@@ -100,13 +100,14 @@ impl<T: Float> LevelParams<T> {
     /// The adapted tokens `F^ = F + F W^T + b` of `rows` tokens `[rows, C]`.
     pub fn adapt(&self, tokens: &[T], rows: usize) -> Vec<T> {
         let c = self.channels;
-        let mut adapted = tokens.to_vec();
+        let mut adapted = vec![T::ZERO; tokens.len()];
         adapted
             .par_chunks_mut(TOKENS_PER_TASK * c)
-            .for_each(|rows| {
-                for row in rows.chunks_exact_mut(c) {
-                    for (a, &b) in row.iter_mut().zip(&self.adapter_bias) {
-                        *a += b;
+            .zip(tokens.par_chunks(TOKENS_PER_TASK * c))
+            .for_each(|(rows, src)| {
+                for (row, token) in rows.chunks_exact_mut(c).zip(src.chunks_exact(c)) {
+                    for ((a, &t), &b) in row.iter_mut().zip(token).zip(&self.adapter_bias) {
+                        *a = t + b;
                     }
                 }
             });

@@ -35,14 +35,22 @@ impl ImageScore {
     }
 }
 
+/// Map values per task of the passes over a map at image size (millions of values, so
+/// they run on every thread).
+const MAP_CHUNK: usize = 1 << 16;
+
 /// The first NaN in `map` as an error naming its index: a NaN map is a bug upstream, and
 /// letting it through could pass a defective part (every comparison with NaN is false).
 pub(crate) fn check_finite_map(map: &[f32]) -> Result<()> {
-    // A map at image size has millions of values: both passes below run in parallel.
     let nan = map
-        .par_chunks(1 << 16)
+        .par_chunks(MAP_CHUNK)
         .enumerate()
-        .filter_map(|(k, chunk)| chunk.iter().position(|v| v.is_nan()).map(|i| (k << 16) + i))
+        .filter_map(|(k, chunk)| {
+            chunk
+                .iter()
+                .position(|v| v.is_nan())
+                .map(|i| k * MAP_CHUNK + i)
+        })
         .min();
     if let Some(i) = nan {
         return Err(Error::invalid_argument(format!(
@@ -68,7 +76,7 @@ pub fn image_score(map: &[f32], roi: Option<&[u8]>, policy: ImageScore) -> Resul
     Ok(match policy {
         ImageScore::Max => match roi {
             None => map
-                .par_chunks(1 << 16)
+                .par_chunks(MAP_CHUNK)
                 .map(|chunk| chunk.iter().copied().fold(f32::NEG_INFINITY, f32::max))
                 .reduce(|| f32::NEG_INFINITY, f32::max),
             Some(m) => map
