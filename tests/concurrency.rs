@@ -22,7 +22,7 @@ const PER_THREAD: usize = 40;
 fn workload_image(i: usize) -> (Vec<u8>, u32) {
     let side = 40 + (i * 7) % 64;
     let mut pixels = texture(1000 + i as u64, side);
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         for y in side / 3..side / 3 + side / 4 {
             for x in side / 2..side / 2 + side / 4 {
                 let at = (y * side + x) * 3;

@@ -251,7 +251,7 @@ impl BackboneSpec {
     /// Checks that an input of `width` x `height` pixels is allowed.
     pub fn check_input_size(&self, width: usize, height: usize) -> Result<()> {
         let m = self.input_multiple;
-        if width == 0 || height == 0 || width % m != 0 || height % m != 0 {
+        if width == 0 || height == 0 || !width.is_multiple_of(m) || !height.is_multiple_of(m) {
             return Err(Error::config(format!(
                 "input size {width}x{height} is not a positive multiple of {m}, the input multiple of backbone `{}`; \
                  the nearest allowed size is {}x{}",

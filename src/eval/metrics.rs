@@ -321,7 +321,7 @@ mod tests {
             let levels = 1 + (rng.next_u64() % 20) as u32; // few levels: many ties
             let samples: Vec<(f32, bool)> = (0..n)
                 .map(|_| {
-                    let positive = rng.next_u64() % 3 == 0;
+                    let positive = rng.next_u64().is_multiple_of(3);
                     let level = (rng.next_u64() % levels as u64) as f32;
                     (level + if positive { 2.0 } else { 0.0 }, positive)
                 })
@@ -345,7 +345,7 @@ mod tests {
         let mut rng = SplitMix64::new(11);
         let samples: Vec<(f32, bool)> = (0..2000)
             .map(|_| {
-                let positive = rng.next_u64() % 4 == 0;
+                let positive = rng.next_u64().is_multiple_of(4);
                 (
                     (rng.next_u64() % 50) as f32 + if positive { 10.0 } else { 0.0 },
                     positive,

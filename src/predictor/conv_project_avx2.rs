@@ -48,8 +48,8 @@ impl ConvProject {
     /// From conv1d's `[Di, 1, kw]` weight and `[Di]` bias and x_proj's `[sx, Di]` weight.
     pub fn new(conv_weight: &[f32], conv_bias: &[f32], kw: usize, x_proj: &[f32]) -> Self {
         let di = conv_bias.len();
-        assert!(kw >= 1 && conv_weight.len() == di * kw && di % LANES == 0);
-        assert!(!x_proj.is_empty() && x_proj.len() % di == 0);
+        assert!(kw >= 1 && conv_weight.len() == di * kw && di.is_multiple_of(LANES));
+        assert!(!x_proj.is_empty() && x_proj.len().is_multiple_of(di));
         let sx = x_proj.len() / di;
         let sx_pad = sx.next_multiple_of(LANES);
         let mut xt = vec![0f32; di * sx_pad];
@@ -91,7 +91,7 @@ impl ConvProject {
             applies(di),
             "the fused convolution needs AVX2, FMA and Di % 8 == 0"
         );
-        assert!(len > 0 && rows.len() % len == 0 && ldx >= di);
+        assert!(len > 0 && rows.len().is_multiple_of(len) && ldx >= di);
         assert!(u.len() == rows.len() * di && xdbl.len() == rows.len() * sx);
         assert!(rows.iter().all(|&r| r as usize * ldx + di <= x.len()));
         let xdbl_ptr = SendPtr(xdbl.as_mut_ptr());

@@ -355,7 +355,7 @@ impl<T: Float> Predictor<T> {
             ));
         }
         let c = self.cfg.d_model;
-        if tokens.len() % c != 0 || tokens.len() < 2 * c {
+        if !tokens.len().is_multiple_of(c) || tokens.len() < 2 * c {
             return Err(Error::invalid_argument(format!(
                 "forward_orderings: {} values are not L + 1 >= 2 tokens of {c} channels",
                 tokens.len()

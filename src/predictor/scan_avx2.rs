@@ -74,7 +74,9 @@ pub struct Inputs<'a> {
 /// Whether this kernel runs here: the CPU has AVX2 and FMA, and the channels split into
 /// whole vectors.
 pub fn applies(d_inner: usize) -> bool {
-    d_inner % LANES == 0 && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    d_inner.is_multiple_of(LANES)
+        && is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
 }
 
 /// Whether the CPU has AVX-512F and VL, for [`run_blocks_avx512`].
@@ -212,7 +214,7 @@ fn streams(u: *const f32, y: *mut f32, ckpt: Option<&[f32]>, delta: Option<&[f32
 
 /// Whether `p` may take [`store`]'s non-temporal stores (16-byte aligned).
 pub(super) fn stream_aligned(p: *const f32) -> bool {
-    p as usize % 16 == 0
+    (p as usize).is_multiple_of(16)
 }
 
 /// Stores 8 lanes at `p`, bypassing the cache when `stream` (then `p` must be 16-byte

@@ -84,7 +84,7 @@ pub unsafe fn backward(
         ]
         .into_iter()
         .all(stream_aligned)
-            && g.ld_gz % 4 == 0,
+            && g.ld_gz.is_multiple_of(4),
     };
     bc_part
         .par_chunks_mut(stride.max(1))

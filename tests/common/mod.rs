@@ -29,7 +29,7 @@ pub fn texture(seed: u64, size: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(size * size * 3);
     for y in 0..size {
         for x in 0..size {
-            let v = if ((x + phase) / 6 + y / 9) % 2 == 0 {
+            let v = if ((x + phase) / 6 + y / 9).is_multiple_of(2) {
                 180
             } else {
                 60
