@@ -85,6 +85,8 @@ pub mod scan;
 pub mod scan_avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod scan_avx2_backward;
+#[cfg(target_arch = "x86_64")]
+mod simd;
 pub mod weights;
 pub mod workspace;
 

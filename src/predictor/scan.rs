@@ -1134,15 +1134,19 @@ mod tests {
 
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn the_avx512_build_of_the_forward_gives_the_same_bits() {
+    fn the_avx512_builds_of_the_forward_give_the_same_bits() {
         if !scan_avx2::applies(8) || !scan_avx2::has_avx512() {
             eprintln!("skipped: this CPU lacks AVX-512F/VL");
             return;
         }
         // Stored and computed dt (with dt and checkpoints kept, streamed), each N the
-        // kernels are compiled for and one known only at run time, in place and not.
-        for ns in [16usize, 8, 4, 5] {
-            let c = case::<f32>(2, 45, 24, ns, 8, 11 + ns as u64);
+        // kernels are compiled for and one known only at run time, in place and not; 48
+        // channels run the 16-lane kernel, 24 the 8-lane one compiled for AVX-512.
+        for (ns, di) in [16usize, 8, 4, 5]
+            .into_iter()
+            .flat_map(|n| [(n, 48), (n, 24)])
+        {
+            let c = case::<f32>(2, 45, di, ns, 8, 11 + (ns + di) as u64);
             let rows = c.s.batch * c.s.len;
             let weight: Vec<f32> = c.a_log[..c.s.d_inner * c.s.b_offset].to_vec();
             let bias: Vec<f32> = c.d.iter().map(|v| 4.0 * v).collect();
@@ -1184,7 +1188,7 @@ mod tests {
                     assert_eq!(
                         run(true, computed, in_place),
                         run(false, computed, in_place),
-                        "N {ns}, dt computed {computed}, in place {in_place}"
+                        "N {ns}, Di {di}, dt computed {computed}, in place {in_place}"
                     );
                 }
             }

@@ -15,8 +15,10 @@
 //! a softplus pass and a `[rows, Di]` buffer written and read back; each step computes the
 //! next step's, beside its own state updates.
 //!
-//! On CPUs with AVX-512 the same 8-lane kernel runs as a second build compiled for them
-//! (`run_blocks_avx512`: 32 vector registers), giving the same bits.
+//! On CPUs with AVX-512 the same kernel runs on 16 lanes (`run_blocks_x16`; the 8-lane
+//! code compiled for them, `run_blocks_avx512`, where `Di` is not a multiple of 16),
+//! giving the same bits: the kernel and its exponentials are written once over
+//! `Simd` (`predictor/simd.rs`).
 //!
 //! Same arithmetic as the generic kernel up to rounding: the exponentials are polynomials
 //! as accurate as [`super::float::exp_f32_with`] (tested against libm), and the read-out's
@@ -31,6 +33,7 @@ use rayon::prelude::*;
 use super::gemm::SendPtr;
 use super::prefetch::prefetch_lines;
 use super::scan::ScanDims;
+use super::simd::{Avx2, Avx512, Simd, EXP2_MIN, EXP2_POLY, ROUND};
 
 /// Channels per task: one AVX2 vector of `f32`.
 pub const LANES: usize = 8;
@@ -121,7 +124,8 @@ pub unsafe fn forward_raw(
     unsafe { forward_raw_on(s, inp, u, y, ckpt, delta_out, has_avx512()) }
 }
 
-/// [`forward_raw`] with the AVX-512 build of the kernel ([`run_blocks_avx512`]) or not.
+/// [`forward_raw`] with the AVX-512 builds of the kernel ([`run_blocks_x16`], or
+/// [`run_blocks_avx512`] where `Di` is not a multiple of 16) or the AVX2 one.
 ///
 /// # Safety
 /// As [`forward_raw`]; with `avx512`, the CPU must also have AVX-512F and VL.
@@ -169,26 +173,40 @@ pub(super) unsafe fn forward_raw_on(
         ckpt: ckpt.map(|c| SendPtr(c.as_mut_ptr())),
         delta: delta_out.map(|d| SendPtr(d.as_mut_ptr())),
     };
-    let (per_task, tasks_per_seq) = split(di / LANES, s.batch, rayon::current_num_threads());
+    // The widest kernel that fits: 16 lanes where the CPU has AVX-512 and the channels
+    // split into 16s.
+    let lanes = if avx512 && di.is_multiple_of(16) {
+        16
+    } else {
+        LANES
+    };
+    let (per_task, tasks_per_seq) = split(di / lanes, lanes, s.batch, rayon::current_num_threads());
     (0..s.batch * tasks_per_seq)
         .into_par_iter()
         .for_each(|task| {
             let first = (task % tasks_per_seq) * per_task;
-            let blocks = first..(first + per_task).min(di / LANES);
+            let blocks = first..(first + per_task).min(di / lanes);
+            let b = task / tasks_per_seq;
+            // Kernels compiled for the usual N, so that their loops over the state unroll
+            // (see `state_count`).
+            macro_rules! by_state {
+                ($kernel:ident) => {
+                    match s.d_state {
+                        16 => $kernel::<16>(s, inp, out, b, blocks),
+                        8 => $kernel::<8>(s, inp, out, b, blocks),
+                        4 => $kernel::<4>(s, inp, out, b, blocks),
+                        _ => $kernel::<0>(s, inp, out, b, blocks),
+                    }
+                };
+            }
             // SAFETY: task (b, blocks) reads and writes only rows of sequence b and the
             // channel columns of its blocks in u/y and in the checkpoints; features checked
-            // by the caller through `applies`.
+            // by the caller through `applies` (and `has_avx512` for `avx512`).
             unsafe {
-                let b = task / tasks_per_seq;
-                match (s.d_state, avx512) {
-                    (16, true) => run_blocks_avx512::<16>(s, inp, out, b, blocks),
-                    (8, true) => run_blocks_avx512::<8>(s, inp, out, b, blocks),
-                    (4, true) => run_blocks_avx512::<4>(s, inp, out, b, blocks),
-                    (_, true) => run_blocks_avx512::<0>(s, inp, out, b, blocks),
-                    (16, false) => run_blocks::<16>(s, inp, out, b, blocks),
-                    (8, false) => run_blocks::<8>(s, inp, out, b, blocks),
-                    (4, false) => run_blocks::<4>(s, inp, out, b, blocks),
-                    (_, false) => run_blocks::<0>(s, inp, out, b, blocks),
+                match (lanes, avx512) {
+                    (16, _) => by_state!(run_blocks_x16),
+                    (_, true) => by_state!(run_blocks_avx512),
+                    _ => by_state!(run_blocks_avx2),
                 }
             }
         });
@@ -218,23 +236,15 @@ pub(super) fn stream_aligned(p: *const f32) -> bool {
 }
 
 /// Stores 8 lanes at `p`, bypassing the cache when `stream` (then `p` must be 16-byte
-/// aligned: the lanes go as two 4-lane non-temporal stores, AVX2 having no unaligned
-/// 8-lane one).
+/// aligned).
 ///
 /// # Safety
 /// `p` must address 8 writable floats, 16-byte aligned when `stream`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn store(p: *mut f32, v: __m256, stream: bool) {
-    // SAFETY: the caller's contract.
-    unsafe {
-        if stream {
-            _mm_stream_ps(p, _mm256_castps256_ps128(v));
-            _mm_stream_ps(p.add(4), _mm256_extractf128_ps::<1>(v));
-        } else {
-            _mm256_storeu_ps(p, v);
-        }
-    }
+    // SAFETY: the caller's contract; the CPU has AVX2 and FMA (this function's features).
+    unsafe { put::<Avx2>(p, v, stream) }
 }
 
 /// `N` as the kernels see it: `FIXED` when it is not 0, so that the loops over the state
@@ -251,17 +261,17 @@ pub(super) fn state_count<const FIXED: usize>(s: &ScanDims) -> usize {
     }
 }
 
-/// Most 8-channel blocks one task walks together: their states (`blocks x N` vectors,
-/// 8 KB at N = 16) stay in L1.
-const MAX_BLOCKS_PER_TASK: usize = 16;
+/// Most channels one task walks together: their states (`channels x N` floats, 8 KB at
+/// N = 16) stay in L1.
+const MAX_CHANNELS_PER_TASK: usize = 128;
 
-/// `(blocks per task, tasks per sequence)` for `blocks` blocks per sequence: few tasks,
-/// so each reads whole stretches of a token's row (one task per block walked rows
-/// `Di` floats apart and spent half its time waiting for memory), yet at least two per
-/// thread when there are few sequences. Which channels share a task does not change any
-/// result.
-fn split(blocks: usize, batch: usize, threads: usize) -> (usize, usize) {
-    let mut tasks = blocks.div_ceil(MAX_BLOCKS_PER_TASK).max(1);
+/// `(blocks per task, tasks per sequence)` for `blocks` blocks of `lanes` channels per
+/// sequence: few tasks, so each reads whole stretches of a token's row (one task per
+/// block walked rows `Di` floats apart and spent half its time waiting for memory), yet
+/// at least two per thread when there are few sequences. Which channels share a task does
+/// not change any result.
+fn split(blocks: usize, lanes: usize, batch: usize, threads: usize) -> (usize, usize) {
+    let mut tasks = blocks.div_ceil(MAX_CHANNELS_PER_TASK / lanes).max(1);
     while batch * tasks < 2 * threads && tasks < blocks {
         tasks += 1;
     }
@@ -270,19 +280,25 @@ fn split(blocks: usize, batch: usize, threads: usize) -> (usize, usize) {
 }
 
 /// Per-block constants of a task.
-struct BlockConsts {
+struct BlockConsts<V> {
     /// `A log2(e)` (`A = -exp(A_log)`), `[blocks][N]`: the decay is `2^(dt A log2(e))`.
-    a_log2e: Vec<__m256>,
+    a_log2e: Vec<V>,
     /// `D` per block.
-    d: Vec<__m256>,
+    d: Vec<V>,
     /// dt_proj's weight transposed, `[blocks][R]` (empty for stored `dt`).
-    dt_weight: Vec<__m256>,
+    dt_weight: Vec<V>,
     /// dt_proj's bias per block (empty for stored `dt`).
-    dt_bias: Vec<__m256>,
+    dt_bias: Vec<V>,
 }
 
-#[target_feature(enable = "avx2,fma")]
-fn block_consts(s: &ScanDims, inp: &Inputs, blocks: &std::ops::Range<usize>) -> BlockConsts {
+/// # Safety
+/// The CPU features of `S` (see [`Simd`]).
+#[inline(always)]
+unsafe fn block_consts<S: Simd>(
+    s: &ScanDims,
+    inp: &Inputs,
+    blocks: &std::ops::Range<usize>,
+) -> BlockConsts<S::V> {
     let (ns, r) = (s.d_state, s.b_offset);
     let mut c = BlockConsts {
         a_log2e: Vec::new(),
@@ -290,177 +306,234 @@ fn block_consts(s: &ScanDims, inp: &Inputs, blocks: &std::ops::Range<usize>) -> 
         dt_weight: Vec::new(),
         dt_bias: Vec::new(),
     };
-    for d0 in blocks.clone().map(|j| j * LANES) {
-        c.a_log2e
-            .extend((0..ns).map(|n| {
-                lanes(|w| -inp.a_log[(d0 + w) * ns + n].exp() * std::f32::consts::LOG2_E)
+    // SAFETY: the caller's contract.
+    unsafe {
+        for d0 in blocks.clone().map(|j| j * S::LANES) {
+            c.a_log2e.extend((0..ns).map(|n| {
+                S::lanes(|w| -inp.a_log[(d0 + w) * ns + n].exp() * std::f32::consts::LOG2_E)
             }));
-        c.d.push(lanes(|w| inp.d[d0 + w]));
-        if let Delta::LowRank { weight, bias } = inp.delta {
-            c.dt_weight
-                .extend((0..r).map(|k| lanes(|w| weight[(d0 + w) * r + k])));
-            c.dt_bias.push(lanes(|w| bias[d0 + w]));
+            c.d.push(S::lanes(|w| inp.d[d0 + w]));
+            if let Delta::LowRank { weight, bias } = inp.delta {
+                c.dt_weight
+                    .extend((0..r).map(|k| S::lanes(|w| weight[(d0 + w) * r + k])));
+                c.dt_bias.push(S::lanes(|w| bias[d0 + w]));
+            }
         }
     }
     c
 }
 
-/// Defines the scan of sequence `b` over the channels of `blocks` (8 each), token by
-/// token, compiled for the CPU features `$features`.
-macro_rules! run_blocks_for {
-    ($(#[$doc:meta])* $name:ident, $features:literal) => {
-        $(#[$doc])*
-        #[target_feature(enable = $features)]
-        unsafe fn $name<const FIXED: usize>(
-            s: &ScanDims,
-            inp: &Inputs,
-            out: Out,
-            b: usize,
-            blocks: std::ops::Range<usize>,
-        ) {
-            let (di, ns, r) = (s.d_inner, state_count::<FIXED>(s), s.b_offset);
-            let c = block_consts(s, inp, &blocks);
-            let mut h = vec![_mm256_setzero_ps(); blocks.len() * ns];
-            let mut dts = vec![_mm256_setzero_ps(); blocks.len()];
-            let mut decays = vec![_mm256_setzero_ps(); blocks.len() * ns];
-            let mut dts_next = dts.clone();
-            let xdbl = inp.xdbl.as_ptr();
-            if s.len > 0 {
-                deltas(s, inp, out, &c, blocks.start, b * s.len, &mut dts);
-            }
-            for t in 0..s.len {
-                let row = b * s.len + t;
-                if let Some(ck) = out.ckpt {
-                    if t % s.chunk == 0 {
-                        let base = (b * s.n_chunks() + t / s.chunk) * ns;
-                        for (j, hb) in h.chunks_exact(ns).enumerate() {
-                            let d0 = (blocks.start + j) * LANES;
-                            for (n, hn) in hb.iter().enumerate() {
-                                // SAFETY: inside the checkpoint buffer, columns of this block.
-                                unsafe { store(ck.get().add((base + n) * di + d0), *hn, out.stream) };
-                            }
-                        }
-                    }
-                }
-                if t + PREFETCH_ROWS < s.len {
-                    prefetch_row(s, inp, out, row + PREFETCH_ROWS, &blocks);
-                }
-                // SAFETY: row < rows, so the row of x_dbl is inside the buffer checked in
-                // `forward_raw`.
-                let xr = unsafe { xdbl.add(row * s.ld_xdbl) };
-                // Then every decay of the step, into `decays`: computed inside each block's
-                // state updates, the exponentials' dozen registers of temporaries left too few
-                // for the rest, whose values were spilled and reloaded.
-                for (j, &dl) in dts.iter().enumerate() {
-                    let a = &c.a_log2e[j * ns..(j + 1) * ns];
-                    for (e, &an) in decays[j * ns..(j + 1) * ns].iter_mut().zip(a) {
-                        *e = exp2_nonpositive(_mm256_mul_ps(dl, an));
-                    }
-                }
-                // The next row's `dt` of every block, between this row's decays and its
-                // state updates, which do not need it: its softplus is a chain of a few
-                // dozen dependent operations that the state updates now run beside, where
-                // at the start of the row the decays waited on it.
-                if t + 1 < s.len {
-                    deltas(s, inp, out, &c, blocks.start, row + 1, &mut dts_next);
-                }
-                // SAFETY: the row of x_dbl holds B and C after the R values of `dt`.
-                let (bp, cp) = unsafe { (xr.add(r), xr.add(r + ns)) };
-                for (j, (hb, eb)) in h
-                    .chunks_exact_mut(ns)
-                    .zip(decays.chunks_exact(ns))
-                    .enumerate()
-                {
-                    let d0 = (blocks.start + j) * LANES;
-                    let off = row * di + d0;
-                    // SAFETY: the 8 columns at `off` (and at the same columns of z's row) are
-                    // inside the buffers checked in `forward_raw`; B and C hold N values each.
-                    unsafe {
-                        let uu = _mm256_loadu_ps(out.u.add(off));
-                        let du = _mm256_mul_ps(dts[j], uu);
-                        // Two named accumulators (an indexed pair lived on the stack, and every
-                        // FMA of the read-out waited on a store-to-load round trip).
-                        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-                        // Pointers, not indices: with the slices' bounds checks the states and
-                        // the broadcasts of B and C went through the stack.
-                        let (hp, ep) = (hb.as_mut_ptr(), eb.as_ptr());
-                        let mut n = 0;
-                        while n + 2 <= ns {
-                            acc0 = state_update(hp.add(n), *ep.add(n), du, *bp.add(n), *cp.add(n), acc0);
-                            let (b1, c1) = (*bp.add(n + 1), *cp.add(n + 1));
-                            acc1 = state_update(hp.add(n + 1), *ep.add(n + 1), du, b1, c1, acc1);
-                            n += 2;
-                        }
-                        if n < ns {
-                            acc0 = state_update(hp.add(n), *ep.add(n), du, *bp.add(n), *cp.add(n), acc0);
-                        }
-                        let yv = _mm256_fmadd_ps(c.d[j], uu, _mm256_add_ps(acc0, acc1));
-                        let z_row = inp.z_rows.map_or(row, |zr| zr[row] as usize);
-                        let z = _mm256_loadu_ps(inp.z.as_ptr().add(z_row * inp.ld_z + d0));
-                        store(out.y.get().add(off), _mm256_mul_ps(yv, silu(z)), out.stream);
-                    }
-                }
-                std::mem::swap(&mut dts, &mut dts_next);
-            }
-            if out.stream {
-                // Non-temporal stores are weakly ordered: drain them before the task reports
-                // done, so that whoever reads the buffers next sees them.
-                _mm_sfence();
-            }
+/// `v` to `p`, with non-temporal stores when `stream` (then 16-byte aligned).
+///
+/// # Safety
+/// `p` must address `S::LANES` writable floats; the CPU features of `S`.
+#[inline(always)]
+unsafe fn put<S: Simd>(p: *mut f32, v: S::V, stream: bool) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if stream {
+            S::stream(p, v);
+        } else {
+            S::store(p, v);
         }
-    };
+    }
 }
 
-run_blocks_for!(
-    /// The scan of sequence `b` over the channels of `blocks` (8 each), token by token.
-    run_blocks,
-    "avx2,fma"
-);
-run_blocks_for!(
-    /// [`run_blocks`] on CPUs with AVX-512: the same 8-lane code, which the compiler then
-    /// gives 32 vector registers instead of 16 (fewer of a block's states and decays
-    /// round-trip through the stack). Same instructions on the values, so the same
-    /// results bit for bit (tested). `score_one_features` at 1024 x 1024, Lite0 stride 8 +
-    /// 16, 2 threads, three alternating runs of a scratch program: 57.7-60.7 ms -> 54.8-58.8
-    /// (best of each 57.0-58.1 -> 54.2-55.6).
-    run_blocks_avx512,
-    "avx2,fma,avx512f,avx512vl"
-);
+/// The scan of sequence `b` over the channels of `blocks` (`S::LANES` each), token by
+/// token; compiled into [`run_blocks_avx2`], [`run_blocks_avx512`] and
+/// [`run_blocks_x16`].
+///
+/// # Safety
+/// As [`forward_raw`], for the task's sequence and blocks; the CPU features of `S`.
+#[inline(always)]
+unsafe fn run_blocks<S: Simd, const FIXED: usize>(
+    s: &ScanDims,
+    inp: &Inputs,
+    out: Out,
+    b: usize,
+    blocks: std::ops::Range<usize>,
+) {
+    let (di, ns, r, w) = (s.d_inner, state_count::<FIXED>(s), s.b_offset, S::LANES);
+    // SAFETY: the caller's contract, for everything below.
+    unsafe {
+        let c = block_consts::<S>(s, inp, &blocks);
+        let mut h = vec![S::zero(); blocks.len() * ns];
+        let mut dts = vec![S::zero(); blocks.len()];
+        let mut decays = vec![S::zero(); blocks.len() * ns];
+        let mut dts_next = dts.clone();
+        let xdbl = inp.xdbl.as_ptr();
+        if s.len > 0 {
+            deltas::<S>(s, inp, out, &c, blocks.start, b * s.len, &mut dts);
+        }
+        for t in 0..s.len {
+            let row = b * s.len + t;
+            if let Some(ck) = out.ckpt {
+                if t % s.chunk == 0 {
+                    let base = (b * s.n_chunks() + t / s.chunk) * ns;
+                    for (j, hb) in h.chunks_exact(ns).enumerate() {
+                        let d0 = (blocks.start + j) * w;
+                        for (n, hn) in hb.iter().enumerate() {
+                            // Inside the checkpoint buffer, columns of this block.
+                            put::<S>(ck.get().add((base + n) * di + d0), *hn, out.stream);
+                        }
+                    }
+                }
+            }
+            if t + PREFETCH_ROWS < s.len {
+                prefetch_row(s, inp, out, row + PREFETCH_ROWS, &blocks, w);
+            }
+            // row < rows, so the row of x_dbl is inside the buffer checked in `forward_raw`.
+            let xr = xdbl.add(row * s.ld_xdbl);
+            // Then every decay of the step, into `decays`: computed inside each block's
+            // state updates, the exponentials' dozen registers of temporaries left too few
+            // for the rest, whose values were spilled and reloaded.
+            for (j, &dl) in dts.iter().enumerate() {
+                let a = &c.a_log2e[j * ns..(j + 1) * ns];
+                for (e, &an) in decays[j * ns..(j + 1) * ns].iter_mut().zip(a) {
+                    *e = S::exp2_nonpositive(S::mul(dl, an));
+                }
+            }
+            // The next row's `dt` of every block, between this row's decays and its state
+            // updates, which do not need it: its softplus is a chain of a few dozen
+            // dependent operations that the state updates now run beside, where at the
+            // start of the row the decays waited on it.
+            if t + 1 < s.len {
+                deltas::<S>(s, inp, out, &c, blocks.start, row + 1, &mut dts_next);
+            }
+            // The row of x_dbl holds B and C after the R values of `dt`.
+            let (bp, cp) = (xr.add(r), xr.add(r + ns));
+            for (j, (hb, eb)) in h
+                .chunks_exact_mut(ns)
+                .zip(decays.chunks_exact(ns))
+                .enumerate()
+            {
+                let d0 = (blocks.start + j) * w;
+                let off = row * di + d0;
+                // The `w` columns at `off` (and at the same columns of z's row) are inside
+                // the buffers checked in `forward_raw`; B and C hold N values each.
+                let uu = S::load(out.u.add(off));
+                let du = S::mul(dts[j], uu);
+                // Two named accumulators (an indexed pair lived on the stack, and every FMA
+                // of the read-out waited on a store-to-load round trip).
+                let (mut acc0, mut acc1) = (S::zero(), S::zero());
+                // Pointers, not indices: with the slices' bounds checks the states and the
+                // broadcasts of B and C went through the stack.
+                let (hp, ep) = (hb.as_mut_ptr(), eb.as_ptr());
+                let mut n = 0;
+                while n + 2 <= ns {
+                    acc0 =
+                        state_update::<S>(hp.add(n), *ep.add(n), du, *bp.add(n), *cp.add(n), acc0);
+                    let (b1, c1) = (*bp.add(n + 1), *cp.add(n + 1));
+                    acc1 = state_update::<S>(hp.add(n + 1), *ep.add(n + 1), du, b1, c1, acc1);
+                    n += 2;
+                }
+                if n < ns {
+                    acc0 =
+                        state_update::<S>(hp.add(n), *ep.add(n), du, *bp.add(n), *cp.add(n), acc0);
+                }
+                let yv = S::fmadd(c.d[j], uu, S::add(acc0, acc1));
+                let z_row = inp.z_rows.map_or(row, |zr| zr[row] as usize);
+                let z = S::load(inp.z.as_ptr().add(z_row * inp.ld_z + d0));
+                put::<S>(out.y.get().add(off), S::mul(yv, S::silu(z)), out.stream);
+            }
+            std::mem::swap(&mut dts, &mut dts_next);
+        }
+        if out.stream {
+            // Non-temporal stores are weakly ordered: drain them before the task reports
+            // done, so that whoever reads the buffers next sees them.
+            _mm_sfence();
+        }
+    }
+}
+
+/// [`run_blocks`] with 8 lanes, compiled for AVX2 and FMA.
+///
+/// # Safety
+/// As [`run_blocks`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_blocks_avx2<const FIXED: usize>(
+    s: &ScanDims,
+    inp: &Inputs,
+    out: Out,
+    b: usize,
+    blocks: std::ops::Range<usize>,
+) {
+    // SAFETY: the caller's contract.
+    unsafe { run_blocks::<Avx2, FIXED>(s, inp, out, b, blocks) }
+}
+
+/// [`run_blocks`] with 8 lanes on CPUs with AVX-512, for `Di` that is not a multiple of
+/// 16: the same code, which the compiler then gives 32 vector registers instead of 16
+/// (fewer of a block's states and decays round-trip through the stack). Same instructions
+/// on the values, so the same results bit for bit (tested). `score_one_features` at 1024 x
+/// 1024, Lite0 stride 8 + 16, 2 threads, three alternating runs of a scratch program:
+/// 57.7-60.7 ms -> 54.8-58.8 (best of each 57.0-58.1 -> 54.2-55.6).
+///
+/// # Safety
+/// As [`run_blocks`]; the CPU has AVX-512F and VL.
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+unsafe fn run_blocks_avx512<const FIXED: usize>(
+    s: &ScanDims,
+    inp: &Inputs,
+    out: Out,
+    b: usize,
+    blocks: std::ops::Range<usize>,
+) {
+    // SAFETY: the caller's contract.
+    unsafe { run_blocks::<Avx2, FIXED>(s, inp, out, b, blocks) }
+}
+
+/// [`run_blocks`] with 16 lanes (AVX-512F), for `Di` a multiple of 16: half the
+/// instructions of the 8-lane build for the same lanes, the same operations on each lane,
+/// so the same bits (tested).
+///
+/// # Safety
+/// As [`run_blocks`]; the CPU has AVX-512F and VL.
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+unsafe fn run_blocks_x16<const FIXED: usize>(
+    s: &ScanDims,
+    inp: &Inputs,
+    out: Out,
+    b: usize,
+    blocks: std::ops::Range<usize>,
+) {
+    // SAFETY: the caller's contract.
+    unsafe { run_blocks::<Avx512, FIXED>(s, inp, out, b, blocks) }
+}
 
 /// `dt` of row `row` for each block of a task whose first block is `first_block`, into
 /// `dts` (and kept when asked).
 ///
 /// # Safety
 /// `row` must be a row of the scan and the blocks the task's, as checked in
-/// [`forward_raw`].
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn deltas(
+/// [`forward_raw`]; the CPU features of `S`.
+#[inline(always)]
+unsafe fn deltas<S: Simd>(
     s: &ScanDims,
     inp: &Inputs,
     out: Out,
-    c: &BlockConsts,
+    c: &BlockConsts<S::V>,
     first_block: usize,
     row: usize,
-    dts: &mut [__m256],
+    dts: &mut [S::V],
 ) {
     let r = s.b_offset;
     for (j, dl) in dts.iter_mut().enumerate() {
-        let off = row * s.d_inner + (first_block + j) * LANES;
-        // SAFETY: the caller's contract: the 8 columns at `off` are inside the buffers
+        let off = row * s.d_inner + (first_block + j) * S::LANES;
+        // SAFETY: the caller's contract: the columns at `off` are inside the buffers
         // checked in `forward_raw`, and the row of x_dbl holds the R values read.
         unsafe {
             *dl = match inp.delta {
-                Delta::Stored(dl) => _mm256_loadu_ps(dl.as_ptr().add(off)),
+                Delta::Stored(dl) => S::load(dl.as_ptr().add(off)),
                 Delta::LowRank { .. } => {
                     let xr = inp.xdbl.as_ptr().add(row * s.ld_xdbl);
                     let mut raw = c.dt_bias[j];
                     for (k, wk) in c.dt_weight[j * r..(j + 1) * r].iter().enumerate() {
-                        raw = _mm256_fmadd_ps(_mm256_broadcast_ss(&*xr.add(k)), *wk, raw);
+                        raw = S::fmadd(S::splat(*xr.add(k)), *wk, raw);
                     }
-                    let dl = softplus(raw);
+                    let dl = S::softplus(raw);
                     if let Some(keep) = out.delta {
-                        store(keep.get().add(off), dl, out.stream);
+                        put::<S>(keep.get().add(off), dl, out.stream);
                     }
                     dl
                 }
@@ -475,11 +548,18 @@ unsafe fn deltas(
 /// One row's work (hundreds of cycles per block) covers a memory latency, two leave room.
 const PREFETCH_ROWS: usize = 2;
 
-/// Asks for the cache lines of `row` that the task over `blocks` will read.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn prefetch_row(s: &ScanDims, inp: &Inputs, out: Out, row: usize, blocks: &std::ops::Range<usize>) {
-    let (first, end) = (blocks.start * LANES, blocks.end * LANES);
+/// Asks for the cache lines of `row` that the task over `blocks` (of `lanes` channels)
+/// will read.
+#[inline(always)]
+fn prefetch_row(
+    s: &ScanDims,
+    inp: &Inputs,
+    out: Out,
+    row: usize,
+    blocks: &std::ops::Range<usize>,
+    lanes: usize,
+) {
+    let (first, end) = (blocks.start * lanes, blocks.end * lanes);
     let z_row = inp.z_rows.map_or(row, |zr| zr[row] as usize);
     let di = s.d_inner;
     // Inside the buffers (row < rows); see `prefetch_lines`.
@@ -489,28 +569,28 @@ fn prefetch_row(s: &ScanDims, inp: &Inputs, out: Out, row: usize, blocks: &std::
     if let Delta::Stored(dl) = inp.delta {
         lines(dl.as_ptr().wrapping_add(row * di));
     }
-    _mm_prefetch::<_MM_HINT_T0>(inp.xdbl.as_ptr().wrapping_add(row * s.ld_xdbl).cast());
+    // SAFETY: SSE is part of x86_64; a prefetch never faults.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(inp.xdbl.as_ptr().wrapping_add(row * s.ld_xdbl).cast()) };
 }
 
 /// One state entry of the forward: `h = decay h + dt u B`, and returns `acc + C h`.
 ///
 /// # Safety
-/// `h` must point to a valid, exclusively accessed `__m256`.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn state_update(
-    h: *mut __m256,
-    decay: __m256,
-    du: __m256,
+/// `h` must point to a valid, exclusively accessed vector; the CPU features of `S`.
+#[inline(always)]
+unsafe fn state_update<S: Simd>(
+    h: *mut S::V,
+    decay: S::V,
+    du: S::V,
     b: f32,
     c: f32,
-    acc: __m256,
-) -> __m256 {
+    acc: S::V,
+) -> S::V {
     // SAFETY: the caller's contract.
     unsafe {
-        let next = _mm256_fmadd_ps(decay, *h, _mm256_mul_ps(du, splat(b)));
+        let next = S::fmadd(decay, *h, S::mul(du, S::splat(b)));
         *h = next;
-        _mm256_fmadd_ps(next, splat(c), acc)
+        S::fmadd(next, S::splat(c), acc)
     }
 }
 
@@ -524,70 +604,17 @@ pub(super) fn splat(v: f32) -> __m256 {
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(super) fn lanes(f: impl Fn(usize) -> f32) -> __m256 {
-    let v: [f32; LANES] = std::array::from_fn(f);
-    // SAFETY: 8 readable floats.
-    unsafe { _mm256_loadu_ps(v.as_ptr()) }
+    // SAFETY: the CPU has AVX2 and FMA (this function's features).
+    unsafe { Avx2::lanes(f) }
 }
 
-/// `exp(x)` for `x <= 0` (every decay `exp(dt A)` has `dt > 0`, `A < 0`): the polynomial
-/// of [`super::float::exp_f32_with`], without its upper clamp.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn exp_nonpositive(x: __m256) -> __m256 {
-    exp_clamped(_mm256_max_ps(x, splat(-87.0)))
-}
-
-/// `2^x` for `x <= 0`: the scan's decays, `2^(dt A log2(e))`, its innermost and most
-/// frequent operation. In base 2 the range reduction `x = k + f`, `|f| <= 1/2`, is exact
-/// (`f = x - k` needs no split constant), and a degree-5 polynomial fitted to `2^f` on
-/// `[-1/2, 1/2]` (least squares in relative error, reweighted towards minimax) is within
-/// 1.6e-7 of `2^f` in f32 arithmetic, as close as the degree-7 `exp` of
-/// [`super::float::exp_f32_with`] with 5 fewer multiply-adds. The factor `2^k` is added
-/// to the polynomial's exponent field with integer instructions ([`scale_by_rounded`])
-/// rather than multiplied, off the multiply-add units that the polynomial keeps busy.
+/// [`Simd::exp2_nonpositive`] on 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(super) fn exp2_nonpositive(x: __m256) -> __m256 {
-    let x = _mm256_max_ps(x, splat(EXP2_MIN));
-    let kr = _mm256_add_ps(x, splat(EXP2_ROUND));
-    let f = _mm256_sub_ps(x, _mm256_sub_ps(kr, splat(EXP2_ROUND)));
-    let mut p = splat(EXP2_POLY[0]);
-    for c in &EXP2_POLY[1..] {
-        p = _mm256_fmadd_ps(p, f, splat(*c));
-    }
-    scale_by_rounded(p, kr)
+    // SAFETY: the CPU has AVX2 and FMA (this function's features).
+    unsafe { Avx2::exp2_nonpositive(x) }
 }
-
-/// `p 2^k` for `p` in `[2^-1/2, 2^1/2]` (the polynomial of [`exp2_nonpositive`]) and
-/// `kr = k + 1.5 * 2^23` with `k >= -125`: `k << 23` added to `p`'s bits. The rounding
-/// constant's bits shift out of the word (its low 9 bits are zero), so `kr << 23` is
-/// `k << 23` itself; with `k >= -125` the result stays a normal number.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn scale_by_rounded(p: __m256, kr: __m256) -> __m256 {
-    _mm256_castsi256_ps(_mm256_add_epi32(
-        _mm256_castps_si256(p),
-        _mm256_slli_epi32::<23>(_mm256_castps_si256(kr)),
-    ))
-}
-
-/// `1.5 * 2^23`: adding it rounds to an integer kept in the low mantissa bits.
-const EXP2_ROUND: f32 = 12_582_912.0;
-/// Where the decays stop falling: `2^-125` (3e-38) keeps [`scale_by_rounded`]'s result
-/// a normal number, and is far below anything a state can notice (`exp` stops at `e^-87`,
-/// about `2^-125.5`, likewise).
-const EXP2_MIN: f32 = -125.0;
-/// The degree-5 polynomial for `2^f` on `[-1/2, 1/2]`, highest degree first.
-// The fitted linear coefficient sits next to ln 2, and is not it.
-#[allow(clippy::approx_constant)]
-const EXP2_POLY: [f32; 6] = [
-    1.326_472_7e-3,
-    9.671_513e-3,
-    5.550_733_6e-2,
-    2.402_224_2e-1,
-    0.693_147,
-    1.0,
-];
 
 /// The decays `2^(dt A log2 e)` of four consecutive states, `a_log2e` their `A log2 e`
 /// (the backward's recomputation; the forward computes a step's decays in one plain loop
@@ -619,10 +646,10 @@ fn exp2_nonpositive_x4(mut x: [__m256; 4]) -> [__m256; 4] {
         *v = _mm256_max_ps(*v, splat(EXP2_MIN));
     }
     for i in 0..4 {
-        kr[i] = _mm256_add_ps(x[i], splat(EXP2_ROUND));
+        kr[i] = _mm256_add_ps(x[i], splat(ROUND));
     }
     for i in 0..4 {
-        f[i] = _mm256_sub_ps(x[i], _mm256_sub_ps(kr[i], splat(EXP2_ROUND)));
+        f[i] = _mm256_sub_ps(x[i], _mm256_sub_ps(kr[i], splat(ROUND)));
     }
     let mut p = [splat(EXP2_POLY[0]); 4];
     for c in &EXP2_POLY[1..] {
@@ -631,87 +658,35 @@ fn exp2_nonpositive_x4(mut x: [__m256; 4]) -> [__m256; 4] {
         }
     }
     for i in 0..4 {
-        p[i] = scale_by_rounded(p[i], kr[i]);
+        // SAFETY: the CPU has AVX2 and FMA (this function's features).
+        p[i] = unsafe { Avx2::add_shifted_exponent(p[i], kr[i]) };
     }
     p
 }
 
-/// `2^k` from `kr = k + 1.5 * 2^23` (an integer `k` rounded into the low mantissa bits,
-/// see [`super::float::exp_f32_with`]), built with integer adds and a shift.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn pow2_of_rounded(kr: __m256) -> __m256 {
-    _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
-        _mm256_castps_si256(kr),
-        _mm256_set1_epi32(127 - 0x4B40_0000),
-    )))
-}
-
-/// `exp(x)` over f32's range, as [`super::float::exp_f32_with`].
+/// [`Simd::exp`] on 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(super) fn exp(x: __m256) -> __m256 {
-    exp_clamped(_mm256_min_ps(_mm256_max_ps(x, splat(-87.0)), splat(88.0)))
+    // SAFETY: the CPU has AVX2 and FMA (this function's features).
+    unsafe { Avx2::exp(x) }
 }
 
-/// The exponential's range reduction and polynomial for `x` in `[-87, 88]`.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn exp_clamped(x: __m256) -> __m256 {
-    const ROUND: f32 = 12_582_912.0;
-    let kr = _mm256_fmadd_ps(x, splat(std::f32::consts::LOG2_E), splat(ROUND));
-    let k = _mm256_sub_ps(kr, splat(ROUND));
-    let r = _mm256_fmadd_ps(
-        k,
-        splat(2.121_944_4e-4),
-        _mm256_fmadd_ps(k, splat(-0.693_359_4), x),
-    );
-    let mut p = splat(1.987_569_1e-4);
-    for c in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
-        0.5,
-    ] {
-        p = _mm256_fmadd_ps(p, r, splat(c));
-    }
-    let p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, splat(1.0)));
-    _mm256_mul_ps(p, pow2_of_rounded(kr))
-}
-
-/// `z * sigmoid(z)`.
+/// [`Simd::silu`] on 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(super) fn silu(z: __m256) -> __m256 {
-    let neg = _mm256_sub_ps(_mm256_setzero_ps(), z);
-    _mm256_div_ps(z, _mm256_add_ps(splat(1.0), exp(neg)))
+    // SAFETY: the CPU has AVX2 and FMA (this function's features).
+    unsafe { Avx2::silu(z) }
 }
 
-/// Softplus with [`super::float::softplus`]'s threshold (`x` above 20), else
-/// `max(x, 0) + ln(1 + e)`, `e = exp(-|x|)` in `(0, 1]`, and `ln(1 + e) = 2 atanh(s)` with
-/// `s = e / (2 + e)` in `(0, 1/3]`: the odd series of `atanh` up to `s^13` is within
-/// 2e-8 there, and `2 + e` rounds without the cancellation that `ln` of `1 + e` must
-/// correct for. One division and 7 multiply-adds where `ln(1 + e)` by way of `1 + e`
-/// (as [`super::float::ln_1p_f32`]) took two divisions, blends and twice the
-/// instructions; within 2.2e-7 of libm (measured over `[-20, 30]`).
+/// [`Simd::softplus`] on 8 lanes.
+#[cfg(test)]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn softplus(x: __m256) -> __m256 {
-    let abs = _mm256_andnot_ps(splat(-0.0), x);
-    let e = exp_nonpositive(_mm256_sub_ps(_mm256_setzero_ps(), abs));
-    let s = _mm256_div_ps(e, _mm256_add_ps(splat(2.0), e));
-    let s2 = _mm256_mul_ps(s, s);
-    let mut p = splat(1.0 / 13.0);
-    for c in [1.0 / 11.0, 1.0 / 9.0, 1.0 / 7.0, 0.2, 1.0 / 3.0, 1.0] {
-        p = _mm256_fmadd_ps(p, s2, splat(c));
-    }
-    let soft = _mm256_fmadd_ps(
-        _mm256_add_ps(s, s),
-        p,
-        _mm256_max_ps(x, _mm256_setzero_ps()),
-    );
-    _mm256_blendv_ps(soft, x, _mm256_cmp_ps::<_CMP_GT_OQ>(x, splat(20.0)))
+    // SAFETY: the CPU has AVX2 and FMA (this function's features).
+    unsafe { Avx2::softplus(x) }
 }
 
 #[cfg(test)]
