@@ -13,13 +13,12 @@
 
 #![cfg(target_arch = "x86_64")]
 
-use std::arch::x86_64::*;
-
 use rayon::prelude::*;
 
 use super::gemm::SendPtr;
 use super::prefetch::prefetch_read;
-use super::scan_avx2::{applies, silu, LANES};
+use super::scan_avx2::{applies, has_avx512, LANES};
+use super::simd::{Avx2, Avx512, Simd};
 
 /// Rows per task: enough that the three rows before a task's first are the only ones read
 /// twice, few enough that the tasks balance.
@@ -31,6 +30,9 @@ const PREFETCH_ROWS: usize = 4;
 /// Output vectors of `x_proj` one pass over a row's channels accumulates (registers).
 const GROUP: usize = 6;
 
+/// The widest vector's lanes (AVX-512): `x_proj`'s transposed rows are padded to it.
+const MAX_LANES: usize = 16;
+
 /// The layer's weights in the layouts the kernel reads.
 pub struct ConvProject {
     di: usize,
@@ -40,7 +42,7 @@ pub struct ConvProject {
     conv_weight: Vec<f32>,
     /// conv1d.bias, `[Di]`.
     conv_bias: Vec<f32>,
-    /// x_proj.weight transposed and padded, `[Di, sx_pad]`, `sx_pad` a multiple of 8.
+    /// x_proj.weight transposed and padded, `[Di, sx_pad]`, `sx_pad` a multiple of 16.
     x_proj_t: Vec<f32>,
 }
 
@@ -51,7 +53,7 @@ impl ConvProject {
         assert!(kw >= 1 && conv_weight.len() == di * kw && di.is_multiple_of(LANES));
         assert!(!x_proj.is_empty() && x_proj.len().is_multiple_of(di));
         let sx = x_proj.len() / di;
-        let sx_pad = sx.next_multiple_of(LANES);
+        let sx_pad = sx.next_multiple_of(MAX_LANES);
         let mut xt = vec![0f32; di * sx_pad];
         for j in 0..sx {
             for d in 0..di {
@@ -72,7 +74,8 @@ impl ConvProject {
     /// whose row `r` reads row `rows[r]` of `x` (row stride `ldx`, the x half of
     /// in_proj's output): `u` is `[rows, Di]`, `xdbl` `[rows, sx]`. As
     /// [`super::conv::forward_gathered`] followed by [`super::gemm::linear`], up to
-    /// rounding.
+    /// rounding. With AVX-512 code where the CPU has it and `Di` is a multiple of 16
+    /// (`task_x16`), else AVX2; the same bits either way.
     ///
     /// # Panics
     /// On sizes that do not fit, or where [`super::scan_avx2::applies`] does not hold
@@ -86,106 +89,188 @@ impl ConvProject {
         u: &mut [f32],
         xdbl: &mut [f32],
     ) {
+        let wide = has_avx512() && self.di.is_multiple_of(16);
+        self.forward_gathered_on(x, ldx, rows, len, u, xdbl, wide);
+    }
+
+    /// [`Self::forward_gathered`] with the AVX-512 code (`wide`) or the AVX2 code.
+    ///
+    /// # Panics
+    /// As [`Self::forward_gathered`]; when `wide`, also where the CPU lacks AVX-512F/VL
+    /// or `Di` is not a multiple of 16.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_gathered_on(
+        &self,
+        x: &[f32],
+        ldx: usize,
+        rows: &[u32],
+        len: usize,
+        u: &mut [f32],
+        xdbl: &mut [f32],
+        wide: bool,
+    ) {
         let (di, sx) = (self.di, self.sx);
         assert!(
             applies(di),
             "the fused convolution needs AVX2, FMA and Di % 8 == 0"
         );
+        assert!(!wide || (has_avx512() && di.is_multiple_of(16)));
         assert!(len > 0 && rows.len().is_multiple_of(len) && ldx >= di);
         assert!(u.len() == rows.len() * di && xdbl.len() == rows.len() * sx);
         assert!(rows.iter().all(|&r| r as usize * ldx + di <= x.len()));
-        let xdbl_ptr = SendPtr(xdbl.as_mut_ptr());
+        let xdbl = SendPtr(xdbl.as_mut_ptr());
         u.par_chunks_mut(ROWS_PER_TASK * di)
             .enumerate()
             .for_each(|(task, u_rows)| {
+                let src = Source { x, ldx, rows, len };
                 let first = task * ROWS_PER_TASK;
-                // Two rows at a time: their projections share each load of x_proj.
-                for (i, pair) in u_rows.chunks_mut(2 * di).enumerate() {
-                    let row = first + 2 * i;
-                    for (k, ur) in pair.chunks_exact_mut(di).enumerate() {
-                        if let Some(&ahead) = rows.get(row + k + PREFETCH_ROWS) {
-                            prefetch_read(x, ahead as usize * ldx, di);
-                        }
-                        // SAFETY: features checked above; every source row was checked to
-                        // lie inside `x`.
-                        unsafe { self.conv_row(x, ldx, rows, row + k, (row + k) % len, ur) };
-                    }
-                    let n = pair.len() / di;
-                    // SAFETY: features checked above; this task alone writes rows `row`
-                    // and `row + n - 1` of `xdbl`, which holds `rows.len() * sx` values.
-                    unsafe {
-                        let out =
-                            std::slice::from_raw_parts_mut(xdbl_ptr.get().add(row * sx), n * sx);
-                        self.project_rows(pair, out);
+                // SAFETY: features checked above; every source row was checked to lie
+                // inside `x`; this task alone writes its rows of `xdbl`, which holds
+                // `rows.len() * sx` values.
+                unsafe {
+                    if wide {
+                        self.task_x16(&src, first, u_rows, xdbl)
+                    } else {
+                        self.task_avx2(&src, first, u_rows, xdbl)
                     }
                 }
             });
     }
 
-    /// One row of `u`: the row at sequence position `t` reads rows `row - kw + 1 ..= row`
-    /// (those before the sequence's start are the zero padding). The pre-activations of
-    /// the whole row first, then the SiLU over them: with both in one pass per vector,
-    /// each vector's chain of dependent operations (4 multiply-adds, the exponential,
-    /// a division) ran nearly alone, at 60-90 cycles a vector (`perf annotate`).
+    /// [`Self::task`] on 8 lanes.
+    ///
+    /// # Safety
+    /// As [`Self::task`]; the CPU has AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    fn conv_row(&self, x: &[f32], ldx: usize, rows: &[u32], row: usize, t: usize, ur: &mut [f32]) {
-        let (di, kw) = (self.di, self.kw);
-        ur.copy_from_slice(&self.conv_bias);
-        for k in (kw - 1).saturating_sub(t)..kw {
-            let src = &x[rows[row + k + 1 - kw] as usize * ldx..][..di];
-            let w = &self.conv_weight[k * di..(k + 1) * di];
-            for d0 in (0..di).step_by(LANES) {
-                // SAFETY: d0 + 8 <= di, the length of all three slices.
-                unsafe {
-                    let acc = _mm256_loadu_ps(ur.as_ptr().add(d0));
-                    let wv = _mm256_loadu_ps(w.as_ptr().add(d0));
-                    let xv = _mm256_loadu_ps(src.as_ptr().add(d0));
-                    _mm256_storeu_ps(ur.as_mut_ptr().add(d0), _mm256_fmadd_ps(wv, xv, acc));
+    unsafe fn task_avx2(&self, src: &Source, first: usize, u_rows: &mut [f32], xdbl: SendPtr<f32>) {
+        // SAFETY: the caller's contract.
+        unsafe { self.task::<Avx2, Avx2, 2>(src, first, u_rows, xdbl) }
+    }
+
+    /// [`Self::task`] on CPUs with AVX-512: the convolution on 16 lanes, the projection
+    /// on 8 lanes three rows at a time. At x_proj's widths (35 and 39 outputs at the Lite0
+    /// levels) 16-lane output vectors padded 40 lanes to 48; with 32 registers, three rows
+    /// of 8-lane accumulators fit instead. Fused pass at 1024 x 1024 (4 orderings, 2
+    /// threads, 20 alternating runs, medians): stride 16 (Di 224) 3.8-4.1 -> 3.2-3.3 ms,
+    /// stride 8 (Di 80, bound by memory) 5.5-5.6 -> 5.4-5.5 ms. Same bits as on AVX2.
+    ///
+    /// # Safety
+    /// As [`Self::task`]; the CPU has AVX-512F and VL, `Di` is a multiple of 16.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    unsafe fn task_x16(&self, src: &Source, first: usize, u_rows: &mut [f32], xdbl: SendPtr<f32>) {
+        // SAFETY: the caller's contract.
+        unsafe { self.task::<Avx512, Avx2, 3>(src, first, u_rows, xdbl) }
+    }
+
+    /// Rows `first ..` of `u` (as many as `u_rows` holds) and of `xdbl`: the convolution
+    /// on `S`'s vectors, the projection on `P`'s, `R` rows at a time.
+    ///
+    /// # Safety
+    /// Every source row lies inside `src.x`; `xdbl` holds those rows, which nothing else
+    /// accesses; the CPU features of `S` and `P`, and `Di` a multiple of `S`'s lanes.
+    #[inline(always)]
+    unsafe fn task<S: Simd, P: Simd, const R: usize>(
+        &self,
+        src: &Source,
+        first: usize,
+        u_rows: &mut [f32],
+        xdbl: SendPtr<f32>,
+    ) {
+        let (di, sx) = (self.di, self.sx);
+        // `R` rows at a time: their projections share each load of x_proj.
+        for (i, pair) in u_rows.chunks_mut(R * di).enumerate() {
+            let row = first + R * i;
+            for (k, ur) in pair.chunks_exact_mut(di).enumerate() {
+                if let Some(&ahead) = src.rows.get(row + k + PREFETCH_ROWS) {
+                    prefetch_read(src.x, ahead as usize * src.ldx, di);
                 }
+                // SAFETY: the caller's contract.
+                unsafe { self.conv_row::<S>(src, row + k, ur) };
             }
-        }
-        for d0 in (0..di).step_by(LANES) {
-            // SAFETY: d0 + 8 <= di.
+            let n = pair.len() / di;
+            // SAFETY: the caller's contract: rows `row .. row + n` of `xdbl` are this task's.
             unsafe {
-                let pre = _mm256_loadu_ps(ur.as_ptr().add(d0));
-                _mm256_storeu_ps(ur.as_mut_ptr().add(d0), silu(pre));
+                let out = std::slice::from_raw_parts_mut(xdbl.get().add(row * sx), n * sx);
+                self.project_rows::<P, R>(pair, out);
             }
         }
     }
 
-    /// `out = ur x_proj^T` for one or two rows `ur` (`[rows, Di]` in, `[rows, sx]` out),
-    /// up to `GROUP` output vectors per pass over the rows. Two rows share every load of
-    /// `x_proj` and keep twice the accumulators busy: one row's chain of dependent
-    /// multiply-adds per output vector had the units wait on their latency. Each output
-    /// sums its channels in the same order either way.
-    #[target_feature(enable = "avx2,fma")]
-    fn project_rows(&self, ur: &[f32], out: &mut [f32]) {
+    /// One row of `u`: the row at sequence position `t = row % len` reads rows
+    /// `row - kw + 1 ..= row` (those before the sequence's start are the zero padding).
+    /// The pre-activations of the whole row first, then the SiLU over them: with both in
+    /// one pass per vector, each vector's chain of dependent operations (4 multiply-adds,
+    /// the exponential, a division) ran nearly alone, at 60-90 cycles a vector (`perf
+    /// annotate`).
+    ///
+    /// # Safety
+    /// As [`Self::task`].
+    #[inline(always)]
+    unsafe fn conv_row<S: Simd>(&self, src: &Source, row: usize, ur: &mut [f32]) {
+        let (di, kw, t) = (self.di, self.kw, row % src.len);
+        ur.copy_from_slice(&self.conv_bias);
+        for k in (kw - 1).saturating_sub(t)..kw {
+            let x = &src.x[src.rows[row + k + 1 - kw] as usize * src.ldx..][..di];
+            let w = &self.conv_weight[k * di..(k + 1) * di];
+            for d0 in (0..di).step_by(S::LANES) {
+                // SAFETY: d0 + LANES <= di, the length of all three slices; the caller's
+                // features.
+                unsafe {
+                    let acc = S::load(ur.as_ptr().add(d0));
+                    let wv = S::load(w.as_ptr().add(d0));
+                    let xv = S::load(x.as_ptr().add(d0));
+                    S::store(ur.as_mut_ptr().add(d0), S::fmadd(wv, xv, acc));
+                }
+            }
+        }
+        for d0 in (0..di).step_by(S::LANES) {
+            // SAFETY: as above.
+            unsafe {
+                let pre = S::load(ur.as_ptr().add(d0));
+                S::store(ur.as_mut_ptr().add(d0), S::silu(pre));
+            }
+        }
+    }
+
+    /// `out = ur x_proj^T` for up to `R` rows `ur` (`[rows, Di]` in, `[rows, sx]` out),
+    /// up to `GROUP` output vectors per pass over the rows; fewer than `R` rows go one at
+    /// a time. `R` rows share every load of `x_proj` and keep `R` times the accumulators
+    /// busy: one row's chain of dependent multiply-adds per output vector had the units
+    /// wait on their latency. Each output sums its channels in the same order whatever
+    /// the rows and the width.
+    ///
+    /// # Safety
+    /// The CPU features of `S`.
+    #[inline(always)]
+    unsafe fn project_rows<S: Simd, const R: usize>(&self, ur: &[f32], out: &mut [f32]) {
         let (di, sx) = (self.di, self.sx);
         let rows = ur.len() / di;
-        debug_assert!((1..=2).contains(&rows) && out.len() == rows * sx);
-        let vectors = self.x_proj_t.len() / di / LANES;
+        debug_assert!((1..=R).contains(&rows) && out.len() == rows * sx);
+        if rows < R {
+            for (u1, o1) in ur.chunks_exact(di).zip(out.chunks_exact_mut(sx)) {
+                // SAFETY: the caller's contract.
+                unsafe { self.project_rows::<S, 1>(u1, o1) };
+            }
+            return;
+        }
+        let vectors = sx.div_ceil(S::LANES);
         let mut v0 = 0;
         while v0 < vectors {
             let n = (vectors - v0).min(GROUP);
-            let mut lanes = [[0f32; GROUP * LANES]; 2];
-            // SAFETY: v0 + n vectors fit in a row of x_proj_t; `ur` holds `rows` rows.
+            let mut lanes = [[0f32; GROUP * MAX_LANES]; R];
+            // SAFETY: v0 + n vectors fit in a row of x_proj_t (padded to MAX_LANES);
+            // `ur` holds `R` rows; the caller's features.
             unsafe {
-                match (rows, n) {
-                    (2, 6) => self.project_group::<6, 2>(ur, v0, &mut lanes),
-                    (2, 5) => self.project_group::<5, 2>(ur, v0, &mut lanes),
-                    (2, 4) => self.project_group::<4, 2>(ur, v0, &mut lanes),
-                    (2, 3) => self.project_group::<3, 2>(ur, v0, &mut lanes),
-                    (2, 2) => self.project_group::<2, 2>(ur, v0, &mut lanes),
-                    (2, _) => self.project_group::<1, 2>(ur, v0, &mut lanes),
-                    (_, 6) => self.project_group::<6, 1>(ur, v0, &mut lanes),
-                    (_, 5) => self.project_group::<5, 1>(ur, v0, &mut lanes),
-                    (_, 4) => self.project_group::<4, 1>(ur, v0, &mut lanes),
-                    (_, 3) => self.project_group::<3, 1>(ur, v0, &mut lanes),
-                    (_, 2) => self.project_group::<2, 1>(ur, v0, &mut lanes),
-                    _ => self.project_group::<1, 1>(ur, v0, &mut lanes),
+                match n {
+                    6 => self.project_group::<S, 6, R>(ur, v0, &mut lanes),
+                    5 => self.project_group::<S, 5, R>(ur, v0, &mut lanes),
+                    4 => self.project_group::<S, 4, R>(ur, v0, &mut lanes),
+                    3 => self.project_group::<S, 3, R>(ur, v0, &mut lanes),
+                    2 => self.project_group::<S, 2, R>(ur, v0, &mut lanes),
+                    _ => self.project_group::<S, 1, R>(ur, v0, &mut lanes),
                 }
             }
-            let (col, end) = (v0 * LANES, ((v0 + n) * LANES).min(sx));
+            let (col, end) = (v0 * S::LANES, ((v0 + n) * S::LANES).min(sx));
             for (o, l) in out.chunks_exact_mut(sx).zip(&lanes) {
                 o[col..end].copy_from_slice(&l[..end - col]);
             }
@@ -197,38 +282,47 @@ impl ConvProject {
     /// fixed counts, so the accumulators stay in registers.
     ///
     /// # Safety
-    /// `(v0 + G) * 8` must not exceed a row of `x_proj_t`; `G <= GROUP`; `ur` must hold
-    /// `R` rows of `Di` values.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn project_group<const G: usize, const R: usize>(
+    /// `(v0 + G) * LANES` must not exceed a row of `x_proj_t`; `G <= GROUP`; `ur` must
+    /// hold `R` rows of `Di` values; the CPU features of `S`.
+    #[inline(always)]
+    unsafe fn project_group<S: Simd, const G: usize, const R: usize>(
         &self,
         ur: &[f32],
         v0: usize,
-        lanes: &mut [[f32; GROUP * LANES]; 2],
+        lanes: &mut [[f32; GROUP * MAX_LANES]; R],
     ) {
         let (di, sx_pad) = (self.di, self.x_proj_t.len() / self.di);
-        let mut acc = [[_mm256_setzero_ps(); G]; R];
         // SAFETY: the caller's contract; x_proj_t has Di rows.
         unsafe {
-            let wp = self.x_proj_t.as_ptr().add(v0 * LANES);
+            let mut acc = [[S::zero(); G]; R];
+            let wp = self.x_proj_t.as_ptr().add(v0 * S::LANES);
             let up = ur.as_ptr();
             for d in 0..di {
                 let w = wp.add(d * sx_pad);
-                let b: [__m256; R] = std::array::from_fn(|r| _mm256_set1_ps(*up.add(r * di + d)));
+                let b: [S::V; R] = std::array::from_fn(|r| S::splat(*up.add(r * di + d)));
                 for j in 0..G {
-                    let wv = _mm256_loadu_ps(w.add(j * LANES));
+                    let wv = S::load(w.add(j * S::LANES));
                     for (a, br) in acc.iter_mut().zip(&b) {
-                        a[j] = _mm256_fmadd_ps(*br, wv, a[j]);
+                        a[j] = S::fmadd(*br, wv, a[j]);
                     }
                 }
             }
             for (a, l) in acc.iter().zip(lanes.iter_mut()) {
                 for (j, v) in a.iter().enumerate() {
-                    _mm256_storeu_ps(l.as_mut_ptr().add(j * LANES), *v);
+                    S::store(l.as_mut_ptr().add(j * S::LANES), *v);
                 }
             }
         }
     }
+}
+
+/// Where a task's convolution reads: row `r` of the gathered sequences is row `rows[r]`
+/// of `x` (row stride `ldx`), sequences `len` rows long.
+struct Source<'a> {
+    x: &'a [f32],
+    ldx: usize,
+    rows: &'a [u32],
+    len: usize,
 }
 
 #[cfg(test)]
@@ -242,32 +336,45 @@ mod tests {
         (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect()
     }
 
+    /// [`ConvProject::project_rows`] on 8 lanes, `R` rows at a time, compiled for them.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn project_rows_avx2<const R: usize>(cp: &ConvProject, ur: &[f32], out: &mut [f32]) {
+        // SAFETY: the caller's contract.
+        unsafe { cp.project_rows::<Avx2, R>(ur, out) }
+    }
+
     #[test]
-    fn two_rows_project_as_each_alone() {
+    fn rows_project_together_as_each_alone() {
         if !applies(LANES) {
             eprintln!("skipped: this CPU lacks AVX2/FMA");
             return;
         }
         let mut rng = SplitMix64::new(9);
-        // x_proj widths of one partial group, one full group and a group and a half.
+        // x_proj widths of one partial group, one full group and a group and a half; two
+        // rows (AVX2) and three (AVX-512), and two rows where three are taken together.
         for (di, sx) in [(16, 5), (24, 48), (80, 73)] {
             let cp = ConvProject::new(&random(di, &mut rng), &random(di, &mut rng), 1, &{
                 random(sx * di, &mut rng)
             });
-            let ur = random(2 * di, &mut rng);
-            let mut pair = vec![0f32; 2 * sx];
-            let mut alone = vec![0f32; 2 * sx];
+            let ur = random(3 * di, &mut rng);
+            let mut alone = vec![0f32; 3 * sx];
+            let (mut two, mut three, mut short) = (alone.clone(), alone.clone(), alone.clone());
             // SAFETY: AVX2 and FMA checked above.
             unsafe {
-                cp.project_rows(&ur, &mut pair);
-                cp.project_rows(&ur[..di], &mut alone[..sx]);
-                cp.project_rows(&ur[di..], &mut alone[sx..]);
+                for r in 0..3 {
+                    let one = &mut alone[r * sx..(r + 1) * sx];
+                    project_rows_avx2::<1>(&cp, &ur[r * di..(r + 1) * di], one);
+                }
+                project_rows_avx2::<2>(&cp, &ur[..2 * di], &mut two[..2 * sx]);
+                project_rows_avx2::<2>(&cp, &ur[2 * di..], &mut two[2 * sx..]);
+                project_rows_avx2::<3>(&cp, &ur, &mut three);
+                project_rows_avx2::<3>(&cp, &ur[..2 * di], &mut short[..2 * sx]);
+                project_rows_avx2::<3>(&cp, &ur[2 * di..], &mut short[2 * sx..]);
             }
-            assert_eq!(
-                pair.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                alone.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                "Di {di}, sx {sx}"
-            );
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            for (what, got) in [("two", &two), ("three", &three), ("short", &short)] {
+                assert_eq!(bits(got), bits(&alone), "{what} rows, Di {di}, sx {sx}");
+            }
         }
     }
 
@@ -319,6 +426,39 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_avx512_pass_gives_the_bits_of_the_avx2_one() {
+        if !applies(LANES) || !has_avx512() {
+            eprintln!("skipped: this CPU lacks AVX-512F/VL");
+            return;
+        }
+        let mut rng = SplitMix64::new(13);
+        // x_proj widths below one 16-lane vector, of whole vectors, and past a group of
+        // six; kernel widths 4 and 1; an odd number of rows per task's end.
+        for &(di, sx, kw, len, seqs) in &[(16, 3, 4, 5, 1), (32, 35, 4, 13, 3), (80, 112, 1, 67, 2)]
+        {
+            let tokens = len + 1;
+            let ldx = 2 * di + 5;
+            let x = random(tokens * ldx, &mut rng);
+            let cp = ConvProject::new(
+                &random(di * kw, &mut rng),
+                &random(di, &mut rng),
+                kw,
+                &random(sx * di, &mut rng),
+            );
+            let rows: Vec<u32> = (0..seqs * len)
+                .map(|r| ((r * 7 + 3) % tokens) as u32)
+                .collect();
+            let n = rows.len();
+            let run = |wide: bool| {
+                let (mut u, mut xdbl) = (vec![f32::NAN; n * di], vec![f32::NAN; n * sx]);
+                cp.forward_gathered_on(&x, ldx, &rows, len, &mut u, &mut xdbl, wide);
+                [u, xdbl].map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+            };
+            assert_eq!(run(true), run(false), "Di {di}, sx {sx}, kw {kw}");
         }
     }
 }

@@ -672,14 +672,6 @@ pub(super) fn exp(x: __m256) -> __m256 {
     unsafe { Avx2::exp(x) }
 }
 
-/// [`Simd::silu`] on 8 lanes.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-pub(super) fn silu(z: __m256) -> __m256 {
-    // SAFETY: the CPU has AVX2 and FMA (this function's features).
-    unsafe { Avx2::silu(z) }
-}
-
 /// [`Simd::softplus`] on 8 lanes.
 #[cfg(test)]
 #[inline]
