@@ -381,6 +381,26 @@ impl Simd for Avx512 {
             ))
         }
     }
+    /// The 8-lane sequence's values with two fewer instructions: `k` rounded to the
+    /// nearest integer by `vrndscaleps` (the same even-rounding as adding and subtracting
+    /// [`ROUND`]), and `p 2^k` by `vscalefps`, exact for the normal results that the clamp
+    /// at [`EXP2_MIN`] leaves (the same bits as adding to the exponent field; tested).
+    /// The scan's forward at the Lite0 levels at 1024 x 1024 (4 orderings, 2 threads,
+    /// medians of 30, three alternating rounds): Di 80 11.5-11.7 -> 11.0-11.3 ms, Di 224
+    /// 8.6-8.9 -> 8.6-8.7 ms.
+    #[inline(always)]
+    unsafe fn exp2_nonpositive(x: __m512) -> __m512 {
+        unsafe {
+            let x = _mm512_max_ps(x, _mm512_set1_ps(EXP2_MIN));
+            let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
+            let f = _mm512_sub_ps(x, k);
+            let mut p = _mm512_set1_ps(EXP2_POLY[0]);
+            for c in &EXP2_POLY[1..] {
+                p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(*c));
+            }
+            _mm512_scalef_ps(p, k)
+        }
+    }
     #[inline(always)]
     unsafe fn shifted_sum(kr: __m512, add: i32) -> __m512 {
         unsafe {
@@ -413,29 +433,29 @@ mod tests {
     }
 
     #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-    fn both_widths(xs: &[f32]) -> [[Vec<u32>; 2]; 5] {
+    fn both_widths(all: &[f32], nonpositive: &[f32]) -> [[Vec<u32>; 2]; 5] {
         // SAFETY: the CPU has the features of both (this function's).
         unsafe {
             [
                 [
-                    apply::<Avx2>(xs, Avx2::exp2_nonpositive),
-                    apply::<Avx512>(xs, Avx512::exp2_nonpositive),
+                    apply::<Avx2>(nonpositive, Avx2::exp2_nonpositive),
+                    apply::<Avx512>(nonpositive, Avx512::exp2_nonpositive),
                 ],
                 [
-                    apply::<Avx2>(xs, Avx2::exp_nonpositive),
-                    apply::<Avx512>(xs, Avx512::exp_nonpositive),
+                    apply::<Avx2>(nonpositive, Avx2::exp_nonpositive),
+                    apply::<Avx512>(nonpositive, Avx512::exp_nonpositive),
                 ],
                 [
-                    apply::<Avx2>(xs, Avx2::exp),
-                    apply::<Avx512>(xs, Avx512::exp),
+                    apply::<Avx2>(all, Avx2::exp),
+                    apply::<Avx512>(all, Avx512::exp),
                 ],
                 [
-                    apply::<Avx2>(xs, Avx2::silu),
-                    apply::<Avx512>(xs, Avx512::silu),
+                    apply::<Avx2>(all, Avx2::silu),
+                    apply::<Avx512>(all, Avx512::silu),
                 ],
                 [
-                    apply::<Avx2>(xs, Avx2::softplus),
-                    apply::<Avx512>(xs, Avx512::softplus),
+                    apply::<Avx2>(all, Avx2::softplus),
+                    apply::<Avx512>(all, Avx512::softplus),
                 ],
             ]
         }
@@ -452,12 +472,19 @@ mod tests {
             return;
         }
         // Across every branch: the clamps (below -125 and -87, above 88), softplus's
-        // threshold at 20 and either side of it, zero and both signs.
-        let mut xs: Vec<f32> = (0..16 * 400).map(|i| -140.0 + 0.0573 * i as f32).collect();
-        xs.extend([
+        // threshold at 20 and either side of it, zero and both signs, and the halves where
+        // the exponentials' rounding to an integer goes to the even one.
+        let mut all: Vec<f32> = (0..16 * 400).map(|i| -140.0 + 0.0573 * i as f32).collect();
+        all.extend([
             0.0, -0.0, 20.0, 20.000_002, 19.999_998, 1e-30, -1e-30, 88.0, -87.0,
         ]);
-        xs.resize(xs.len().next_multiple_of(16), 1.0);
+        all.extend((0..64).map(|i| -0.5 - i as f32));
+        let sixteens = |mut v: Vec<f32>| {
+            v.resize(v.len().next_multiple_of(16), -1.0);
+            v
+        };
+        let nonpositive = sixteens(all.iter().copied().filter(|x| *x <= 0.0).collect());
+        let all = sixteens(all);
         let names = [
             "exp2_nonpositive",
             "exp_nonpositive",
@@ -466,7 +493,8 @@ mod tests {
             "softplus",
         ];
         // SAFETY: the features were checked above.
-        for (name, [eight, sixteen]) in names.iter().zip(unsafe { both_widths(&xs) }) {
+        for (name, [eight, sixteen]) in names.iter().zip(unsafe { both_widths(&all, &nonpositive) })
+        {
             assert_eq!(eight, sixteen, "{name}");
         }
     }
