@@ -17,8 +17,8 @@ use rayon::prelude::*;
 
 use super::gemm::SendPtr;
 use super::prefetch::prefetch_read;
-use super::scan_avx2::{applies, has_avx512, LANES};
-use super::simd::{Avx2, Avx512, Simd};
+use super::scan_avx2::{applies, LANES};
+use super::simd::{has_avx512, Avx2, Avx512, Simd};
 
 /// Rows per task: enough that the three rows before a task's first are the only ones read
 /// twice, few enough that the tasks balance.

@@ -57,9 +57,10 @@
 //! [`scan`] (the fused selective scan and its chunked backward; on AVX2 + FMA its `f32`
 //! forward is `scan_avx2`, intrinsics, with `dt_proj` and softplus fused in, and its
 //! backward `scan_avx2_backward`); scoring's orderings run the conv, SiLU and x_proj in
-//! one AVX2 pass (`conv_project_avx2`). [`weights`] names the
-//! tensors, [`init`] draws them as mamba_ssm does from the seeded [`rng`], and [`float`]
-//! holds the scalar trait and the vectorisable `exp`/`ln_1p`.
+//! one AVX2 pass (`conv_project_avx2`). The forward scan and that pass are written once
+//! over a vector trait (`simd`) and use AVX-512 where the CPU has it. [`weights`] names
+//! the tensors, [`init`] draws them as mamba_ssm does from the seeded [`rng`], and
+//! [`float`] holds the scalar trait and the vectorisable `exp`/`ln_1p`.
 //!
 //! # Tests
 //!

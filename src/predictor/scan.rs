@@ -1135,7 +1135,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_avx512_builds_of_the_forward_give_the_same_bits() {
-        if !scan_avx2::applies(8) || !scan_avx2::has_avx512() {
+        if !scan_avx2::applies(8) || !crate::predictor::simd::has_avx512() {
             eprintln!("skipped: this CPU lacks AVX-512F/VL");
             return;
         }

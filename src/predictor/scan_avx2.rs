@@ -6,7 +6,7 @@
 //! one task per channel block walks rows `Di` floats apart, waiting on memory. Here a
 //! task walks token rows over a group of 8-channel blocks (one `__m256` each, the group's
 //! states in L1), the decay `exp(dt A)` is a base-2 exponential of 11 vector instructions
-//! (each step's, for all of the task's channels, computed ahead of its state updates), and
+//! (9 on AVX-512; each step's, for all of the task's channels, computed ahead of its state updates), and
 //! `<C_t, h_t>` is summed into two accumulators so the read-out's chain of dependent FMAs
 //! is half as long.
 //!
@@ -33,7 +33,7 @@ use rayon::prelude::*;
 use super::gemm::SendPtr;
 use super::prefetch::prefetch_lines;
 use super::scan::ScanDims;
-use super::simd::{Avx2, Avx512, Simd, EXP2_MIN, EXP2_POLY, ROUND};
+use super::simd::{has_avx512, Avx2, Avx512, Simd, EXP2_MIN, EXP2_POLY, ROUND};
 
 /// Channels per task: one AVX2 vector of `f32`.
 pub const LANES: usize = 8;
@@ -80,11 +80,6 @@ pub fn applies(d_inner: usize) -> bool {
     d_inner.is_multiple_of(LANES)
         && is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
-}
-
-/// Whether the CPU has AVX-512F and VL, for [`run_blocks_avx512`].
-pub(super) fn has_avx512() -> bool {
-    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl")
 }
 
 /// Pointers the tasks write through.

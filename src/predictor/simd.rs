@@ -13,6 +13,12 @@
 
 use std::arch::x86_64::*;
 
+/// Whether the CPU has AVX-512F and VL, for the [`Avx512`] kernels (which also need
+/// AVX2 and FMA: every CPU with AVX-512F has them).
+pub(super) fn has_avx512() -> bool {
+    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl")
+}
+
 /// A vector of `f32` lanes and the operations the kernels use on it.
 ///
 /// # Safety
