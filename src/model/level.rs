@@ -8,6 +8,7 @@
 use rayon::prelude::*;
 
 use crate::predictor::gemm::{linear, linear_grad_weight};
+use crate::predictor::workspace::grown;
 use crate::predictor::{
     Float, Gradients, Ordering, Predictor, PredictorConfig, TrainBuffers, Workspace,
 };
@@ -73,8 +74,15 @@ impl<T: Float> LevelParams<T> {
 
     /// `[C, L]` (channel-first, as the backbone gives it) to `[L, C]`, for `batch` images.
     pub fn to_token_major(&self, features: &[T], batch: usize, len: usize) -> Vec<T> {
+        let mut tokens = vec![T::ZERO; batch * len * self.channels];
+        self.to_token_major_into(features, len, &mut tokens);
+        tokens
+    }
+
+    /// [`LevelParams::to_token_major`] into `tokens` (`[batch, L, C]`, every value
+    /// written).
+    fn to_token_major_into(&self, features: &[T], len: usize, tokens: &mut [T]) {
         let c = self.channels;
-        let mut tokens = vec![T::ZERO; batch * len * c];
         // Tasks of consecutive positions of one image, each reading a stretch of every
         // channel's plane in turn.
         tokens
@@ -94,13 +102,18 @@ impl<T: Float> LevelParams<T> {
                         }
                     });
             });
-        tokens
     }
 
     /// The adapted tokens `F^ = F + F W^T + b` of `rows` tokens `[rows, C]`.
     pub fn adapt(&self, tokens: &[T], rows: usize) -> Vec<T> {
-        let c = self.channels;
         let mut adapted = vec![T::ZERO; tokens.len()];
+        self.adapt_into(tokens, rows, &mut adapted);
+        adapted
+    }
+
+    /// [`LevelParams::adapt`] into `adapted` (as long as `tokens`, every value written).
+    fn adapt_into(&self, tokens: &[T], rows: usize, adapted: &mut [T]) {
+        let c = self.channels;
         adapted
             .par_chunks_mut(TOKENS_PER_TASK * c)
             .zip(tokens.par_chunks(TOKENS_PER_TASK * c))
@@ -119,10 +132,9 @@ impl<T: Float> LevelParams<T> {
             c,
             &self.adapter_weight,
             T::ONE,
-            &mut adapted,
+            adapted,
             c,
         );
-        adapted
     }
 
     /// The predictor input of the active directions for `batch` images of adapted tokens:
@@ -175,7 +187,14 @@ impl<T: Float> LevelParams<T> {
             });
         }
         let (len, c) = (scans.len(), self.channels);
-        let adapted = self.adapt(&self.to_token_major(features, batch, len), batch * len);
+        // The workspace's token buffers, put back below (left out on an error: the next
+        // call grows new ones).
+        let [mut token_major, mut adapted, mut tokens] = std::mem::take(&mut ws.level);
+        let token_major_n = grown(&mut token_major, batch * len * c);
+        self.to_token_major_into(features, len, token_major_n);
+        let adapted_n = grown(&mut adapted, batch * len * c);
+        self.adapt_into(token_major_n, batch * len, adapted_n);
+        let adapted_n = &*adapted_n;
         let inputs: Vec<Vec<u32>> = scans
             .directions()
             .iter()
@@ -191,15 +210,21 @@ impl<T: Float> LevelParams<T> {
                 weight: scans.weights(k),
             })
             .collect();
-        let mut predicted = Vec::with_capacity(batch * len * c);
-        let mut tokens = Vec::with_capacity((len + 1) * c);
-        for image in adapted.chunks_exact(len * c) {
+        let mut predicted = Vec::new();
+        for image in adapted_n.chunks_exact(len * c) {
             tokens.clear();
             tokens.extend_from_slice(image);
             tokens.extend_from_slice(&self.bos);
-            predicted.extend(self.predictor.forward_orderings(&tokens, &orderings, ws)?);
+            let one = self.predictor.forward_orderings(&tokens, &orderings, ws)?;
+            if batch == 1 {
+                predicted = one;
+            } else {
+                predicted.extend(one);
+            }
         }
-        Ok(into_residuals(predicted, &adapted))
+        let residuals = into_residuals(predicted, adapted_n);
+        ws.level = [token_major, adapted, tokens];
+        Ok(residuals)
     }
 
     /// The prediction residuals `F-_h - F^_h`, `[batch, L, C]` token-major, whose squared
@@ -671,6 +696,42 @@ mod tests {
                     "{dirs:?} {mean:?} [{i}]: {a} vs {b}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_kept_workspace_changes_no_residual() {
+        use crate::predictor::WorkspacePool;
+        // The shared path's token, index and output buffers live in the workspace: calls
+        // with other grids, batches and inputs in between must leave no trace in a result.
+        let c = 8;
+        let p = level(c, 32).cast::<f32>();
+        if !p.predictor.shares_orderings() {
+            eprintln!("skipped: the shared path does not run on this CPU");
+            return;
+        }
+        let feats = |n: usize, seed: u64| -> Vec<f32> {
+            random(n, seed, 1.0).into_iter().map(|v| v as f32).collect()
+        };
+        let calls = [
+            (1, 6, 7, 1),
+            (2, 9, 5, 2),
+            (1, 6, 7, 3),
+            (1, 4, 4, 4),
+            (1, 5, 5, 5),
+        ];
+        let kept = WorkspacePool::default();
+        for (batch, h, w, seed) in calls {
+            let scans = Scans::new(h, w, 2).unwrap();
+            let x = feats(batch * c * h * w, seed);
+            let reused = kept.with(|ws| p.residuals(&scans, &x, batch, ws)).unwrap();
+            // The next call's output starts as this one's values.
+            kept.give_back(reused.clone());
+            let fresh = p
+                .residuals(&scans, &x, batch, &mut Workspace::default())
+                .unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&reused), bits(&fresh), "batch {batch}, grid {h}x{w}");
         }
     }
 

@@ -415,6 +415,7 @@ impl Model {
                 Some(s) => s.levels[h].map(norm, &residuals, layout.channels),
                 None => squared_norms(&residuals, layout.channels),
             };
+            self.workspaces[h].give_back(residuals);
             add_resized(&map, layout.grid, &mut total, finest);
             offset += n;
         }

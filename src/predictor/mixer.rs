@@ -346,25 +346,29 @@ pub fn forward_orderings<T: Float>(
     let n_tokens = tokens.len() / c;
     let len = n_tokens - 1;
     let rows = orderings.len() * len;
-    let inputs: Vec<u32> = orderings
-        .iter()
-        .flat_map(|o| o.input.iter().copied())
-        .collect();
-    let [normed, rstd, xz, u, xdbl, mean_y] = ws.buffers([
-        n_tokens * c,
-        n_tokens,
-        n_tokens * 2 * di,
-        rows * di,
-        rows * sx,
-        len * di,
-    ]);
+    let mut out = ws.take_output(len * c);
+    let ([normed, rstd, xz, u, xdbl, mean_y], [inputs, positions]) = ws.buffers_and_indices(
+        [
+            n_tokens * c,
+            n_tokens,
+            n_tokens * 2 * di,
+            rows * di,
+            rows * sx,
+            len * di,
+        ],
+        [rows, rows],
+    );
+    for (dst, o) in inputs.chunks_exact_mut(len).zip(orderings) {
+        dst.copy_from_slice(o.input);
+    }
+    let inputs = &*inputs;
     project_in(cfg, p, tokens, normed, rstd, xz);
     #[cfg(not(target_arch = "x86_64"))]
     {
         conv::forward_gathered(
             xz,
             2 * di,
-            &inputs,
+            inputs,
             &p.conv_weight,
             &p.conv_bias,
             len,
@@ -387,12 +391,12 @@ pub fn forward_orderings<T: Float>(
         conv_project.forward_gathered(
             f32s(xz),
             2 * di,
-            &inputs,
+            inputs,
             len,
             as_f32_mut(u).expect("T is f32"),
             as_f32_mut(xdbl).expect("T is f32"),
         );
-        let fast = fused_inputs(cfg, p, xdbl, xz, Some(&inputs));
+        let fast = fused_inputs(cfg, p, xdbl, xz, Some(inputs));
         let u = as_f32_mut(u).expect("T is f32").as_mut_ptr();
         // SAFETY: `u` holds rows * Di elements and is exclusively borrowed; each element
         // is read before the task that owns it writes it.
@@ -402,32 +406,31 @@ pub fn forward_orderings<T: Float>(
     }
     // Where each ordering reads each target, so the mean runs in parallel over targets
     // and adds the orderings in a fixed order.
-    let positions: Vec<Vec<u32>> = orderings
-        .iter()
-        .map(|o| {
-            let mut at = vec![0u32; len];
-            for (l, &t) in o.target.iter().enumerate() {
-                at[t as usize] = l as u32;
-            }
-            at
-        })
-        .collect();
-    let mut out = vec![T::ZERO; len * c];
+    for (at, o) in positions.chunks_exact_mut(len).zip(orderings) {
+        for (l, &t) in o.target.iter().enumerate() {
+            at[t as usize] = l as u32;
+        }
+    }
+    let positions = &*positions;
     mean_y
         .par_chunks_mut(di)
         .zip(out.par_chunks_mut(c))
         .enumerate()
         .with_min_len(64)
         .for_each(|(t, (my, o))| {
-            my.iter_mut().for_each(|v| *v = T::ZERO);
+            my.iter_mut().chain(o.iter_mut()).for_each(|v| *v = T::ZERO);
             // Column-major orders read rows a grid width apart: ask for the rows of a
             // target a few ahead (see `prefetch`).
             if t + MEAN_PREFETCH < len {
-                for (k, at) in positions.iter().enumerate() {
+                for (k, at) in positions.chunks_exact(len).enumerate() {
                     prefetch_read(u, (k * len + at[t + MEAN_PREFETCH] as usize) * di, di);
                 }
             }
-            for (k, (ord, at)) in orderings.iter().zip(&positions).enumerate() {
+            for (k, (ord, at)) in orderings
+                .iter()
+                .zip(positions.chunks_exact(len))
+                .enumerate()
+            {
                 let l = at[t] as usize;
                 let w = T::from_f64(ord.weight[l]);
                 let y = &u[(k * len + l) * di..][..di];

@@ -27,25 +27,71 @@ const COPY_CHUNK: usize = 1 << 16;
 #[derive(Debug, Default)]
 pub struct Workspace<T> {
     buffers: [Vec<T>; 6],
+    /// Index buffers of the orderings' forward (the gathered rows and each ordering's
+    /// position of each target).
+    indices: [Vec<u32>; 2],
+    /// The level pass's token buffers around the predictor (token-major features, adapted
+    /// tokens, tokens with BOS): taken out with `std::mem::take` and put back by
+    /// `crate::model::level::LevelParams::residuals`. Allocated afresh they cost as much
+    /// as the buffers above (2.6 MB each at stride 8, faulted in on every call).
+    pub(crate) level: [Vec<T>; 3],
+    /// A returned output's buffer, handed back by its caller ([`WorkspacePool::give_back`])
+    /// for the next call's output.
+    output: Vec<T>,
 }
 
 impl<T: Float> Workspace<T> {
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.buffers.iter().map(Vec::capacity).sum::<usize>() * std::mem::size_of::<T>()
+        let values = self.buffers.iter().chain(&self.level).chain([&self.output]);
+        let values = values.map(Vec::capacity);
+        let indices = self.indices.iter().map(Vec::capacity).sum::<usize>();
+        values.sum::<usize>() * std::mem::size_of::<T>() + indices * std::mem::size_of::<u32>()
+    }
+
+    /// A buffer of `n` values for a call's output, the one handed back last if there is
+    /// one. Its contents are whatever it held: the caller writes every value.
+    pub(crate) fn take_output(&mut self, n: usize) -> Vec<T> {
+        let mut out = std::mem::take(&mut self.output);
+        out.resize(n, T::ZERO);
+        out
+    }
+
+    /// [`Workspace::buffers`] and two index buffers of `index_sizes` elements.
+    pub(crate) fn buffers_and_indices(
+        &mut self,
+        sizes: [usize; 6],
+        index_sizes: [usize; 2],
+    ) -> ([&mut [T]; 6], [&mut [u32]; 2]) {
+        (
+            grown_all(&mut self.buffers, sizes),
+            grown_all(&mut self.indices, index_sizes),
+        )
     }
 
     /// Disjoint buffers of `sizes` elements, grown where needed. Their contents are
     /// whatever the last call left: every user writes a buffer before reading it.
     pub(crate) fn buffers(&mut self, sizes: [usize; 6]) -> [&mut [T]; 6] {
-        let mut parts = self.buffers.iter_mut().zip(sizes).map(|(b, n)| {
-            if b.len() < n {
-                b.resize(n, T::ZERO);
-            }
-            &mut b[..n]
-        });
-        std::array::from_fn(|_| parts.next().expect("six buffers"))
+        grown_all(&mut self.buffers, sizes)
     }
+}
+
+/// [`grown`] of each buffer.
+fn grown_all<V: Copy + Default, const N: usize>(
+    buffers: &mut [Vec<V>; N],
+    sizes: [usize; N],
+) -> [&mut [V]; N] {
+    let mut parts = buffers.iter_mut().zip(sizes).map(|(b, n)| grown(b, n));
+    std::array::from_fn(|_| parts.next().expect("one buffer per size"))
+}
+
+/// The first `n` elements of `b`, grown to hold them where needed (with zeros: its
+/// contents are whatever the last call left).
+pub(crate) fn grown<V: Copy + Default>(b: &mut Vec<V>, n: usize) -> &mut [V] {
+    if b.len() < n {
+        b.resize(n, V::default());
+    }
+    &mut b[..n]
 }
 
 /// Workspaces for calls that may run at the same time (scoring from several threads):
@@ -64,6 +110,17 @@ impl<T: Float> WorkspacePool<T> {
         let out = f(&mut ws);
         self.free.lock().push(ws);
         out
+    }
+
+    /// Hands a call's output back once read, for a later call's output: allocated afresh,
+    /// each one (2.6 MB at the stride-8 level) came from new pages that the kernel zeroed
+    /// and faulted in during the call. Kept by one free workspace (dropped if none is).
+    pub fn give_back(&self, output: Vec<T>) {
+        if let Some(ws) = self.free.lock().last_mut() {
+            if ws.output.capacity() < output.capacity() {
+                ws.output = output;
+            }
+        }
     }
 
     /// Bytes held by the workspaces not in use.
