@@ -329,6 +329,22 @@ pub fn exp_f32(x: f32) -> f32 {
     exp_f32_with::<false>(x)
 }
 
+/// `-ln 2` in two parts for [`exp_f32_with`]'s range reduction (Cephes'): the high part
+/// has few enough bits that `k * EXP_LN2_HI` is exact for every `k` in range.
+pub(crate) const EXP_LN2_HI: f32 = -0.693_359_4;
+/// The low part of `-ln 2` (see [`EXP_LN2_HI`]).
+pub(crate) const EXP_LN2_LO: f32 = 2.121_944_4e-4;
+/// [`exp_f32_with`]'s polynomial in `r` (Cephes' `expf`), highest degree first; the
+/// result is `p r^2 + r + 1`.
+pub(crate) const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
+
 /// [`exp_f32`], its multiply-adds fused when `F` (only for code compiled with FMA): the
 /// polynomial then costs 7 instructions instead of 14 in the scan's innermost loop.
 #[inline(always)]
@@ -345,16 +361,10 @@ pub fn exp_f32_with<const F: bool>(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     let kr = fma_if::<f32, F>(x, std::f32::consts::LOG2_E, ROUND);
     let k = kr - ROUND;
-    let r = fma_if::<f32, F>(k, 2.121_944_4e-4, fma_if::<f32, F>(k, -0.693_359_4, x));
-    let mut p = 1.987_569_1e-4;
-    for c in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
-        0.5,
-    ] {
-        p = fma_if::<f32, F>(p, r, c);
+    let r = fma_if::<f32, F>(k, EXP_LN2_LO, fma_if::<f32, F>(k, EXP_LN2_HI, x));
+    let mut p = EXP_POLY[0];
+    for c in &EXP_POLY[1..] {
+        p = fma_if::<f32, F>(p, r, *c);
     }
     let p = fma_if::<f32, F>(p, r * r, r + 1.0);
     let bits = kr.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127) << 23;

@@ -441,60 +441,53 @@ unsafe fn run_blocks<S: Simd, const FIXED: usize>(
     }
 }
 
-/// [`run_blocks`] with 8 lanes, compiled for AVX2 and FMA.
-///
-/// # Safety
-/// As [`run_blocks`].
-#[target_feature(enable = "avx2,fma")]
-unsafe fn run_blocks_avx2<const FIXED: usize>(
-    s: &ScanDims,
-    inp: &Inputs,
-    out: Out,
-    b: usize,
-    blocks: std::ops::Range<usize>,
-) {
-    // SAFETY: the caller's contract.
-    unsafe { run_blocks::<Avx2, FIXED>(s, inp, out, b, blocks) }
+/// Defines `$name`: [`run_blocks`] on `$simd`'s vectors, compiled for `$features`.
+macro_rules! run_blocks_build {
+    ($(#[$doc:meta])* $name:ident, $simd:ty, $features:literal) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// As [`run_blocks`]; the CPU has the features this build is compiled for.
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const FIXED: usize>(
+            s: &ScanDims,
+            inp: &Inputs,
+            out: Out,
+            b: usize,
+            blocks: std::ops::Range<usize>,
+        ) {
+            // SAFETY: the caller's contract.
+            unsafe { run_blocks::<$simd, FIXED>(s, inp, out, b, blocks) }
+        }
+    };
 }
 
-/// [`run_blocks`] with 8 lanes on CPUs with AVX-512, for `Di` that is not a multiple of
-/// 16: the same code, which the compiler then gives 32 vector registers instead of 16
-/// (fewer of a block's states and decays round-trip through the stack). Same instructions
-/// on the values, so the same results bit for bit (tested). `score_one_features` at 1024 x
-/// 1024, Lite0 stride 8 + 16, 2 threads, three alternating runs of a scratch program:
-/// 57.7-60.7 ms -> 54.8-58.8 (best of each 57.0-58.1 -> 54.2-55.6).
-///
-/// # Safety
-/// As [`run_blocks`]; the CPU has AVX-512F and VL.
-#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-unsafe fn run_blocks_avx512<const FIXED: usize>(
-    s: &ScanDims,
-    inp: &Inputs,
-    out: Out,
-    b: usize,
-    blocks: std::ops::Range<usize>,
-) {
-    // SAFETY: the caller's contract.
-    unsafe { run_blocks::<Avx2, FIXED>(s, inp, out, b, blocks) }
-}
-
-/// [`run_blocks`] with 16 lanes (AVX-512F), for `Di` a multiple of 16: half the
-/// instructions of the 8-lane build for the same lanes, the same operations on each lane,
-/// so the same bits (tested).
-///
-/// # Safety
-/// As [`run_blocks`]; the CPU has AVX-512F and VL.
-#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-unsafe fn run_blocks_x16<const FIXED: usize>(
-    s: &ScanDims,
-    inp: &Inputs,
-    out: Out,
-    b: usize,
-    blocks: std::ops::Range<usize>,
-) {
-    // SAFETY: the caller's contract.
-    unsafe { run_blocks::<Avx512, FIXED>(s, inp, out, b, blocks) }
-}
+run_blocks_build!(
+    /// [`run_blocks`] with 8 lanes, compiled for AVX2 and FMA.
+    run_blocks_avx2,
+    Avx2,
+    "avx2,fma"
+);
+run_blocks_build!(
+    /// [`run_blocks`] with 8 lanes on CPUs with AVX-512, for `Di` that is not a multiple
+    /// of 16: the same code, which the compiler then gives 32 vector registers instead of
+    /// 16 (fewer of a block's states and decays round-trip through the stack). Same
+    /// instructions on the values, so the same results bit for bit (tested).
+    /// `score_one_features` at 1024 x 1024, Lite0 stride 8 + 16, 2 threads, three
+    /// alternating runs of a scratch program: 57.7-60.7 ms -> 54.8-58.8 (best of each
+    /// 57.0-58.1 -> 54.2-55.6).
+    run_blocks_avx512,
+    Avx2,
+    "avx2,fma,avx512f,avx512vl"
+);
+run_blocks_build!(
+    /// [`run_blocks`] with 16 lanes (AVX-512F), for `Di` a multiple of 16: half the
+    /// instructions of the 8-lane build for the same lanes, the same operations on each
+    /// lane, so the same bits (tested).
+    run_blocks_x16,
+    Avx512,
+    "avx2,fma,avx512f,avx512vl"
+);
 
 /// `dt` of row `row` for each block of a task whose first block is `first_block`, into
 /// `dts` (and kept when asked).

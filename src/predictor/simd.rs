@@ -13,6 +13,8 @@
 
 use std::arch::x86_64::*;
 
+use super::float::{EXP_LN2_HI, EXP_LN2_LO, EXP_POLY};
+
 /// Whether the CPU has AVX-512F and VL, for the [`Avx512`] kernels (which also need
 /// AVX2 and FMA: every CPU with AVX-512F has them).
 pub(super) fn has_avx512() -> bool {
@@ -133,18 +135,12 @@ pub(super) trait Simd {
             let k = Self::sub(kr, Self::splat(ROUND));
             let r = Self::fmadd(
                 k,
-                Self::splat(2.121_944_4e-4),
-                Self::fmadd(k, Self::splat(-0.693_359_4), x),
+                Self::splat(EXP_LN2_LO),
+                Self::fmadd(k, Self::splat(EXP_LN2_HI), x),
             );
-            let mut p = Self::splat(1.987_569_1e-4);
-            for c in [
-                1.398_199_9e-3,
-                8.333_452e-3,
-                4.166_579_6e-2,
-                1.666_666_5e-1,
-                0.5,
-            ] {
-                p = Self::fmadd(p, r, Self::splat(c));
+            let mut p = Self::splat(EXP_POLY[0]);
+            for c in &EXP_POLY[1..] {
+                p = Self::fmadd(p, r, Self::splat(*c));
             }
             let p = Self::fmadd(p, Self::mul(r, r), Self::add(r, Self::splat(1.0)));
             Self::mul(p, Self::shifted_sum(kr, 127 - 0x4B40_0000))
