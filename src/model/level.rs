@@ -195,17 +195,11 @@ impl<T: Float> LevelParams<T> {
         let adapted_n = grown(&mut adapted, batch * len * c);
         self.adapt_into(token_major_n, batch * len, adapted_n);
         let adapted_n = &*adapted_n;
-        let inputs: Vec<Vec<u32>> = scans
-            .directions()
-            .iter()
-            .map(|&k| scans.input_rows(k))
-            .collect();
         let orderings: Vec<Ordering> = scans
             .directions()
             .iter()
-            .zip(&inputs)
-            .map(|(&k, input)| Ordering {
-                input,
+            .map(|&k| Ordering {
+                input: scans.input_rows(k),
                 target: scans.order(k),
                 weight: scans.weights(k),
             })

@@ -26,6 +26,9 @@ pub struct Scans {
     order: [Vec<u32>; DIRECTIONS],
     /// `M` of each direction.
     skip: [usize; DIRECTIONS],
+    /// `input_rows[k]`: see [`Scans::input_rows`] (derived from `order` and `skip` once,
+    /// not on every scored image).
+    input_rows: [Vec<u32>; DIRECTIONS],
     /// The active directions, ascending: the ones the model runs and averages.
     directions: Vec<usize>,
     /// How the active directions are averaged.
@@ -69,11 +72,21 @@ impl Scans {
             .map(|l| ((l % height) * width + l / height) as u32)
             .collect();
         let reversed = |v: &Vec<u32>| v.iter().rev().copied().collect::<Vec<u32>>();
+        let order = [rows.clone(), reversed(&rows), cols.clone(), reversed(&cols)];
+        let skip = [m * width, m * width, m * height, m * height];
+        // BOS (row `len`, one past the grid) for the first `M` positions, then the order
+        // shifted by `M`.
+        let input_rows = std::array::from_fn(|k| {
+            let bos = std::iter::repeat_n(len as u32, skip[k]);
+            bos.chain(order[k][..len - skip[k]].iter().copied())
+                .collect()
+        });
         let mut scans = Scans {
             height,
             width,
-            order: [rows.clone(), reversed(&rows), cols.clone(), reversed(&cols)],
-            skip: [m * width, m * width, m * height, m * height],
+            order,
+            skip,
+            input_rows,
             directions: (0..DIRECTIONS).collect(),
             mean: DirectionMean::All,
             weights: std::array::from_fn(|_| Vec::new()),
@@ -187,17 +200,8 @@ impl Scans {
     /// (one past the grid) standing for the BOS vector: the rows of
     /// [`Scans::shifted_sequence`] as indices, for reading a `[L + 1, C]` token set
     /// (the grid, then BOS) without copying it.
-    pub fn input_rows(&self, k: usize) -> Vec<u32> {
-        let (len, skip) = (self.len(), self.skip[k]);
-        (0..len)
-            .map(|l| {
-                if l < skip {
-                    len as u32
-                } else {
-                    self.order[k][l - skip]
-                }
-            })
-            .collect()
+    pub fn input_rows(&self, k: usize) -> &[u32] {
+        &self.input_rows[k]
     }
 
     /// Writes the predictor input of direction `k` for one image: `tokens` is the grid
