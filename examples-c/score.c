@@ -16,7 +16,7 @@ static int fail(const char *what) {
     return 1;
 }
 
-static const char *decision_name(uint32_t d) {
+static const char *decision_name(VaradDecision d) {
     switch (d) {
     case VARAD_DECISION_PASS: return "PASS";
     case VARAD_DECISION_REVIEW: return "REVIEW";
@@ -46,7 +46,7 @@ int main(int argc, char **argv) {
         const VaradRegion *regions = NULL;
         size_t count = 0, found = 0, r;
         float score = 0, normalised = 0;
-        uint32_t decision = 0;
+        VaradDecision decision = 0;
         char heatmap[4096];
         const char *base = strrchr(argv[i], '/');
         base = base ? base + 1 : argv[i];

@@ -27,7 +27,7 @@ static int32_t on_progress(const VaradProgress *p, void *user_data) {
 }
 
 int main(int argc, char **argv) {
-    VaradParams params = varad_default_params();
+    VaradParams params;
     VaradModel *model = NULL;
     VaradTrainingSet *set = NULL;
     VaradTrainReport report;
@@ -39,6 +39,10 @@ int main(int argc, char **argv) {
     if (varad_version_number() / 1000000 != VARAD_VERSION_MAJOR) {
         fprintf(stderr, "train: libvarad %s does not match the header %s\n",
                 varad_version_string(), VARAD_VERSION_STRING);
+        return 1;
+    }
+    if (varad_params_init(&params, sizeof params) != VARAD_OK) {
+        fprintf(stderr, "train: %s\n", varad_last_error_message());
         return 1;
     }
     while (arg + 1 < argc && strncmp(argv[arg], "--", 2) == 0) {

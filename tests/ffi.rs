@@ -21,7 +21,7 @@ fn tiny_backbone() -> CString {
 
 /// The tiny test configuration of `common::tiny_config`, as C params.
 fn tiny_params(backbone: &CString) -> VaradParams {
-    let mut p = varad_default_params();
+    let mut p = common::c_params();
     p.backbone_path = backbone.as_ptr();
     p.input_width = 112;
     p.input_height = 112;
@@ -162,18 +162,13 @@ fn create_checks_pointers_and_sizes_and_leaves_out_params_alone() {
         p.backbone_path = ptr::null();
         assert_eq!(varad_create(&p, &mut model), VARAD_ERR_NULL_POINTER);
         assert!(last_error().contains("backbone_path"));
-        // Below the first published layout (which ended at `pixel_quantile`; fields
-        // appended since get their defaults for callers that pass that size).
-        let first_layout = std::mem::offset_of!(VaradParams, max_batch_bytes);
-        for size in [0, 8, first_layout - 1] {
+        // Sizes no init call writes: below `size` + `backbone_path` (the fields without
+        // a default), not a multiple of 8, or beyond any layout (never initialised).
+        for size in [0, 8, 15, 17, 203, 4104, usize::MAX] {
             let mut p = params;
             p.size = size;
             assert_eq!(varad_create(&p, &mut model), VARAD_ERR_INVALID_ARGUMENT);
-            assert!(
-                last_error().contains("VaradParams.size"),
-                "{}",
-                last_error()
-            );
+            assert!(last_error().contains("params.size is"), "{}", last_error());
         }
         let mut p = params;
         p.device = 7;
@@ -195,7 +190,8 @@ fn create_checks_pointers_and_sizes_and_leaves_out_params_alone() {
 
 #[test]
 fn a_larger_params_size_from_a_newer_caller_is_accepted() {
-    // A newer header's struct is larger: the known prefix is read, the rest ignored.
+    // A newer header's struct is larger: the known prefix is read, and the fields this
+    // library does not know must be zero (as init leaves them) or the call is refused.
     #[repr(C)]
     #[derive(Clone, Copy)]
     struct Newer {
@@ -205,11 +201,23 @@ fn a_larger_params_size_from_a_newer_caller_is_accepted() {
     let backbone = tiny_backbone();
     let mut newer = Newer {
         base: tiny_params(&backbone),
-        extra: 42,
+        extra: 0,
     };
     newer.base.size = std::mem::size_of::<Newer>();
     let mut model = ptr::null_mut();
     unsafe {
+        newer.extra = 42;
+        assert_eq!(
+            varad_create(&newer.base, &mut model),
+            VARAD_ERR_INVALID_ARGUMENT
+        );
+        assert!(model.is_null());
+        assert!(
+            last_error().contains("sets a field this library"),
+            "{}",
+            last_error()
+        );
+        newer.extra = 0;
         assert_eq!(
             varad_create(&newer.base, &mut model),
             VARAD_OK,
@@ -247,7 +255,7 @@ fn scoring_checks_views_params_and_leaves_out_params_alone() {
                 varad_score(model, &v, ptr::null(), &mut result),
                 VARAD_ERR_INVALID_IMAGE
             );
-            assert!(last_error().contains("pixel format"), "{}", last_error());
+            assert!(last_error().contains("image.format is"), "{}", last_error());
         }
         let mut v = good;
         v.data = ptr::null();
@@ -274,21 +282,21 @@ fn scoring_checks_views_params_and_leaves_out_params_alone() {
             varad_score(model, &v, ptr::null(), &mut result),
             VARAD_ERR_IMAGE_TOO_LARGE
         );
-        let mut params = varad_default_score_params();
+        let mut params = common::c_score_params();
         params.size = 4;
         assert_eq!(
             varad_score(model, &good, &params, &mut result),
             VARAD_ERR_INVALID_ARGUMENT
         );
         let roi = [1u8; 10];
-        let mut params = varad_default_score_params();
+        let mut params = common::c_score_params();
         params.roi = roi.as_ptr();
         params.roi_len = roi.len();
         assert_eq!(
             varad_score(model, &good, &params, &mut result),
             VARAD_ERR_INVALID_ARGUMENT
         );
-        let mut params = varad_default_score_params();
+        let mut params = common::c_score_params();
         params.roi_len = 5;
         assert_eq!(
             varad_score(model, &good, &params, &mut result),
@@ -318,7 +326,7 @@ fn an_uncalibrated_model_scores_but_has_no_decision() {
     unsafe {
         let params = VaradScoreParams {
             raw_map: 1,
-            ..varad_default_score_params()
+            ..common::c_score_params()
         };
         assert_eq!(
             varad_score(model, &view(&pixels, 112), &params, &mut result),
@@ -476,7 +484,7 @@ fn thresholds_get_and_set_with_range_checks() {
             last_error()
         );
         let mut loaded = ptr::null_mut();
-        let mut lp = varad_default_load_params();
+        let mut lp = common::c_load_params();
         lp.threads = 1;
         assert_eq!(
             varad_load(path.as_ptr(), &lp, &mut loaded),
@@ -503,7 +511,7 @@ fn thresholds_get_and_set_with_range_checks() {
             varad_load(path.as_ptr(), &lp, &mut out),
             VARAD_ERR_INVALID_ARGUMENT
         );
-        let mut lp = varad_default_load_params();
+        let mut lp = common::c_load_params();
         lp.threads = -4;
         assert_eq!(
             varad_load(path.as_ptr(), &lp, &mut out),
@@ -563,7 +571,7 @@ fn cancelling_leaves_the_model_unchanged_and_the_report_unwritten() {
         );
 
         let mut small = report;
-        small.size = 8;
+        small.size = 12;
         assert_eq!(
             varad_train(model, set, None, ptr::null_mut(), &mut small),
             VARAD_ERR_INVALID_ARGUMENT
@@ -783,7 +791,7 @@ fn status_codes_are_stable() {
 
 #[test]
 fn map_norm_defaults_to_two_sided_position_and_unknown_codes_are_refused() {
-    let defaults = varad_default_params();
+    let defaults = common::c_params();
     assert_eq!(
         defaults.map_norm,
         VaradMapNorm::VARAD_MAP_NORM_POSITION_TWO_SIDED as u32
@@ -799,7 +807,7 @@ fn map_norm_defaults_to_two_sided_position_and_unknown_codes_are_refused() {
         );
         assert!(model.is_null());
         assert!(
-            last_error().contains("params.map_norm 5 is unknown"),
+            last_error().contains("params.map_norm is 5, not a valid value"),
             "{}",
             last_error()
         );
@@ -814,5 +822,97 @@ fn map_norm_defaults_to_two_sided_position_and_unknown_codes_are_refused() {
         let pixels = common::texture(2, 112);
         assert!(!score(model, &pixels, 112).is_empty());
         varad_destroy(model);
+    }
+}
+
+#[test]
+fn init_calls_write_only_the_callers_size_and_refuse_sizes_no_struct_has() {
+    // An older caller's VaradParams ends at `pixel_quantile` (any prefix that keeps
+    // `size` and `backbone_path` is one): init writes exactly its bytes, with defaults.
+    let old = std::mem::offset_of!(VaradParams, max_batch_bytes);
+    let full = std::mem::size_of::<VaradParams>();
+    let mut memory = vec![0xA5u8; full + 64];
+    unsafe {
+        let p = memory.as_mut_ptr().cast::<VaradParams>();
+        assert_eq!(varad_params_init(p, old), VARAD_OK, "{}", last_error());
+        assert!(memory[old..].iter().all(|&b| b == 0xA5), "wrote past size");
+        let read = ptr::read_unaligned(p);
+        let defaults = common::c_params();
+        assert_eq!(read.size, old);
+        assert_eq!(read.epochs, defaults.epochs);
+        assert_eq!(read.pixel_quantile, defaults.pixel_quantile);
+        assert!(read.backbone_path.is_null());
+        // A newer caller's larger struct: the bytes this library does not know are zeroed.
+        assert_eq!(varad_params_init(p, full + 32), VARAD_OK);
+        assert!(memory[full..full + 32].iter().all(|&b| b == 0));
+        assert!(memory[full + 32..].iter().all(|&b| b == 0xA5));
+
+        for size in [0, 8, 12, full + 4, 4104, usize::MAX] {
+            memory.fill(0xA5);
+            assert_eq!(
+                varad_params_init(p, size),
+                VARAD_ERR_INVALID_ARGUMENT,
+                "{size}"
+            );
+            assert!(
+                last_error().contains("varad_params_init"),
+                "{}",
+                last_error()
+            );
+            assert!(memory.iter().all(|&b| b == 0xA5), "wrote on error");
+        }
+        assert_eq!(
+            varad_params_init(ptr::null_mut(), full),
+            VARAD_ERR_NULL_POINTER
+        );
+        let mut lp = std::mem::MaybeUninit::<VaradLoadParams>::uninit();
+        assert_eq!(
+            varad_load_params_init(lp.as_mut_ptr(), 4),
+            VARAD_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            varad_load_params_init(lp.as_mut_ptr(), std::mem::size_of::<VaradLoadParams>()),
+            VARAD_OK
+        );
+        let lp = lp.assume_init();
+        assert_eq!(lp.device, VaradDevice::VARAD_DEVICE_AS_SAVED as u32);
+        assert_eq!(lp.threads, -1);
+        let sp = common::c_score_params();
+        assert!(sp.roi.is_null());
+        assert_eq!((sp.roi_len, sp.raw_map), (0, 0));
+    }
+}
+
+#[test]
+fn unknown_enum_values_are_refused_naming_the_field_and_the_valid_values() {
+    let backbone = tiny_backbone();
+    let mut model = ptr::null_mut();
+    unsafe {
+        for (field, set) in [
+            (
+                "params.device",
+                (|p: &mut VaradParams| p.device = 7) as fn(&mut VaradParams),
+            ),
+            ("params.resize_mode", |p: &mut VaradParams| {
+                p.resize_mode = 2
+            }),
+            ("params.map_norm", |p: &mut VaradParams| p.map_norm = 5),
+        ] {
+            let mut p = tiny_params(&backbone);
+            set(&mut p);
+            assert_eq!(varad_create(&p, &mut model), VARAD_ERR_INVALID_ARGUMENT);
+            let message = last_error();
+            assert!(message.starts_with(&format!("{field} is ")), "{message}");
+            assert!(message.contains("0 = VARAD_"), "{message}");
+        }
+        let mut p = tiny_params(&backbone);
+        p.device = VaradDevice::VARAD_DEVICE_AS_SAVED as u32;
+        assert_eq!(varad_create(&p, &mut model), VARAD_ERR_INVALID_ARGUMENT);
+        assert!(
+            last_error().contains("only VaradLoadParams"),
+            "{}",
+            last_error()
+        );
+        assert!(model.is_null());
     }
 }

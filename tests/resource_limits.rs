@@ -75,7 +75,7 @@ fn limits_refuse_with_clear_errors() {
 #[test]
 fn the_c_api_reports_the_batch_limit_and_old_params_sizes_get_its_default() {
     let backbone = CString::new(tiny_config().backbone.to_str().unwrap()).unwrap();
-    let mut p = varad_default_params();
+    let mut p = common::c_params();
     p.backbone_path = backbone.as_ptr();
     p.input_width = 112;
     p.input_height = 112;
@@ -106,7 +106,7 @@ fn the_c_api_reports_the_batch_limit_and_old_params_sizes_get_its_default() {
         );
         varad_destroy(model);
 
-        // A caller built against the first VaradParams layout (ending at
+        // A caller built against an older, shorter VaradParams (ending at
         // pixel_quantile) passes that size: accepted, and the limits are the defaults.
         let old_size = std::mem::offset_of!(VaradParams, max_batch_bytes);
         p.size = old_size;
@@ -122,6 +122,7 @@ fn the_c_api_reports_the_batch_limit_and_old_params_sizes_get_its_default() {
             varad_score_result_destroy(r);
         }
         varad_destroy(model);
+        // A size no C struct has (not a multiple of its alignment) is refused.
         p.size = old_size - 1;
         assert_eq!(
             varad_create(&p, &mut model),

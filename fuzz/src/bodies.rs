@@ -248,13 +248,41 @@ fn cstr(p: &CString) -> *const c_char {
     p.as_ptr()
 }
 
+/// A size-tagged params struct followed by zeroed caller memory up to the largest size
+/// the library accepts, so any `size` a fuzz input claims is memory-safe to read (the
+/// library reads `size` bytes: its own layout, then checks that the rest is zero).
+#[repr(C)]
+struct InCallerMemory<T> {
+    value: T,
+    tail: [u8; 4096],
+}
+
+impl<T> InCallerMemory<T> {
+    /// `T` as its `varad_*_init` call fills it.
+    fn init(init: unsafe extern "C" fn(*mut T, usize) -> VaradStatus) -> Box<Self> {
+        let mut value = std::mem::MaybeUninit::<T>::uninit();
+        // SAFETY: `value` is writable for size_of::<T>() bytes, which init fills in full.
+        let value = unsafe {
+            assert_eq!(
+                init(value.as_mut_ptr(), std::mem::size_of::<T>()),
+                VaradStatus::VARAD_OK
+            );
+            value.assume_init()
+        };
+        Box::new(InCallerMemory {
+            value,
+            tail: [0; 4096],
+        })
+    }
+}
+
 /// The shared tiny-ViT model, trained once through the C API (so calibrated).
 fn shared_model() -> *mut VaradModel {
     static MODEL: OnceLock<Shared> = OnceLock::new();
     MODEL
         .get_or_init(|| {
             let backbone = CString::new(tiny_backbone().to_str().unwrap()).unwrap();
-            let mut p = varad_default_params();
+            let mut p = InCallerMemory::init(varad_params_init).value;
             p.backbone_path = backbone.as_ptr();
             p.input_width = 112;
             p.input_height = 112;
@@ -404,15 +432,14 @@ struct ScoreArgs {
 
 /// Score params over a real ROI buffer whose claimed length never exceeds it.
 struct OwnedParams {
-    params: VaradScoreParams,
+    params: Box<InCallerMemory<VaradScoreParams>>,
     _roi: Vec<u8>,
     null: bool,
 }
 
 fn make_params(a: &ScoreArgs, roi_hint: usize) -> OwnedParams {
-    let mut params = varad_default_score_params();
-    // Any claimed size is memory-safe here: the struct is real and the library reads at
-    // most its own size of it.
+    let mut memory = InCallerMemory::init(varad_score_params_init);
+    let params = &mut memory.value;
     params.size = a.params_size;
     params.raw_map = a.raw_map;
     let mut roi = Vec::new();
@@ -436,7 +463,7 @@ fn make_params(a: &ScoreArgs, roi_hint: usize) -> OwnedParams {
         }
     }
     OwnedParams {
-        params,
+        params: memory,
         _roi: roi,
         null: a.null_params,
     }
@@ -447,7 +474,7 @@ impl OwnedParams {
         if self.null {
             ptr::null()
         } else {
-            &self.params
+            &self.params.value
         }
     }
 }
@@ -814,7 +841,8 @@ fn run_op(op: Op, model: *mut VaradModel, dir: &std::path::Path) {
         } => {
             let path = path_choice(backbone, dir);
             let levels = levels.and_then(|l| CString::new(l).ok());
-            let mut p = varad_default_params();
+            let mut memory = InCallerMemory::init(varad_params_init);
+            let p = &mut memory.value;
             p.size = size;
             p.backbone_path = path.as_ref().map_or(ptr::null(), cstr);
             p.levels = levels.as_ref().map_or(ptr::null(), cstr);
@@ -837,9 +865,9 @@ fn run_op(op: Op, model: *mut VaradModel, dir: &std::path::Path) {
             p.sigma = sigma;
             p.pixel_quantile = pixel_quantile;
             let mut out = 0x5a5a_usize as *mut VaradModel;
-            // SAFETY: a real params struct (any claimed size is safe: the library reads at
-            // most its own size), strings NUL-terminated or NULL.
-            let st = unsafe { varad_create(&p, &mut out) };
+            // SAFETY: a params struct in 4096 bytes of caller memory (any size the library
+            // accepts is readable), strings NUL-terminated or NULL.
+            let st = unsafe { varad_create(&memory.value, &mut out) };
             if st == VARAD_OK {
                 // SAFETY: a fresh model, destroyed once.
                 unsafe { varad_destroy(out) };
@@ -857,7 +885,8 @@ fn run_op(op: Op, model: *mut VaradModel, dir: &std::path::Path) {
             let file = dir.join("load.varad");
             std::fs::write(&file, &bytes).unwrap();
             let path = CString::new(file.to_str().unwrap()).unwrap();
-            let mut p = varad_default_load_params();
+            let mut memory = InCallerMemory::init(varad_load_params_init);
+            let p = &mut memory.value;
             if let Some(s) = params_size {
                 p.size = s;
             }
@@ -865,7 +894,7 @@ fn run_op(op: Op, model: *mut VaradModel, dir: &std::path::Path) {
             p.threads = threads;
             let mut out = 0x5a5a_usize as *mut VaradModel;
             let pp = if params_size.is_some() {
-                &p as *const VaradLoadParams
+                &memory.value as *const VaradLoadParams
             } else {
                 ptr::null()
             };

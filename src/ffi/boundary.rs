@@ -12,6 +12,7 @@ thread_local! {
 }
 
 /// An error on its way out of a C call: a status and the message behind it.
+#[derive(Debug)]
 pub(crate) struct FfiError {
     pub status: VaradStatus,
     pub message: String,
@@ -178,107 +179,4 @@ pub(crate) unsafe fn try_mut<'a, T>(ptr: *mut T, what: &str) -> Result<&'a mut T
 pub(crate) unsafe fn required_str<'a>(ptr: *const c_char, what: &str) -> Result<&'a str, FfiError> {
     // SAFETY: forwarded from this function's contract.
     unsafe { optional_str(ptr, what) }?.ok_or_else(|| null_pointer(what))
-}
-
-/// A `repr(C)` struct whose first field is its own size in bytes (`size_t size`), so
-/// that fields can be appended in later versions: an older caller passes a smaller size
-/// and gets the defaults for the fields it does not know.
-///
-/// # Safety
-/// Implementors are `repr(C)`, start with a `usize` size field, and every bit pattern of
-/// every field is valid (integers, floats, raw pointers).
-pub(crate) unsafe trait SizedStruct: Copy {
-    /// The size of the struct's first published version: smaller sizes are refused.
-    const MIN_SIZE: usize;
-    /// The struct's name in messages (`"VaradParams"`).
-    const NAME: &'static str;
-    /// Where the caller gets a correctly sized value (`"varad_default_params()"`).
-    const SOURCE: &'static str;
-}
-
-/// Reads the `size` field of a sized struct and checks it against the known minimum.
-///
-/// # Safety
-/// `ptr` is non-null and readable for at least a `usize`.
-unsafe fn checked_size<T: SizedStruct>(ptr: *const T) -> Result<usize, FfiError> {
-    // SAFETY: the caller guarantees a readable size field; no alignment assumed.
-    let size = unsafe { std::ptr::read_unaligned(ptr.cast::<usize>()) };
-    if size < T::MIN_SIZE {
-        return Err(FfiError::new(
-            VaradStatus::VARAD_ERR_INVALID_ARGUMENT,
-            format!(
-                "{}.size is {size}; at least {} is expected: start from {} or set size to sizeof({})",
-                T::NAME,
-                T::MIN_SIZE,
-                T::SOURCE,
-                T::NAME
-            ),
-        ));
-    }
-    Ok(size)
-}
-
-/// Reads a sized struct from the caller: the first `min(size, size_of::<T>())` bytes come
-/// from `ptr`, the rest from `defaults` (fields a newer library added). A size below
-/// `T::MIN_SIZE` is `VARAD_ERR_INVALID_ARGUMENT`; NULL is `VARAD_ERR_NULL_POINTER`.
-///
-/// # Safety
-/// `ptr` is NULL or readable for the size it states in its first field.
-pub(crate) unsafe fn read_sized<T: SizedStruct>(
-    ptr: *const T,
-    defaults: T,
-    what: &str,
-) -> Result<T, FfiError> {
-    if ptr.is_null() {
-        return Err(null_pointer(what));
-    }
-    // SAFETY: non-null; the caller guarantees the size field is readable.
-    let size = unsafe { checked_size(ptr) }?;
-    let mut value = defaults;
-    let n = size.min(std::mem::size_of::<T>());
-    // SAFETY: the caller guarantees `size` readable bytes; `value` has size_of::<T>() >= n
-    // writable bytes; every bit pattern is a valid T (SizedStruct's contract).
-    unsafe {
-        std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), (&mut value as *mut T).cast::<u8>(), n)
-    };
-    Ok(value)
-}
-
-/// Checks the size field of a sized struct the library will fill in ([`write_sized`]);
-/// call it before doing the work, so a bad struct fails early.
-///
-/// # Safety
-/// `ptr` is NULL or readable for a `usize`.
-pub(crate) unsafe fn check_sized_out<T: SizedStruct>(
-    ptr: *mut T,
-    what: &str,
-) -> Result<(), FfiError> {
-    if ptr.is_null() {
-        return Err(null_pointer(what));
-    }
-    // SAFETY: forwarded.
-    unsafe { checked_size(ptr.cast_const()) }.map(|_| ())
-}
-
-/// Writes `value` into a sized struct of the caller, as many bytes as its `size` says
-/// (up to `size_of::<T>()`), keeping the caller's `size` field.
-///
-/// # Safety
-/// `ptr` passed [`check_sized_out`] and is writable for the size it states.
-pub(crate) unsafe fn write_sized<T: SizedStruct>(ptr: *mut T, value: T) {
-    // SAFETY: checked before; no alignment assumed for the read.
-    let size = unsafe { std::ptr::read_unaligned(ptr.cast::<usize>()) };
-    let n = size.min(std::mem::size_of::<T>());
-    let skip = std::mem::size_of::<usize>();
-    if n > skip {
-        // SAFETY: the caller guarantees `size >= n` writable bytes at `ptr`; `value` is a
-        // distinct local of size_of::<T>() >= n bytes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                (&value as *const T).cast::<u8>().add(skip),
-                ptr.cast::<u8>().add(skip),
-                n - skip,
-            )
-        };
-    }
 }

@@ -4,7 +4,8 @@
 use std::ffi::c_char;
 use std::path::Path;
 
-use super::boundary::{check_out, ffi_boundary, required_str, try_ref, FfiError};
+use super::boundary::{check_out, ffi_boundary, ffi_value, required_str, try_ref, FfiError};
+use super::c_enum::{c_enum_try_from, enum_arg};
 use super::status::VaradStatus;
 use crate::image::{read_image_file, ImageLimits, ImageView, OwnedImage, PixelFormat};
 
@@ -28,6 +29,45 @@ pub enum VaradPixelFormat {
     /// 8-bit blue, green, red, alpha (alpha ignored).
     VARAD_PIXEL_FORMAT_BGRA8 = 6,
 }
+c_enum_try_from!(VaradPixelFormat {
+    VARAD_PIXEL_FORMAT_MONO8,
+    VARAD_PIXEL_FORMAT_MONO16,
+    VARAD_PIXEL_FORMAT_RGB8,
+    VARAD_PIXEL_FORMAT_BGR8,
+    VARAD_PIXEL_FORMAT_RGBA8,
+    VARAD_PIXEL_FORMAT_BGRA8,
+});
+
+impl From<VaradPixelFormat> for PixelFormat {
+    fn from(format: VaradPixelFormat) -> Self {
+        match format {
+            VaradPixelFormat::VARAD_PIXEL_FORMAT_MONO8 => PixelFormat::Mono8,
+            VaradPixelFormat::VARAD_PIXEL_FORMAT_MONO16 => PixelFormat::Mono16,
+            VaradPixelFormat::VARAD_PIXEL_FORMAT_RGB8 => PixelFormat::Rgb8,
+            VaradPixelFormat::VARAD_PIXEL_FORMAT_BGR8 => PixelFormat::Bgr8,
+            VaradPixelFormat::VARAD_PIXEL_FORMAT_RGBA8 => PixelFormat::Rgba8,
+            VaradPixelFormat::VARAD_PIXEL_FORMAT_BGRA8 => PixelFormat::Bgra8,
+        }
+    }
+}
+
+impl From<PixelFormat> for VaradPixelFormat {
+    fn from(format: PixelFormat) -> Self {
+        match format {
+            PixelFormat::Mono8 => VaradPixelFormat::VARAD_PIXEL_FORMAT_MONO8,
+            PixelFormat::Mono16 => VaradPixelFormat::VARAD_PIXEL_FORMAT_MONO16,
+            PixelFormat::Rgb8 => VaradPixelFormat::VARAD_PIXEL_FORMAT_RGB8,
+            PixelFormat::Bgr8 => VaradPixelFormat::VARAD_PIXEL_FORMAT_BGR8,
+            PixelFormat::Rgba8 => VaradPixelFormat::VARAD_PIXEL_FORMAT_RGBA8,
+            PixelFormat::Bgra8 => VaradPixelFormat::VARAD_PIXEL_FORMAT_BGRA8,
+        }
+    }
+}
+
+/// A `VaradPixelFormat` as `VaradImageView.format` holds it: any `uint32_t` a caller
+/// passes (the header names it `VaradPixelFormat`).
+/// cbindgen:ignore
+pub type PixelFormatValue = u32;
 
 /// A borrowed image: `height` rows of `width` pixels in `format`, `stride` bytes apart.
 /// Nothing is copied when a view is passed: a camera buffer, an OpenCV `cv::Mat`
@@ -35,6 +75,9 @@ pub enum VaradPixelFormat {
 ///
 /// The library reads `stride * (height - 1) + width * bytes_per_pixel` bytes from `data`
 /// during the call it is passed to and keeps no pointer afterwards.
+///
+/// Layout: fixed for every 1.x library (batch calls take arrays of views, so this struct
+/// never grows).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct VaradImageView {
@@ -47,8 +90,8 @@ pub struct VaradImageView {
     /// Bytes from the start of one row to the start of the next, at least
     /// `width * bytes_per_pixel`; 0 means tightly packed rows.
     pub stride: usize,
-    /// A `VaradPixelFormat` value.
-    pub format: u32,
+    /// The layout of each pixel.
+    pub format: PixelFormatValue,
 }
 
 /// Turns a C view into an engine view, checking the size against `limits` before a slice
@@ -60,7 +103,10 @@ pub(crate) unsafe fn image_view<'a>(
     view: &VaradImageView,
     limits: &ImageLimits,
 ) -> Result<ImageView<'a>, FfiError> {
-    let format = PixelFormat::from_u32(view.format)?;
+    // An unknown format makes the view unusable: the view's own status, not a generic one.
+    let format = enum_arg::<VaradPixelFormat>(view.format, "image.format")
+        .map_err(|e| FfiError::new(VaradStatus::VARAD_ERR_INVALID_IMAGE, e.message))?;
+    let format = PixelFormat::from(format);
     limits.check(view.width, view.height)?;
     let stride = if view.stride == 0 {
         (view.width as usize).saturating_mul(format.bytes_per_pixel())
@@ -127,7 +173,7 @@ pub unsafe extern "C" fn varad_image_view(
             width: img.width(),
             height: img.height(),
             stride: img.width() as usize * img.format().bytes_per_pixel(),
-            format: img.format().as_u32(),
+            format: VaradPixelFormat::from(img.format()) as u32,
         };
         // SAFETY: checked non-null; the caller guarantees it is writable.
         unsafe { *out_view = view };
@@ -145,7 +191,7 @@ pub unsafe extern "C" fn varad_image_view(
 #[no_mangle]
 pub unsafe extern "C" fn varad_image_destroy(image: *mut VaradImage) {
     if !image.is_null() {
-        super::boundary::ffi_value((), || {
+        ffi_value((), || {
             // SAFETY: the caller passes an image made by Box::into_raw, once.
             drop(unsafe { Box::from_raw(image) });
         });

@@ -3,42 +3,54 @@
 //! which catches panics, so nothing here can unwind into or abort the host.
 //! The functions are re-exported here so Rust tests can call them as C would.
 //!
-//! One file per handle: `model.rs` (`VaradModel`: create, load, save, thresholds),
-//! `training_set.rs` (`VaradTrainingSet` and `varad_train`), `score.rs`
-//! (`VaradScoreResult`, `varad_score`), `image.rs` (`VaradImage`, image views).
+//! The files follow the header's sections (`xtask` assembles `include/varad.h` from them
+//! in this order): `version.rs`; `status.rs` and `error.rs`; `image.rs`; `params.rs`;
+//! `model.rs` (`VaradModel`); `training_set.rs` (`VaradTrainingSet`, `varad_train`) and
+//! `thresholds.rs`; `score.rs` (`VaradScoreResult`); `result.rs`; `runtime.rs`. The
+//! machinery they share: `boundary.rs` (panics, pointers, strings), `sized.rs`
+//! (size-tagged structs), `c_enum.rs` (C enum values).
 
 mod boundary;
+mod c_enum;
+mod error;
 mod image;
 mod model;
+mod params;
+mod result;
 mod runtime;
 mod score;
+mod sized;
 mod status;
+mod thresholds;
 mod training_set;
 mod version;
 
+pub use error::{varad_last_error_copy, varad_last_error_message};
 pub use image::{
     varad_image_destroy, varad_image_read, varad_image_view, VaradImage, VaradImageView,
     VaradPixelFormat,
 };
 pub use model::{
-    varad_active_device, varad_create, varad_default_load_params, varad_default_params,
-    varad_destroy, varad_get_threshold, varad_load, varad_save, varad_set_decision_thresholds,
-    varad_set_threshold, VaradDevice, VaradLoadParams, VaradMapNorm, VaradModel, VaradParams,
-    VaradThreshold,
+    varad_active_device, varad_create, varad_destroy, varad_load, varad_save, VaradModel,
+};
+pub use params::{
+    varad_load_params_init, varad_params_init, varad_score_params_init, VaradDevice,
+    VaradLoadParams, VaradMapNorm, VaradParams, VaradResizeMode, VaradScoreParams,
+};
+pub use result::{
+    varad_result_decision, varad_result_image_score, varad_result_map,
+    varad_result_normalised_score, varad_result_raw_map, varad_result_regions,
+    varad_write_heatmap_png, VaradDecision, VaradRegion,
 };
 pub use runtime::{varad_runtime_load, varad_runtime_path, varad_runtime_version};
-pub use score::{
-    varad_default_score_params, varad_result_decision, varad_result_image_score, varad_result_map,
-    varad_result_normalised_score, varad_result_raw_map, varad_result_regions, varad_score,
-    varad_score_batch, varad_score_result_destroy, varad_write_heatmap_png, VaradDecision,
-    VaradRegion, VaradScoreParams, VaradScoreResult,
-};
+pub use score::{varad_score, varad_score_batch, varad_score_result_destroy, VaradScoreResult};
 pub use status::VaradStatus;
+pub use thresholds::{
+    varad_get_threshold, varad_set_decision_thresholds, varad_set_threshold, VaradThreshold,
+};
 pub use training_set::{
     varad_train, varad_training_set_add, varad_training_set_count, varad_training_set_create,
     varad_training_set_destroy, VaradProgress, VaradProgressCallback, VaradTrainReport,
     VaradTrainingSet,
 };
-pub use version::{
-    varad_last_error_copy, varad_last_error_message, varad_version_number, varad_version_string,
-};
+pub use version::{varad_version_number, varad_version_string};

@@ -4,11 +4,10 @@
 use std::ffi::c_void;
 use std::ops::ControlFlow;
 
-use super::boundary::{
-    check_out, check_sized_out, ffi_boundary, ffi_value, try_mut, try_ref, write_sized, SizedStruct,
-};
+use super::boundary::{check_out, ffi_boundary, ffi_value, try_mut, try_ref};
 use super::image::{image_view, VaradImageView};
 use super::model::{limits, VaradModel};
+use super::sized::{check_sized_out, write_sized, SizedStruct};
 use super::status::VaradStatus;
 use crate::train::{Progress, TrainingSet};
 
@@ -175,9 +174,10 @@ pub struct VaradTrainReport {
 
 // SAFETY: repr(C), starts with `size`, fields are integers and floats.
 unsafe impl SizedStruct for VaradTrainReport {
-    const MIN_SIZE: usize = std::mem::size_of::<VaradTrainReport>();
+    // The library writes the fields that fit; none is required.
+    const MIN_SIZE: usize = std::mem::size_of::<usize>();
     const NAME: &'static str = "VaradTrainReport";
-    const SOURCE: &'static str = "sizeof(VaradTrainReport)";
+    const INIT: &'static str = "`report.size = sizeof report` (and zeroes)";
 }
 
 /// Trains `model` on `set` (holding back calibration images, then calibrating the
@@ -253,8 +253,39 @@ pub unsafe extern "C" fn varad_train(
                 cache_spilled_bytes: result.cache_bytes.1,
             };
             // SAFETY: checked above; the caller guarantees `report->size` writable bytes.
-            unsafe { write_sized(report, value) };
+            unsafe { write_sized(report, value, "report") }?;
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ffi::sized::assert_no_padding;
+
+    #[test]
+    fn the_progress_and_report_structs_have_no_padding() {
+        assert_no_padding!(VaradProgress {
+            size,
+            epoch,
+            epochs,
+            step,
+            steps,
+            loss,
+            elapsed_seconds,
+            remaining_seconds,
+        });
+        assert_no_padding!(VaradTrainReport {
+            size,
+            train_images,
+            calibration_images,
+            epochs,
+            steps,
+            final_loss,
+            elapsed_seconds,
+            cache_memory_bytes,
+            cache_spilled_bytes,
+        });
+    }
 }

@@ -65,7 +65,7 @@ static int32_t on_progress(const VaradProgress *p, void *user_data) {
 int main(void) {
     enum { SIZE = 128 };
     static unsigned char pixels[SIZE * SIZE * 3];
-    VaradParams params = varad_default_params();
+    VaradParams params;
     VaradModel *model = NULL, *loaded = NULL, *untouched = (VaradModel *)&failures;
     VaradTrainingSet *set = NULL;
     VaradScoreResult *result = NULL, *batch[2] = {NULL, NULL};
@@ -74,11 +74,16 @@ int main(void) {
     const float *map = NULL;
     const VaradRegion *regions = NULL;
     size_t len = 0, count = 0, found = 0, i;
-    uint32_t width = 0, height = 0, decision = 0, device = 99;
+    uint32_t width = 0, height = 0;
+    VaradDecision decision = 0;
+    VaradDevice device = 99;
     float score = 0, norm = 0, review = 0, fail = 0, value = 0;
     static unsigned char second[SIZE * SIZE * 3];
 
-    /* Parameters: the size must be one the library knows. */
+    /* Parameters: filled by their init call, whose size must be one a struct has. */
+    CHECK(varad_params_init(&params, 4) == VARAD_ERR_INVALID_ARGUMENT);
+    CHECK(varad_params_init(NULL, sizeof params) == VARAD_ERR_NULL_POINTER);
+    CHECK(varad_params_init(&params, sizeof params) == VARAD_OK);
     CHECK(params.size == sizeof(VaradParams));
     CHECK(params.epochs == 10 && params.prediction_step == 4);
     CHECK(varad_create(&params, &model) == VARAD_ERR_NULL_POINTER); /* no backbone */
@@ -174,8 +179,9 @@ int main(void) {
     CHECK(varad_score(loaded, &view, NULL, NULL) == VARAD_ERR_NULL_POINTER);
     CHECK(varad_get_threshold(loaded, 42, &value) == VARAD_ERR_INVALID_ARGUMENT);
     {
-        VaradScoreParams sp = varad_default_score_params();
+        VaradScoreParams sp;
         static unsigned char roi[10];
+        CHECK(varad_score_params_init(&sp, sizeof sp) == VARAD_OK);
         sp.roi = roi;
         sp.roi_len = sizeof roi;
         CHECK(varad_score(loaded, &view, &sp, &result) == VARAD_ERR_INVALID_ARGUMENT);

@@ -46,7 +46,8 @@ static void expect(VaradStatus got, VaradStatus expected, const char *what, int 
     } while (0)
 
 static VaradParams tiny_params(void) {
-    VaradParams p = varad_default_params();
+    VaradParams p;
+    OK(varad_params_init(&p, sizeof p));
     p.backbone_path = BACKBONE;
     p.input_width = 112;
     p.input_height = 112;
@@ -173,7 +174,7 @@ int main(void) {
     varad_training_set_destroy(set);
 
     /* 1 again: a ROI of the wrong size. */
-    sp = varad_default_score_params();
+    OK(varad_score_params_init(&sp, sizeof sp));
     sp.roi = pixels;
     sp.roi_len = 5;
     v = view_of(pixels, 64, 64);

@@ -34,7 +34,8 @@ int main(int argc, char **argv) {
                      VARAD_VERSION_STRING);
         return 1;
     }
-    VaradParams params = varad_default_params();
+    VaradParams params;
+    if (varad_params_init(&params, sizeof params) != VARAD_OK) return fail("varad_params_init");
     params.backbone_path = argv[1];
     params.input_width = params.input_height = static_cast<uint32_t>(std::atoi(argv[2]));
     params.device = VARAD_DEVICE_CPU;
