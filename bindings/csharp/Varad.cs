@@ -76,6 +76,7 @@ namespace Varad
         public IntPtr runtime_path;
         public uint device, cuda_device;
         public int threads;
+        public uint reserved;
     }
 
     [StructLayout(LayoutKind.Sequential)]
@@ -85,6 +86,7 @@ namespace Varad
         public IntPtr roi;
         public UIntPtr roi_len;
         public uint raw_map;
+        public uint reserved;
     }
 
     [StructLayout(LayoutKind.Sequential)]
@@ -136,9 +138,32 @@ namespace Varad
         [DllImport(Lib)] public static extern uint varad_version_number();
         [DllImport(Lib)] public static extern IntPtr varad_version_string();
         [DllImport(Lib)] public static extern IntPtr varad_last_error_message();
-        [DllImport(Lib)] public static extern NativeParams varad_default_params();
-        [DllImport(Lib)] public static extern NativeLoadParams varad_default_load_params();
-        [DllImport(Lib)] public static extern NativeScoreParams varad_default_score_params();
+        // The params structs are filled in the caller's memory with this binding's size
+        // (never returned by value), so a newer library with longer structs still fits.
+        [DllImport(Lib)] public static extern Status varad_params_init(out NativeParams p, UIntPtr size);
+        [DllImport(Lib)] public static extern Status varad_load_params_init(out NativeLoadParams p, UIntPtr size);
+        [DllImport(Lib)] public static extern Status varad_score_params_init(out NativeScoreParams p, UIntPtr size);
+
+        public static NativeParams DefaultParams()
+        {
+            NativeParams p;
+            Check(varad_params_init(out p, (UIntPtr)Marshal.SizeOf(typeof(NativeParams))));
+            return p;
+        }
+
+        public static NativeLoadParams DefaultLoadParams()
+        {
+            NativeLoadParams p;
+            Check(varad_load_params_init(out p, (UIntPtr)Marshal.SizeOf(typeof(NativeLoadParams))));
+            return p;
+        }
+
+        public static NativeScoreParams DefaultScoreParams()
+        {
+            NativeScoreParams p;
+            Check(varad_score_params_init(out p, (UIntPtr)Marshal.SizeOf(typeof(NativeScoreParams))));
+            return p;
+        }
         [DllImport(Lib)] public static extern Status varad_create(ref NativeParams p, out IntPtr model);
         [DllImport(Lib)] public static extern void varad_destroy(IntPtr model);
         [DllImport(Lib)] public static extern Status varad_save(ModelHandle model, byte[] path);
@@ -196,7 +221,7 @@ namespace Varad
         }
     }
 
-    /// <summary>Model parameters (VaradParams); defaults from varad_default_params().</summary>
+    /// <summary>Model parameters (VaradParams); defaults from varad_params_init().</summary>
     public class ModelOptions
     {
         public NativeParams Params;
@@ -204,7 +229,7 @@ namespace Varad
         public ModelOptions(string backbone)
         {
             Backbone = backbone;
-            Params = Native.varad_default_params();
+            Params = Native.DefaultParams();
         }
     }
 
@@ -237,7 +262,7 @@ namespace Varad
     public sealed class Model : IDisposable
     {
         /// <summary>The varad.h version these bindings were written for.</summary>
-        public const uint HeaderVersionNumber = 1000;
+        public const uint HeaderVersionNumber = 1000000;
         readonly ModelHandle handle;
 
         static void CheckVersion()
@@ -271,7 +296,7 @@ namespace Varad
         public static Model Load(string path)
         {
             CheckVersion();
-            NativeLoadParams lp = Native.varad_default_load_params();
+            NativeLoadParams lp = Native.DefaultLoadParams();
             IntPtr model;
             Native.Check(Native.varad_load(Native.CString(path), ref lp, out model));
             return new Model(model);
@@ -407,7 +432,7 @@ namespace Varad
 
         ScoreResult ScoreView(ImageView v)
         {
-            NativeScoreParams sp = Native.varad_default_score_params();
+            NativeScoreParams sp = Native.DefaultScoreParams();
             IntPtr r = IntPtr.Zero;
             try
             {

@@ -52,7 +52,7 @@ static class VaradTest
     {
         string backbone = args[0];
         Console.WriteLine("varad " + Model.LibraryVersion);
-        Check(Model.LibraryVersion == "0.1.0", "library version");
+        Check(Model.LibraryVersion.StartsWith((Model.HeaderVersionNumber / 1000000) + "."), "library version");
 
         string dir = Path.Combine(Path.GetTempPath(), "varad-csharp-" + System.Diagnostics.Process.GetCurrentProcess().Id);
         Directory.CreateDirectory(dir);

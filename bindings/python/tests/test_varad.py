@@ -117,3 +117,36 @@ def test_cancel_leaves_the_model_unchanged():
     with pytest.raises(RuntimeError):
         model.train((texture(i) for i in range(5)), progress=lambda p: (_ for _ in ()).throw(RuntimeError("stop")))
     model.close()
+
+
+def header_fields(name: str) -> list:
+    """The field names of `typedef struct name { ... } name;` in include/varad.h, in order."""
+    import re
+
+    text = (ROOT / "include" / "varad.h").read_text()
+    body = text[text.index(f"typedef struct {name} {{"):text.index(f"}} {name};")]
+    return re.findall(r"^\s+[^/\s][^;]*?\b(\w+);$", body, flags=re.M)
+
+
+@pytest.mark.parametrize("struct, name", [
+    (varad._ImageView, "VaradImageView"),
+    (varad._Params, "VaradParams"),
+    (varad._LoadParams, "VaradLoadParams"),
+    (varad._ScoreParams, "VaradScoreParams"),
+    (varad._Region, "VaradRegion"),
+    (varad._Progress, "VaradProgress"),
+    (varad._TrainReport, "VaradTrainReport"),
+])
+def test_the_binding_structs_mirror_the_header_field_for_field(struct, name):
+    assert [f for f, _ in struct._fields_] == header_fields(name)
+
+
+def test_params_come_from_the_init_calls_with_the_bindings_size():
+    p = varad._init(varad._Params, varad._lib.varad_params_init)
+    assert p.size == varad.ctypes.sizeof(varad._Params)
+    assert p.epochs == 10 and p.map_norm == 4
+    lp = varad._init(varad._LoadParams, varad._lib.varad_load_params_init)
+    assert (lp.device, lp.threads, lp.reserved) == (255, -1, 0)
+    bad = varad._Params()
+    with pytest.raises(varad.VaradError, match="varad_params_init"):
+        varad._check(varad._lib.varad_params_init(varad.ctypes.byref(bad), 4))

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 # The C header these bindings mirror (include/varad.h, VARAD_VERSION_*).
-HEADER_VERSION = (0, 1, 0)
+HEADER_VERSION = (1, 0, 0)
 HEADER_VERSION_NUMBER = HEADER_VERSION[0] * 1_000_000 + HEADER_VERSION[1] * 1000 + HEADER_VERSION[2]
 
 STATUS_NAMES = {
@@ -155,6 +155,7 @@ class _LoadParams(ctypes.Structure):
         ("device", ctypes.c_uint32),
         ("cuda_device", ctypes.c_uint32),
         ("threads", ctypes.c_int32),
+        ("reserved", ctypes.c_uint32),
     ]
 
 
@@ -164,6 +165,7 @@ class _ScoreParams(ctypes.Structure):
         ("roi", ctypes.c_void_p),
         ("roi_len", c_size_t),
         ("raw_map", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
     ]
 
 
@@ -239,9 +241,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         "varad_version_string": (ctypes.c_char_p, []),
         "varad_last_error_message": (ctypes.c_char_p, []),
         "varad_last_error_copy": (st, [ctypes.c_char_p, c_size_t, P(c_size_t)]),
-        "varad_default_params": (_Params, []),
-        "varad_default_load_params": (_LoadParams, []),
-        "varad_default_score_params": (_ScoreParams, []),
+        "varad_params_init": (st, [P(_Params), c_size_t]),
+        "varad_load_params_init": (st, [P(_LoadParams), c_size_t]),
+        "varad_score_params_init": (st, [P(_ScoreParams), c_size_t]),
         "varad_create": (st, [P(_Params), P(V)]),
         "varad_destroy": (None, [V]),
         "varad_save": (st, [V, ctypes.c_char_p]),
@@ -290,7 +292,7 @@ _lib = _load_library()
 
 
 def library_version() -> str:
-    """The loaded libvarad's version, e.g. "0.1.0"."""
+    """The loaded libvarad's version, e.g. "1.0.0"."""
     return _lib.varad_version_string().decode()
 
 
@@ -301,6 +303,14 @@ def _check(status: int) -> None:
     text = message.decode("utf-8", "replace") if message else ""
     cls = {CANCELLED: CancelledError, BUSY: BusyError}.get(status, VaradError)
     raise cls(status, text)
+
+
+def _init(struct, init):
+    """A size-tagged params struct filled by its varad_*_init call with this binding's
+    size: the library writes only that many bytes and defaults the fields it lacks."""
+    value = struct()
+    _check(init(ctypes.byref(value), ctypes.sizeof(value)))
+    return value
 
 
 def _encode(path) -> Optional[bytes]:
@@ -427,7 +437,7 @@ class Model:
                  runtime_path=None, **params):
         """Creates an untrained model on the `backbone` ONNX file. `params` are fields of
         the C VaradParams (epochs=3, learning_rate=2e-3, prediction_step=2, seed=...)."""
-        p = _lib.varad_default_params()
+        p = _init(_Params, _lib.varad_params_init)
         keep = [_encode(backbone), _encode(runtime_path)]
         p.backbone_path, p.runtime_path = keep
         if input_size is not None:
@@ -446,7 +456,7 @@ class Model:
     @classmethod
     def load(cls, path, *, backbone=None, device=None, threads=None) -> "Model":
         """Loads a model file; `backbone`, `device` and `threads` override what was saved."""
-        lp = _lib.varad_default_load_params()
+        lp = _init(_LoadParams, _lib.varad_load_params_init)
         keep = _encode(backbone)
         lp.backbone_path = keep
         if device is not None:
@@ -518,7 +528,7 @@ class Model:
             _lib.varad_training_set_destroy(s)
 
     def _score_params(self, roi, raw_map):
-        sp = _lib.varad_default_score_params()
+        sp = _init(_ScoreParams, _lib.varad_score_params_init)
         keep = None
         if roi is not None:
             keep = np.ascontiguousarray(roi, dtype=np.uint8)
