@@ -18,21 +18,7 @@
 //! `backward_with`, `TrainBuffers` kept from step to step); with fresh buffers both
 //! timed the kernel faulting in new pages. The kept buffers count in figure 3.
 //!
-//! Measured 2026-11-29 on the 2-core AVX2 development machine, three runs at b7c25c8:
-//! ratio 1 = 0.95-1.04, ratio 2 = 2.92-2.99 in wall and 2.88-3.01 in CPU time, peak +808
-//! MB; forward 577-680 ms, training step 1.72-1.95 s. At 08e4af9 (the scan forward's
-//! decays computed ahead, which speeds the forward and the training forward alike), three
-//! runs alternating with b7c25c8: ratio 1 = 0.96-0.97, ratio 2 = 2.93-3.01 wall and
-//! 2.94-3.02 CPU against 2.95-3.06 / 2.91-3.09. (Earlier that day, before the
-//! step's copies, partial sums and RMSNorm recomputation were taken out: 3.10-3.14 /
-//! 3.04-3.09; before that, with fresh buffers and the portable backward: 0.69, 2.99 /
-//! 3.29, 740 MB, forward 690 ms: the fresh forward paid more for its page faults than the
-//! step's share of them.) At c1f80c6 (the training scan's outputs written with
-//! non-temporal stores, forward and backward), eight runs alternating with ab0eada: ratio
-//! 1 = 0.90-0.98, ratio 2 = 2.89-2.94 wall and 2.86-2.97 CPU against 2.79-3.03 /
-//! 2.81-3.03, peak +808 MB. At 1fb544f (the convolution's multiply-adds fused), five more:
-//! ratio 1 = 1.00-1.03, ratio 2 = 2.89-3.02 wall and 2.81-2.95 CPU against 2.94-3.21 /
-//! 2.90-3.13.
+//! Measured figures and their history: docs/performance.md.
 //!
 //! Run: `cargo bench --bench predictor`. ONNX Runtime comes from `ORT_DYLIB_PATH`, else
 //! from `.deps/venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.*`.

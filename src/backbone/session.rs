@@ -301,8 +301,8 @@ fn create_session(
 
 /// One session's builder. Its intra-op threads do not spin-wait for more work after a
 /// run: the predictor runs next on the same cores, and on 2 cores ONNX Runtime's spinning
-/// workers took a quarter of its time (`varad bench`, predictor stage 88-96 -> 68-71 ms
-/// at 1024 x 1024, the backbone's own time unchanged).
+/// workers took about a quarter of its time, while the backbone's own time did not change
+/// (docs/performance.md, "Kernel choices").
 fn build_session(
     runtime: &runtime::Runtime,
     bytes: &[u8],

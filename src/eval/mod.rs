@@ -1,5 +1,5 @@
 //! Evaluation: detection quality on labelled data sets, VarAD against a PatchCore
-//! baseline on the same backbone (issue #6).
+//! baseline on the same backbone.
 //!
 //! - [`dataset`] reads the MVTec AD, VisA and BTAD layouts.
 //! - [`metrics`] computes exact AUROC, AP and max-F1, per pixel and per image.

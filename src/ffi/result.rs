@@ -8,7 +8,7 @@ use super::boundary::{check_out, ffi_boundary, required_str, try_ref, FfiError};
 use super::score::VaradScoreResult;
 use super::status::VaradStatus;
 use crate::image::{write_png, ImageView, PixelFormat};
-use crate::score::Decision;
+use crate::score::{grey_levels, Decision};
 
 /// The verdict on an image of a calibrated model.
 #[repr(u32)]
@@ -257,8 +257,9 @@ pub unsafe extern "C" fn varad_result_regions(
     })
 }
 
-/// Writes the result's anomaly map as an 8-bit grey PNG: `value / scale * 255`, clamped
-/// to 0..255. `scale` > 0 fixes the white point (e.g. the fail threshold, so heatmaps of
+/// Writes the result's anomaly map as an 8-bit grey PNG: `value / scale * 255`, rounded
+/// and clamped to 0..255 (the command-line tool's `_map.png` is the same with `scale` twice
+/// the pixel threshold). `scale` > 0 fixes the white point (e.g. the fail threshold, so heatmaps of
 /// different images compare); `scale` <= 0 uses the map's own maximum.
 ///
 /// Ownership: `path` is borrowed. Thread safety: `result` is const.
@@ -284,22 +285,7 @@ pub unsafe extern "C" fn varad_write_heatmap_png(
                 format!("scale {scale} is not finite"),
             ));
         }
-        let map = &r.result.map;
-        let white = if scale > 0.0 {
-            scale
-        } else {
-            map.iter().copied().fold(0.0f32, f32::max)
-        };
-        let pixels: Vec<u8> = map
-            .iter()
-            .map(|&v| {
-                if white > 0.0 {
-                    (v / white * 255.0).round().clamp(0.0, 255.0) as u8
-                } else {
-                    0
-                }
-            })
-            .collect();
+        let pixels = grey_levels(&r.result.map, scale);
         let view = ImageView::packed(
             &pixels,
             r.result.width as u32,

@@ -1,5 +1,5 @@
 //! What the prediction errors look like on normal images, and the map normalisations
-//! built on it (an improvement over the paper, issue #9; `MapNorm::None` is the paper's
+//! built on it (an improvement over the paper; `MapNorm::None` is the paper's
 //! map exactly).
 //!
 //! The paper's level map is the raw squared error `||r||^2` summed over channels, and the

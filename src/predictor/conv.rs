@@ -278,11 +278,9 @@ fn gather_row_body<T: Float, const F: bool>(
     }
 }
 
-// The AVX2 clones fuse the multiply-adds of the taps and of SiLU's exponential (`F`).
-// At the paper's grid (B 4, L 5329, Di 768, 2 threads; plain and fused alternating in one
-// process, best of 6, three rounds) the backward took 68.5-69.9 ms plain and 44.4-47.2 ms
-// fused, the forward 36.0-37.1 and 22.8-24.0 ms: the unfused exponential's chain of
-// dependent multiplies and adds was most of a row's time.
+// The AVX2 clones fuse the multiply-adds of the taps and of SiLU's exponential (`F`): the
+// unfused exponential's chain of dependent multiplies and adds was most of a row's time
+// (docs/performance.md, "Kernel choices").
 multiversion!(fma fn fwd_row => fwd_row_body(x: &[T], ldx: usize, rows: Option<&[u32]>, wt: &[T], bias: &[T], row: usize, t: usize, kw: usize, ur: &mut [T]));
 multiversion!(fma fn bwd_row => bwd_row_body(x: &[T], ldx: usize, wt: &[T], bias: &[T], row: usize, t: usize, kw: usize, gr: &mut [T], gwt: &mut [T], gbs: &mut [T], pre: &mut [T]));
 multiversion!(fma fn gather_row => gather_row_body(gpre: &[T], wt: &[T], row: usize, t: usize, len: usize, kw: usize, out: &mut [T]));

@@ -4,9 +4,8 @@
 //! Apart, the generic convolution ran at about 60 cycles per 8 channels (its SiLU through
 //! the portable exponential, one vector's chain of dependent operations at a time) and
 //! the narrow `x_proj` product (35 or 39 columns at the Lite0 levels) spent as long
-//! packing as multiplying: in a scratch program at the stride-8 level (Di 80, 4 x 16384
-//! gathered rows, 2 threads) 6.7-8.1 + 6.5-7.4 ms, fused 9.7-10.7 ms; stride 16 (Di 224,
-//! 4 x 4096 rows) 8.9-10.1 ms, fused 7.6-8.0 ms. Here a task walks consecutive rows: the
+//! packing as multiplying (docs/performance.md, "Kernel choices"). Here a task walks
+//! consecutive rows: the
 //! convolution's source rows are in L1 from the rows before, each row's `u` is projected
 //! while it is still in L1, and the projection broadcasts `u`'s values against
 //! `x_proj`'s transposed rows, every output one accumulator over the channels in order.
@@ -150,9 +149,8 @@ impl ConvProject {
     /// [`Self::task`] on CPUs with AVX-512: the convolution on 16 lanes, the projection
     /// on 8 lanes three rows at a time. At x_proj's widths (35 and 39 outputs at the Lite0
     /// levels) 16-lane output vectors padded 40 lanes to 48; with 32 registers, three rows
-    /// of 8-lane accumulators fit instead. Fused pass at 1024 x 1024 (4 orderings, 2
-    /// threads, 20 alternating runs, medians): stride 16 (Di 224) 3.8-4.1 -> 3.2-3.3 ms,
-    /// stride 8 (Di 80, bound by memory) 5.5-5.6 -> 5.4-5.5 ms. Same bits as on AVX2.
+    /// of 8-lane accumulators fit instead (faster where the pass is bound by arithmetic,
+    /// the stride-16 level; docs/performance.md). Same bits as on AVX2.
     ///
     /// # Safety
     /// As [`Self::task`]; the CPU has AVX-512F and VL, `Di` is a multiple of 16.

@@ -2,7 +2,7 @@
 //!
 //! The generic kernel of [`super::scan`] leaves vectorisation to the compiler, which spills
 //! its 16-lane state rows and re-materialises the exponential's constants on every state
-//! entry (about 48 cycles per 8 lanes and entry, measured with `perf annotate`), and its
+//! entry (`perf annotate`; docs/performance.md), and its
 //! one task per channel block walks rows `Di` floats apart, waiting on memory. Here a
 //! task walks token rows over a group of 8-channel blocks (one `__m256` each, the group's
 //! states in L1), the decay `exp(dt A)` is a base-2 exponential of 11 vector instructions
@@ -211,12 +211,10 @@ pub(super) unsafe fn forward_raw_on(
 /// checkpoints), where `y`, `dt` and the checkpoints are fresh buffers written once and
 /// read again only after the whole scan, by which time they have left the cache. Ordinary
 /// stores first read every line they write (for the paper's grid, `y` and `dt` 65 MB
-/// each). At the paper's grid (B 4, L 5329, Di 768, N 16, 2 threads), ordinary and
-/// streaming stores alternating in one process, best of 6, four rounds: 163-192 ms vs
-/// 124-155 ms per training forward scan. Not in inference, where `y` overwrites `u` in
-/// lines the scan just read, nor for scoring's orderings, where streaming `y` measured no
-/// gain (`varad bench`'s predictor stage, six alternating pairs: median 147 ms plain, 150
-/// streamed; the mean over orderings reads `y` next). The stores need 16-byte alignment;
+/// each), which measured slower (docs/performance.md, "Kernel choices"). Not in
+/// inference, where `y` overwrites `u` in lines the scan just read, nor for scoring's
+/// orderings, where the mean over orderings reads `y` next and streaming it measured no
+/// gain. The stores need 16-byte alignment;
 /// a misaligned buffer falls back to ordinary stores.
 fn streams(u: *const f32, y: *mut f32, ckpt: Option<&[f32]>, delta: Option<&[f32]>) -> bool {
     ckpt.is_some_and(|c| stream_aligned(c.as_ptr()))
@@ -472,10 +470,8 @@ run_blocks_build!(
     /// [`run_blocks`] with 8 lanes on CPUs with AVX-512, for `Di` that is not a multiple
     /// of 16: the same code, which the compiler then gives 32 vector registers instead of
     /// 16 (fewer of a block's states and decays round-trip through the stack). Same
-    /// instructions on the values, so the same results bit for bit (tested).
-    /// `score_one_features` at 1024 x 1024, Lite0 stride 8 + 16, 2 threads, three
-    /// alternating runs of a scratch program: 57.7-60.7 ms -> 54.8-58.8 (best of each
-    /// 57.0-58.1 -> 54.2-55.6).
+    /// instructions on the values, so the same results bit for bit (tested), and faster
+    /// (docs/performance.md, "Kernel choices").
     run_blocks_avx512,
     Avx2,
     "avx2,fma,avx512f,avx512vl"

@@ -37,8 +37,7 @@ use super::scan_avx2::{
 /// 8-channel blocks per task: whole rows up to `Di = 768`, so that the copies of a
 /// chunk's rows read memory in one sequential stream. With 12 blocks (384 of every 3072
 /// bytes of a row at the paper's grid) every row started on a new page and the hardware
-/// prefetchers did not follow: single-thread scan backward at B 2, L 5329, Di 768,
-/// 237-293 ms with 12 blocks, 157-220 ms with 96 (alternating runs). Fixed rather than
+/// prefetchers did not follow (docs/performance.md, "Kernel choices"). Fixed rather than
 /// derived from the thread count, so that the order of the channel sums is too.
 const BLOCKS_PER_GROUP: usize = 96;
 
@@ -124,10 +123,8 @@ struct Shared<'a, 'b> {
     bias_part: SendPtr<f32>,
     /// Whether [`Packed::flush`] writes with non-temporal stores: the outputs are read
     /// again only after the whole scan, by which time they have left the cache, and
-    /// ordinary stores read each line before writing it. At the paper's grid (B 4, L
-    /// 5329, Di 768, N 16, 2 threads; ordinary and streaming stores alternating in one
-    /// process, best of 4, four rounds) the backward took 223-233 ms with ordinary stores
-    /// and 208-212 ms streaming. Needs every output's rows 16-byte aligned (their offsets
+    /// ordinary stores read each line before writing it (measured slower:
+    /// docs/performance.md, "Kernel choices"). Needs every output's rows 16-byte aligned (their offsets
     /// are multiples of 8 floats when `ld_gz` is a multiple of 4), which the system
     /// allocator's buffers are; otherwise ordinary copies.
     stream: bool,

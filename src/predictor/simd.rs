@@ -7,7 +7,7 @@
 //! `#[inline(always)]` and is called only from functions compiled with the width's target
 //! features (`#[target_feature]` wrappers in the kernels' modules): inlined there, the
 //! intrinsics inside are inlined too, and the generic code compiles to what hand-written
-//! intrinsics give (measured on a scan-shaped loop: the same time to within 2%).
+//! intrinsics give (on a scan-shaped loop the same time, docs/performance.md).
 
 #![cfg(target_arch = "x86_64")]
 
@@ -387,9 +387,8 @@ impl Simd for Avx512 {
     /// nearest integer by `vrndscaleps` (the same even-rounding as adding and subtracting
     /// [`ROUND`]), and `p 2^k` by `vscalefps`, exact for the normal results that the clamp
     /// at [`EXP2_MIN`] leaves (the same bits as adding to the exponent field; tested).
-    /// The scan's forward at the Lite0 levels at 1024 x 1024 (4 orderings, 2 threads,
-    /// medians of 30, three alternating rounds): Di 80 11.5-11.7 -> 11.0-11.3 ms, Di 224
-    /// 8.6-8.9 -> 8.6-8.7 ms.
+    /// Two instructions fewer per state entry shorten the scan where it is bound by them
+    /// (docs/performance.md, "Kernel choices").
     #[inline(always)]
     unsafe fn exp2_nonpositive(x: __m512) -> __m512 {
         unsafe {

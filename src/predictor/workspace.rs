@@ -173,7 +173,7 @@ impl<T: Float> TrainBuffers<T> {
 
     /// A buffer holding a copy of `src`, copied in parallel on rayon's current pool: a
     /// training step copies its input, the block's residual and the output gradient
-    /// (33 MB each at the paper's grid, about 6 ms each on one core).
+    /// (33 MB each at the paper's grid: one core's copy is a noticeable share of a step).
     pub(crate) fn take_copy(&mut self, src: &[T]) -> Vec<T> {
         let mut v = self.take(src.len());
         v.par_chunks_mut(COPY_CHUNK)

@@ -8,6 +8,7 @@ use varad::eval::montage::{heat_overlay, to_rgb8};
 use varad::image::{read_image_file, write_png, ImageLimits, ImageView, PixelFormat};
 use varad::model::ScoreOptions;
 use varad::model_file::LoadOptions;
+use varad::score::grey_levels;
 use varad::{Device, Error, Model, Result};
 
 use crate::config_args::collect_images;
@@ -87,11 +88,8 @@ pub fn run(args: Args, runtime: Option<PathBuf>) -> Result<()> {
             Some(c) => (c.pixel_threshold(), c.fail_threshold()),
             None => (result.image_score / 2.0, result.image_score),
         };
-        let grey: Vec<u8> = result
-            .map
-            .iter()
-            .map(|&v| (v / pixel_t.max(f32::MIN_POSITIVE) * 128.0).clamp(0.0, 255.0) as u8)
-            .collect();
+        // White at twice the pixel threshold: the threshold is mid-grey.
+        let grey = grey_levels(&result.map, 2.0 * pixel_t);
         let (w, h) = (result.width as u32, result.height as u32);
         write_png(
             dir.join(format!("{name}_map.png")),
