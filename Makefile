@@ -31,7 +31,7 @@ test: setup lint header-check test-header symbols test-rust test-c test-c-asan t
 	@echo "make test: all checks passed"
 
 test-rust:
-	VARAD_REQUIRE_BACKBONES=1 $(CARGO) test --all-targets
+	VARAD_REQUIRE_BACKBONES=1 $(CARGO) test --workspace --exclude xtask --all-targets --features varad/internals
 
 test-python:
 	@if [ -d scripts/tests ]; then $(PY) -m pytest scripts/tests -q; else echo "no Python tests yet"; fi
@@ -40,7 +40,8 @@ test-python:
 
 lint:
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features varad/internals -- -D warnings
+	$(CARGO) clippy --lib -- -D warnings
 
 ## header: write include/varad.h from xtask/varad.h.in and src/ffi/ with the pinned
 ## cbindgen (xtask/Cargo.toml). The library's own build never runs cbindgen.
@@ -182,7 +183,7 @@ fuzz: fuzz-build
 ## body over its seed corpus, its regressions and deterministic random inputs as a plain
 ## test (tests/fuzz_corpus.rs; a few seconds once built).
 fuzz-smoke:
-	$(CARGO) test --test fuzz_corpus
+	$(CARGO) test --features internals --test fuzz_corpus
 
 ## install: header, shared and static library, pkg-config file and CMake package
 PREFIX  ?= /usr/local
@@ -235,7 +236,7 @@ bench: setup
 DEMO_DATA := out/demo/data
 DEMO_SET  := --size 1024 --categories brick,tiles --train 8 --test-good 3 --test-per-type 1 --seed 7
 demo: setup
-	$(CARGO) build --release --bin varad
+	$(CARGO) build --release -p varad-cli
 	@if [ "$$(cat $(DEMO_DATA)/.args 2>/dev/null)" != "$(DEMO_SET)" ]; then \
 	  rm -rf $(DEMO_DATA) && $(PY) scripts/make_synthetic_set.py --out $(DEMO_DATA) $(DEMO_SET) && \
 	  echo "$(DEMO_SET)" > $(DEMO_DATA)/.args; \
@@ -252,7 +253,7 @@ demo: setup
 RESULTS_DATA := out/results/data
 RESULTS_SET  := --size 1024 --categories brick,grass,metal,tiles --train 12 --test-good 4 --test-per-type 2 --seed 11
 results: setup
-	$(CARGO) build --release --bin varad
+	$(CARGO) build --release -p varad-cli
 	@if [ "$$(cat $(RESULTS_DATA)/.args 2>/dev/null)" != "$(RESULTS_SET)" ]; then \
 	  rm -rf $(RESULTS_DATA) && $(PY) scripts/make_synthetic_set.py --out $(RESULTS_DATA) $(RESULTS_SET) && \
 	  echo "$(RESULTS_SET)" > $(RESULTS_DATA)/.args; \

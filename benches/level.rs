@@ -8,7 +8,7 @@
 //!   in_proj and out_proj, with one kept [`Workspace`].
 //!
 //! Prints the medians and their ratio, and the largest difference between the two
-//! (rounding only). `cargo bench --bench level`.
+//! (rounding only). `cargo bench --features internals --bench level`.
 
 use std::time::Instant;
 

@@ -20,7 +20,7 @@
 //!
 //! Measured figures and their history: docs/performance.md.
 //!
-//! Run: `cargo bench --bench predictor`. ONNX Runtime comes from `ORT_DYLIB_PATH`, else
+//! Run: `cargo bench --features internals --bench predictor`. ONNX Runtime comes from `ORT_DYLIB_PATH`, else
 //! from `.deps/venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.*`.
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -1,7 +1,7 @@
 //! Preprocessing speed: `to_backbone_input` against the naive per-pixel definition
 //! (`varad::image::reference`), measured in the same run.
 //!
-//! `cargo bench --bench preprocess [-- FILTER]`; prints milliseconds per image (median)
+//! `cargo bench --features internals --bench preprocess [-- FILTER]`; prints milliseconds per image (median)
 //! and the ratio, for the cases whose name contains FILTER (e.g. `Mono16`).
 
 use std::time::Instant;

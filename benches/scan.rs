@@ -3,7 +3,7 @@
 //! the backward both as training runs it (AVX2 intrinsics where the CPU has them) and in
 //! the portable kernel the compiler vectorises, the baseline. Prints medians, nanoseconds
 //! per 8 lanes and state entry, their ratio and the largest difference between the two
-//! backwards. `cargo bench --bench scan` (under `cargo test` a short smoke run).
+//! backwards. `cargo bench --features internals --bench scan` (under `cargo test` a short smoke run).
 
 use std::time::Instant;
 

@@ -1,7 +1,7 @@
 //! Scoring speed: the map at image size (grid 64 x 64 over a 1024 x 1024 input, to a
 //! 2448 x 2048 image, sigma 4), regions and calibration, against slow twins in the same run.
 //!
-//! `cargo bench --bench score [-- FILTER]`; prints milliseconds (median) and ratios.
+//! `cargo bench --features internals --bench score [-- FILTER]`; prints milliseconds (median) and ratios.
 //! The fully naive twin (f64, direct 2D Gaussian) takes seconds and runs once.
 
 use std::time::Instant;
@@ -45,7 +45,9 @@ fn main() {
         let fast = map_to_image(&noise(16, 1), 4, 4, &g, 2.0).unwrap();
         let slow = map_to_image_naive(&noise(16, 1), 4, 4, &g, 2.0);
         assert_eq!(fast.len(), slow.len());
-        println!("score bench: smoke run only (use `cargo bench --bench score`)");
+        println!(
+            "score bench: smoke run only (use `cargo bench --features internals --bench score`)"
+        );
         return;
     }
     let threads = rayon::current_num_threads();

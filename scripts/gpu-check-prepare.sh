@@ -18,7 +18,7 @@ mkdir -p "$out/bin"
 
 echo "== building release test and bench binaries"
 # --message-format=json names the test executables (their file names carry a hash).
-cargo test --release --no-run --test cuda_parity --test cuda_kernels_compile \
+cargo test --release --features internals --no-run --test cuda_parity --test cuda_kernels_compile \
   --message-format=json 2>/dev/null |
   python3 -c '
 import json, sys, shutil
@@ -32,7 +32,7 @@ for line in sys.stdin:
         shutil.copy(exe, sys.argv[1] + "/" + m["target"]["name"])
         print("  ", m["target"]["name"])
 ' "$out/bin"
-cargo build --release --example gpu_bench
+cargo build --release --features internals --example gpu_bench
 cp target/release/examples/gpu_bench "$out/bin/"
 for f in "$out"/bin/*; do
   strip --strip-debug "$f"

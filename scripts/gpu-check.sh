@@ -76,7 +76,7 @@ if [ ! -x "$bin/cuda_parity" ] || [ ! -x "$bin/gpu_bench" ]; then
   say "gpu-check: $bin holds no prebuilt binaries: run scripts/gpu-check-prepare.sh on the build machine and carry out/gpu-check"
   if command -v cargo >/dev/null; then
     say "cargo found here: trying an offline release build instead"
-    step "build (cargo, offline)" 300 cargo build --release --offline --example gpu_bench --tests
+    step "build (cargo, offline)" 300 cargo build --release --offline --features internals --example gpu_bench --tests
   fi
   exit 1
 fi

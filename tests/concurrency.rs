@@ -3,6 +3,8 @@
 //! through the C API; separate models trained and scored in separate threads at once
 //! equal the same work done alone.
 
+#[path = "common/c_structs.rs"]
+mod c_structs;
 mod common;
 
 use std::ops::ControlFlow;
@@ -163,7 +165,7 @@ fn c_score(model: *const VaradModel, pixels: &[u8], side: u32) -> CResult {
 fn eight_threads_score_320_images_through_the_c_api_like_serial() {
     let backbone =
         std::ffi::CString::new(tiny_config().backbone.to_str().unwrap().to_string()).unwrap();
-    let mut p = common::c_params();
+    let mut p = c_structs::params();
     p.backbone_path = backbone.as_ptr();
     p.input_width = 112;
     p.input_height = 112;

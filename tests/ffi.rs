@@ -1,6 +1,8 @@
 //! The C ABI called from Rust as C would call it: null pointers, bad sizes, bad formats,
 //! out-parameters untouched on error, cancel, busy, save/load, thresholds.
 
+#[path = "common/c_structs.rs"]
+mod c_structs;
 mod common;
 
 use std::ffi::{c_void, CStr, CString};
@@ -21,7 +23,7 @@ fn tiny_backbone() -> CString {
 
 /// The tiny test configuration of `common::tiny_config`, as C params.
 fn tiny_params(backbone: &CString) -> VaradParams {
-    let mut p = common::c_params();
+    let mut p = c_structs::params();
     p.backbone_path = backbone.as_ptr();
     p.input_width = 112;
     p.input_height = 112;
@@ -282,21 +284,21 @@ fn scoring_checks_views_params_and_leaves_out_params_alone() {
             varad_score(model, &v, ptr::null(), &mut result),
             VARAD_ERR_IMAGE_TOO_LARGE
         );
-        let mut params = common::c_score_params();
+        let mut params = c_structs::score_params();
         params.size = 4;
         assert_eq!(
             varad_score(model, &good, &params, &mut result),
             VARAD_ERR_INVALID_ARGUMENT
         );
         let roi = [1u8; 10];
-        let mut params = common::c_score_params();
+        let mut params = c_structs::score_params();
         params.roi = roi.as_ptr();
         params.roi_len = roi.len();
         assert_eq!(
             varad_score(model, &good, &params, &mut result),
             VARAD_ERR_INVALID_ARGUMENT
         );
-        let mut params = common::c_score_params();
+        let mut params = c_structs::score_params();
         params.roi_len = 5;
         assert_eq!(
             varad_score(model, &good, &params, &mut result),
@@ -326,7 +328,7 @@ fn an_uncalibrated_model_scores_but_has_no_decision() {
     unsafe {
         let params = VaradScoreParams {
             raw_map: 1,
-            ..common::c_score_params()
+            ..c_structs::score_params()
         };
         assert_eq!(
             varad_score(model, &view(&pixels, 112), &params, &mut result),
@@ -484,7 +486,7 @@ fn thresholds_get_and_set_with_range_checks() {
             last_error()
         );
         let mut loaded = ptr::null_mut();
-        let mut lp = common::c_load_params();
+        let mut lp = c_structs::load_params();
         lp.threads = 1;
         assert_eq!(
             varad_load(path.as_ptr(), &lp, &mut loaded),
@@ -511,7 +513,7 @@ fn thresholds_get_and_set_with_range_checks() {
             varad_load(path.as_ptr(), &lp, &mut out),
             VARAD_ERR_INVALID_ARGUMENT
         );
-        let mut lp = common::c_load_params();
+        let mut lp = c_structs::load_params();
         lp.threads = -4;
         assert_eq!(
             varad_load(path.as_ptr(), &lp, &mut out),
@@ -791,7 +793,7 @@ fn status_codes_are_stable() {
 
 #[test]
 fn map_norm_defaults_to_two_sided_position_and_unknown_codes_are_refused() {
-    let defaults = common::c_params();
+    let defaults = c_structs::params();
     assert_eq!(
         defaults.map_norm,
         VaradMapNorm::VARAD_MAP_NORM_POSITION_TWO_SIDED as u32
@@ -837,7 +839,7 @@ fn init_calls_write_only_the_callers_size_and_refuse_sizes_no_struct_has() {
         assert_eq!(varad_params_init(p, old), VARAD_OK, "{}", last_error());
         assert!(memory[old..].iter().all(|&b| b == 0xA5), "wrote past size");
         let read = ptr::read_unaligned(p);
-        let defaults = common::c_params();
+        let defaults = c_structs::params();
         assert_eq!(read.size, old);
         assert_eq!(read.epochs, defaults.epochs);
         assert_eq!(read.pixel_quantile, defaults.pixel_quantile);
@@ -877,7 +879,7 @@ fn init_calls_write_only_the_callers_size_and_refuse_sizes_no_struct_has() {
         let lp = lp.assume_init();
         assert_eq!(lp.device, VaradDevice::VARAD_DEVICE_AS_SAVED as u32);
         assert_eq!(lp.threads, -1);
-        let sp = common::c_score_params();
+        let sp = c_structs::score_params();
         assert!(sp.roi.is_null());
         assert_eq!((sp.roi_len, sp.raw_map), (0, 0));
     }

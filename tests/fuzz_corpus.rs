@@ -60,7 +60,7 @@ fn run(target: &str, body: fn(&[u8]), random: usize, max_len: usize) {
             .unwrap()
             .to_string_lossy()
             .starts_with("seed-")),
-        "no seed for {target}: run `cargo test --test fuzz_corpus -- --ignored`"
+        "no seed for {target}: run `cargo test --features internals --test fuzz_corpus -- --ignored`"
     );
     for (path, bytes) in seeds.iter().chain(&inputs("regressions", target)) {
         eprintln!("{}", path.display());
@@ -113,7 +113,7 @@ fn capi_corpus() {
 
 /// Writes the seed corpus: a real saved tiny model for `model_file`, and small
 /// hand-picked inputs for the others. Run it when the model format changes:
-/// `cargo test --test fuzz_corpus -- --ignored`.
+/// `cargo test --features internals --test fuzz_corpus -- --ignored`.
 #[test]
 #[ignore]
 fn write_seeds() {

@@ -2,6 +2,8 @@
 //! per-call memory limit and a full training cache each fail with their own error kind,
 //! their own C status and a message naming the numbers, before any work is done.
 
+#[path = "common/c_structs.rs"]
+mod c_structs;
 mod common;
 
 use std::ffi::{CStr, CString};
@@ -75,7 +77,7 @@ fn limits_refuse_with_clear_errors() {
 #[test]
 fn the_c_api_reports_the_batch_limit_and_old_params_sizes_get_its_default() {
     let backbone = CString::new(tiny_config().backbone.to_str().unwrap()).unwrap();
-    let mut p = common::c_params();
+    let mut p = c_structs::params();
     p.backbone_path = backbone.as_ptr();
     p.input_width = 112;
     p.input_height = 112;

@@ -26,6 +26,7 @@ mod geometry;
 mod limits;
 mod owned;
 mod preprocess;
+#[cfg(any(test, feature = "internals"))]
 pub mod reference;
 mod resize;
 mod view;

@@ -103,7 +103,7 @@ impl Model {
 
     /// [`ErrorKind::InvalidArgument`] unless `features` holds one image's level maps
     /// (`values_per_image` floats), for whatever scores them.
-    pub(crate) fn check_feature_count(&self, features: &[f32]) -> Result<()> {
+    pub fn check_feature_count(&self, features: &[f32]) -> Result<()> {
         if features.len() != self.values_per_image() {
             return Err(Error::invalid_argument(format!(
                 "{} feature values given, but this model's levels hold {} per image",

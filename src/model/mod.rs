@@ -1,15 +1,17 @@
 //! The VarAD model: adapters, BOS vectors, one predictor per feature map, the four scans
 //! with their shift, and the anomaly map (DESIGN.md, "The pipeline").
 
-pub mod combine;
+internal_mod!(combine);
 mod inference;
-pub mod level;
-pub mod normal_stats;
-pub mod scan;
+internal_mod!(level);
+pub(crate) mod normal_stats;
+internal_mod!(scan);
 mod varad;
 
 pub use inference::{GridMap, ScoreOptions, ScoreResult};
-pub use level::{LevelGradients, LevelParams};
 pub use normal_stats::{MapNorm, NormalStats};
-pub use scan::{DirectionMean, Scans, DIRECTIONS};
-pub use varad::{predictor_config, LevelLayout, Model, PredictorDevice, Weights};
+pub use varad::{LevelLayout, Model, PredictorDevice, Weights};
+
+pub(crate) use level::LevelParams;
+pub use scan::DIRECTIONS;
+pub(crate) use varad::predictor_config;

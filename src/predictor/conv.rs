@@ -75,6 +75,7 @@ pub fn forward<T: Float>(
 /// [`forward`] over sequences whose row `r` is row `rows[r]` of `x` (sequences that read
 /// one token set in different orders, without copying it into each order).
 #[allow(clippy::too_many_arguments)]
+#[cfg(any(test, feature = "internals", not(target_arch = "x86_64")))]
 pub fn forward_gathered<T: Float>(
     x: &[T],
     ldx: usize,
@@ -285,6 +286,7 @@ multiversion!(fma fn fwd_row => fwd_row_body(x: &[T], ldx: usize, rows: Option<&
 multiversion!(fma fn bwd_row => bwd_row_body(x: &[T], ldx: usize, wt: &[T], bias: &[T], row: usize, t: usize, kw: usize, gr: &mut [T], gwt: &mut [T], gbs: &mut [T], pre: &mut [T]));
 multiversion!(fma fn gather_row => gather_row_body(gpre: &[T], wt: &[T], row: usize, t: usize, len: usize, kw: usize, out: &mut [T]));
 
+#[cfg(any(test, feature = "internals"))]
 /// The obvious per-element twin of [`forward`], in `f64`, for tests.
 pub fn forward_naive<T: Float>(
     x: &[T],
@@ -312,6 +314,7 @@ pub fn forward_naive<T: Float>(
     }
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// The obvious scatter-form twin of [`backward`], in `f64`, for tests: returns
 /// `(dL/dx [rows, di], dL/dw [di, kw], dL/db [di])` for `gu = dL/du`.
 pub fn backward_naive<T: Float>(

@@ -418,6 +418,7 @@ pub fn softplus_grad_from_output<T: Float>(s: T) -> T {
     }
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// SiLU `x * sigmoid(x)`, using the vectorisable exponential.
 #[inline(always)]
 pub fn silu<T: Float>(x: T) -> T {
@@ -431,6 +432,7 @@ pub fn silu_with<T: Float, const F: bool>(x: T) -> T {
     x / (T::ONE + (-x).fast_exp_fused::<F>())
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// `(silu(x), silu'(x))`, sharing one exponential.
 #[inline(always)]
 pub fn silu_and_grad<T: Float>(x: T) -> (T, T) {

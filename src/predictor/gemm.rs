@@ -225,6 +225,7 @@ pub fn linear_grad_weight<T: Float>(
     gemm(n, m, k, T::ONE, g, (1, ldg), x, (ldx, 1), beta, gw, k);
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// The obvious triple loop with `f64` accumulation: the twin the fast path is tested
 /// against.
 #[allow(clippy::too_many_arguments)]

@@ -5,6 +5,8 @@
 //! # Use
 //!
 //! ```
+//! # // Internal API: public with the `internals` feature only.
+//! # #[cfg(feature = "internals")] {
 //! use varad::predictor::{Predictor, PredictorConfig};
 //! let cfg = PredictorConfig::new(8); // d_model = 8, mamba_ssm's other defaults
 //! let p = Predictor::init(cfg, 42).unwrap();
@@ -19,6 +21,7 @@
 //! let (grad_in, grads) = p.backward(&tape, &grad_out).unwrap();
 //! assert_eq!(grad_in.len(), input.len());
 //! assert!(grads.get("layers.0.mixer.A_log").is_some());
+//! # }
 //! ```
 //!
 //! - [`Predictor`] holds only the weights and is `Send + Sync`: share one (e.g. in an
@@ -68,7 +71,7 @@
 //! the input on several shapes (`tests.rs`), and each fast kernel against a slow twin.
 //! `tests/predictor_parity.rs` compares the forward with fixtures that
 //! `tests/predictor_reference.py` (plain numpy, f64) writes into `tests/data/`. The
-//! benchmark is `cargo bench --bench predictor`.
+//! benchmark is `cargo bench --features internals --bench predictor`.
 
 mod config;
 pub mod conv;

@@ -836,6 +836,7 @@ unsafe fn bwd_chunk<T: Float, const V: usize, const F: bool>(
     }
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// The obvious twin of [`forward`]: every state kept, one channel at a time, libm `exp`.
 pub fn forward_naive<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], y: &mut [T]) {
     let (di, ns) = (s.d_inner, s.d_state);
@@ -860,6 +861,7 @@ pub fn forward_naive<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], y: &m
     }
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// The obvious twin of [`backward`]: all `L x N` states of a channel stored, walked back.
 /// Same outputs as [`backward`] (including `y` over `gy`), for tests.
 pub fn backward_naive<T: Float>(s: &ScanDims, inp: &ScanInputs<T>, u: &[T], g: ScanGrads<T>) {

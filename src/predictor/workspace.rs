@@ -11,7 +11,7 @@
 //! A training step's tape and gradient temporaries are larger still (about 750 MB at the
 //! paper's 1024 x 1024 grid), and the system allocator returns blocks that large to the
 //! kernel when they are freed: every step faulted all of them in again, about a fifth of
-//! the step's time (`perf`, `cargo bench --bench predictor`). [`TrainBuffers`] keeps them
+//! the step's time (`perf`, `cargo bench --features internals --bench predictor`). [`TrainBuffers`] keeps them
 //! from one step to the next.
 
 use parking_lot::Mutex;
@@ -123,6 +123,7 @@ impl<T: Float> WorkspacePool<T> {
         }
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Bytes held by the workspaces not in use.
     pub fn bytes(&self) -> usize {
         self.free.lock().iter().map(Workspace::bytes).sum()

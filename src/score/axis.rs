@@ -96,6 +96,7 @@ impl Axis {
 
     /// PyTorch's bilinear resize of `n_in` samples to `n_out` (`align_corners=False`):
     /// output `o` samples the input at `(o + 0.5) * n_in / n_out - 0.5`.
+    #[cfg(any(test, feature = "internals"))]
     pub(crate) fn bilinear(n_in: usize, n_out: usize) -> Self {
         let scale = n_in as f64 / n_out as f64;
         let positions: Vec<f64> = (0..n_out).map(|o| (o as f64 + 0.5) * scale - 0.5).collect();

@@ -49,8 +49,12 @@ mod heatmap;
 mod image_map;
 mod image_score;
 mod quantile;
+#[cfg(any(test, feature = "internals"))]
 pub mod reference;
 mod regions;
+// Only the score bench's staged baseline resizes whole maps; the library's own path
+// (`map_to_image`) resamples once, cropped, at the image size.
+#[cfg(any(test, feature = "internals"))]
 mod resize;
 mod roi;
 mod smooth;
@@ -64,6 +68,7 @@ pub use heatmap::grey_levels;
 pub use image_map::map_to_image;
 pub use image_score::{image_score, ImageScore};
 pub use regions::{find_regions, Region};
+#[cfg(any(test, feature = "internals"))]
 pub use resize::resize_bilinear;
 pub use roi::check_roi;
 pub use smooth::{gaussian_smooth, kernel_radius, DEFAULT_SIGMA_PX, MAX_SIGMA_PX};

@@ -32,6 +32,7 @@ impl AdamW {
         }
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Steps taken.
     pub fn steps(&self) -> u64 {
         self.step

@@ -9,9 +9,20 @@ use varad::image::{ImageView, PixelFormat};
 use varad::train::TrainingSet;
 use varad::{Config, Device, Model};
 
+/// The repository's root: these helpers serve the library's tests and the command-line
+/// tool's (`cli/tests`), whose manifest folder is one level down.
+pub fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if manifest.join("tests/data").is_dir() {
+        manifest.to_path_buf()
+    } else {
+        manifest.parent().expect("cli/ has a parent").to_path_buf()
+    }
+}
+
 /// The tiny ViT at 112 x 112 (an 8 x 8 grid), small predictor, three epochs.
 pub fn tiny_config() -> Config {
-    let mut c = Config::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny_vit.onnx"));
+    let mut c = Config::new(repo_root().join("tests/data/tiny_vit.onnx"));
     c.input_size = Some((112, 112));
     c.device = Device::Cpu;
     c.threads = 2;
@@ -58,8 +69,7 @@ pub fn training_set(model: &Model, n: u64) -> TrainingSet {
 /// (VARAD_REQUIRE_BACKBONES=1) a missing file fails the test; elsewhere the test is skipped
 /// with a message.
 pub fn lite0() -> Option<PathBuf> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/backbones/efficientnet_lite0.onnx");
+    let path = repo_root().join(".deps/backbones/efficientnet_lite0.onnx");
     if path.is_file() {
         return Some(path);
     }
@@ -166,32 +176,4 @@ pub fn write_tiny_mvtec(root: &Path) -> PathBuf {
     )
     .unwrap();
     cat
-}
-
-/// A size-tagged C struct filled by its `varad_*_init` call, as a C caller does it.
-fn c_init<T>(init: unsafe extern "C" fn(*mut T, usize) -> varad::ffi::VaradStatus) -> T {
-    let mut value = std::mem::MaybeUninit::<T>::uninit();
-    // SAFETY: `value` is writable for size_of::<T>() bytes, which init fills in full.
-    unsafe {
-        assert_eq!(
-            init(value.as_mut_ptr(), std::mem::size_of::<T>()),
-            varad::ffi::VaradStatus::VARAD_OK
-        );
-        value.assume_init()
-    }
-}
-
-/// `VaradParams` with every default, from `varad_params_init`.
-pub fn c_params() -> varad::ffi::VaradParams {
-    c_init(varad::ffi::varad_params_init)
-}
-
-/// `VaradLoadParams` with every default, from `varad_load_params_init`.
-pub fn c_load_params() -> varad::ffi::VaradLoadParams {
-    c_init(varad::ffi::varad_load_params_init)
-}
-
-/// `VaradScoreParams` with every default, from `varad_score_params_init`.
-pub fn c_score_params() -> varad::ffi::VaradScoreParams {
-    c_init(varad::ffi::varad_score_params_init)
 }

@@ -1,7 +1,7 @@
 //! Pictures of results: heatmap overlays, and a montage per category with one row per
 //! test image: the image with its ground-truth outline, then each method's heatmap.
 
-use crate::image::{ImageView, PixelFormat};
+use varad::image::{ImageView, PixelFormat};
 
 /// The image as packed RGB8 (grey is repeated, 16-bit grey keeps its high byte, alpha is
 /// dropped, BGR is swapped).

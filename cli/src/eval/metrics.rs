@@ -18,7 +18,7 @@ use std::collections::BinaryHeap;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use varad::{Error, Result};
 
 /// AUROC, AP and max-F1 of one set of scored samples. `None` where the metric is undefined
 /// (no positives, or for AUROC no negatives).
@@ -104,7 +104,7 @@ impl ScoreSet {
     }
 
     /// Sorts the scores in place (descending), so that [`union_metrics`] can merge this
-    /// set with others. [`crate::ErrorKind::InvalidArgument`] if a score is NaN: it has no
+    /// set with others. [`varad::ErrorKind::InvalidArgument`] if a score is NaN: it has no
     /// place on a curve.
     pub fn sort(&mut self) -> Result<()> {
         if self.sorted {
@@ -165,7 +165,7 @@ impl Ord for Head {
 }
 
 /// The metrics of the union of sorted sets, merged without copying their scores.
-/// [`crate::ErrorKind::InvalidArgument`] if a set was changed after [`ScoreSet::sort`].
+/// [`varad::ErrorKind::InvalidArgument`] if a set was changed after [`ScoreSet::sort`].
 pub fn union_metrics(sets: &[&ScoreSet]) -> Result<Metrics> {
     if sets.iter().any(|s| !s.sorted) {
         return Err(Error::invalid_argument(
@@ -241,7 +241,7 @@ pub fn metrics(samples: &[(f32, bool)]) -> Result<Metrics> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::predictor::rng::SplitMix64;
+    use varad::predictor::rng::SplitMix64;
 
     fn close(a: Option<f64>, b: f64) -> bool {
         a.is_some_and(|a| (a - b).abs() < 1e-12)

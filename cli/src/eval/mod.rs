@@ -16,9 +16,9 @@ pub mod montage;
 pub mod patchcore;
 pub mod report;
 
-use crate::image::InputGeometry;
-use crate::model::{Model, ScoreOptions, ScoreResult};
-use crate::Result;
+use varad::image::InputGeometry;
+use varad::model::{Model, ScoreOptions, ScoreResult};
+use varad::Result;
 
 /// One image's anomaly map at the image's size, smoothed, and its image score.
 #[derive(Debug, Clone, PartialEq)]

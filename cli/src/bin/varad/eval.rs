@@ -5,11 +5,11 @@
 
 use std::path::PathBuf;
 
-use varad::eval::dataset::Dataset;
-use varad::eval::harness::{evaluate, EvalOptions, Method};
-use varad::eval::patchcore::PatchCoreConfig;
-use varad::eval::report::{Report, SweepReport};
 use varad::{Config, Error, Result};
+use varad_cli::eval::dataset::Dataset;
+use varad_cli::eval::harness::{evaluate, EvalOptions, Method};
+use varad_cli::eval::patchcore::PatchCoreConfig;
+use varad_cli::eval::report::{Report, SweepReport};
 
 use crate::config_args::{parse_size, ConfigArgs};
 
@@ -85,9 +85,9 @@ pub fn run(args: Args, runtime: Option<PathBuf>) -> Result<()> {
     eprintln!(
         "{} data set at {}: {} categories",
         match dataset.layout {
-            varad::eval::dataset::Layout::MvtecAd => "MVTec AD",
-            varad::eval::dataset::Layout::Visa => "VisA",
-            varad::eval::dataset::Layout::Btad => "BTAD",
+            varad_cli::eval::dataset::Layout::MvtecAd => "MVTec AD",
+            varad_cli::eval::dataset::Layout::Visa => "VisA",
+            varad_cli::eval::dataset::Layout::Btad => "BTAD",
         },
         args.data.display(),
         dataset.categories.len()

@@ -11,12 +11,12 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::image::{ImageView, InputGeometry};
-use crate::model::combine::add_resized;
-use crate::model::Model;
-use crate::predictor::rng::SplitMix64;
-use crate::score::{image_score, map_to_image};
-use crate::{Error, Result};
+use varad::image::{ImageView, InputGeometry};
+use varad::model::combine::add_resized;
+use varad::model::Model;
+use varad::predictor::rng::SplitMix64;
+use varad::score::{image_score, map_to_image};
+use varad::{Error, Result};
 
 use super::{ScoredMap, Scorer};
 

@@ -1,6 +1,7 @@
 //! The command-line tool as a user runs it: help for every subcommand, a bad argument
 //! (one error line, non-zero exit), and train + score on a tiny generated set.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::path::Path;
@@ -224,7 +225,7 @@ fn eval_and_bench_on_the_tiny_vit() {
         assert!(out.join(name).is_file(), "{name}");
     }
 
-    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny_vit.onnx");
+    let tiny = common::repo_root().join("tests/data/tiny_vit.onnx");
     let run = varad(&[
         "bench",
         "--backbone",

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::image::{read_image_file, ImageLimits, PixelFormat};
-use crate::{Error, ErrorKind, Result};
+use varad::image::{read_image_file, ImageLimits, PixelFormat};
+use varad::{Error, ErrorKind, Result};
 
 /// The defect type name of normal test images, whatever the layout calls them.
 pub const GOOD: &str = "good";
@@ -445,7 +445,7 @@ pub fn read_mask(path: &Path, width: u32, height: u32) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::{write_png, ImageView};
+    use varad::image::{write_png, ImageView};
 
     fn png(path: &Path, value: u8) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

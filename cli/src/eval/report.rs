@@ -677,7 +677,7 @@ mod tests {
     }
 
     fn report_at(size: (u32, u32), small: f64) -> Report {
-        let mut config = crate::Config::new("b.onnx");
+        let mut config = varad::Config::new("b.onnx");
         config.input_size = Some(size);
         config.directions = vec![0, 2];
         config.adapters = false;
@@ -710,7 +710,7 @@ mod tests {
             "{md}"
         );
         // A configuration from before the ablation options: their defaults.
-        let mut old = serde_json::to_value(crate::Config::new("b.onnx")).unwrap();
+        let mut old = serde_json::to_value(varad::Config::new("b.onnx")).unwrap();
         let map = old.as_object_mut().unwrap();
         map.remove("directions");
         map.remove("adapters");

@@ -3,12 +3,13 @@
 //! type and size are there, and PatchCore finds the planted, obvious defects. The tiny ViT
 //! has random weights, so only what any sane feature extractor gives is asserted.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
-use varad::eval::dataset::{Dataset, Layout};
-use varad::eval::harness::{evaluate, EvalOptions};
-use varad::eval::metrics::Metrics;
-use varad::eval::report::Report;
+use varad_cli::eval::dataset::{Dataset, Layout};
+use varad_cli::eval::harness::{evaluate, EvalOptions};
+use varad_cli::eval::metrics::Metrics;
+use varad_cli::eval::report::Report;
 
 fn in_unit(m: &Metrics, what: &str) {
     for v in [m.auroc, m.ap, m.max_f1] {
@@ -104,7 +105,7 @@ fn map_normalisations_are_rows_of_one_trained_model() {
     let mut config = common::tiny_config();
     config.score.map_norm = varad::model::MapNorm::None;
     let mut options = EvalOptions::new(config);
-    options.methods = vec![varad::eval::harness::Method::Varad];
+    options.methods = vec![varad_cli::eval::harness::Method::Varad];
     options.montage_images = 0;
     options.map_norms = varad::model::MapNorm::ALL.to_vec();
     let report = evaluate(&dataset, &options, &mut |_| {}).unwrap();

@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use varad::eval::montage::{heat_overlay, to_rgb8};
 use varad::image::{read_image_file, write_png, ImageLimits, ImageView, PixelFormat};
 use varad::model::ScoreOptions;
 use varad::model_file::LoadOptions;
 use varad::score::grey_levels;
 use varad::{Device, Error, Model, Result};
+use varad_cli::eval::montage::{heat_overlay, to_rgb8};
 
 use crate::config_args::collect_images;
 

@@ -21,12 +21,12 @@ use super::montage::{render, to_rgb8, MontageRow};
 use super::patchcore::{PatchCore, PatchCoreConfig};
 use super::report::{Breakdown, CategoryReport, MethodResult, Report};
 use super::{ScoredMap, Scorer};
-use crate::image::{
+use varad::image::{
     read_image_file, write_png, ImageLimits, ImageView, InputGeometry, OwnedImage, PixelFormat,
 };
-use crate::model::{MapNorm, ScoreOptions};
-use crate::train::TrainingSet;
-use crate::{Config, Error, Model, Result};
+use varad::model::{MapNorm, ScoreOptions};
+use varad::train::TrainingSet;
+use varad::{Config, Error, Model, Result};
 
 /// A detection method the harness can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -160,7 +160,7 @@ pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for input in inputs {
         if input.is_dir() {
-            let files = varad::eval::dataset::image_files(input)?;
+            let files = varad_cli::eval::dataset::image_files(input)?;
             if files.is_empty() {
                 return Err(Error::invalid_argument(format!(
                     "{} has no image files (png, jpg, bmp, tif)",
