@@ -1067,9 +1067,10 @@ VaradStatus varad_result_regions(const VaradScoreResult *result,
                                  size_t *out_count,
                                  size_t *out_found);
 
-// Writes the result's anomaly map as an 8-bit grey PNG: `value / scale * 255`, clamped
-// to 0..255. `scale` > 0 fixes the white point (e.g. the fail threshold, so heatmaps of
-// different images compare); `scale` <= 0 uses the map's own maximum.
+// Writes the result's anomaly map as an 8-bit grey PNG: `value / scale * 255`, rounded
+// and clamped to 0..255. `scale` > 0 fixes the white point (e.g. the fail threshold, so
+// heatmaps of different images compare; the command-line tool's `_map.png` uses twice
+// the pixel threshold); `scale` <= 0 uses the map's own maximum.
 //
 // Ownership: `path` is borrowed. Thread safety: `result` is const.
 // Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (`scale` not finite,

@@ -258,9 +258,9 @@ pub unsafe extern "C" fn varad_result_regions(
 }
 
 /// Writes the result's anomaly map as an 8-bit grey PNG: `value / scale * 255`, rounded
-/// and clamped to 0..255 (the command-line tool's `_map.png` is the same with `scale` twice
-/// the pixel threshold). `scale` > 0 fixes the white point (e.g. the fail threshold, so heatmaps of
-/// different images compare); `scale` <= 0 uses the map's own maximum.
+/// and clamped to 0..255. `scale` > 0 fixes the white point (e.g. the fail threshold, so
+/// heatmaps of different images compare; the command-line tool's `_map.png` uses twice
+/// the pixel threshold); `scale` <= 0 uses the map's own maximum.
 ///
 /// Ownership: `path` is borrowed. Thread safety: `result` is const.
 /// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (`scale` not finite,
