@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use super::gemm::SendPtr;
 use super::prefetch::prefetch_read;
-use super::scan_avx2::{applies, LANES};
+use super::scan::{applies, LANES};
 use super::simd::{has_avx512, Avx2, Avx512, Simd};
 
 /// Rows per task: enough that the three rows before a task's first are the only ones read
@@ -77,7 +77,7 @@ impl ConvProject {
     /// (`task_x16`), else AVX2; the same bits either way.
     ///
     /// # Panics
-    /// On sizes that do not fit, or where [`super::scan_avx2::applies`] does not hold
+    /// On sizes that do not fit, or where [`super::scan::applies`] does not hold
     /// (AVX2, FMA, `Di` a whole number of vectors).
     pub fn forward_gathered(
         &self,

@@ -14,7 +14,6 @@ use super::gemm::{linear, linear_grad_input, linear_grad_weight};
 use super::prefetch::prefetch_read;
 use super::scan::{self, ScanDims, ScanGrads, ScanInputs};
 #[cfg(target_arch = "x86_64")]
-use super::scan_avx2;
 use super::weights::LayerParams;
 use super::workspace::{TrainBuffers, Workspace};
 use super::{conv, rmsnorm};
@@ -207,7 +206,7 @@ fn scan_computes_dt<T: Float>(cfg: &PredictorConfig) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-            && scan_avx2::applies(cfg.d_inner())
+            && scan::applies(cfg.d_inner())
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -225,12 +224,12 @@ fn fused_inputs<'a, T: Float>(
     xdbl: &'a [T],
     xz: &'a [T],
     z_rows: Option<&'a [u32]>,
-) -> scan_avx2::Inputs<'a> {
-    let low_rank = scan_avx2::Delta::LowRank {
+) -> scan::Inputs<'a> {
+    let low_rank = scan::Delta::LowRank {
         weight: as_f32(&p.dt_proj_weight).expect("T is f32"),
         bias: as_f32(&p.dt_proj_bias).expect("T is f32"),
     };
-    scan_avx2::Inputs {
+    scan::Inputs {
         z_rows,
         ..scan_inputs(cfg, p, &[], xdbl, xz)
             .with_delta_f32(low_rank)
@@ -267,7 +266,7 @@ fn run_scan<T: Float>(
         // SAFETY: `u` (b.u) and `y` hold rows * Di elements each and are exclusively
         // borrowed here; when they are the same buffer each element is read before the
         // task that owns it writes it.
-        unsafe { scan_avx2::forward_raw(s, &fast, u, y, ckpt, delta_out) };
+        unsafe { scan::avx2::forward_raw(s, &fast, u, y, ckpt, delta_out) };
         return;
     }
     dt_forward(cfg, p, b.xdbl, rows, b.delta);
@@ -401,7 +400,7 @@ pub fn forward_orderings<T: Float>(
         // SAFETY: `u` holds rows * Di elements and is exclusively borrowed; each element
         // is read before the task that owns it writes it.
         unsafe {
-            scan_avx2::forward_raw(&dims(cfg, orderings.len(), len), &fast, u, u, None, None)
+            scan::avx2::forward_raw(&dims(cfg, orderings.len(), len), &fast, u, u, None, None)
         };
     }
     // Where each ordering reads each target, so the mean runs in parallel over targets

@@ -58,8 +58,8 @@
 //! [`mixer`] runs one residual block from the kernels: [`rmsnorm`], [`gemm`] (the linear
 //! layers, `matrixmultiply` split over rayon), [`conv`] (causal depthwise conv + SiLU) and
 //! [`scan`] (the fused selective scan and its chunked backward; on AVX2 + FMA its `f32`
-//! forward is `scan_avx2`, intrinsics, with `dt_proj` and softplus fused in, and its
-//! backward `scan_avx2_backward`); scoring's orderings run the conv, SiLU and x_proj in
+//! forward is `scan::avx2`, intrinsics, with `dt_proj` and softplus fused in, and its
+//! backward `scan::avx2_backward`); scoring's orderings run the conv, SiLU and x_proj in
 //! one AVX2 pass (`conv_project_avx2`). The forward scan and that pass are written once
 //! over a vector trait (`simd`) and use AVX-512 where the CPU has it. [`weights`] names
 //! the tensors, [`init`] draws them as mamba_ssm does from the seeded [`rng`], and
@@ -85,10 +85,6 @@ pub mod prefetch;
 pub mod rmsnorm;
 pub mod rng;
 pub mod scan;
-#[cfg(target_arch = "x86_64")]
-pub mod scan_avx2;
-#[cfg(target_arch = "x86_64")]
-pub mod scan_avx2_backward;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 pub mod weights;

@@ -30,57 +30,10 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
-use super::gemm::SendPtr;
-use super::prefetch::prefetch_lines;
-use super::scan::ScanDims;
-use super::simd::{has_avx512, Avx2, Avx512, Simd, EXP2_MIN, EXP2_POLY, ROUND};
-
-/// Channels per task: one AVX2 vector of `f32`.
-pub const LANES: usize = 8;
-
-/// Where the kernel reads `dt` (after softplus) from.
-#[derive(Clone, Copy)]
-pub enum Delta<'a> {
-    /// Computed beforehand, `[rows, Di]` (training keeps it for the backward).
-    Stored(&'a [f32]),
-    /// `softplus(dt_low W^T + bias)` computed in the kernel from the first `dt_rank`
-    /// columns of `x_dbl` (`ScanDims::b_offset`): `weight` is dt_proj's `[Di, R]`,
-    /// `bias` its `[Di]`.
-    LowRank {
-        /// dt_proj.weight, `[Di, R]`.
-        weight: &'a [f32],
-        /// dt_proj.bias, `[Di]`.
-        bias: &'a [f32],
-    },
-}
-
-/// Read-only inputs of the scan (see [`super::scan::ScanInputs`] for the layouts).
-#[derive(Clone, Copy)]
-pub struct Inputs<'a> {
-    /// `A_log`, `[Di, N]`.
-    pub a_log: &'a [f32],
-    /// `D`, `[Di]`.
-    pub d: &'a [f32],
-    /// `dt` or how to compute it.
-    pub delta: Delta<'a>,
-    /// `x_proj` output, `[rows, ld_xdbl]`.
-    pub xdbl: &'a [f32],
-    /// The gate `z`, `[rows, ld_z]`.
-    pub z: &'a [f32],
-    /// Row stride of `z`.
-    pub ld_z: usize,
-    /// The row of `z` each scanned row reads, when not the row itself (sequences that
-    /// read one token set in different orders).
-    pub z_rows: Option<&'a [u32]>,
-}
-
-/// Whether this kernel runs here: the CPU has AVX2 and FMA, and the channels split into
-/// whole vectors.
-pub fn applies(d_inner: usize) -> bool {
-    d_inner.is_multiple_of(LANES)
-        && is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-}
+use super::dims::{Delta, Inputs, ScanDims, LANES};
+use crate::predictor::gemm::SendPtr;
+use crate::predictor::prefetch::prefetch_lines;
+use crate::predictor::simd::{has_avx512, Avx2, Avx512, Simd, EXP2_MIN, EXP2_POLY, ROUND};
 
 /// Pointers the tasks write through.
 #[derive(Clone, Copy)]
@@ -616,9 +569,8 @@ pub(super) fn decays_x4(dt: __m256, a_log2e: &[__m256]) -> [__m256; 4] {
 
 /// [`exp2_nonpositive`] of four vectors, written stage by stage across the four: each
 /// decay is a chain of a dozen dependent operations, and in lockstep each stage's inputs
-/// are ready when it issues. Measured on the scan forward (then computing its decays
-/// inside the state updates) with its data in cache, one thread: 4.3-5.6 -> 3.9-5.0 ns
-/// per 8 lanes and state entry.
+/// are ready when it issues (faster than one at a time: docs/performance.md, "Kernel
+/// choices").
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn exp2_nonpositive_x4(mut x: [__m256; 4]) -> [__m256; 4] {
@@ -668,6 +620,7 @@ fn softplus(x: __m256) -> __m256 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::predictor::scan::applies;
 
     /// Worst relative error of `f` over `[lo, hi]` against the f64 `reference`.
     fn worst(lo: f32, hi: f32, f: unsafe fn(__m256) -> __m256, reference: fn(f64) -> f64) -> f64 {

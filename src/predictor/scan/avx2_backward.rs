@@ -28,11 +28,11 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::gemm::SendPtr;
-use super::scan::{reduce_partials, ScanDims, ScanGrads, ScanInputs};
-use super::scan_avx2::{
-    decays_x4, exp, exp2_nonpositive, lanes, splat, state_count, store, stream_aligned, LANES,
+use super::avx2::{
+    decays_x4, exp, exp2_nonpositive, lanes, splat, state_count, store, stream_aligned,
 };
+use super::dims::{reduce_partials, ScanDims, ScanGrads, ScanInputs, LANES};
+use crate::predictor::gemm::SendPtr;
 
 /// 8-channel blocks per task: whole rows up to `Di = 768`, so that the copies of a
 /// chunk's rows read memory in one sequential stream. With 12 blocks (384 of every 3072
@@ -45,7 +45,7 @@ const BLOCKS_PER_GROUP: usize = 96;
 /// it relies on.
 ///
 /// # Safety
-/// [`super::scan_avx2::applies`] must hold for `s.d_inner`, and the arguments must have
+/// [`super::applies`] must hold for `s.d_inner`, and the arguments must have
 /// passed [`super::scan::backward`]'s checks.
 pub unsafe fn backward(
     s: &ScanDims,
@@ -560,7 +560,7 @@ fn horizontal_sums(v: &[__m256], out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::predictor::scan_avx2::applies;
+    use crate::predictor::scan::applies;
 
     #[test]
     fn horizontal_sums_add_every_lane() {
