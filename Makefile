@@ -132,7 +132,7 @@ test-old-client: $(PY)
 	$(CARGO) build
 	@mkdir -p target/old-client/include
 	$(PY) tests/old_client/make_old_header.py include/varad.h target/old-client/include/varad.h
-	$(CC) -std=c99 $(CWARN) $(ASAN_FLAGS) -Itarget/old-client/include tests/old_client/old_client.c \
+	$(CC) -std=c99 $(CWARN) $(ASAN_FLAGS) -Itarget/old-client/include -Itests/c tests/old_client/old_client.c \
 	  -Ltarget/debug -lvarad -lm -Wl,-rpath,$(CURDIR)/target/debug -o target/old-client/old_client
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/examples-c/lsan.supp:print_suppressions=0 \

@@ -8,25 +8,7 @@
 
 #include "varad.h"
 
-static int failures = 0;
-
-#define CHECK(cond)                                                                \
-    do {                                                                           \
-        if (!(cond)) {                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                            \
-        }                                                                          \
-    } while (0)
-
-#define OK(call)                                                                        \
-    do {                                                                                \
-        VaradStatus s_ = (call);                                                        \
-        if (s_ != VARAD_OK) {                                                           \
-            fprintf(stderr, "%s:%d: %s -> %d: %s\n", __FILE__, __LINE__, #call, (int)s_, \
-                    varad_last_error_message());                                        \
-            exit(1);                                                                    \
-        }                                                                               \
-    } while (0)
+#include "check.h"
 
 /* Stripes with a phase from `seed` (tests/common texture), RGB8. */
 static void texture(unsigned seed, unsigned size, unsigned char *out) {

@@ -15,25 +15,7 @@
 
 #include "varad.h"
 
-static int failures = 0;
-
-#define CHECK(cond)                                                                \
-    do {                                                                           \
-        if (!(cond)) {                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                            \
-        }                                                                          \
-    } while (0)
-
-#define OK(call)                                                                        \
-    do {                                                                                \
-        VaradStatus s_ = (call);                                                        \
-        if (s_ != VARAD_OK) {                                                           \
-            fprintf(stderr, "%s:%d: %s -> %d: %s\n", __FILE__, __LINE__, #call, (int)s_, \
-                    varad_last_error_message());                                        \
-            exit(1);                                                                    \
-        }                                                                               \
-    } while (0)
+#include "check.h"
 
 /* `size` zeroed bytes ending exactly where an inaccessible page begins. */
 static void *at_page_end(size_t size) {
