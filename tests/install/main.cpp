@@ -57,6 +57,17 @@ int main(int argc, char **argv) {
     if (varad_result_image_score(result.get(), &score) != VARAD_OK) return fail("score");
     if (varad_result_map(result.get(), &map, &len, &w, &h) != VARAD_OK) return fail("map");
     if (w != 64 || h != 48 || len != 64u * 48u) return fail("map size");
+    // The enum-typed arguments as C++ sees them (enum class-like types over uint32_t):
+    // an untrained model has no decision and no thresholds.
+    VaradDecision decision = VARAD_DECISION_PASS;
+    if (varad_result_decision(result.get(), &decision) != VARAD_ERR_NOT_CALIBRATED)
+        return fail("decision of an untrained model");
+    float threshold = 0;
+    if (varad_get_threshold(model.get(), VARAD_THRESHOLD_FAIL, &threshold) != VARAD_ERR_NOT_CALIBRATED)
+        return fail("threshold of an untrained model");
+    VaradDevice device = VARAD_DEVICE_AUTO;
+    if (varad_active_device(model.get(), &device, nullptr) != VARAD_OK || device != VARAD_DEVICE_CPU)
+        return fail("active device");
     std::printf("consumer: varad %s, image score %g, map %ux%u: ok\n", varad_version_string(),
                 static_cast<double>(score), w, h);
     return 0;
