@@ -31,7 +31,9 @@
  *     `size` bytes and gives the fields a caller's (older, shorter) struct lacks their
  *     documented `Default:`. New fields are only ever appended. No function returns
  *     such a struct by value.
- *   - VaradImageView, VaradRegion and VaradProgress never change layout.
+ *   - VaradImageView and VaradRegion never change layout (arrays of them cross the
+ *     ABI). VaradProgress, which the library hands to a callback, starts with its size
+ *     and may grow: read only the fields that fit in it.
  *   - Compare VARAD_VERSION_NUMBER with varad_version_number() at start-up: a library
  *     whose major version differs is not compatible; an older minor version may lack
  *     fields and functions this header declares, and refuses a struct that sets fields
@@ -617,8 +619,9 @@ extern "C" {
 // Ownership: the caller owns `*out_model` and frees it with `varad_destroy`; `params`
 // and its strings are borrowed for the call. Thread safety: any thread.
 // Errors: `VARAD_ERR_NULL_POINTER` (`params`, `params->backbone_path` or `out_model`
-// NULL), `VARAD_ERR_INVALID_ARGUMENT` (`params->size` too small, unknown device or
-// resize mode, a string not UTF-8), `VARAD_ERR_CONFIG`, `VARAD_ERR_IO`,
+// NULL), `VARAD_ERR_INVALID_ARGUMENT` (`params->size` not one `varad_params_init`
+// writes, a field this library does not know set, an unknown enum value, a string not
+// UTF-8), `VARAD_ERR_CONFIG`, `VARAD_ERR_IO`,
 // `VARAD_ERR_RUNTIME_NOT_FOUND`, `VARAD_ERR_RUNTIME`, `VARAD_ERR_BACKBONE_CONTRACT`,
 // `VARAD_ERR_CUDA`. `*out_model` is written only on success.
 //
@@ -649,8 +652,9 @@ VARAD_API VaradStatus varad_save(const struct VaradModel *model, const char *pat
 //
 // Ownership: the caller owns `*out_model` and frees it with `varad_destroy`; `path` and
 // `params` are borrowed. Thread safety: any thread.
-// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (size too small,
-// unknown device, bad threads, not UTF-8), `VARAD_ERR_IO`, `VARAD_ERR_MODEL_FILE`
+// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (`params->size` not
+// one `varad_load_params_init` writes, unknown device, bad threads, `reserved` not 0,
+// not UTF-8), `VARAD_ERR_IO`, `VARAD_ERR_MODEL_FILE`
 // (malformed, newer format, backbone mismatch), `VARAD_ERR_RUNTIME_NOT_FOUND`,
 // `VARAD_ERR_RUNTIME`, `VARAD_ERR_BACKBONE_CONTRACT`, `VARAD_ERR_CUDA`.
 // `*out_model` is written only on success.
@@ -743,6 +747,10 @@ typedef struct VaradProgress {
 typedef int32_t (*VaradProgressCallback)(const struct VaradProgress *progress, void *user_data);
 
 // What `varad_train` did. Set `size` to `sizeof(VaradTrainReport)` before passing it.
+//
+// Layout: every field below is in every library from 1.0.0 on; later versions only
+// append fields. The library writes the fields that fit in `size` and zeroes any bytes
+// past its own layout.
 typedef struct VaradTrainReport {
   // Set by the caller: `sizeof(VaradTrainReport)`. The library writes only the fields
   // that fit in `size`.
@@ -825,8 +833,8 @@ VARAD_API void varad_training_set_destroy(struct VaradTrainingSet *set);
 // Thread safety: exclusive: if another thread is scoring with `model` (or training it)
 // at that moment, returns `VARAD_ERR_BUSY` at once; while training runs, other threads'
 // calls on `model` return `VARAD_ERR_BUSY`.
-// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (`report->size` too
-// small, too few images: at least one to train on beyond those held back), `VARAD_ERR_BUSY`,
+// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (`report->size` below
+// 8, above 4096 or not a multiple of 8; too few images: at least one to train on beyond those held back), `VARAD_ERR_BUSY`,
 // `VARAD_ERR_CANCELLED`, `VARAD_ERR_IO`, `VARAD_ERR_INTERNAL` (training diverged).
 //
 // Pointers: `model` and `set` are NULL or live; `report` is NULL or writable for `report->size`
@@ -898,7 +906,8 @@ extern "C" {
 // thread in `varad_train`) this returns `VARAD_ERR_BUSY`.
 // Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_IMAGE` (zero size, stride too
 // short, unknown format), `VARAD_ERR_IMAGE_TOO_LARGE`, `VARAD_ERR_INVALID_ARGUMENT`
-// (`params->size` too small, ROI size not the image's), `VARAD_ERR_BATCH_TOO_LARGE`
+// (`params->size` not one `varad_score_params_init` writes, `reserved` not 0, ROI size
+// not the image's), `VARAD_ERR_BATCH_TOO_LARGE`
 // (more memory than `VaradParams.max_batch_bytes`), `VARAD_ERR_RUNTIME`,
 // `VARAD_ERR_BUSY`. `*out_result` is written only on success.
 //

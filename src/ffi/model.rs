@@ -67,8 +67,9 @@ pub(crate) fn limits(model: &Model) -> ImageLimits {
 /// Ownership: the caller owns `*out_model` and frees it with `varad_destroy`; `params`
 /// and its strings are borrowed for the call. Thread safety: any thread.
 /// Errors: `VARAD_ERR_NULL_POINTER` (`params`, `params->backbone_path` or `out_model`
-/// NULL), `VARAD_ERR_INVALID_ARGUMENT` (`params->size` too small, unknown device or
-/// resize mode, a string not UTF-8), `VARAD_ERR_CONFIG`, `VARAD_ERR_IO`,
+/// NULL), `VARAD_ERR_INVALID_ARGUMENT` (`params->size` not one `varad_params_init`
+/// writes, a field this library does not know set, an unknown enum value, a string not
+/// UTF-8), `VARAD_ERR_CONFIG`, `VARAD_ERR_IO`,
 /// `VARAD_ERR_RUNTIME_NOT_FOUND`, `VARAD_ERR_RUNTIME`, `VARAD_ERR_BACKBONE_CONTRACT`,
 /// `VARAD_ERR_CUDA`. `*out_model` is written only on success.
 ///
@@ -137,8 +138,9 @@ pub unsafe extern "C" fn varad_save(model: *const VaradModel, path: *const c_cha
 ///
 /// Ownership: the caller owns `*out_model` and frees it with `varad_destroy`; `path` and
 /// `params` are borrowed. Thread safety: any thread.
-/// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (size too small,
-/// unknown device, bad threads, not UTF-8), `VARAD_ERR_IO`, `VARAD_ERR_MODEL_FILE`
+/// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (`params->size` not
+/// one `varad_load_params_init` writes, unknown device, bad threads, `reserved` not 0,
+/// not UTF-8), `VARAD_ERR_IO`, `VARAD_ERR_MODEL_FILE`
 /// (malformed, newer format, backbone mismatch), `VARAD_ERR_RUNTIME_NOT_FOUND`,
 /// `VARAD_ERR_RUNTIME`, `VARAD_ERR_BACKBONE_CONTRACT`, `VARAD_ERR_CUDA`.
 /// `*out_model` is written only on success.

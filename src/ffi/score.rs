@@ -90,7 +90,8 @@ unsafe fn score_views(
 /// thread in `varad_train`) this returns `VARAD_ERR_BUSY`.
 /// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_IMAGE` (zero size, stride too
 /// short, unknown format), `VARAD_ERR_IMAGE_TOO_LARGE`, `VARAD_ERR_INVALID_ARGUMENT`
-/// (`params->size` too small, ROI size not the image's), `VARAD_ERR_BATCH_TOO_LARGE`
+/// (`params->size` not one `varad_score_params_init` writes, `reserved` not 0, ROI size
+/// not the image's), `VARAD_ERR_BATCH_TOO_LARGE`
 /// (more memory than `VaradParams.max_batch_bytes`), `VARAD_ERR_RUNTIME`,
 /// `VARAD_ERR_BUSY`. `*out_result` is written only on success.
 ///

@@ -148,6 +148,10 @@ pub type VaradProgressCallback =
     Option<unsafe extern "C" fn(progress: *const VaradProgress, user_data: *mut c_void) -> i32>;
 
 /// What `varad_train` did. Set `size` to `sizeof(VaradTrainReport)` before passing it.
+///
+/// Layout: every field below is in every library from 1.0.0 on; later versions only
+/// append fields. The library writes the fields that fit in `size` and zeroes any bytes
+/// past its own layout.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct VaradTrainReport {
@@ -190,8 +194,8 @@ unsafe impl SizedStruct for VaradTrainReport {
 /// Thread safety: exclusive: if another thread is scoring with `model` (or training it)
 /// at that moment, returns `VARAD_ERR_BUSY` at once; while training runs, other threads'
 /// calls on `model` return `VARAD_ERR_BUSY`.
-/// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (`report->size` too
-/// small, too few images: at least one to train on beyond those held back), `VARAD_ERR_BUSY`,
+/// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (`report->size` below
+/// 8, above 4096 or not a multiple of 8; too few images: at least one to train on beyond those held back), `VARAD_ERR_BUSY`,
 /// `VARAD_ERR_CANCELLED`, `VARAD_ERR_IO`, `VARAD_ERR_INTERNAL` (training diverged).
 ///
 /// # Safety
