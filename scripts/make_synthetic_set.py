@@ -15,6 +15,14 @@ whose anomalies are only visible in context.
 Every image is a pure function of (seed, category, split, defect type, index, size): the
 same seed gives byte-identical PNGs, and a category subset gives the same images as the
 full run. Only numpy, scipy (a scikit-image dependency), scikit-image and Pillow are used.
+
+``--vary`` makes the production-variation version of the same set: every image, good or
+defective, training or test, is shifted (up to ``--vary-shift`` of the side, default 3%),
+rotated (up to ``--vary-rotate`` degrees, default 2), put under drifting light (brightness
+and contrast up to ``--vary-light``, default +-8%), slightly defocused and given sensor
+noise, as parts arrive on a line; each mask gets the same geometric transform as its
+image. The variation comes from its own random stream, so the underlying parts and
+defects are those of the plain set with the same seed, and the plain set is unchanged.
 """
 
 from __future__ import annotations
@@ -940,22 +948,105 @@ def make_test_image(category: str, kind: str, index: int, size: int, seed: int):
     return clean, img, mask, record
 
 
+# Production variation defaults: shift as a fraction of the side, rotation in degrees,
+# brightness and contrast drift as fractions, the largest defocus blur (Gaussian sigma)
+# and the sensor noise (standard deviation, of 1.0) at a 1024-pixel side.
+VARIATION_DEFAULTS = {"shift": 0.03, "rotate": 2.0, "light": 0.08, "blur": 1.0, "noise": 0.01}
+
+
+def variation_rng(seed: int, category: str, split: str, kind: str, index: int, size: int):
+    """The variation's own stream: drawing from it leaves the image's stream untouched."""
+    return image_rng(seed, category, split, kind + "/variation", index, size)
+
+
+def draw_variation(settings: dict, size: int, rng: np.random.Generator) -> dict:
+    """One image's variation: shift in pixels, rotation in degrees, contrast gain,
+    brightness offset, blur sigma in pixels, noise standard deviation."""
+    u = lambda lim: float(rng.uniform(-lim, lim))  # noqa: E731
+    return {
+        "dx": round(u(settings["shift"]) * size, 3),
+        "dy": round(u(settings["shift"]) * size, 3),
+        "angle": round(u(settings["rotate"]), 4),
+        "contrast": round(1.0 + u(settings["light"]), 5),
+        "brightness": round(u(settings["light"]) / 2.0, 5),
+        "blur": round(float(rng.uniform(0.0, settings["blur"])) * size / 1024.0, 4),
+        "noise": settings["noise"],
+    }
+
+
+def _warp(a: np.ndarray, v: dict, order: int) -> np.ndarray:
+    """`a` (H x W or H x W x C) rotated by v["angle"] about the centre and shifted by
+    (v["dx"], v["dy"]) pixels; what comes in from outside is the image mirrored at its
+    border (a part larger than the frame), for masks too, so a defect mirrored into view
+    stays marked."""
+    h, w = a.shape[:2]
+    t = math.radians(v["angle"])
+    rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+    centre = np.array([(h - 1) / 2.0, (w - 1) / 2.0])
+    # Output pixel p reads input rot^-1 (p - centre - shift) + centre.
+    inv = rot.T
+    offset = centre - inv @ (centre + np.array([v["dy"], v["dx"]]))
+    if a.ndim == 2:
+        return ndimage.affine_transform(a, inv, offset=offset, order=order, mode="mirror")
+    return np.stack([ndimage.affine_transform(a[..., c], inv, offset=offset, order=order,
+                                              mode="mirror") for c in range(a.shape[2])], axis=-1)
+
+
+def apply_variation(img: np.ndarray, mask, v: dict, rng: np.random.Generator):
+    """(varied image, varied mask or None): geometry, then defocus, light, sensor noise."""
+    out = _warp(img, v, order=1)
+    if v["blur"] > 0:
+        out = ndimage.gaussian_filter(out, sigma=(v["blur"], v["blur"], 0))
+    out = (out - 0.5) * v["contrast"] + 0.5 + v["brightness"]
+    if v["noise"] > 0:
+        out = out + rng.normal(0.0, v["noise"], out.shape)
+    out = np.clip(out, 0.0, 1.0)
+    varied_mask = None if mask is None else _warp(mask.astype(np.uint8), v, order=0).astype(bool)
+    return out, varied_mask
+
+
+def _mask_record(mask: np.ndarray) -> dict:
+    ys, xs = np.nonzero(mask)
+    return {"area_px": int(mask.sum()), "area_fraction": round(float(mask.mean()), 7),
+            "bbox": {"x": int(xs.min()), "y": int(ys.min()),
+                     "width": int(xs.max() - xs.min() + 1), "height": int(ys.max() - ys.min() + 1)}}
+
+
 def make_category(out: str, category: str, size: int, n_train: int, n_test_good: int,
-                  n_per_type: int, seed: int, log=print) -> dict:
+                  n_per_type: int, seed: int, log=print, variation: dict | None = None) -> dict:
     t0 = time.perf_counter()
     root = os.path.join(out, category)
     records = []
+    train_variations = []
+
+    def vary(img, mask, split, kind, i):
+        """The image (and mask) as the line delivers it, and what was done, or as is."""
+        if variation is None:
+            return img, mask, None
+        rng = variation_rng(seed, category, split, kind, i, size)
+        v = draw_variation(variation, size, rng)
+        img, mask = apply_variation(img, mask, v, rng)
+        return img, mask, v
+
     for i in range(n_train):
         img = base_image(category, size, image_rng(seed, category, "train", "good", i, size))
+        img, _, v = vary(img, None, "train", "good", i)
+        train_variations.append(v)
         save_png(os.path.join(root, "train", "good", f"{i:03d}.png"), to_uint8(img))
     for i in range(n_test_good):
         img = base_image(category, size, image_rng(seed, category, "test", "good", i, size))
+        img, _, v = vary(img, None, "test", "good", i)
         save_png(os.path.join(root, "test", "good", f"{i:03d}.png"), to_uint8(img))
         records.append({"file": f"test/good/{i:03d}.png", "mask": None, "defect_type": "good",
-                        "size_class": None, "area_px": 0, "area_fraction": 0.0, "bbox": None})
+                        "size_class": None, "area_px": 0, "area_fraction": 0.0, "bbox": None,
+                        **({"variation": v} if v else {})})
     for kind in defect_types(category):
         for i in range(n_per_type):
             _, img, mask, rec = make_test_image(category, kind, i, size, seed)
+            img, mask, v = vary(img, mask, "test", kind, i)
+            if v:
+                # Area and box as the varied mask has them; the size class stays the part's.
+                rec = {**rec, **_mask_record(mask), "variation": v}
             save_png(os.path.join(root, "test", kind, f"{i:03d}.png"), to_uint8(img))
             save_png(os.path.join(root, "ground_truth", kind, f"{i:03d}_mask.png"),
                      (mask.astype(np.uint8) * 255))
@@ -972,6 +1063,8 @@ def make_category(out: str, category: str, size: int, n_train: int, n_test_good:
         "train_good": n_train,
         "test": records,
     }
+    if variation is not None:
+        meta["variation"] = {"settings": variation, "train": train_variations}
     with open(os.path.join(root, "defects.json"), "w") as f:
         json.dump(meta, f, indent=1, sort_keys=False)
         f.write("\n")
@@ -993,7 +1086,25 @@ def parse_args(argv=None):
     p.add_argument("--test-per-type", type=int, default=3,
                    help="test images per defect type (size classes cycle small, medium, large)")
     p.add_argument("--seed", type=int, default=0)
+    d = VARIATION_DEFAULTS
+    p.add_argument("--vary", action="store_true",
+                   help="production variation on every image: shift, rotation, light drift, defocus, noise")
+    p.add_argument("--vary-shift", type=float, default=d["shift"],
+                   help=f"largest shift as a fraction of the side (default {d['shift']})")
+    p.add_argument("--vary-rotate", type=float, default=d["rotate"],
+                   help=f"largest rotation in degrees (default {d['rotate']})")
+    p.add_argument("--vary-light", type=float, default=d["light"],
+                   help=f"largest brightness and contrast drift as a fraction (default {d['light']})")
+    p.add_argument("--vary-blur", type=float, default=d["blur"],
+                   help=f"largest defocus blur sigma in pixels at a 1024 side (default {d['blur']})")
+    p.add_argument("--vary-noise", type=float, default=d["noise"],
+                   help=f"sensor noise standard deviation, of 1.0 (default {d['noise']})")
     a = p.parse_args(argv)
+    a.variation = ({"shift": a.vary_shift, "rotate": a.vary_rotate, "light": a.vary_light,
+                    "blur": a.vary_blur, "noise": a.vary_noise} if a.vary else None)
+    if a.vary and not (0 <= a.vary_shift < 0.5 and a.vary_rotate >= 0 and 0 <= a.vary_light < 1
+                       and a.vary_blur >= 0 and a.vary_noise >= 0):
+        p.error("--vary-shift must be in [0, 0.5), --vary-light in [0, 1), the others >= 0")
     if a.categories:
         cats = [c.strip() for c in a.categories.split(",") if c.strip()]
         bad = [c for c in cats if c not in ALL_CATEGORIES]
@@ -1012,7 +1123,8 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     a = parse_args(argv)
     for c in a.category_list:
-        make_category(a.out, c, a.size, a.train, a.test_good, a.test_per_type, a.seed)
+        make_category(a.out, c, a.size, a.train, a.test_good, a.test_per_type, a.seed,
+                      variation=a.variation)
     return 0
 
 

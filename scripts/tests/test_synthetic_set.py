@@ -213,3 +213,61 @@ def test_no_seam_artefacts_in_normal_images(category):
 def test_unknown_category_is_rejected(tmp_path):
     with pytest.raises(SystemExit):
         mss.main(["--out", str(tmp_path), "--categories", "brick,nope"])
+
+
+# ---- the production-variation mode (--vary) ----
+
+NO_NOISE = {**mss.VARIATION_DEFAULTS, "noise": 0.0}
+
+
+@pytest.mark.parametrize("category, kind", [("brick", "scratch"), ("metal", "speck"),
+                                            ("grass", "stain"), ("tiles", "missing")])
+def test_a_varied_mask_marks_where_the_varied_defect_is(category, kind):
+    clean, defective, mask, _ = mss.make_test_image(category, kind, 1, SIZE, 5)
+    for index in range(3):
+        v = mss.draw_variation(NO_NOISE, SIZE, mss.variation_rng(5, category, "test", kind, index, SIZE))
+        vc, _ = mss.apply_variation(clean, None, v, np.random.default_rng(0))
+        vd, vm = mss.apply_variation(defective, mask, v, np.random.default_rng(0))
+        assert vm.dtype == bool and vm.any()
+        diff = np.abs(vd - vc).max(axis=-1)
+        # Outside the mask (grown by the interpolation's reach) nothing changed; inside, the
+        # defect is still there under the new light.
+        grown = mss.ndimage.binary_dilation(vm, iterations=2)
+        assert (diff[~grown] < mss.CHANGE_THRESHOLD).all(), (category, kind, v)
+        assert (diff[vm] > mss.CHANGE_THRESHOLD / 2).mean() > 0.7, (category, kind, v)
+
+
+def test_no_variation_is_the_plain_image():
+    clean, _, mask, _ = mss.make_test_image("weave", "crack", 0, SIZE, 2)
+    identity = {"dx": 0.0, "dy": 0.0, "angle": 0.0, "contrast": 1.0, "brightness": 0.0,
+                "blur": 0.0, "noise": 0.0}
+    img, m = mss.apply_variation(clean, mask, identity, np.random.default_rng(0))
+    assert np.abs(img - np.clip(clean, 0, 1)).max() < 1e-6
+    assert (m == mask).all()
+
+
+def test_vary_changes_every_image_within_its_bounds_and_records_it(tmp_path, dataset):
+    _generate(tmp_path, ["brick"], extra=("--vary",))
+    meta = json.loads((tmp_path / "brick" / "defects.json").read_text())
+    d = mss.VARIATION_DEFAULTS
+    draws = meta["variation"]["train"] + [r["variation"] for r in meta["test"]]
+    assert meta["variation"]["settings"] == d and len(draws) == N_TRAIN + len(meta["test"])
+    for v in draws:
+        assert abs(v["dx"]) <= d["shift"] * SIZE and abs(v["dy"]) <= d["shift"] * SIZE
+        assert abs(v["angle"]) <= d["rotate"] and abs(v["contrast"] - 1) <= d["light"]
+        assert 0 <= v["blur"] <= d["blur"] * SIZE / 1024 and v["noise"] == d["noise"]
+    # Same parts as the plain set with the same seed, delivered differently.
+    for rel in ["train/good/000.png", "test/good/000.png", "test/scratch/000.png"]:
+        plain = np.asarray(Image.open(dataset / "brick" / rel), dtype=np.float64)
+        varied = np.asarray(Image.open(tmp_path / "brick" / rel), dtype=np.float64)
+        assert plain.shape == varied.shape and np.abs(plain - varied).mean() > 1.0
+    for r in meta["test"]:
+        if r["mask"]:
+            m = np.asarray(Image.open(tmp_path / "brick" / r["mask"])) > 0
+            assert r["area_px"] == int(m.sum()) > 0
+
+
+def test_bad_variation_settings_are_refused():
+    for bad in (["--vary-shift", "0.6"], ["--vary-light", "1.5"], ["--vary-noise", "-1"]):
+        with pytest.raises(SystemExit):
+            mss.parse_args(["--out", "x", "--vary", *bad])
