@@ -924,6 +924,14 @@ def defect_types(category: str) -> tuple[str, ...]:
     return STRUCTURED_DEFECT_TYPES if category in STRUCTURED_CATEGORIES else DEFECT_TYPES
 
 
+def mask_record(mask: np.ndarray) -> dict:
+    """A mask's area (pixels and fraction of the image) and bounding box."""
+    ys, xs = np.nonzero(mask)
+    return {"area_px": int(mask.sum()), "area_fraction": round(float(mask.mean()), 7),
+            "bbox": {"x": int(xs.min()), "y": int(ys.min()),
+                     "width": int(xs.max() - xs.min() + 1), "height": int(ys.max() - ys.min() + 1)}}
+
+
 def make_test_image(category: str, kind: str, index: int, size: int, seed: int):
     """(clean, defective, mask, record) for one defective test image."""
     rng = image_rng(seed, category, "test", kind, index, size)
@@ -935,14 +943,10 @@ def make_test_image(category: str, kind: str, index: int, size: int, seed: int):
         size_class = "small" if frac < 0.001 else ("medium" if frac < 0.01 else "large")
     else:
         img, mask, info = apply_defect(clean, kind, size_class, rng, category)
-    ys, xs = np.nonzero(mask)
     record = {
         "defect_type": kind,
         "size_class": size_class,
-        "area_px": int(mask.sum()),
-        "area_fraction": round(float(mask.mean()), 7),
-        "bbox": {"x": int(xs.min()), "y": int(ys.min()),
-                 "width": int(xs.max() - xs.min() + 1), "height": int(ys.max() - ys.min() + 1)},
+        **mask_record(mask),
         "params": info,
     }
     return clean, img, mask, record
@@ -1005,13 +1009,6 @@ def apply_variation(img: np.ndarray, mask, v: dict, rng: np.random.Generator):
     return out, varied_mask
 
 
-def _mask_record(mask: np.ndarray) -> dict:
-    ys, xs = np.nonzero(mask)
-    return {"area_px": int(mask.sum()), "area_fraction": round(float(mask.mean()), 7),
-            "bbox": {"x": int(xs.min()), "y": int(ys.min()),
-                     "width": int(xs.max() - xs.min() + 1), "height": int(ys.max() - ys.min() + 1)}}
-
-
 def make_category(out: str, category: str, size: int, n_train: int, n_test_good: int,
                   n_per_type: int, seed: int, log=print, variation: dict | None = None) -> dict:
     t0 = time.perf_counter()
@@ -1046,7 +1043,7 @@ def make_category(out: str, category: str, size: int, n_train: int, n_test_good:
             img, mask, v = vary(img, mask, "test", kind, i)
             if v:
                 # Area and box as the varied mask has them; the size class stays the part's.
-                rec = {**rec, **_mask_record(mask), "variation": v}
+                rec = {**rec, **mask_record(mask), "variation": v}
             save_png(os.path.join(root, "test", kind, f"{i:03d}.png"), to_uint8(img))
             save_png(os.path.join(root, "ground_truth", kind, f"{i:03d}_mask.png"),
                      (mask.astype(np.uint8) * 255))

@@ -431,6 +431,18 @@ pub(crate) fn default_load_params() -> VaradLoadParams {
     }
 }
 
+/// `VARAD_ERR_INVALID_ARGUMENT` unless a `reserved` field is 0: a later library may give
+/// those bytes a meaning, which this one cannot honour.
+fn reserved_is_zero(reserved: u32) -> Result<(), FfiError> {
+    if reserved == 0 {
+        return Ok(());
+    }
+    Err(FfiError::new(
+        VaradStatus::VARAD_ERR_INVALID_ARGUMENT,
+        format!("params.reserved is {reserved}; it must be 0"),
+    ))
+}
+
 /// The load options `p` describes.
 ///
 /// # Safety
@@ -450,12 +462,7 @@ pub(crate) unsafe fn load_options_from(p: &VaradLoadParams) -> Result<LoadOption
             ))
         }
     };
-    if p.reserved != 0 {
-        return Err(FfiError::new(
-            VaradStatus::VARAD_ERR_INVALID_ARGUMENT,
-            format!("params.reserved is {}; it must be 0", p.reserved),
-        ));
-    }
+    reserved_is_zero(p.reserved)?;
     Ok(LoadOptions {
         backbone: backbone.map(PathBuf::from),
         runtime_path: runtime.map(PathBuf::from),
@@ -533,12 +540,7 @@ pub(crate) fn default_score_params() -> VaradScoreParams {
 /// # Safety
 /// `p.roi` is NULL or readable for `p.roi_len` bytes during `'a`.
 pub(crate) unsafe fn roi_from<'a>(p: &VaradScoreParams) -> Result<Option<&'a [u8]>, FfiError> {
-    if p.reserved != 0 {
-        return Err(FfiError::new(
-            VaradStatus::VARAD_ERR_INVALID_ARGUMENT,
-            format!("params.reserved is {}; it must be 0", p.reserved),
-        ));
-    }
+    reserved_is_zero(p.reserved)?;
     if p.roi.is_null() {
         if p.roi_len != 0 {
             return Err(FfiError::new(
