@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use varad::config::TrainConfig;
+use varad::cuda::emulator::{emulated_device, emulated_device_with, ScheduleOrder};
 use varad::cuda::{self, CudaAdamW, CudaDevice, CudaPredictor};
 use varad::predictor::{Predictor, PredictorConfig};
 use varad::train::adamw::AdamW;
@@ -25,7 +26,7 @@ enum Dev {
 }
 
 macro_rules! test_device {
-    ($body:ident, $cpu:ident, $cuda:ident) => {
+    ($body:ident, $cpu:ident, $cuda:ident, $emulated:ident) => {
         #[test]
         fn $cpu() {
             $body(&Dev::Cpu);
@@ -38,7 +39,18 @@ macro_rules! test_device {
                 Err(e) => eprintln!("SKIPPED on CUDA ({}): {}", stringify!($body), e.message()),
             }
         }
+
+        #[test]
+        fn $emulated() {
+            $body(&Dev::Cuda(emulated(ScheduleOrder::Ascending)));
+        }
     };
+}
+
+/// The kernels and host code on the CPU emulator; it must be available (it needs only a
+/// C++ compiler), so a failure to build it fails the test.
+fn emulated(order: ScheduleOrder) -> Arc<CudaDevice> {
+    emulated_device(order).unwrap_or_else(|e| panic!("{}", e.message()))
 }
 
 /// `(batch, len, d_model, d_state, n_layers, d_conv)`.
@@ -103,6 +115,7 @@ fn rel_err(got: &[f32], want: &[f64]) -> f64 {
 
 fn assert_close(what: &str, got: &[f32], want: &[f64]) {
     let e = rel_err(got, want);
+    eprintln!("{what}: relative error {e:.2e} (tolerance {TOL:.0e})");
     assert!(e <= TOL, "{what}: relative error {e:.3e} > {TOL:.0e}");
 }
 
@@ -242,9 +255,19 @@ fn check_training_step(dev: &Dev) {
     }
 }
 
-test_device!(check_forward, forward_cpu, forward_cuda);
-test_device!(check_gradients, gradients_cpu, gradients_cuda);
-test_device!(check_training_step, training_step_cpu, training_step_cuda);
+test_device!(check_forward, forward_cpu, forward_cuda, forward_emulated);
+test_device!(
+    check_gradients,
+    gradients_cpu,
+    gradients_cuda,
+    gradients_emulated
+);
+test_device!(
+    check_training_step,
+    training_step_cpu,
+    training_step_cuda,
+    training_step_emulated
+);
 
 #[test]
 fn requested_cuda_without_a_gpu_is_a_clear_error_and_auto_falls_back() {
@@ -275,4 +298,125 @@ fn requested_cuda_without_a_gpu_is_a_clear_error_and_auto_falls_back() {
     let err = cuda::resolve(Device::Cuda(999)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Cuda);
     assert_eq!(cuda::resolve(Device::Cpu).unwrap().active, Device::Cpu);
+}
+
+/// Bit patterns, so that NaNs compare too.
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// A kernel whose result depends on the order threads run in (a missing barrier, two
+/// threads writing one value, a reduction in timing order) gives different bits when the
+/// emulator runs lanes, warps and blocks in the opposite order.
+#[test]
+fn emulated_results_do_not_depend_on_the_thread_order() {
+    let up = emulated(ScheduleOrder::Ascending);
+    let down = emulated(ScheduleOrder::Descending);
+    for (i, &shape) in SHAPES.iter().enumerate() {
+        let (b, l, c, ..) = shape;
+        let p = predictor(shape, i as u64 + 31);
+        let x = Lcg(600 + i as u64).vec(b * l * c);
+        let gout = Lcg(700 + i as u64).vec(b * l * c);
+        let (out_a, gin_a, grads_a) = grads_on(&Dev::Cuda(up.clone()), &p, &x, b, l, &gout);
+        let (out_d, gin_d, grads_d) = grads_on(&Dev::Cuda(down.clone()), &p, &x, b, l, &gout);
+        assert_eq!(bits(&out_a), bits(&out_d), "train forward {shape:?}");
+        assert_eq!(bits(&gin_a), bits(&gin_d), "dL/dinput {shape:?}");
+        for ((name, ga), (_, gd)) in grads_a.iter().zip(&grads_d) {
+            assert_eq!(bits(ga), bits(gd), "{name} {shape:?}");
+        }
+    }
+}
+
+/// The launch shapes of the paper's setting, DINOv2 ViT-S/14 at 1022 x 1022: a 73 x 73
+/// grid (L = 5329 tokens), C = 384, the 4 scan directions as the batch, one block. The
+/// scans get 48 channel blocks per direction and 167 checkpoint chunks; the forward and
+/// every gradient are checked against the CPU in f64.
+#[test]
+fn emulated_kernels_at_the_papers_1022_pixel_grid() {
+    let dev = Dev::Cuda(emulated(ScheduleOrder::Ascending));
+    let (b, l, c) = (4, 73 * 73, 384);
+    let shape = (b, l, c, 16, 1, 4);
+    let p = predictor(shape, 41);
+    let x = Lcg(800).vec(b * l * c);
+    let gout = Lcg(801).vec(b * l * c);
+    let p64 = p.cast::<f64>();
+    let (out64, tape) = p64.forward_train(&to64(&x), b, l).unwrap();
+    let (gin64, g64) = p64.backward(&tape, &to64(&gout)).unwrap();
+    let (out, gin, grads) = grads_on(&dev, &p, &x, b, l, &gout);
+    assert_close("train forward at 1022 px", &out, &out64);
+    assert_close("dL/dinput at 1022 px", &gin, &gin64);
+    for (name, g) in &grads {
+        assert_close(&format!("{name} at 1022 px"), g, g64.get(name).unwrap());
+    }
+    let inference = forward_on(&dev, &p, &x, b, l);
+    assert_close("forward at 1022 px", &inference, &out64);
+}
+
+/// The checks above can fail: each of these one-line breakages of the kernels, compiled
+/// into an emulator of its own, makes the forward or the gradients disagree with the CPU
+/// or the emulator report the fault.
+#[test]
+fn emulated_checks_catch_a_broken_kernel() {
+    let mutants = [
+        (
+            "a wrong index: the conv reads one row too early",
+            "acc += w[d * kw + k] * x[(row + k + 1 - kw) * (u64)ldx + d];",
+            "acc += w[d * kw + k] * x[(row + k - kw) * (u64)ldx + d];",
+        ),
+        (
+            "a missing barrier before the block sums its warps' dB, dC",
+            "        __syncthreads();\n        for (int idx = tid;",
+            "        for (int idx = tid;",
+        ),
+        (
+            "a missing bounds check: the conv's last block writes past its output",
+            "    if (i >= rows * (u64)di) return;\n    u64 row = i / di;\n    int d = (int)(i % di);\n    u[i]",
+            "    u64 row = i / di;\n    int d = (int)(i % di);\n    u[i]",
+        ),
+        (
+            "a wrong shuffle distance in the warp sums",
+            "for (int off = width >> 1; off > 0; off >>= 1)",
+            "for (int off = width >> 2; off > 0; off >>= 1)",
+        ),
+    ];
+    let source = cuda::kernels::program_source();
+    for (what, from, to) in mutants {
+        assert_eq!(
+            source.matches(from).count(),
+            1,
+            "{what}: the text to change"
+        );
+        let broken = source.replacen(from, to, 1);
+        let dev = emulated_device_with(ScheduleOrder::Ascending, &broken)
+            .unwrap_or_else(|e| panic!("{}", e.message()));
+        let caught = SHAPES.iter().enumerate().find_map(|(i, &shape)| {
+            let (b, l, c, ..) = shape;
+            let p = predictor(shape, i as u64 + 51);
+            let x = Lcg(900 + i as u64).vec(b * l * c);
+            let gout = Lcg(950 + i as u64).vec(b * l * c);
+            let p64 = p.cast::<f64>();
+            let (out64, tape) = p64.forward_train(&to64(&x), b, l).unwrap();
+            let (gin64, _) = p64.backward(&tape, &to64(&gout)).unwrap();
+            let gp = match CudaPredictor::from_predictor(&dev, &p) {
+                Ok(gp) => gp,
+                Err(e) => return Some(e.message().to_string()),
+            };
+            let (out, tape) = match gp.forward_train(&x, b, l) {
+                Ok(r) => r,
+                Err(e) => return Some(e.message().to_string()),
+            };
+            let gin = match gp.backward(&tape, &gout) {
+                Ok((gin, _)) => gin,
+                Err(e) => return Some(e.message().to_string()),
+            };
+            let (e_out, e_gin) = (rel_err(&out, &out64), rel_err(&gin, &gin64));
+            (!(e_out <= TOL && e_gin <= TOL)).then(|| {
+                format!("shape {shape:?}: forward error {e_out:.2e}, dL/dinput error {e_gin:.2e}")
+            })
+        });
+        match caught {
+            Some(how) => eprintln!("caught {what}: {how}"),
+            None => panic!("not caught: {what}"),
+        }
+    }
 }

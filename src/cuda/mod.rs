@@ -32,6 +32,8 @@
 #![cfg_attr(not(feature = "internals"), allow(dead_code))]
 
 mod blas;
+#[cfg(feature = "internals")]
+pub mod emulator;
 pub mod kernels;
 pub mod nvrtc;
 mod predictor;
@@ -46,7 +48,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
+    PushKernelArg,
 };
 
 use crate::{Device, Error, ErrorKind, Result};
@@ -54,17 +57,98 @@ use crate::{Device, Error, ErrorKind, Result};
 /// One GPU ready for the predictor: context, stream, cuBLAS handle and the compiled
 /// kernels. Shared (`Arc`) by every [`CudaPredictor`] on that GPU; calls are serialised
 /// on its one stream by an internal lock, so it may be used from many threads.
+///
+/// With the `internals` feature it may also be the CPU emulator of a GPU
+/// (`emulator::emulated_device`), which runs the same kernels and host code.
 pub struct CudaDevice {
     ordinal: u32,
     name: String,
     compute_capability: (i32, i32),
     arch: String,
+    engine: Engine,
+    lock: Mutex<()>,
+}
+
+/// What executes the device's work.
+enum Engine {
+    Driver(Driver),
+    #[cfg(feature = "internals")]
+    Emulated(emulator::Emulator),
+}
+
+/// A real GPU through the driver, cuBLAS and the NVRTC-compiled module.
+struct Driver {
     stream: Arc<CudaStream>,
     blas: CudaBlas,
     functions: HashMap<&'static str, CudaFunction>,
     // Keeps the module loaded while the functions are in use.
     _module: Arc<CudaModule>,
-    lock: Mutex<()>,
+}
+
+impl Driver {
+    fn launch(
+        &self,
+        name: &str,
+        grid: (u32, u32, u32),
+        block: u32,
+        shared_bytes: u32,
+        args: &[Arg],
+    ) -> Result<()> {
+        let f = self.functions.get(name).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("CUDA kernel {name} is not loaded"),
+            )
+        })?;
+        let mut b = self.stream.launch_builder(f);
+        for a in args {
+            match a {
+                Arg::P(v) | Arg::U(v) => b.arg(v),
+                Arg::I(v) => b.arg(v),
+                Arg::F(v) => b.arg(v),
+            };
+        }
+        let cfg = LaunchConfig {
+            grid_dim: grid,
+            block_dim: (block, 1, 1),
+            shared_mem_bytes: shared_bytes,
+        };
+        // SAFETY: each kernel's argument list in predictor.rs matches its C signature in
+        // kernels/*.cu (the emulator checks the kinds on every launch), and every pointer
+        // addresses a live buffer of the size the kernel indexes (the callers compute
+        // grids and sizes from the same dimensions).
+        unsafe { b.launch(cfg) }
+            .map(|_| ())
+            .map_err(|e| cuda_error(format!("launching {name}"), e))
+    }
+}
+
+/// Device memory of `f32`s: on the GPU, or host memory standing for it in the emulator.
+pub(crate) enum DeviceBuffer {
+    Driver(CudaSlice<f32>),
+    #[cfg(feature = "internals")]
+    Emulated(emulator::HostBuffer),
+}
+
+impl DeviceBuffer {
+    /// The number of floats.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            DeviceBuffer::Driver(s) => s.len(),
+            #[cfg(feature = "internals")]
+            DeviceBuffer::Emulated(b) => b.len(),
+        }
+    }
+
+    /// The device address, as kernels and cuBLAS take it.
+    pub(crate) fn address(&self) -> u64 {
+        match self {
+            // The guard only records events, which are disabled for this context.
+            DeviceBuffer::Driver(s) => s.device_ptr(s.stream()).0,
+            #[cfg(feature = "internals")]
+            DeviceBuffer::Emulated(h) => h.address(),
+        }
+    }
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -112,14 +196,6 @@ impl CudaDevice {
         &self.arch
     }
 
-    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
-        &self.stream
-    }
-
-    pub(crate) fn blas(&self) -> &CudaBlas {
-        &self.blas
-    }
-
     /// Serialises a sequence of launches and copies (one predictor call) on the stream.
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.lock.lock().unwrap_or_else(|e| e.into_inner())
@@ -134,12 +210,12 @@ impl CudaDevice {
         shared_bytes: u32,
         args: &[Arg],
     ) -> Result<()> {
-        let f = self.functions.get(name).ok_or_else(|| {
-            Error::new(
+        if !kernels::KERNEL_NAMES.contains(&name) {
+            return Err(Error::new(
                 ErrorKind::Internal,
                 format!("CUDA kernel {name} is not loaded"),
-            )
-        })?;
+            ));
+        }
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(());
         }
@@ -152,26 +228,125 @@ impl CudaDevice {
                 ),
             ));
         }
-        let mut b = self.stream.launch_builder(f);
-        for a in args {
-            match a {
-                Arg::P(v) | Arg::U(v) => b.arg(v),
-                Arg::I(v) => b.arg(v),
-                Arg::F(v) => b.arg(v),
-            };
+        match &self.engine {
+            Engine::Driver(d) => d.launch(name, grid, block, shared_bytes, args),
+            #[cfg(feature = "internals")]
+            Engine::Emulated(e) => e.launch(name, grid, block, shared_bytes, args),
         }
-        let cfg = LaunchConfig {
-            grid_dim: grid,
-            block_dim: (block, 1, 1),
-            shared_mem_bytes: shared_bytes,
-        };
-        // SAFETY: each kernel's argument list in predictor.rs matches its C signature in
-        // kernels/*.cu, and every pointer addresses a live buffer of the size the kernel
-        // indexes (the callers compute grids and sizes from the same dimensions).
-        unsafe { b.launch(cfg) }
-            .map(|_| ())
-            .map_err(|e| cuda_error(format!("launching {name}"), e))
     }
+
+    /// `n` floats of zeros (at least one: an empty batch still gets a valid pointer).
+    pub(crate) fn alloc_zeros(&self, n: usize) -> Result<DeviceBuffer> {
+        match &self.engine {
+            Engine::Driver(d) => d
+                .stream
+                .alloc_zeros::<f32>(n.max(1))
+                .map(DeviceBuffer::Driver)
+                .map_err(|e| cuda_error(format!("allocating {n} floats"), e)),
+            #[cfg(feature = "internals")]
+            Engine::Emulated(e) => Ok(DeviceBuffer::Emulated(e.alloc_zeros(n))),
+        }
+    }
+
+    /// A device copy of `data`.
+    pub(crate) fn upload(&self, data: &[f32]) -> Result<DeviceBuffer> {
+        if data.is_empty() {
+            return self.alloc_zeros(0);
+        }
+        match &self.engine {
+            Engine::Driver(d) => d
+                .stream
+                .clone_htod(data)
+                .map(DeviceBuffer::Driver)
+                .map_err(|e| cuda_error("copying to the GPU", e)),
+            #[cfg(feature = "internals")]
+            Engine::Emulated(e) => Ok(DeviceBuffer::Emulated(e.upload(data))),
+        }
+    }
+
+    /// The first `n` floats of `b`, after all work queued before (the call waits).
+    pub(crate) fn download(&self, b: &DeviceBuffer, n: usize) -> Result<Vec<f32>> {
+        match (&self.engine, b) {
+            (Engine::Driver(d), DeviceBuffer::Driver(s)) => {
+                let mut v = d
+                    .stream
+                    .clone_dtoh(s)
+                    .map_err(|e| cuda_error("copying from the GPU", e))?;
+                // The copy is asynchronous in the stream's order: wait for it (and so
+                // for every kernel before it) before the host reads the vector.
+                self.synchronize()?;
+                v.truncate(n);
+                Ok(v)
+            }
+            #[cfg(feature = "internals")]
+            (Engine::Emulated(e), DeviceBuffer::Emulated(h)) => e.download(h, n),
+            #[cfg(feature = "internals")]
+            _ => Err(foreign_buffer()),
+        }
+    }
+
+    /// A device-side copy of `b`.
+    pub(crate) fn copy(&self, b: &DeviceBuffer) -> Result<DeviceBuffer> {
+        match (&self.engine, b) {
+            (Engine::Driver(d), DeviceBuffer::Driver(s)) => {
+                let mut out = d
+                    .stream
+                    .alloc_zeros::<f32>(s.len())
+                    .map_err(|e| cuda_error(format!("allocating {} floats", s.len()), e))?;
+                d.stream
+                    .memcpy_dtod(s, &mut out)
+                    .map_err(|e| cuda_error("copying on the GPU", e))?;
+                Ok(DeviceBuffer::Driver(out))
+            }
+            #[cfg(feature = "internals")]
+            (Engine::Emulated(e), DeviceBuffer::Emulated(h)) => {
+                Ok(DeviceBuffer::Emulated(e.copy(h)))
+            }
+            #[cfg(feature = "internals")]
+            _ => Err(foreign_buffer()),
+        }
+    }
+
+    /// Waits for every queued kernel and copy.
+    pub(crate) fn synchronize(&self) -> Result<()> {
+        match &self.engine {
+            Engine::Driver(d) => d
+                .stream
+                .synchronize()
+                .map_err(|e| cuda_error("waiting for the GPU", e)),
+            #[cfg(feature = "internals")]
+            Engine::Emulated(_) => Ok(()),
+        }
+    }
+
+    /// cuBLAS's column-major `sgemm` on the device's stream.
+    pub(crate) fn sgemm(&self, g: &blas::ColMajorGemm) -> Result<()> {
+        match &self.engine {
+            Engine::Driver(d) => blas::sgemm_driver(&d.stream, &d.blas, g),
+            #[cfg(feature = "internals")]
+            Engine::Emulated(e) => e.sgemm(g),
+        }
+    }
+
+    #[cfg(feature = "internals")]
+    fn emulated(e: emulator::Emulator) -> Self {
+        CudaDevice {
+            ordinal: 0,
+            name: "CPU emulator of a GPU".to_string(),
+            compute_capability: (0, 0),
+            arch: "host".to_string(),
+            engine: Engine::Emulated(e),
+            lock: Mutex::new(()),
+        }
+    }
+}
+
+#[cfg(feature = "internals")]
+fn foreign_buffer() -> Error {
+    Error::new(
+        ErrorKind::Internal,
+        "a device buffer used with another kind of device",
+    )
 }
 
 /// An [`ErrorKind::Cuda`] error from a driver or cuBLAS error.
@@ -393,10 +568,12 @@ fn open(ordinal: u32) -> Result<CudaDevice> {
         name,
         compute_capability: cc,
         arch,
-        stream,
-        blas,
-        functions,
-        _module: module,
+        engine: Engine::Driver(Driver {
+            stream,
+            blas,
+            functions,
+            _module: module,
+        }),
         lock: Mutex::new(()),
     })
 }

@@ -5,10 +5,8 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, DevicePtr};
-
 use super::blas::{linear, linear_grad_input, linear_grad_weight};
-use super::{cuda_error, Arg, CudaDevice};
+use super::{Arg, CudaDevice, DeviceBuffer};
 use crate::config::TrainConfig;
 use crate::predictor::{Gradients, LayerParams, Predictor, PredictorConfig, NAMES};
 use crate::{Error, ErrorKind, Result};
@@ -34,7 +32,7 @@ pub const MAX_D_STATE: usize = 32;
 /// The scan kernels' `MAX_CHUNK`.
 const MAX_CHUNK: usize = 32;
 
-type Buf = CudaSlice<f32>;
+type Buf = DeviceBuffer;
 
 /// Sizes derived from a config, shared by every launch.
 #[derive(Debug, Clone, Copy)]
@@ -138,51 +136,23 @@ struct Call<'a> {
 
 impl Call<'_> {
     fn zeros(&self, n: usize) -> Result<Buf> {
-        // cudarc cannot allocate zero bytes; an empty batch still gets a valid pointer.
-        self.dev
-            .stream()
-            .alloc_zeros::<f32>(n.max(1))
-            .map_err(|e| cuda_error(format!("allocating {n} floats"), e))
+        self.dev.alloc_zeros(n)
     }
 
     fn upload(&self, data: &[f32]) -> Result<Buf> {
-        if data.is_empty() {
-            return self.zeros(0);
-        }
-        self.dev
-            .stream()
-            .clone_htod(data)
-            .map_err(|e| cuda_error("copying to the GPU", e))
+        self.dev.upload(data)
     }
 
     fn download(&self, b: &Buf, n: usize) -> Result<Vec<f32>> {
-        let mut v = self
-            .dev
-            .stream()
-            .clone_dtoh(b)
-            .map_err(|e| cuda_error("copying from the GPU", e))?;
-        // The copy is asynchronous in the stream's order: wait for it (and so for every
-        // kernel before it) before the host reads the vector.
-        self.dev
-            .stream()
-            .synchronize()
-            .map_err(|e| cuda_error("waiting for the GPU", e))?;
-        v.truncate(n);
-        Ok(v)
+        self.dev.download(b, n)
     }
 
     fn copy(&self, b: &Buf) -> Result<Buf> {
-        let mut out = self.zeros(b.len())?;
-        self.dev
-            .stream()
-            .memcpy_dtod(b, &mut out)
-            .map_err(|e| cuda_error("copying on the GPU", e))?;
-        Ok(out)
+        self.dev.copy(b)
     }
 
     fn p(&self, b: &Buf) -> u64 {
-        // The guard only records events, which are disabled for this context (mod.rs).
-        b.device_ptr(self.dev.stream()).0
+        b.address()
     }
 
     /// `b`'s address plus `offset` floats (a column range of a wider matrix).
@@ -771,7 +741,9 @@ impl CudaPredictor {
         }
         let call = Call { dev };
         let _guard = dev.lock();
-        let mut layers = vec![Vec::with_capacity(NAMES.len()); cfg.n_layers];
+        let mut layers: Vec<Vec<Buf>> = (0..cfg.n_layers)
+            .map(|_| Vec::with_capacity(NAMES.len()))
+            .collect();
         for (name, _, data) in p.tensors() {
             let layer: usize = name
                 .strip_prefix("layers.")
@@ -1050,8 +1022,6 @@ impl CudaAdamW {
                 ],
             )?;
         }
-        dev.stream()
-            .synchronize()
-            .map_err(|e| cuda_error("AdamW step", e))
+        dev.synchronize()
     }
 }

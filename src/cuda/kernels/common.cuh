@@ -8,6 +8,12 @@
 
 typedef unsigned long long u64;
 
+// Dynamic shared memory by name. The CPU emulator (src/cuda/emulator/) defines it as a
+// pointer into its per-block buffer, since `extern __shared__` has no host equivalent.
+#ifndef DYNAMIC_SHARED
+#define DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#endif
+
 __device__ __forceinline__ float silu_f(float x) { return x / (1.0f + expf(-x)); }
 
 // (silu(x), silu'(x)) sharing one exponential, as silu_and_grad on the CPU.

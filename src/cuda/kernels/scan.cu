@@ -66,7 +66,7 @@ extern "C" __global__ void scan_bwd(
     const float* gy, float* y_out, float* gz, int ld_gz, float* gu, float* gdelta,
     float* bc_part, float* ga_part, float* gd_part, float* gbias_part,
     int batch, int len, int di, int ns, int nl, int chunk) {
-    extern __shared__ float smem[];  // [warps][chunk][2 ns]
+    DYNAMIC_SHARED(float, smem);  // [warps][chunk][2 ns]
     const int tid = threadIdx.x;
     const int lane = tid & 31;
     const int warp = tid >> 5;
