@@ -9,14 +9,18 @@
 //! relative (the largest difference over the tensor's largest magnitude), the contract
 //! of DESIGN.md.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
+
+mod common;
 
 use varad::config::TrainConfig;
 use varad::cuda::emulator::{emulated_device, emulated_device_with, ScheduleOrder};
 use varad::cuda::{self, CudaAdamW, CudaDevice, CudaPredictor};
+use varad::image::{ImageView, PixelFormat};
 use varad::predictor::{Predictor, PredictorConfig};
 use varad::train::adamw::AdamW;
-use varad::{Device, ErrorKind};
+use varad::{Device, ErrorKind, Model};
 
 const TOL: f64 = 1e-4;
 
@@ -419,4 +423,64 @@ fn emulated_checks_catch_a_broken_kernel() {
             None => panic!("not caught: {what}"),
         }
     }
+}
+
+/// The whole model on the emulated GPU: training keeps each predictor's weights and
+/// AdamW moments on the device for the run (the adapters and BOS vectors train on the
+/// CPU), and scoring runs the device copies. Losses, every trained tensor and the map of
+/// a new image agree with the same model trained and scored on the CPU.
+#[test]
+fn training_and_scoring_on_the_emulated_gpu_match_the_cpu() {
+    let mut cpu = Model::new(common::tiny_config()).unwrap();
+    let mut gpu = Model::new(common::tiny_config()).unwrap();
+    gpu.run_predictors_on(emulated(ScheduleOrder::Ascending))
+        .unwrap();
+    assert_eq!(gpu.predictor_device().active, Device::Cuda(0));
+    let untrained = cpu.weights().clone();
+    let report_cpu = cpu
+        .fit(
+            &common::training_set(&cpu, 8),
+            |_| ControlFlow::Continue(()),
+        )
+        .unwrap();
+    let report_gpu = gpu
+        .fit(
+            &common::training_set(&gpu, 8),
+            |_| ControlFlow::Continue(()),
+        )
+        .unwrap();
+    let losses = |r: &varad::train::TrainReport| r.epoch_losses.clone();
+    assert_close(
+        "epoch losses",
+        &losses(&report_gpu)
+            .iter()
+            .map(|&v| v as f32)
+            .collect::<Vec<_>>(),
+        &losses(&report_cpu),
+    );
+    assert_ne!(cpu.weights(), &untrained, "training moved no weight");
+    for (h, (c, g)) in cpu
+        .weights()
+        .levels
+        .iter()
+        .zip(&gpu.weights().levels)
+        .enumerate()
+    {
+        for ((name, _, wc), (_, _, wg)) in
+            c.predictor.tensors().into_iter().zip(g.predictor.tensors())
+        {
+            assert_close(&format!("level {h} {name} after training"), wg, &to64(wc));
+        }
+        assert_close(&format!("level {h} bos"), &g.bos, &to64(&c.bos));
+        assert_close(
+            &format!("level {h} adapter weight"),
+            &g.adapter_weight,
+            &to64(&c.adapter_weight),
+        );
+    }
+    let pixels = common::texture(99, 128);
+    let view = ImageView::packed(&pixels, 128, 128, PixelFormat::Rgb8).unwrap();
+    let map_cpu = &cpu.raw_maps(&[view]).unwrap()[0].0;
+    let map_gpu = &gpu.raw_maps(&[view]).unwrap()[0].0;
+    assert_close("map of a new image", map_gpu, &to64(map_cpu));
 }

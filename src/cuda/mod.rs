@@ -26,9 +26,10 @@
 //! assert_eq!(out.len(), 80);
 //! # }
 //! ```
-// The device AdamW, the PTX and cubin inspection and the host copies back are exercised
-// by the CUDA parity tests and benches only, until training keeps its state on the
-// device; without `internals` nothing in the library calls them yet.
+
+// The device's facts, the PTX and cubin compiles and the host copies of gradients serve
+// the tests, benches and the GPU check (with `internals`); the library itself does not
+// call them.
 #![cfg_attr(not(feature = "internals"), allow(dead_code))]
 
 mod blas;
@@ -38,9 +39,9 @@ pub mod kernels;
 pub mod nvrtc;
 mod predictor;
 
-pub use predictor::CudaPredictor;
+pub use predictor::{CudaAdamW, CudaGradients, CudaPredictor, CudaTape};
 #[cfg(feature = "internals")]
-pub use predictor::{CudaAdamW, CudaGradients, CudaTape, MAX_D_STATE};
+pub use predictor::MAX_D_STATE;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -31,9 +31,10 @@ pub struct LevelParams<T = f32> {
     pub predictor: Predictor<T>,
 }
 
-/// Gradients of the non-predictor parameters of a level, plus the predictor's.
+/// Gradients of the non-predictor parameters of a level, plus the predictor's (`G`: the
+/// CPU's [`Gradients`], or `()` when they stay with a predictor on its device).
 #[derive(Debug, Clone)]
-pub struct LevelGradients<T = f32> {
+pub struct LevelGradients<T = f32, G = Gradients<T>> {
     /// `dL/dW`, `[C, C]`.
     pub adapter_weight: Vec<T>,
     /// `dL/db`, `[C]`.
@@ -41,7 +42,7 @@ pub struct LevelGradients<T = f32> {
     /// `dL/d bos`, `[C]`.
     pub bos: Vec<T>,
     /// The predictor's gradients.
-    pub predictor: Gradients<T>,
+    pub predictor: G,
 }
 
 impl LevelParams<f32> {
@@ -275,11 +276,12 @@ impl<T: Float> LevelParams<T> {
     }
 
     /// [`LevelParams::train_step`] with the predictor's training forward and backward
-    /// done by `forward` and `backward` (a GPU copy of this level's predictor, whose tape
-    /// type is its own). `recycle` receives their output and input gradient once used
-    /// (the CPU path hands them back to its [`TrainBuffers`]; others drop them).
+    /// done by `forward` and `backward` (the predictor on the device training runs on,
+    /// with a tape and gradients of its own types). `recycle` receives their output and
+    /// input gradient once used (the CPU path hands them back to its [`TrainBuffers`];
+    /// others drop them).
     #[allow(clippy::too_many_arguments)]
-    pub fn train_step_with<Tp>(
+    pub fn train_step_with<Tp, G>(
         &self,
         scans: &Scans,
         features: &[T],
@@ -287,9 +289,9 @@ impl<T: Float> LevelParams<T> {
         map_grad: &[T],
         detach_target: bool,
         forward: impl FnOnce(&[T], usize, usize) -> Result<(Vec<T>, Tp)>,
-        backward: impl FnOnce(Tp, &[T]) -> Result<(Vec<T>, Gradients<T>)>,
+        backward: impl FnOnce(Tp, &[T]) -> Result<(Vec<T>, G)>,
         mut recycle: impl FnMut(Vec<T>),
-    ) -> Result<(Vec<T>, LevelGradients<T>)> {
+    ) -> Result<(Vec<T>, LevelGradients<T, G>)> {
         let c = self.channels;
         let len = scans.len();
         let n = len * c;

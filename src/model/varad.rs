@@ -233,6 +233,24 @@ impl Model {
         &self.predictor_device
     }
 
+    /// Runs the predictors, for scoring and training, on `device` from now on (its copies
+    /// of the current weights are made here). For the tests that run the whole CUDA path
+    /// on the CPU emulator (`cuda::emulator`); a user chooses the device in
+    /// [`Config::device`].
+    #[cfg(feature = "internals")]
+    pub fn run_predictors_on(&mut self, device: Arc<CudaDevice>) -> Result<()> {
+        let copies = upload(&device, &self.weights)?;
+        self.predictor_device = PredictorDevice {
+            active: Device::Cuda(device.ordinal()),
+            fallback_reason: None,
+        };
+        self.gpu = Some(Gpu {
+            device,
+            cache: Mutex::new(Some((Arc::clone(&self.weights), Arc::new(copies)))),
+        });
+        Ok(())
+    }
+
     /// The GPU the predictors run on, if any.
     pub(crate) fn predictor_gpu(&self) -> Option<&Arc<CudaDevice>> {
         self.gpu.as_ref().map(|g| &g.device)

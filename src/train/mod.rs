@@ -2,6 +2,7 @@
 
 internal_mod!(adamw);
 mod cache;
+mod predictor_training;
 mod trainer;
 
 pub use trainer::{calibration_split, Progress, TrainReport, TrainingSet};

@@ -11,13 +11,12 @@ use crate::model::combine::resize_adjoint_of_ones;
 use crate::model::normal_stats::LevelStatsBuilder;
 use crate::model::{LevelParams, Model, NormalStats, ScoreOptions, Weights};
 use crate::predictor::rng::SplitMix64;
-use crate::predictor::TrainBuffers;
 use crate::score::Calibration;
 use crate::{Error, ErrorKind, Result};
 
 use super::adamw::AdamW;
 use super::cache::TokenCache;
-use crate::cuda::CudaPredictor;
+use super::predictor_training::start as start_training;
 
 /// Where training is, for the progress callback.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,7 +152,8 @@ fn decays(name: &str) -> bool {
         || name == "adapter_weight"
 }
 
-/// Flattened views of every trained tensor of `levels`, with their names, in a fixed
+/// Flattened views of the adapter and BOS tensors of `levels` (the trainer's AdamW;
+/// each predictor's tensors are updated on its own device), with their names, in a fixed
 /// order. Without `adapters` the adapter tensors are left out: they keep their zero
 /// initialisation (no gradient step, no weight decay).
 fn params_mut(levels: &mut [LevelParams], adapters: bool) -> Vec<(String, &mut [f32])> {
@@ -170,7 +170,6 @@ fn params_mut(levels: &mut [LevelParams], adapters: bool) -> Vec<(String, &mut [
             ));
         }
         out.push(("bos".to_string(), level.bos.as_mut_slice()));
-        out.extend(level.predictor.params_mut());
     }
     out
 }
@@ -217,13 +216,13 @@ impl Model {
         let mut epoch_losses = Vec::with_capacity(t.epochs);
         let mut variance_ratios = Vec::with_capacity(t.epochs);
         let mut step = 0;
-        // Per level, the predictor's training buffers, kept from step to step (about
-        // 100 MB at 1024 x 1024 with the Lite0 levels) and freed when training ends.
-        let mut buffers: Vec<TrainBuffers<f32>> = self
-            .layout()
+        // Per level, the predictor's training state on the device chosen for the model's
+        // predictors, kept from the first step to the last.
+        let device = self.predictor_gpu().cloned();
+        let mut predictors = levels
             .iter()
-            .map(|_| TrainBuffers::default())
-            .collect();
+            .map(|l| start_training(device.as_ref(), &l.predictor, &t, decays))
+            .collect::<Result<Vec<_>>>()?;
         for epoch in 1..=t.epochs {
             let mut order = train.clone();
             shuffle(&mut order, self.config().seed.wrapping_add(epoch as u64));
@@ -252,32 +251,20 @@ impl Model {
                     let map_grad: Vec<f32> =
                         (0..b).flat_map(|_| per_image.iter().copied()).collect();
                     let level = &levels[h];
-                    let level_buffers = &mut buffers[h];
-                    let (maps, g) = self.install(|| match self.predictor_gpu() {
-                        // The weights change every step (AdamW runs here, on the CPU, over
-                        // adapters, BOS vectors and predictors alike): a fresh GPU copy
-                        // of this level's predictor is a few MB per step.
-                        Some(dev) => {
-                            let gp = CudaPredictor::from_predictor(dev, &level.predictor)?;
-                            level.train_step_with(
-                                &layout.scans,
-                                &features,
-                                b,
-                                &map_grad,
-                                detach,
-                                |s, bb, l| gp.forward_train(s, bb, l),
-                                |tape, d| gp.backward_host(&tape, d),
-                                drop,
-                            )
-                        }
-                        None => level.train_step(
+                    let predictor = &mut predictors[h];
+                    let (maps, g) = self.install(|| {
+                        // Forward, backward and recycling run one after the other.
+                        let predictor = std::cell::RefCell::new(predictor);
+                        level.train_step_with(
                             &layout.scans,
                             &features,
                             b,
                             &map_grad,
                             detach,
-                            level_buffers,
-                        ),
+                            |s, bb, l| Ok((predictor.borrow_mut().forward_train(s, bb, l)?, ())),
+                            |(), d| Ok((predictor.borrow_mut().backward(d)?, ())),
+                            |used| predictor.borrow_mut().recycle(used),
+                        )
                     })?;
                     loss += maps
                         .iter()
@@ -289,12 +276,6 @@ impl Model {
                         grads.push(g.adapter_bias);
                     }
                     grads.push(g.bos);
-                    for (name, _, _) in levels[h].predictor.tensors() {
-                        let grad = g.predictor.get(&name).ok_or_else(|| {
-                            Error::new(ErrorKind::Internal, format!("no gradient for {name}"))
-                        })?;
-                        grads.push(grad.to_vec());
-                    }
                 }
                 if !loss.is_finite() {
                     return Err(Error::new(
@@ -308,6 +289,9 @@ impl Model {
                         params.iter_mut().map(|(_, p)| &mut **p).collect();
                     let grad_refs: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
                     optimiser.step(&mut slices, &grad_refs, &decay);
+                }
+                for p in &mut predictors {
+                    p.step()?;
                 }
                 epoch_loss += loss;
                 let elapsed = start.elapsed();
@@ -329,6 +313,10 @@ impl Model {
                 }
             }
             epoch_losses.push(epoch_loss / batches_per_epoch as f64);
+            // The CPU copies of the predictors catch up once per epoch (and so at the end).
+            for (level, p) in levels.iter_mut().zip(&predictors) {
+                level.predictor = p.predictor()?;
+            }
             variance_ratios.push(self.variance_ratios(&levels, &set.image(train[0])?.0));
         }
         let report = TrainReport {
