@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use super::{kernels, Arg, CudaDevice};
+use super::{kernels, Arg, CudaDevice, Launch};
 use crate::{Error, ErrorKind, Result};
 
 /// The C++ side: the fiber runtime and the CUDA names it defines for the kernels.
@@ -344,21 +344,15 @@ impl Emulator {
     }
 
     /// Runs kernel `name` to completion, with the checks of the module's documentation.
-    pub(crate) fn launch(
-        &self,
-        name: &str,
-        grid: (u32, u32, u32),
-        block: u32,
-        shared_bytes: u32,
-        args: &[Arg],
-    ) -> Result<()> {
-        let mut kinds = String::with_capacity(args.len());
+    pub(crate) fn launch(&self, l: &Launch<'_>) -> Result<()> {
+        let name = l.name;
+        let mut kinds = String::with_capacity(l.args.len());
         // Each argument in its own 8-byte slot; 4-byte ones in the low bytes, which is
         // where a little-endian read of an int or float finds them.
-        let mut slots = vec![0u64; args.len()];
+        let mut slots = vec![0u64; l.args.len()];
         {
             let reg = self.registry();
-            for (i, (a, slot)) in args.iter().zip(&mut slots).enumerate() {
+            for (i, (a, slot)) in l.args.iter().zip(&mut slots).enumerate() {
                 let (k, bits) = match *a {
                     Arg::P(p) => {
                         if p != 0 && reg.containing(p, 0).is_none() {
@@ -391,11 +385,11 @@ impl Emulator {
                 c_name.as_ptr(),
                 c_kinds.as_ptr(),
                 ptrs.as_mut_ptr(),
-                grid.0,
-                grid.1,
-                grid.2,
-                block,
-                shared_bytes,
+                l.grid.0,
+                l.grid.1,
+                l.grid.2,
+                l.block,
+                l.shared_bytes,
                 (self.order == ScheduleOrder::Descending) as c_int,
                 self.workers,
                 msg.as_mut_ptr() as *mut c_char,
@@ -541,38 +535,21 @@ mod tests {
         let delta = dev.alloc_zeros(4).unwrap();
         let bias = dev.alloc_zeros(2).unwrap();
         let p = |b: &DeviceBuffer| Arg::P(b.address());
+        let refused = |shared_bytes: u32, args: &[Arg]| {
+            dev.launch("softplus_bias", (1, 1, 1), 256, shared_bytes, args)
+                .unwrap_err()
+        };
         // An int where the kernel takes a 64-bit count.
-        let err = dev
-            .launch(
-                "softplus_bias",
-                (1, 1, 1),
-                256,
-                0,
-                &[p(&delta), p(&bias), Arg::I(2), Arg::I(2)],
-            )
-            .unwrap_err();
+        let err = refused(0, &[p(&delta), p(&bias), Arg::I(2), Arg::I(2)]);
         assert!(err.message().contains("kinds PPII, the kernel takes PPUI"), "{err}");
         // A pointer past the end of its buffer.
-        let err = dev
-            .launch(
-                "softplus_bias",
-                (1, 1, 1),
-                256,
-                0,
-                &[Arg::P(delta.address() + 64), p(&bias), Arg::U(2), Arg::I(2)],
-            )
-            .unwrap_err();
+        let err = refused(
+            0,
+            &[Arg::P(delta.address() + 64), p(&bias), Arg::U(2), Arg::I(2)],
+        );
         assert!(err.message().contains("points into no live buffer"), "{err}");
         // More dynamic shared memory than a kernel gets without opting in.
-        let err = dev
-            .launch(
-                "softplus_bias",
-                (1, 1, 1),
-                256,
-                64 * 1024,
-                &[p(&delta), p(&bias), Arg::U(2), Arg::I(2)],
-            )
-            .unwrap_err();
+        let err = refused(64 * 1024, &[p(&delta), p(&bias), Arg::U(2), Arg::I(2)]);
         assert!(err.message().contains("48 KiB"), "{err}");
     }
 

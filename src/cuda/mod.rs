@@ -86,15 +86,25 @@ struct Driver {
     _module: Arc<CudaModule>,
 }
 
+/// One kernel launch: a 1-D block of `block` threads over `grid`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Launch<'a> {
+    pub name: &'a str,
+    pub grid: (u32, u32, u32),
+    pub block: u32,
+    pub shared_bytes: u32,
+    pub args: &'a [Arg],
+}
+
 impl Driver {
-    fn launch(
-        &self,
-        name: &str,
-        grid: (u32, u32, u32),
-        block: u32,
-        shared_bytes: u32,
-        args: &[Arg],
-    ) -> Result<()> {
+    fn launch(&self, l: &Launch<'_>) -> Result<()> {
+        let Launch {
+            name,
+            grid,
+            block,
+            shared_bytes,
+            args,
+        } = *l;
         let f = self.functions.get(name).ok_or_else(|| {
             Error::new(
                 ErrorKind::Internal,
@@ -229,10 +239,17 @@ impl CudaDevice {
                 ),
             ));
         }
+        let launch = Launch {
+            name,
+            grid,
+            block,
+            shared_bytes,
+            args,
+        };
         match &self.engine {
-            Engine::Driver(d) => d.launch(name, grid, block, shared_bytes, args),
+            Engine::Driver(d) => d.launch(&launch),
             #[cfg(feature = "internals")]
-            Engine::Emulated(e) => e.launch(name, grid, block, shared_bytes, args),
+            Engine::Emulated(e) => e.launch(&launch),
         }
     }
 
