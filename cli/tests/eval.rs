@@ -71,6 +71,13 @@ fn both_methods_on_a_tiny_mvtec_set() {
             }
         }
     }
+    // VarAD decided every test image at its calibrated thresholds; the baseline has none.
+    let decided = c.methods[0].decisions.expect("VarAD's decisions");
+    assert_eq!(
+        (decided.good.total(), decided.defective.total()),
+        (c.test_good, c.test_defective)
+    );
+    assert_eq!(c.methods[1].decisions, None);
     let patchcore = &c.methods[1];
     assert!(
         patchcore.image.auroc.unwrap() > 0.5,

@@ -19,12 +19,13 @@ use super::dataset::{read_mask, Category, Dataset};
 use super::metrics::{union_metrics, Metrics, ScoreSet};
 use super::montage::{render, to_rgb8, MontageRow};
 use super::patchcore::{PatchCore, PatchCoreConfig};
-use super::report::{Breakdown, CategoryReport, MethodResult, Report};
+use super::report::{Breakdown, CategoryReport, Decisions, MethodResult, Report};
 use super::{ScoredMap, Scorer};
 use varad::image::{
     read_image_file, write_png, ImageLimits, ImageView, InputGeometry, OwnedImage, PixelFormat,
 };
 use varad::model::{MapNorm, ScoreOptions};
+use varad::score::Decision;
 use varad::train::TrainingSet;
 use varad::{Config, Error, Model, Result};
 
@@ -211,6 +212,8 @@ struct Collected {
     pixels: Vec<ScoreSet>,
     /// Per test image, its image score.
     images: Vec<f32>,
+    /// Per test image, its decision at the calibrated thresholds, if the method has them.
+    decisions: Vec<Option<Decision>>,
     /// Time spent scoring after the backbone.
     after_backbone: Duration,
 }
@@ -255,6 +258,20 @@ fn breakdown(
             })
         })
         .collect()
+}
+
+/// The decision table of a method that decided every test image.
+fn decisions(c: &Collected, category: &Category) -> Option<Decisions> {
+    let mut out = Decisions::default();
+    for (d, sample) in c.decisions.iter().zip(&category.test) {
+        let tally = if sample.is_anomalous() {
+            &mut out.defective
+        } else {
+            &mut out.good
+        };
+        tally.add((*d)?);
+    }
+    Some(out)
 }
 
 /// Evaluates one category: trains every method, scores the test split, and (with an
@@ -316,6 +333,7 @@ pub fn evaluate_category(
                 .map_err(|e| e.context(sample.path.display()))?;
             c.pixels.push(pixels);
             c.images.push(scored.image_score);
+            c.decisions.push(scored.decision);
             if shown.contains(&index) {
                 maps.push(scored.map);
             }
@@ -348,6 +366,7 @@ pub fn evaluate_category(
                 s.is_anomalous().then(|| s.defect_type.clone())
             })?,
             by_size: breakdown(c, category, |i| category.test[i].size_class.clone())?,
+            decisions: decisions(c, category),
             final_loss: t.final_loss,
             variance_ratios: t.variance_ratios.clone(),
         });

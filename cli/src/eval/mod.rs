@@ -18,6 +18,7 @@ pub mod report;
 
 use varad::image::InputGeometry;
 use varad::model::{Model, ScoreOptions, ScoreResult};
+use varad::score::Decision;
 use varad::Result;
 
 /// One image's anomaly map at the image's size, smoothed, and its image score.
@@ -31,6 +32,9 @@ pub struct ScoredMap {
     pub height: usize,
     /// The image score (the map's maximum by default).
     pub image_score: f32,
+    /// Pass, review or fail at the method's calibrated thresholds; `None` for a method
+    /// or map normalisation without a calibration.
+    pub decision: Option<Decision>,
 }
 
 /// A trained detector the harness can score test images with.
@@ -55,6 +59,7 @@ impl From<ScoreResult> for ScoredMap {
             width: r.width,
             height: r.height,
             image_score: r.image_score,
+            decision: r.assessment.map(|a| a.decision),
         }
     }
 }

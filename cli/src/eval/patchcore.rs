@@ -408,6 +408,7 @@ impl PatchCore {
             width: geometry.image_width as usize,
             height: geometry.image_height as usize,
             image_score: score,
+            decision: None,
         })
     }
 }

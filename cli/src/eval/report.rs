@@ -7,6 +7,13 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use super::metrics::Metrics;
+use varad::score::Decision;
+
+impl std::iter::Sum for Decisions {
+    fn sum<I: Iterator<Item = Decisions>>(iter: I) -> Decisions {
+        iter.fold(Decisions::default(), Decisions::plus)
+    }
+}
 
 /// The numbers of one subset of the defective images (one defect type or one size class),
 /// each scored against all the good test images.
@@ -22,6 +29,72 @@ pub struct Breakdown {
     pub pixel_ap: Option<f64>,
     /// Image AUROC: the subset's images against the good images.
     pub image_auroc: Option<f64>,
+}
+
+/// How many images got each decision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    /// Passed.
+    pub pass: usize,
+    /// Sent to review.
+    pub review: usize,
+    /// Failed.
+    pub fail: usize,
+}
+
+impl Tally {
+    /// Counts one decision.
+    pub fn add(&mut self, d: Decision) {
+        match d {
+            Decision::Pass => self.pass += 1,
+            Decision::Review => self.review += 1,
+            Decision::Fail => self.fail += 1,
+        }
+    }
+
+    /// Images counted.
+    pub fn total(&self) -> usize {
+        self.pass + self.review + self.fail
+    }
+
+    fn plus(self, o: Tally) -> Tally {
+        Tally {
+            pass: self.pass + o.pass,
+            review: self.review + o.review,
+            fail: self.fail + o.fail,
+        }
+    }
+}
+
+/// The decisions a line would have acted on, at the calibrated thresholds: of the good
+/// test images and of the defective ones, how many passed, went to review, failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decisions {
+    /// The good test images.
+    pub good: Tally,
+    /// The defective test images.
+    pub defective: Tally,
+}
+
+impl Decisions {
+    /// Good images failed, as a fraction of the good images (`None` without any).
+    pub fn false_fail_rate(&self) -> Option<f64> {
+        let n = self.good.total();
+        (n > 0).then(|| self.good.fail as f64 / n as f64)
+    }
+
+    /// Defective images passed, as a fraction of the defective images.
+    pub fn escape_rate(&self) -> Option<f64> {
+        let n = self.defective.total();
+        (n > 0).then(|| self.defective.pass as f64 / n as f64)
+    }
+
+    fn plus(self, o: Decisions) -> Decisions {
+        Decisions {
+            good: self.good.plus(o.good),
+            defective: self.defective.plus(o.defective),
+        }
+    }
 }
 
 /// One method on one category.
@@ -48,6 +121,10 @@ pub struct MethodResult {
     pub by_type: Vec<Breakdown>,
     /// By defect size class (from `defects.json`; empty without it).
     pub by_size: Vec<Breakdown>,
+    /// The decisions at the calibrated thresholds, for a method scored with its
+    /// calibration (VarAD with its configured map normalisation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decisions: Option<Decisions>,
     /// VarAD only: the last epoch's mean training loss.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_loss: Option<f64>,
@@ -96,6 +173,9 @@ pub struct MethodSummary {
     /// Mean scoring time per image after the backbone, milliseconds.
     #[serde(default)]
     pub ms_after_backbone: f64,
+    /// The decisions summed over the categories (when every category has them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decisions: Option<Decisions>,
 }
 
 /// The whole evaluation.
@@ -157,6 +237,10 @@ impl Report {
                     train_seconds: results.iter().map(|r| r.train_seconds).sum::<f64>() / n,
                     ms_per_image: results.iter().map(|r| r.ms_per_image).sum::<f64>() / n,
                     ms_after_backbone: results.iter().map(|r| r.ms_after_backbone).sum::<f64>() / n,
+                    decisions: results
+                        .iter()
+                        .map(|r| r.decisions)
+                        .sum::<Option<Decisions>>(),
                 }
             })
             .collect();
@@ -266,6 +350,7 @@ impl Report {
                 }
             }
         }
+        s.push_str(&self.decisions_markdown());
         let montages: Vec<&str> = self
             .categories
             .iter()
@@ -277,6 +362,55 @@ impl Report {
                 "\nMontages (rows: test images; columns: image with the ground truth in red, then {}): {}",
                 self.methods.join(", "),
                 montages.join(", ")
+            );
+        }
+        s
+    }
+}
+
+impl Report {
+    /// The decision table: per category and method with a calibration, then summed over
+    /// the categories; empty when no method has one.
+    fn decisions_markdown(&self) -> String {
+        let mut s = String::new();
+        let rows: Vec<(&str, &str, Decisions)> = self
+            .categories
+            .iter()
+            .flat_map(|c| {
+                c.methods
+                    .iter()
+                    .filter_map(|m| Some((c.category.as_str(), m.method.as_str(), m.decisions?)))
+            })
+            .chain(if self.categories.len() > 1 {
+                self.mean
+                    .iter()
+                    .filter_map(|m| Some(("**all**", m.method.as_str(), m.decisions?)))
+                    .collect::<Vec<_>>()
+            } else {
+                Vec::new()
+            })
+            .collect();
+        if rows.is_empty() {
+            return s;
+        }
+        s.push_str(
+            "\nDecisions at the calibrated thresholds (images; false fails: good images failed; \
+             escapes: defective images passed):\n\n\
+             | category | method | good PASS | good REVIEW | good FAIL | defective PASS | defective REVIEW | defective FAIL | false fails % | escapes % |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for (category, method, d) in rows {
+            let _ = writeln!(
+                s,
+                "| {category} | {method} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                d.good.pass,
+                d.good.review,
+                d.good.fail,
+                d.defective.pass,
+                d.defective.review,
+                d.defective.fail,
+                pct(d.false_fail_rate()),
+                pct(d.escape_rate())
             );
         }
         s
@@ -626,9 +760,66 @@ mod tests {
                 image_auroc: Some(1.0),
             }],
             by_size: Vec::new(),
+            decisions: None,
             final_loss: None,
             variance_ratios: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_decision_table_counts_each_category_and_sums_them() {
+        let decided = |good: [usize; 3], defective: [usize; 3]| {
+            let tally = |[pass, review, fail]: [usize; 3]| Tally { pass, review, fail };
+            MethodResult {
+                decisions: Some(Decisions {
+                    good: tally(good),
+                    defective: tally(defective),
+                }),
+                ..result("VarAD", Some(0.9))
+            }
+        };
+        let cat = |name: &str, varad: MethodResult| CategoryReport {
+            category: name.into(),
+            train_images: 5,
+            test_good: 4,
+            test_defective: 5,
+            methods: vec![varad, result("PatchCore", Some(0.8))],
+            backbone_ms_per_image: 6.0,
+            montage: None,
+        };
+        let r = Report::new(
+            "d".into(),
+            "mvtec_ad".into(),
+            vec!["VarAD".into(), "PatchCore".into()],
+            vec![
+                cat("a", decided([3, 1, 0], [1, 1, 3])),
+                cat("b", decided([2, 0, 2], [0, 0, 5])),
+            ],
+            serde_json::Value::Null,
+        );
+        let all = r.mean[0].decisions.unwrap();
+        assert_eq!((all.good.pass, all.good.review, all.good.fail), (5, 1, 2));
+        assert_eq!(all.defective.total(), 10);
+        assert_eq!(all.false_fail_rate(), Some(0.25));
+        assert_eq!(all.escape_rate(), Some(0.1));
+        // PatchCore has no calibration: no decisions, no row.
+        assert_eq!(r.mean[1].decisions, None);
+        let md = r.to_markdown();
+        assert!(
+            md.contains("| a | VarAD | 3 | 1 | 0 | 1 | 1 | 3 | 0.0 | 20.0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| b | VarAD | 2 | 0 | 2 | 0 | 0 | 5 | 50.0 | 0.0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| **all** | VarAD | 5 | 1 | 2 | 1 | 1 | 8 | 25.0 | 10.0 |"),
+            "{md}"
+        );
+        assert!(!md.contains("| PatchCore | 0 |"), "{md}");
+        let back: Report = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(back, r);
     }
 
     #[test]
@@ -658,6 +849,7 @@ mod tests {
             md.contains("By defect type") && !md.contains("By defect size"),
             "{md}"
         );
+        assert!(!md.contains("Decisions at"), "no method decided: {md}");
         let back: Report = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(back, r);
     }
