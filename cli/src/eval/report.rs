@@ -766,6 +766,29 @@ mod tests {
         }
     }
 
+    /// A category of 5 training images and `(good, defective)` test images.
+    fn category(name: &str, test: (usize, usize), methods: Vec<MethodResult>) -> CategoryReport {
+        CategoryReport {
+            category: name.into(),
+            train_images: 5,
+            test_good: test.0,
+            test_defective: test.1,
+            methods,
+            backbone_ms_per_image: 6.0,
+            montage: None,
+        }
+    }
+
+    fn two_method_report(categories: Vec<CategoryReport>) -> Report {
+        Report::new(
+            "d".into(),
+            "mvtec_ad".into(),
+            vec!["VarAD".into(), "PatchCore".into()],
+            categories,
+            serde_json::Value::Null,
+        )
+    }
+
     #[test]
     fn the_decision_table_counts_each_category_and_sums_them() {
         let decided = |good: [usize; 3], defective: [usize; 3]| {
@@ -778,25 +801,13 @@ mod tests {
                 ..result("VarAD", Some(0.9))
             }
         };
-        let cat = |name: &str, varad: MethodResult| CategoryReport {
-            category: name.into(),
-            train_images: 5,
-            test_good: 4,
-            test_defective: 5,
-            methods: vec![varad, result("PatchCore", Some(0.8))],
-            backbone_ms_per_image: 6.0,
-            montage: None,
+        let cat = |name: &str, varad: MethodResult| {
+            category(name, (4, 5), vec![varad, result("PatchCore", Some(0.8))])
         };
-        let r = Report::new(
-            "d".into(),
-            "mvtec_ad".into(),
-            vec!["VarAD".into(), "PatchCore".into()],
-            vec![
-                cat("a", decided([3, 1, 0], [1, 1, 3])),
-                cat("b", decided([2, 0, 2], [0, 0, 5])),
-            ],
-            serde_json::Value::Null,
-        );
+        let r = two_method_report(vec![
+            cat("a", decided([3, 1, 0], [1, 1, 3])),
+            cat("b", decided([2, 0, 2], [0, 0, 5])),
+        ]);
         let all = r.mean[0].decisions.unwrap();
         assert_eq!((all.good.pass, all.good.review, all.good.fail), (5, 1, 2));
         assert_eq!(all.defective.total(), 10);
@@ -824,22 +835,14 @@ mod tests {
 
     #[test]
     fn means_skip_undefined_and_markdown_has_every_row() {
-        let cat = |name: &str, a, b| CategoryReport {
-            category: name.into(),
-            train_images: 5,
-            test_good: 2,
-            test_defective: 3,
-            methods: vec![result("VarAD", a), result("PatchCore", b)],
-            backbone_ms_per_image: 6.0,
-            montage: None,
+        let cat = |name: &str, a, b| {
+            category(
+                name,
+                (2, 3),
+                vec![result("VarAD", a), result("PatchCore", b)],
+            )
         };
-        let r = Report::new(
-            "d".into(),
-            "mvtec_ad".into(),
-            vec!["VarAD".into(), "PatchCore".into()],
-            vec![cat("a", Some(0.8), None), cat("b", Some(0.6), None)],
-            serde_json::Value::Null,
-        );
+        let r = two_method_report(vec![cat("a", Some(0.8), None), cat("b", Some(0.6), None)]);
         assert!((r.mean[0].pixel.auroc.unwrap() - 0.7).abs() < 1e-12);
         assert_eq!(r.mean[1].pixel.auroc, None);
         let md = r.to_markdown();
