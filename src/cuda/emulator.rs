@@ -237,24 +237,18 @@ struct Registry {
 }
 
 impl Registry {
-    /// The buffer holding `[addr, addr + floats * 4)`, as `(start, len)`.
-    fn containing(&self, addr: u64, floats: usize) -> Option<(usize, usize)> {
+    /// Whether one live buffer holds `[addr, addr + floats * 4)`.
+    fn holds(&self, addr: u64, floats: usize) -> bool {
         let addr = addr as usize;
-        self.live
-            .iter()
-            .find(|(&start, &len)| {
-                addr >= start
-                    && (addr - start).is_multiple_of(4)
-                    && (addr - start) / 4 + floats <= len
-            })
-            .map(|(&s, &l)| (s, l))
+        self.live.iter().any(|(&start, &len)| {
+            addr >= start && (addr - start).is_multiple_of(4) && (addr - start) / 4 + floats <= len
+        })
     }
 
-    /// Buffers whose guard zones changed: `(length, floats before the start written,
-    /// floats after the end written)`.
-    fn damaged(&self) -> Vec<(usize, usize, usize)> {
-        let mut out = Vec::new();
-        for (&start, &len) in &self.live {
+    /// A buffer whose guard zones changed, if any: `(length, floats before the start
+    /// written, floats after the end written)`.
+    fn damaged(&self) -> Option<(usize, usize, usize)> {
+        self.live.iter().find_map(|(&start, &len)| {
             let data = start as *const u32;
             // SAFETY: a live buffer's allocation spans GUARD floats either side of the
             // data (len.max(1) floats); the registry entry is removed before it is freed.
@@ -266,11 +260,8 @@ impl Registry {
                     hi.iter().filter(|&&v| v != CANARY).count(),
                 )
             };
-            if before + after > 0 {
-                out.push((len, before, after));
-            }
-        }
-        out
+            (before + after > 0).then_some((len, before, after))
+        })
     }
 }
 
@@ -355,7 +346,7 @@ impl Emulator {
             for (i, (a, slot)) in l.args.iter().zip(&mut slots).enumerate() {
                 let (k, bits) = match *a {
                     Arg::P(p) => {
-                        if p != 0 && reg.containing(p, 0).is_none() {
+                        if p != 0 && !reg.holds(p, 0) {
                             return Err(emu_error(format!(
                                 "{name}: argument {i} ({p:#x}) points into no live buffer"
                             )));
@@ -400,8 +391,7 @@ impl Emulator {
             let end = msg.iter().position(|&b| b == 0).unwrap_or(msg.len());
             return Err(emu_error(String::from_utf8_lossy(&msg[..end])));
         }
-        let damaged = self.registry().damaged();
-        if let Some((len, before, after)) = damaged.first() {
+        if let Some((len, before, after)) = self.registry().damaged() {
             return Err(emu_error(format!(
                 "{name} wrote outside a buffer of {len} floats ({before} floats of the \
                  guard before it, {after} after it)"
@@ -431,7 +421,7 @@ impl Emulator {
             } else {
                 (cols - 1) * ld as usize + rows
             };
-            if self.registry().containing(p, extent).is_none() {
+            if !self.registry().holds(p, extent) {
                 return Err(emu_error(format!(
                     "sgemm: {what} ({rows} x {cols}, ld {ld}) does not fit in a live buffer \
                      from {p:#x}"

@@ -135,29 +135,9 @@ struct Call<'a> {
 }
 
 impl Call<'_> {
-    fn zeros(&self, n: usize) -> Result<Buf> {
-        self.dev.alloc_zeros(n)
-    }
-
-    fn upload(&self, data: &[f32]) -> Result<Buf> {
-        self.dev.upload(data)
-    }
-
-    fn download(&self, b: &Buf, n: usize) -> Result<Vec<f32>> {
-        self.dev.download(b, n)
-    }
-
-    fn copy(&self, b: &Buf) -> Result<Buf> {
-        self.dev.copy(b)
-    }
-
-    fn p(&self, b: &Buf) -> u64 {
-        b.address()
-    }
-
     /// `b`'s address plus `offset` floats (a column range of a wider matrix).
     fn pa(&self, b: &Buf, offset: usize) -> u64 {
-        self.p(b) + (offset * std::mem::size_of::<f32>()) as u64
+        b.address() + (offset * std::mem::size_of::<f32>()) as u64
     }
 
     /// `out (+)= sum of n_parts partials`, see kernels/elementwise.cu.
@@ -206,10 +186,10 @@ impl Call<'_> {
             THREADS,
             0,
             &[
-                Arg::P(self.p(x)),
-                Arg::P(self.p(w)),
-                Arg::P(self.p(out)),
-                Arg::P(rstd.map_or(0, |r| self.p(r))),
+                Arg::P(x.address()),
+                Arg::P(w.address()),
+                Arg::P(out.address()),
+                Arg::P(rstd.map_or(0, |r| r.address())),
                 Arg::U(rows as u64),
                 Arg::I(int(c)?),
             ],
@@ -222,54 +202,54 @@ impl Call<'_> {
         let Dims {
             c, di, r, s, kw, ..
         } = *dm;
-        let normed = self.zeros(rows * c)?;
-        let rstd = self.zeros(rows)?;
+        let normed = self.dev.alloc_zeros(rows * c)?;
+        let rstd = self.dev.alloc_zeros(rows)?;
         self.rmsnorm_fwd(x, &p[NORM], &normed, Some(&rstd), rows, c)?;
-        let xz = self.zeros(rows * 2 * di)?;
+        let xz = self.dev.alloc_zeros(rows * 2 * di)?;
         linear(
             self.dev,
             (rows, c, 2 * di),
-            (self.p(&normed), c),
-            self.p(&p[IN_PROJ]),
+            (normed.address(), c),
+            p[IN_PROJ].address(),
             0.0,
-            (self.p(&xz), 2 * di),
+            (xz.address(), 2 * di),
         )?;
         drop(normed);
-        let u = self.zeros(rows * di)?;
+        let u = self.dev.alloc_zeros(rows * di)?;
         self.dev.launch(
             "conv_fwd",
             (blocks(rows * di), 1, 1),
             THREADS,
             0,
             &[
-                Arg::P(self.p(&xz)),
+                Arg::P(xz.address()),
                 Arg::I(int(2 * di)?),
-                Arg::P(self.p(&p[CONV_W])),
-                Arg::P(self.p(&p[CONV_B])),
-                Arg::P(self.p(&u)),
+                Arg::P(p[CONV_W].address()),
+                Arg::P(p[CONV_B].address()),
+                Arg::P(u.address()),
                 Arg::U(rows as u64),
                 Arg::I(int(di)?),
                 Arg::I(int(len)?),
                 Arg::I(int(kw)?),
             ],
         )?;
-        let xdbl = self.zeros(rows * s)?;
+        let xdbl = self.dev.alloc_zeros(rows * s)?;
         linear(
             self.dev,
             (rows, di, s),
-            (self.p(&u), di),
-            self.p(&p[X_PROJ]),
+            (u.address(), di),
+            p[X_PROJ].address(),
             0.0,
-            (self.p(&xdbl), s),
+            (xdbl.address(), s),
         )?;
-        let delta = self.zeros(rows * di)?;
+        let delta = self.dev.alloc_zeros(rows * di)?;
         linear(
             self.dev,
             (rows, r, di),
-            (self.p(&xdbl), s),
-            self.p(&p[DT_W]),
+            (xdbl.address(), s),
+            p[DT_W].address(),
             0.0,
-            (self.p(&delta), di),
+            (delta.address(), di),
         )?;
         self.dev.launch(
             "softplus_bias",
@@ -277,8 +257,8 @@ impl Call<'_> {
             THREADS,
             0,
             &[
-                Arg::P(self.p(&delta)),
-                Arg::P(self.p(&p[DT_B])),
+                Arg::P(delta.address()),
+                Arg::P(p[DT_B].address()),
                 Arg::U(rows as u64),
                 Arg::I(int(di)?),
             ],
@@ -295,15 +275,15 @@ impl Call<'_> {
     /// The scan's arguments shared by forward and backward, up to `dvec`.
     fn scan_common(&self, dm: &Dims, p: &[Buf], pre: &PreScanRef) -> Result<Vec<Arg>> {
         Ok(vec![
-            Arg::P(self.p(pre.u)),
-            Arg::P(self.p(pre.delta)),
-            Arg::P(self.p(pre.xdbl)),
+            Arg::P(pre.u.address()),
+            Arg::P(pre.delta.address()),
+            Arg::P(pre.xdbl.address()),
             Arg::I(int(dm.s)?),
             Arg::I(int(dm.r)?),
             Arg::P(self.pa(pre.xz, dm.di)),
             Arg::I(int(2 * dm.di)?),
-            Arg::P(self.p(&p[A_LOG])),
-            Arg::P(self.p(&p[D])),
+            Arg::P(p[A_LOG].address()),
+            Arg::P(p[D].address()),
         ])
     }
 
@@ -328,16 +308,16 @@ impl Call<'_> {
             ..
         } = *dm;
         let pre = self.pre_scan(dm, p, &x, batch, len)?;
-        let y = self.zeros(rows * di)?;
-        let ckpt = self.zeros(if train {
+        let y = self.dev.alloc_zeros(rows * di)?;
+        let ckpt = self.dev.alloc_zeros(if train {
             batch * dm.n_chunks(len) * ns * di
         } else {
             0
         })?;
         let mut args = self.scan_common(dm, p, &pre.as_ref())?;
         args.extend([
-            Arg::P(self.p(&y)),
-            Arg::P(if train { self.p(&ckpt) } else { 0 }),
+            Arg::P(y.address()),
+            Arg::P(if train { ckpt.address() } else { 0 }),
             Arg::I(int(len)?),
             Arg::I(int(di)?),
             Arg::I(int(ns)?),
@@ -351,26 +331,26 @@ impl Call<'_> {
             0,
             &args,
         )?;
-        let w_out = self.p(&p[OUT_PROJ]);
+        let w_out = p[OUT_PROJ].address();
         if !train {
             linear(
                 self.dev,
                 (rows, di, c),
-                (self.p(&y), di),
+                (y.address(), di),
                 w_out,
                 1.0,
-                (self.p(&x), c),
+                (x.address(), c),
             )?;
             return Ok((x, None));
         }
-        let out = self.copy(&x)?;
+        let out = self.dev.copy(&x)?;
         linear(
             self.dev,
             (rows, di, c),
-            (self.p(&y), di),
+            (y.address(), di),
             w_out,
             1.0,
-            (self.p(&out), c),
+            (out.address(), c),
         )?;
         let PreScan {
             rstd,
@@ -419,25 +399,25 @@ impl Call<'_> {
         } = *dm;
         let dev = self.dev;
         // out_proj: dL/dy = g W_out.
-        let gy = self.zeros(rows * di)?;
+        let gy = self.dev.alloc_zeros(rows * di)?;
         linear_grad_input(
             dev,
             (rows, c, di),
-            (self.p(g), c),
-            self.p(&p[OUT_PROJ]),
+            (g.address(), c),
+            p[OUT_PROJ].address(),
             0.0,
-            (self.p(&gy), di),
+            (gy.address(), di),
         )?;
-        let gxz = self.zeros(rows * 2 * di)?;
-        let gu = self.zeros(rows * di)?;
-        let gdelta = self.zeros(rows * di)?;
-        let gxdbl = self.zeros(rows * s)?;
-        let y = self.zeros(rows * di)?;
+        let gxz = self.dev.alloc_zeros(rows * 2 * di)?;
+        let gu = self.dev.alloc_zeros(rows * di)?;
+        let gdelta = self.dev.alloc_zeros(rows * di)?;
+        let gxdbl = self.dev.alloc_zeros(rows * s)?;
+        let y = self.dev.alloc_zeros(rows * di)?;
         let groups = dm.groups();
-        let bc_part = self.zeros(groups * rows * 2 * ns)?;
-        let ga_part = self.zeros(batch * di * ns)?;
-        let gd_part = self.zeros(batch * di)?;
-        let gbias_part = self.zeros(batch * di)?;
+        let bc_part = self.dev.alloc_zeros(groups * rows * 2 * ns)?;
+        let ga_part = self.dev.alloc_zeros(batch * di * ns)?;
+        let gd_part = self.dev.alloc_zeros(batch * di)?;
+        let gbias_part = self.dev.alloc_zeros(batch * di)?;
         let pre = PreScanRef {
             xz: &t.xz,
             u: &t.u,
@@ -446,17 +426,17 @@ impl Call<'_> {
         };
         let mut args = self.scan_common(dm, p, &pre)?;
         args.extend([
-            Arg::P(self.p(&t.ckpt)),
-            Arg::P(self.p(&gy)),
-            Arg::P(self.p(&y)),
+            Arg::P(t.ckpt.address()),
+            Arg::P(gy.address()),
+            Arg::P(y.address()),
             Arg::P(self.pa(&gxz, di)),
             Arg::I(int(2 * di)?),
-            Arg::P(self.p(&gu)),
-            Arg::P(self.p(&gdelta)),
-            Arg::P(self.p(&bc_part)),
-            Arg::P(self.p(&ga_part)),
-            Arg::P(self.p(&gd_part)),
-            Arg::P(self.p(&gbias_part)),
+            Arg::P(gu.address()),
+            Arg::P(gdelta.address()),
+            Arg::P(bc_part.address()),
+            Arg::P(ga_part.address()),
+            Arg::P(gd_part.address()),
+            Arg::P(gbias_part.address()),
             Arg::I(int(batch)?),
             Arg::I(int(len)?),
             Arg::I(int(di)?),
@@ -477,7 +457,7 @@ impl Call<'_> {
         // over sequences.
         self.sum_partials(
             self.pa(&gxdbl, r),
-            self.p(&bc_part),
+            bc_part.address(),
             groups,
             rows * 2 * ns,
             rows * 2 * ns,
@@ -487,8 +467,8 @@ impl Call<'_> {
         )?;
         drop(bc_part);
         self.sum_partials(
-            self.p(&gp[A_LOG]),
-            self.p(&ga_part),
+            gp[A_LOG].address(),
+            ga_part.address(),
             batch,
             di * ns,
             di * ns,
@@ -497,8 +477,8 @@ impl Call<'_> {
             true,
         )?;
         self.sum_partials(
-            self.p(&gp[D]),
-            self.p(&gd_part),
+            gp[D].address(),
+            gd_part.address(),
             batch,
             di,
             di,
@@ -507,8 +487,8 @@ impl Call<'_> {
             true,
         )?;
         self.sum_partials(
-            self.p(&gp[DT_B]),
-            self.p(&gbias_part),
+            gp[DT_B].address(),
+            gbias_part.address(),
             batch,
             di,
             di,
@@ -519,56 +499,56 @@ impl Call<'_> {
         linear_grad_weight(
             dev,
             (rows, c, di),
-            (self.p(g), c),
-            (self.p(&y), di),
+            (g.address(), c),
+            (y.address(), di),
             1.0,
-            self.p(&gp[OUT_PROJ]),
+            gp[OUT_PROJ].address(),
         )?;
         drop(y);
         // dt_proj (the scan went through the softplus already).
         linear_grad_input(
             dev,
             (rows, di, r),
-            (self.p(&gdelta), di),
-            self.p(&p[DT_W]),
+            (gdelta.address(), di),
+            p[DT_W].address(),
             0.0,
-            (self.p(&gxdbl), s),
+            (gxdbl.address(), s),
         )?;
         linear_grad_weight(
             dev,
             (rows, di, r),
-            (self.p(&gdelta), di),
-            (self.p(&t.xdbl), s),
+            (gdelta.address(), di),
+            (t.xdbl.address(), s),
             1.0,
-            self.p(&gp[DT_W]),
+            gp[DT_W].address(),
         )?;
         drop(gdelta);
         // x_proj.
         linear_grad_input(
             dev,
             (rows, s, di),
-            (self.p(&gxdbl), s),
-            self.p(&p[X_PROJ]),
+            (gxdbl.address(), s),
+            p[X_PROJ].address(),
             1.0,
-            (self.p(&gu), di),
+            (gu.address(), di),
         )?;
         linear_grad_weight(
             dev,
             (rows, s, di),
-            (self.p(&gxdbl), s),
-            (self.p(&t.u), di),
+            (gxdbl.address(), s),
+            (t.u.address(), di),
             1.0,
-            self.p(&gp[X_PROJ]),
+            gp[X_PROJ].address(),
         )?;
         drop(gxdbl);
         // conv + SiLU: dL/dpre in place over gu, weight/bias partials, dL/dx into gxz.
         let conv_args = |gpre: &Buf| -> Result<Vec<Arg>> {
             Ok(vec![
-                Arg::P(self.p(&t.xz)),
+                Arg::P(t.xz.address()),
                 Arg::I(int(2 * di)?),
-                Arg::P(self.p(&p[CONV_W])),
-                Arg::P(self.p(&p[CONV_B])),
-                Arg::P(self.p(gpre)),
+                Arg::P(p[CONV_W].address()),
+                Arg::P(p[CONV_B].address()),
+                Arg::P(gpre.address()),
                 Arg::U(rows as u64),
                 Arg::I(int(di)?),
                 Arg::I(int(len)?),
@@ -583,17 +563,17 @@ impl Call<'_> {
             &conv_args(&gu)?,
         )?;
         let parts = rows.div_ceil(ROWS_PER_PART).max(1);
-        let wb_part = self.zeros(parts * di * (kw + 1))?;
+        let wb_part = self.dev.alloc_zeros(parts * di * (kw + 1))?;
         dev.launch(
             "conv_bwd_wb_partial",
             (blocks(di), int(parts)? as u32, 1),
             THREADS,
             0,
             &[
-                Arg::P(self.p(&t.xz)),
+                Arg::P(t.xz.address()),
                 Arg::I(int(2 * di)?),
-                Arg::P(self.p(&gu)),
-                Arg::P(self.p(&wb_part)),
+                Arg::P(gu.address()),
+                Arg::P(wb_part.address()),
                 Arg::U(rows as u64),
                 Arg::I(int(di)?),
                 Arg::I(int(len)?),
@@ -603,8 +583,8 @@ impl Call<'_> {
         )?;
         let stride = di * (kw + 1);
         self.sum_partials(
-            self.p(&gp[CONV_W]),
-            self.p(&wb_part),
+            gp[CONV_W].address(),
+            wb_part.address(),
             parts,
             stride,
             di * kw,
@@ -613,7 +593,7 @@ impl Call<'_> {
             true,
         )?;
         self.sum_partials(
-            self.p(&gp[CONV_B]),
+            gp[CONV_B].address(),
             self.pa(&wb_part, di * kw),
             parts,
             stride,
@@ -629,9 +609,9 @@ impl Call<'_> {
             THREADS,
             0,
             &[
-                Arg::P(self.p(&gu)),
-                Arg::P(self.p(&p[CONV_W])),
-                Arg::P(self.p(&gxz)),
+                Arg::P(gu.address()),
+                Arg::P(p[CONV_W].address()),
+                Arg::P(gxz.address()),
                 Arg::I(int(2 * di)?),
                 Arg::U(rows as u64),
                 Arg::I(int(di)?),
@@ -641,24 +621,24 @@ impl Call<'_> {
         )?;
         drop(gu);
         // in_proj, with the normalised input recomputed rather than stored.
-        let normed = self.zeros(rows * c)?;
+        let normed = self.dev.alloc_zeros(rows * c)?;
         self.rmsnorm_fwd(&t.input, &p[NORM], &normed, None, rows, c)?;
         linear_grad_weight(
             dev,
             (rows, 2 * di, c),
-            (self.p(&gxz), 2 * di),
-            (self.p(&normed), c),
+            (gxz.address(), 2 * di),
+            (normed.address(), c),
             1.0,
-            self.p(&gp[IN_PROJ]),
+            gp[IN_PROJ].address(),
         )?;
         let gnormed = normed;
         linear_grad_input(
             dev,
             (rows, 2 * di, c),
-            (self.p(&gxz), 2 * di),
-            self.p(&p[IN_PROJ]),
+            (gxz.address(), 2 * di),
+            p[IN_PROJ].address(),
             0.0,
-            (self.p(&gnormed), c),
+            (gnormed.address(), c),
         )?;
         drop(gxz);
         // RMSNorm, adding into the residual gradient already in g.
@@ -668,32 +648,32 @@ impl Call<'_> {
             THREADS,
             0,
             &[
-                Arg::P(self.p(&t.input)),
-                Arg::P(self.p(&p[NORM])),
-                Arg::P(self.p(&t.rstd)),
-                Arg::P(self.p(&gnormed)),
-                Arg::P(self.p(g)),
+                Arg::P(t.input.address()),
+                Arg::P(p[NORM].address()),
+                Arg::P(t.rstd.address()),
+                Arg::P(gnormed.address()),
+                Arg::P(g.address()),
                 Arg::U(rows as u64),
                 Arg::I(int(c)?),
             ],
         )?;
-        let w_part = self.zeros(parts * c)?;
+        let w_part = self.dev.alloc_zeros(parts * c)?;
         dev.launch(
             "rmsnorm_bwd_w_partial",
             (blocks(c), int(parts)? as u32, 1),
             THREADS,
             0,
             &[
-                Arg::P(self.p(&t.input)),
-                Arg::P(self.p(&t.rstd)),
-                Arg::P(self.p(&gnormed)),
-                Arg::P(self.p(&w_part)),
+                Arg::P(t.input.address()),
+                Arg::P(t.rstd.address()),
+                Arg::P(gnormed.address()),
+                Arg::P(w_part.address()),
                 Arg::U(rows as u64),
                 Arg::I(int(c)?),
                 Arg::I(int(ROWS_PER_PART)?),
             ],
         )?;
-        self.sum_partials(self.p(&gp[NORM]), self.p(&w_part), parts, c, c, c, c, true)?;
+        self.sum_partials(gp[NORM].address(), w_part.address(), parts, c, c, c, c, true)?;
         Ok(())
     }
 }
@@ -739,7 +719,6 @@ impl CudaPredictor {
                 ),
             ));
         }
-        let call = Call { dev };
         let _guard = dev.lock();
         let mut layers: Vec<Vec<Buf>> = (0..cfg.n_layers)
             .map(|_| Vec::with_capacity(NAMES.len()))
@@ -750,7 +729,7 @@ impl CudaPredictor {
                 .and_then(|r| r.split('.').next())
                 .and_then(|n| n.parse().ok())
                 .ok_or_else(|| Error::new(ErrorKind::Internal, format!("tensor name {name}")))?;
-            layers[layer].push(call.upload(data)?);
+            layers[layer].push(dev.upload(data)?);
         }
         Ok(CudaPredictor {
             dev: dev.clone(),
@@ -783,7 +762,6 @@ impl CudaPredictor {
     }
 
     fn download_layers(&self, layers: &[Vec<Buf>]) -> Result<Vec<LayerParams<f32>>> {
-        let call = Call { dev: &self.dev };
         let _guard = self.dev.lock();
         layers
             .iter()
@@ -791,7 +769,7 @@ impl CudaPredictor {
                 let mut host = LayerParams::<f32>::zeros(&self.cfg);
                 for (slot, buf) in host.tensors_mut().into_iter().zip(l) {
                     let n = slot.len();
-                    *slot = call.download(buf, n)?;
+                    *slot = self.dev.download(buf, n)?;
                 }
                 Ok(host)
             })
@@ -823,11 +801,11 @@ impl CudaPredictor {
         let dm = Dims::new(&self.cfg);
         let call = Call { dev: &self.dev };
         let _guard = self.dev.lock();
-        let mut x = call.upload(input)?;
+        let mut x = self.dev.upload(input)?;
         for p in &self.layers {
             x = call.layer_forward(&dm, p, x, batch, len, false)?.0;
         }
-        call.download(&x, input.len())
+        self.dev.download(&x, input.len())
     }
 
     /// [`CudaPredictor::forward`] over a caller's buffer: on entry the input, on return
@@ -865,14 +843,14 @@ impl CudaPredictor {
         let dm = Dims::new(&self.cfg);
         let call = Call { dev: &self.dev };
         let _guard = self.dev.lock();
-        let mut x = call.upload(input)?;
+        let mut x = self.dev.upload(input)?;
         let mut tapes = Vec::with_capacity(self.layers.len());
         for p in &self.layers {
             let (out, tape) = call.layer_forward(&dm, p, x, batch, len, true)?;
             tapes.push(tape.ok_or_else(|| Error::new(ErrorKind::Internal, "no tape"))?);
             x = out;
         }
-        let out = call.download(&x, input.len())?;
+        let out = self.dev.download(&x, input.len())?;
         Ok((
             out,
             CudaTape {
@@ -902,19 +880,19 @@ impl CudaPredictor {
         let dm = Dims::new(&self.cfg);
         let call = Call { dev: &self.dev };
         let _guard = self.dev.lock();
-        let g = call.upload(grad_output)?;
+        let g = self.dev.upload(grad_output)?;
         let mut grads = Vec::with_capacity(self.layers.len());
         for l in &self.layers {
             grads.push(
                 l.iter()
-                    .map(|b| call.zeros(b.len()))
+                    .map(|b| self.dev.alloc_zeros(b.len()))
                     .collect::<Result<Vec<_>>>()?,
             );
         }
         for ((p, t), gp) in self.layers.iter().zip(&tape.layers).zip(&grads).rev() {
             call.layer_backward(&dm, p, t, tape.batch, tape.len, &g, gp)?;
         }
-        let gin = call.download(&g, grad_output.len())?;
+        let gin = self.dev.download(&g, grad_output.len())?;
         Ok((gin, CudaGradients { layers: grads }))
     }
 }
@@ -942,13 +920,12 @@ pub struct CudaAdamW {
 impl CudaAdamW {
     /// Moments at zero for every tensor of `p`.
     pub fn new(config: &TrainConfig, p: &CudaPredictor) -> Result<Self> {
-        let call = Call { dev: &p.dev };
         let _guard = p.dev.lock();
         let mut first = Vec::new();
         let mut second = Vec::new();
         for b in p.layers.iter().flatten() {
-            first.push(call.zeros(b.len())?);
-            second.push(call.zeros(b.len())?);
+            first.push(p.dev.alloc_zeros(b.len())?);
+            second.push(p.dev.alloc_zeros(b.len())?);
         }
         Ok(CudaAdamW {
             lr: config.learning_rate,
@@ -987,7 +964,6 @@ impl CudaAdamW {
         let bias2_sqrt = bias2.sqrt() as f32;
         let (b1, b2, eps) = (self.beta1 as f32, self.beta2 as f32, self.eps as f32);
         let dev = p.dev.clone();
-        let call = Call { dev: &dev };
         let _guard = dev.lock();
         for (i, (w, gv)) in p
             .layers
@@ -1008,10 +984,10 @@ impl CudaAdamW {
                 THREADS,
                 0,
                 &[
-                    Arg::P(call.p(w)),
-                    Arg::P(call.p(gv)),
-                    Arg::P(call.p(&self.first[i])),
-                    Arg::P(call.p(&self.second[i])),
+                    Arg::P(w.address()),
+                    Arg::P(gv.address()),
+                    Arg::P(self.first[i].address()),
+                    Arg::P(self.second[i].address()),
                     Arg::U(n as u64),
                     Arg::F(shrink),
                     Arg::F(b1),

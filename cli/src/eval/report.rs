@@ -381,14 +381,12 @@ impl Report {
                     .iter()
                     .filter_map(|m| Some((c.category.as_str(), m.method.as_str(), m.decisions?)))
             })
-            .chain(if self.categories.len() > 1 {
+            .chain(
                 self.mean
                     .iter()
-                    .filter_map(|m| Some(("**all**", m.method.as_str(), m.decisions?)))
-                    .collect::<Vec<_>>()
-            } else {
-                Vec::new()
-            })
+                    .filter(|_| self.categories.len() > 1)
+                    .filter_map(|m| Some(("**all**", m.method.as_str(), m.decisions?))),
+            )
             .collect();
         if rows.is_empty() {
             return s;
