@@ -252,7 +252,7 @@ demo: setup
 ## VarAD (three map normalisations of one trained model) and the baseline on each, and
 ## prints the tables from each report (out/results/readme-tables.md and
 ## out/results-varied/readme-tables.md; the full reports are report.md beside them).
-RESULTS_SET  := --size 1024 --categories brick,grass,metal,tiles --train 12 --test-good 4 --test-per-type 2 --seed 11
+RESULTS_SET  := --size 1024 --categories brick,grass,metal,tiles --train 12 --test-good 10 --test-per-type 2 --seed 11
 # $(1): the output folder; $(2): the generator's arguments. The set is generated again only
 # when the arguments changed.
 define results_for

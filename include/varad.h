@@ -506,6 +506,14 @@ typedef struct VaradParams {
   // How each level's prediction errors become its map. Default:
   // `VARAD_MAP_NORM_POSITION_TWO_SIDED` (`VARAD_MAP_NORM_NONE` is the paper's map).
   VaradMapNorm map_norm;
+  // Weight of the nearest-neighbour term added to a normalised map: each position's
+  // distance to a memory bank of normal tokens, in standard deviations of that
+  // distance on normal images; 0 = off (never added to `VARAD_MAP_NORM_NONE`).
+  // Default: 1.0.
+  float neighbour_weight;
+  // Tokens of the memory bank training draws for that term from the coarsest level;
+  // 0 = no bank. Default: 1024.
+  uint32_t neighbour_bank_tokens;
 } VaradParams;
 
 // What `varad_load` may change about a saved model: where its files are and where it

@@ -3,9 +3,10 @@
 
 `make results` runs the README's evaluation and then this script; its output is what the
 README's "Results on the generated high-resolution set" section shows: one row per
-category and method (pixel AUROC, AP, max-F1, image AUROC, ms per image after the
-backbone), the means, the speed-up of our default over the baseline after the backbone,
-and pixel AUROC / AP by defect size and by defect kind.
+category and method (pixel AUROC, AP, max-F1, image AUROC, AP, max-F1, ms per image
+after the backbone), the means, the speed-up of our default over the baseline after the
+backbone, the decisions at the calibrated thresholds (for the methods that have them), and
+pixel AUROC / AP by defect size and by defect kind.
 
 Usage: readme_tables.py REPORT_JSON
 """
@@ -37,9 +38,9 @@ def main(path):
     report = json.load(open(path))
     print(
         "| category | method | pixel AUROC | pixel AP | pixel max-F1 | image AUROC "
-        "| ms/img after backbone |"
+        "| image AP | image max-F1 | ms/img after backbone |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     rows = [(c["category"], c["methods"]) for c in report["categories"]]
     rows.append(("**mean**", report["mean"]))
     for category, methods in rows:
@@ -47,6 +48,7 @@ def main(path):
             print(
                 f"| {category} | {label} | {pct(m['pixel']['auroc'])} | {pct(m['pixel']['ap'])} "
                 f"| {pct(m['pixel']['max_f1'])} | {pct(m['image']['auroc'])} "
+                f"| {pct(m['image']['ap'])} | {pct(m['image']['max_f1'])} "
                 f"| {m['ms_after_backbone']:.0f} |"
             )
     print()
@@ -60,6 +62,28 @@ def main(path):
             print(f"- {category}: {base:.1f} / {ours:.1f} ms = {base / ours:.1f}x")
     backbone = [c["backbone_ms_per_image"] for c in report["categories"]]
     print(f"- backbone per image: {min(backbone):.0f}-{max(backbone):.0f} ms")
+    decided = [
+        # The mean row's decisions are the sums over the categories.
+        ("**all**" if category == "**mean**" else category, label, m["decisions"])
+        for category, methods in rows
+        for label, m in ordered(methods)
+        if m.get("decisions")
+    ]
+    if decided:
+        print()
+        print(
+            "| category | method | good PASS / REVIEW / FAIL | defective PASS / REVIEW / FAIL "
+            "| false fails % | escapes % |"
+        )
+        print("|---|---|---:|---:|---:|---:|")
+        for category, label, d in decided:
+            g, b = d["good"], d["defective"]
+            false_fail = g["fail"] / max(1, g["pass"] + g["review"] + g["fail"])
+            escape = b["pass"] / max(1, b["pass"] + b["review"] + b["fail"])
+            print(
+                f"| {category} | {label} | {g['pass']} / {g['review']} / {g['fail']} "
+                f"| {b['pass']} / {b['review']} / {b['fail']} | {pct(false_fail)} | {pct(escape)} |"
+            )
     for field, title in [("by_size", "defect size"), ("by_type", "defect kind")]:
         labels = [label for label, _ in ordered(report["categories"][0]["methods"])]
         print()

@@ -20,6 +20,8 @@ pub const MAX_EXPAND: usize = 16;
 pub const MAX_D_CONV: usize = 64;
 /// Most worker threads a configuration may ask for.
 pub const MAX_THREADS: usize = 1024;
+/// Most tokens of the neighbour memory bank (each one is read for every scored token).
+pub const MAX_BANK_TOKENS: usize = 1 << 20;
 /// Longest side of the backbone input a configuration may ask for.
 pub const MAX_INPUT_SIDE: u32 = 16384;
 
@@ -121,6 +123,13 @@ pub struct TrainConfig {
     pub calibration_fraction: f64,
     /// Fewest images held back for calibration. Default 3.
     pub min_calibration_images: usize,
+    /// Tokens of the nearest-neighbour memory bank that training draws from the coarsest
+    /// level's normal tokens (see [`ScoreConfig::neighbour_weight`]); 0 = no bank. Default
+    /// 1024: its scoring cost is one `[grid x 1024 x C]` product per image, whatever the
+    /// number of training images. (Absent from model files written before it existed:
+    /// 0, they have no bank.)
+    #[serde(default)]
+    pub neighbour_bank_tokens: usize,
 }
 
 /// Scoring settings.
@@ -147,6 +156,13 @@ pub struct ScoreConfig {
     /// existed: they get `none`, the map they were calibrated with.)
     #[serde(default)]
     pub map_norm: MapNorm,
+    /// Weight of the nearest-neighbour term added to a normalised map (not to the paper's
+    /// `none`): each position's distance to the memory bank of normal tokens, in standard
+    /// deviations of that distance on normal images (`src/model/neighbours.rs`); 0 = off,
+    /// and a model without a bank scores without it. Default 1.0. (Absent from model files
+    /// written before it existed: 0.)
+    #[serde(default)]
+    pub neighbour_weight: f32,
 }
 
 fn default_directions() -> Vec<usize> {
@@ -179,6 +195,7 @@ impl Default for TrainConfig {
             cache_disk_limit_bytes: default_cache_disk_limit(),
             calibration_fraction: 0.1,
             min_calibration_images: 3,
+            neighbour_bank_tokens: 1024,
         }
     }
 }
@@ -191,6 +208,7 @@ impl Default for ScoreConfig {
             min_region_area: 1,
             max_batch_bytes: default_max_batch_bytes(),
             map_norm: MapNorm::PositionTwoSided,
+            neighbour_weight: 1.0,
         }
     }
 }
@@ -304,6 +322,18 @@ impl Config {
             problems.push(format!(
                 "train.calibration_fraction {} must be in [0, 1)",
                 t.calibration_fraction
+            ));
+        }
+        let w = self.score.neighbour_weight;
+        if !(w.is_finite() && w >= 0.0) {
+            problems.push(format!(
+                "score.neighbour_weight {w} must be zero or positive"
+            ));
+        }
+        if t.neighbour_bank_tokens > MAX_BANK_TOKENS {
+            problems.push(format!(
+                "train.neighbour_bank_tokens {} is more than the limit {MAX_BANK_TOKENS}",
+                t.neighbour_bank_tokens
             ));
         }
         if !(self.score.sigma.is_finite() && self.score.sigma >= 0.0) {

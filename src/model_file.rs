@@ -15,6 +15,8 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::config::MAX_BANK_TOKENS;
+use crate::model::neighbours::NeighbourBank;
 use crate::model::normal_stats::LevelStats;
 use crate::model::{LevelParams, Model, NormalStats, Weights};
 use crate::predictor::Predictor;
@@ -40,7 +42,28 @@ struct FileMetadata {
     /// they existed: `false`.)
     #[serde(default)]
     normal_stats: bool,
+    /// The nearest-neighbour bank beside the `normal_stats.neighbours.tokens` tensor, when
+    /// the model has one. (Absent from files written before it existed: none.)
+    #[serde(default)]
+    neighbours: Option<NeighbourRecord>,
 }
+
+/// What a neighbour bank is besides its tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NeighbourRecord {
+    /// The level whose tokens the bank holds.
+    level: usize,
+    /// Tokens in the bank.
+    tokens: usize,
+    /// Mean squared nearest distance on normal images.
+    mean: f32,
+    /// Its standard deviation.
+    std: f32,
+}
+
+/// The neighbour bank's tensor.
+const NEIGHBOUR_TOKENS: &str = "normal_stats.neighbours.tokens";
 
 /// The backbone a model was trained on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,6 +129,15 @@ pub fn save(model: &Model, path: &Path) -> Result<()> {
         backbone: record(model),
         calibration: model.calibration().cloned(),
         normal_stats: model.normal_stats().is_some(),
+        neighbours: model
+            .normal_stats()
+            .and_then(|s| s.neighbours.as_ref())
+            .map(|b| NeighbourRecord {
+                level: b.level,
+                tokens: b.len(),
+                mean: b.mean,
+                std: b.std,
+            }),
     };
     let json = serde_json::to_string(&metadata).map_err(|e| {
         Error::new(
@@ -139,6 +171,13 @@ pub fn save(model: &Model, path: &Path) -> Result<()> {
                 tensors.push((name, shape, le_bytes(&data)));
             }
         }
+    }
+    if let Some(bank) = model.normal_stats().and_then(|s| s.neighbours.as_ref()) {
+        tensors.push((
+            NEIGHBOUR_TOKENS.to_string(),
+            vec![bank.len(), bank.dims],
+            le_bytes(&bank.tokens),
+        ));
     }
     let views = tensors
         .iter()
@@ -319,6 +358,24 @@ fn check_tensor_table(
                 );
                 expect(name, shape.clone(), &mut problems);
             }
+        }
+    }
+    if let Some(record) = &metadata.neighbours {
+        match metadata.backbone.levels.get(record.level) {
+            _ if !metadata.normal_stats => {
+                problems.push("a neighbour bank without the normal statistics".to_string())
+            }
+            Some(&(_, c, _)) if (1..=MAX_BANK_TOKENS).contains(&record.tokens) => expect(
+                NEIGHBOUR_TOKENS.to_string(),
+                vec![record.tokens, c],
+                &mut problems,
+            ),
+            Some(_) => problems.push(format!("a neighbour bank of {} tokens", record.tokens)),
+            None => problems.push(format!(
+                "a neighbour bank on level {} of {}",
+                record.level,
+                metadata.backbone.levels.len()
+            )),
         }
     }
     let mut extra: Vec<&str> = table
@@ -524,7 +581,26 @@ fn extract_normal_stats(
             .map_err(|e| format!("level `{name}`: {}", e.message()))?;
         levels.push(stats);
     }
-    Ok(Some(NormalStats { levels }))
+    let neighbours = match &metadata.neighbours {
+        None => None,
+        Some(record) => {
+            let bank = NeighbourBank {
+                level: record.level,
+                dims: metadata
+                    .backbone
+                    .levels
+                    .get(record.level)
+                    .map_or(0, |l| l.1),
+                tokens: read(NEIGHBOUR_TOKENS)?,
+                mean: record.mean,
+                std: record.std,
+            };
+            bank.check(levels.len(), bank.dims)
+                .map_err(|e| e.message().to_string())?;
+            Some(bank)
+        }
+    };
+    Ok(Some(NormalStats { levels, neighbours }))
 }
 
 /// Parses a model file's bytes without opening its backbone: the safetensors header, the

@@ -169,6 +169,101 @@ fn scores_by_norm(model: &Model) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// Removes the statistics flag and the neighbour bank's record from a model file's
+/// metadata JSON, as a file from before either existed has it.
+fn drop_stats_record(json: &mut String) {
+    *json = json.replace(",\"normal_stats\":true", "");
+    if let Some(start) = json.find(",\"neighbours\":{") {
+        let end = start + json[start..].find('}').unwrap() + 1;
+        json.replace_range(start..end, "");
+    }
+}
+
+#[test]
+fn the_neighbour_bank_is_saved_checked_and_weighted() {
+    let dir = temp_dir("bank");
+    let model = trained_tiny_model();
+    let bank = model
+        .normal_stats()
+        .and_then(|s| s.neighbours.as_ref())
+        .expect("training builds a bank by default");
+    assert_eq!(bank.level, model.layout().len() - 1);
+    let path = dir.join("model.safetensors");
+    model.save(&path).unwrap();
+    let loaded = Model::load(&path, &LoadOptions::default()).unwrap();
+    assert_eq!(loaded.normal_stats(), model.normal_stats());
+    assert_eq!(scores(&loaded), scores(&model));
+
+    // The weight is the term's: 0 scores without it, 2 adds it twice.
+    let raw = |weight: f32| {
+        let mut config = loaded.config().clone();
+        config.score.neighbour_weight = weight;
+        let mut m = Model::new(config).unwrap();
+        m.set_weights((**loaded.weights()).clone()).unwrap();
+        m.set_normal_stats((**loaded.normal_stats().unwrap()).clone())
+            .unwrap();
+        scores(&m)[0].raw_map.clone().unwrap().values
+    };
+    let (off, one, two) = (raw(0.0), raw(1.0), raw(2.0));
+    assert_ne!(off, one);
+    for ((o, a), b) in off.iter().zip(&one).zip(&two) {
+        assert!(
+            (2.0 * (a - o) - (b - o)).abs() <= 1e-4 * (1.0 + b.abs()),
+            "{o} {a} {b}"
+        );
+    }
+    // The paper's map never has it.
+    assert_eq!(scores_by_norm(&loaded)[0], scores_by_norm(&model)[0]);
+
+    let load = |p: &Path| Model::load(p, &LoadOptions::default());
+    let missing = dir.join("missing.safetensors");
+    rewrite(&path, &missing, |t, _| {
+        t.retain(|(n, ..)| n != "normal_stats.neighbours.tokens")
+    });
+    let err = load(&missing).unwrap_err();
+    assert!(
+        err.message()
+            .contains("normal_stats.neighbours.tokens is missing"),
+        "{err}"
+    );
+    let nan = dir.join("nan.safetensors");
+    rewrite(&path, &nan, |t, _| {
+        let e = t
+            .iter_mut()
+            .find(|(n, ..)| n == "normal_stats.neighbours.tokens")
+            .unwrap();
+        e.3[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    });
+    let err = load(&nan).unwrap_err();
+    assert!(
+        err.message().contains("neighbour bank: a non-finite value"),
+        "{err}"
+    );
+    let wrong_level = dir.join("level.safetensors");
+    rewrite(&path, &wrong_level, |_, json| {
+        *json = json.replace("\"neighbours\":{\"level\":2", "\"neighbours\":{\"level\":7");
+    });
+    let err = load(&wrong_level).unwrap_err();
+    assert!(
+        err.message().contains("a neighbour bank on level 7 of 3"),
+        "{err}"
+    );
+    // A bank without its record is an unexpected tensor.
+    let unannounced = dir.join("unannounced.safetensors");
+    rewrite(&path, &unannounced, |_, json| {
+        let start = json.find(",\"neighbours\":{").unwrap();
+        let end = start + json[start..].find('}').unwrap() + 1;
+        json.replace_range(start..end, "");
+    });
+    let err = load(&unannounced).unwrap_err();
+    assert!(
+        err.message()
+            .contains("unexpected tensors normal_stats.neighbours.tokens"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn normal_statistics_are_saved_checked_and_optional() {
     let dir = temp_dir("stats");
@@ -212,7 +307,7 @@ fn normal_statistics_are_saved_checked_and_optional() {
     let old = dir.join("old.safetensors");
     rewrite(&path, &old, |t, json| {
         t.retain(|(n, ..)| !n.starts_with("normal_stats."));
-        *json = json.replace(",\"normal_stats\":true", "");
+        drop_stats_record(json);
     });
     let old = load(&old).unwrap();
     assert!(old.normal_stats().is_none());
@@ -246,7 +341,7 @@ fn normal_statistics_are_saved_checked_and_optional() {
     let inconsistent = dir.join("inconsistent.safetensors");
     rewrite(&path, &inconsistent, |t, json| {
         t.retain(|(n, ..)| !n.starts_with("normal_stats."));
-        *json = json.replace(",\"normal_stats\":true", "");
+        drop_stats_record(json);
     });
     // It loads, and scoring says what is missing.
     let pixels = texture(1, 150);

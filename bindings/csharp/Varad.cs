@@ -66,6 +66,8 @@ namespace Varad
         public ulong max_batch_bytes, cache_disk_limit_bytes;
         public uint context_mean;
         public uint map_norm;
+        public float neighbour_weight;
+        public uint neighbour_bank_tokens;
     }
 
     [StructLayout(LayoutKind.Sequential)]

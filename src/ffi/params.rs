@@ -232,6 +232,14 @@ pub struct VaradParams {
     /// How each level's prediction errors become its map. Default:
     /// `VARAD_MAP_NORM_POSITION_TWO_SIDED` (`VARAD_MAP_NORM_NONE` is the paper's map).
     pub map_norm: MapNormValue,
+    /// Weight of the nearest-neighbour term added to a normalised map: each position's
+    /// distance to a memory bank of normal tokens, in standard deviations of that
+    /// distance on normal images; 0 = off (never added to `VARAD_MAP_NORM_NONE`).
+    /// Default: 1.0.
+    pub neighbour_weight: f32,
+    /// Tokens of the memory bank training draws for that term from the coarsest level;
+    /// 0 = no bank. Default: 1024.
+    pub neighbour_bank_tokens: u32,
 }
 
 // SAFETY: repr(C), starts with `size`, fields are integers, floats and raw pointers, no
@@ -293,6 +301,8 @@ pub(crate) fn default_params() -> VaradParams {
         cache_disk_limit_bytes: t.cache_disk_limit_bytes,
         context_mean: c.context_mean as u32,
         map_norm: VaradMapNorm::from(c.score.map_norm) as u32,
+        neighbour_weight: c.score.neighbour_weight,
+        neighbour_bank_tokens: t.neighbour_bank_tokens as u32,
     }
 }
 
@@ -349,7 +359,9 @@ pub(crate) unsafe fn config_from(p: &VaradParams) -> Result<Config, FfiError> {
     t.cache_disk_limit_bytes = p.cache_disk_limit_bytes;
     t.calibration_fraction = p.calibration_fraction;
     t.min_calibration_images = p.min_calibration_images as usize;
+    t.neighbour_bank_tokens = p.neighbour_bank_tokens as usize;
     let s = &mut c.score;
+    s.neighbour_weight = p.neighbour_weight;
     s.min_region_area = p.min_region_area as usize;
     s.max_batch_bytes = p.max_batch_bytes;
     s.sigma = p.sigma;
@@ -626,6 +638,8 @@ mod tests {
             cache_disk_limit_bytes,
             context_mean,
             map_norm,
+            neighbour_weight,
+            neighbour_bank_tokens,
         });
         assert_no_padding!(VaradLoadParams {
             size,

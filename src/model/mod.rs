@@ -4,11 +4,13 @@
 internal_mod!(combine);
 mod inference;
 internal_mod!(level);
+internal_mod!(neighbours);
 pub(crate) mod normal_stats;
 internal_mod!(scan);
 mod varad;
 
 pub use inference::{GridMap, ScoreOptions, ScoreResult};
+pub use neighbours::NeighbourBank;
 pub use normal_stats::{MapNorm, NormalStats};
 pub use varad::{LevelLayout, Model, PredictorDevice, Weights};
 

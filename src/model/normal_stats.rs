@@ -15,6 +15,7 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::neighbours::NeighbourBank;
 use crate::{Error, ErrorKind, Result};
 
 /// How a level's prediction residuals become its anomaly map before the levels are summed.
@@ -101,6 +102,9 @@ pub struct LevelStats {
 pub struct NormalStats {
     /// One entry per used level.
     pub levels: Vec<LevelStats>,
+    /// The nearest-neighbour term's memory bank, when training built one
+    /// ([`crate::TrainConfig::neighbour_bank_tokens`]).
+    pub neighbours: Option<NeighbourBank>,
 }
 
 /// Smallest variance or spread divided by: keeps a dead channel (all residuals zero on
@@ -122,6 +126,7 @@ impl NormalStats {
                     position_std: vec![1.0; len],
                 })
                 .collect(),
+            neighbours: None,
         }
     }
 }

@@ -340,6 +340,10 @@ impl Model {
             s.check(l.channels, l.grid.0 * l.grid.1)
                 .map_err(|e| e.context(format!("level `{}`", l.name)))?;
         }
+        if let Some(bank) = &stats.neighbours {
+            let channels = self.layout.get(bank.level).map_or(0, |l| l.channels);
+            bank.check(self.layout.len(), channels)?;
+        }
         self.normal_stats = Some(Arc::new(stats));
         Ok(())
     }
@@ -435,6 +439,17 @@ impl Model {
             };
             self.workspaces[h].give_back(residuals);
             add_resized(&map, layout.grid, &mut total, finest);
+            if let Some(bank) = stats.and_then(|s| s.neighbours.as_ref()) {
+                let weight = self.config.score.neighbour_weight;
+                if bank.level == h && weight > 0.0 {
+                    let term: Vec<f32> = bank
+                        .map(&features[offset..offset + n], layout.grid)
+                        .into_iter()
+                        .map(|v| v * weight)
+                        .collect();
+                    add_resized(&term, layout.grid, &mut total, finest);
+                }
+            }
             offset += n;
         }
         Ok(total)

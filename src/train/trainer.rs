@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::image::{ImageView, InputGeometry};
 use crate::model::combine::resize_adjoint_of_ones;
+use crate::model::neighbours::NeighbourBank;
 use crate::model::normal_stats::LevelStatsBuilder;
 use crate::model::{LevelParams, Model, NormalStats, ScoreOptions, Weights};
 use crate::predictor::rng::SplitMix64;
@@ -328,7 +329,8 @@ impl Model {
             cache_bytes: set.cache_bytes(),
         };
         let weights = Weights { levels };
-        let stats = self.normal_stats_of(&weights, set, &train)?;
+        let mut stats = self.normal_stats_of(&weights, set, &train)?;
+        stats.neighbours = self.neighbour_bank(set, &train)?;
         let calibration = self.calibrate(&weights, &stats, set, &report.calibration_images)?;
         self.set_weights(weights)?;
         self.set_normal_stats(stats)?;
@@ -381,11 +383,41 @@ impl Model {
             }
         }
         Ok(NormalStats {
+            neighbours: None,
             levels: builders
                 .into_iter()
                 .map(LevelStatsBuilder::finish)
                 .collect::<Result<_>>()?,
         })
+    }
+
+    /// The nearest-neighbour memory bank on the coarsest level's tokens of the training
+    /// images, when the configuration asks for one (held-out calibration images are not
+    /// used, as for the other statistics). `None` with fewer than two training images: a
+    /// bank's normal distances are measured between images.
+    fn neighbour_bank(&self, set: &TrainingSet, images: &[usize]) -> Result<Option<NeighbourBank>> {
+        let tokens = self.config().train.neighbour_bank_tokens;
+        if tokens == 0 || images.len() < 2 {
+            return Ok(None);
+        }
+        let level = self.layout().len() - 1;
+        let offset: usize = self.layout()[..level]
+            .iter()
+            .map(|l| l.channels * l.grid.0 * l.grid.1)
+            .sum();
+        let layout = &self.layout()[level];
+        let n = layout.channels * layout.grid.0 * layout.grid.1;
+        let bank = self.install(|| {
+            NeighbourBank::build(
+                level,
+                images.len(),
+                (layout.channels, layout.grid),
+                tokens,
+                self.config().seed,
+                |i| Ok(set.image(images[i])?.0[offset..offset + n].to_vec()),
+            )
+        })?;
+        Ok(Some(bank))
     }
 
     /// Thresholds from the held-out normal images, scored with the new weights.

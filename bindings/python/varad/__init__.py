@@ -144,6 +144,8 @@ class _Params(ctypes.Structure):
         ("cache_disk_limit_bytes", ctypes.c_uint64),
         ("context_mean", ctypes.c_uint32),
         ("map_norm", ctypes.c_uint32),
+        ("neighbour_weight", ctypes.c_float),
+        ("neighbour_bank_tokens", ctypes.c_uint32),
     ]
 
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use varad::image::{ImageView, InputGeometry};
 use varad::model::combine::add_resized;
+pub use varad::model::neighbours::pool_tokens;
 use varad::model::Model;
 use varad::predictor::rng::SplitMix64;
 use varad::score::{image_score, map_to_image};
@@ -72,28 +73,6 @@ impl std::fmt::Debug for PatchCore {
             .field("bank_sizes", &self.bank_sizes())
             .finish_non_exhaustive()
     }
-}
-
-/// `[C, h, w]` channel-major level map to `[h * w, C]` tokens, each the mean of its 3 x 3
-/// neighbourhood with zeros outside the grid (divided by 9 everywhere, as PyTorch's
-/// `AvgPool2d(3, stride=1, padding=1)` with its default `count_include_pad`).
-pub fn pool_tokens(map: &[f32], channels: usize, (h, w): (usize, usize)) -> Vec<f32> {
-    let mut out = vec![0f32; h * w * channels];
-    for c in 0..channels {
-        let plane = &map[c * h * w..(c + 1) * h * w];
-        for y in 0..h {
-            for x in 0..w {
-                let mut sum = 0f32;
-                for yy in y.saturating_sub(1)..(y + 2).min(h) {
-                    for xx in x.saturating_sub(1)..(x + 2).min(w) {
-                        sum += plane[yy * w + xx];
-                    }
-                }
-                out[(y * w + x) * channels + c] = sum / 9.0;
-            }
-        }
-    }
-    out
 }
 
 /// A `dims_in x dims_out` Gaussian projection matrix (entries `N(0, 1/dims_out)`, which
@@ -446,18 +425,6 @@ mod tests {
     fn noise(n: usize, seed: u64) -> Vec<f32> {
         let mut rng = SplitMix64::new(seed);
         (0..n).map(|_| rng.next_f64() as f32 - 0.5).collect()
-    }
-
-    #[test]
-    fn pooling_is_avgpool_3x3_with_zero_padding() {
-        // One channel, 2 x 3: corners see 4 cells, edges 6, all divided by 9.
-        let map = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
-        let p = pool_tokens(&map, 1, (2, 3));
-        assert_eq!(p[0], (1.0 + 2.0 + 4.0 + 5.0) / 9.0);
-        assert_eq!(p[1], 21.0 / 9.0);
-        // Two channels: the output is token-major.
-        let p = pool_tokens(&[1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0], 2, (2, 2));
-        assert_eq!(p, [4.0 / 9.0, 8.0 / 9.0].repeat(4));
     }
 
     #[test]

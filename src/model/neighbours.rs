@@ -1,0 +1,364 @@
+//! A nearest-neighbour term fused into the anomaly map (an addition to the paper, off
+//! with a weight of 0).
+//!
+//! The predictor judges a token by how well its context predicts it. That misses defects
+//! that are predictable from their own surroundings but unlike anything on a normal part,
+//! above all on parts that do not arrive registered (a blank where a tile belongs, on a
+//! pattern whose position statistics no longer line up). A memory bank of normal tokens
+//! catches those: a token's squared distance to its nearest bank token, on one level's
+//! 3 x 3-averaged tokens, scored against the same distance on normal images
+//! (leave-one-image-out, so a training token is not its own neighbour).
+
+use rayon::prelude::*;
+
+use crate::predictor::rng::SplitMix64;
+use crate::{Error, ErrorKind, Result};
+
+/// A memory bank of normal tokens of one level and the distances seen on normal images.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NeighbourBank {
+    /// The level (index into the model's levels) whose tokens the bank holds.
+    pub level: usize,
+    /// Channels of that level.
+    pub dims: usize,
+    /// The bank's tokens, `[n, dims]` row-major.
+    pub tokens: Vec<f32>,
+    /// Mean of the squared nearest-neighbour distance on normal images.
+    pub mean: f32,
+    /// Its standard deviation.
+    pub std: f32,
+}
+
+/// `[C, h, w]` channel-major level map to `[h * w, C]` tokens, each the mean of its 3 x 3
+/// neighbourhood with zeros outside the grid (divided by 9 everywhere, as PyTorch's
+/// `AvgPool2d(3, stride=1, padding=1)` with its default `count_include_pad`).
+pub fn pool_tokens(map: &[f32], channels: usize, (h, w): (usize, usize)) -> Vec<f32> {
+    let mut out = vec![0f32; h * w * channels];
+    for c in 0..channels {
+        let plane = &map[c * h * w..(c + 1) * h * w];
+        for y in 0..h {
+            for x in 0..w {
+                let mut sum = 0f32;
+                for yy in y.saturating_sub(1)..(y + 2).min(h) {
+                    for xx in x.saturating_sub(1)..(x + 2).min(w) {
+                        sum += plane[yy * w + xx];
+                    }
+                }
+                out[(y * w + x) * channels + c] = sum / 9.0;
+            }
+        }
+    }
+    out
+}
+
+/// `a [m x k] * b^T` for `b [n x k]`, row-major `[m x n]`, through matrixmultiply's GEMM.
+fn matmul_transposed(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut c = vec![0f32; m * n];
+    // SAFETY: `a` holds m*k and `b` n*k values, row-major; reading `b` with row stride 1
+    // and column stride k is its transpose [k x n]; `c` holds m*n values.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            1,
+            k as isize,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+    c
+}
+
+/// Squared Euclidean distance from each row of `queries` (`[m, dims]`) to its nearest row
+/// of `bank` (`[n, dims]`, `n >= 1`): `||a||^2 + ||b||^2 - 2 a.b` from one GEMM per block
+/// of queries, clamped at 0 (rounding can push it below). Blocks run in parallel.
+pub fn nearest_squared(queries: &[f32], bank: &[f32], dims: usize) -> Vec<f32> {
+    const ROWS: usize = 256;
+    let n = bank.len() / dims;
+    let bank_norms: Vec<f32> = bank
+        .chunks_exact(dims)
+        .map(|t| t.iter().map(|v| v * v).sum())
+        .collect();
+    let mut out = vec![f32::INFINITY; queries.len() / dims];
+    out.par_chunks_mut(ROWS)
+        .zip(queries.par_chunks(ROWS * dims))
+        .for_each(|(best, q)| {
+            let dots = matmul_transposed(q, bank, best.len(), dims, n);
+            for ((b, row), query) in best
+                .iter_mut()
+                .zip(dots.chunks_exact(n))
+                .zip(q.chunks_exact(dims))
+            {
+                let qn: f32 = query.iter().map(|v| v * v).sum();
+                let nearest = row
+                    .iter()
+                    .zip(&bank_norms)
+                    .map(|(&dot, &norm)| qn + norm - 2.0 * dot)
+                    .fold(f32::INFINITY, f32::min);
+                *b = nearest.max(0.0);
+            }
+        });
+    out
+}
+
+impl NeighbourBank {
+    /// A bank of at most `size` tokens drawn at random (seeded) from the pooled tokens of
+    /// `images` normal images, and the mean and spread of each image's distances to the
+    /// bank tokens drawn from the *other* images. `image(i)` gives image `i`'s level map
+    /// `[dims, grid.0, grid.1]`; it is asked for each image twice, one at a time, so the
+    /// images need not all be in memory.
+    ///
+    /// [`ErrorKind::InvalidArgument`] with fewer than two images (no other image to be
+    /// the neighbour of) or `size` 0; `image`'s errors.
+    pub fn build(
+        level: usize,
+        images: usize,
+        (dims, grid): (usize, (usize, usize)),
+        size: usize,
+        seed: u64,
+        image: impl Fn(usize) -> Result<Vec<f32>>,
+    ) -> Result<NeighbourBank> {
+        if images < 2 || size == 0 {
+            return Err(Error::invalid_argument(format!(
+                "a neighbour bank needs at least 2 images and 1 token, got {images} images and {size} tokens"
+            )));
+        }
+        let len = grid.0 * grid.1;
+        let pooled = |i: usize| -> Result<Vec<f32>> {
+            let map = image(i)?;
+            if map.len() != dims * len {
+                return Err(Error::new(
+                    ErrorKind::Internal,
+                    format!("neighbour bank: image {i} has {} values, expected {}", map.len(), dims * len),
+                ));
+            }
+            Ok(pool_tokens(&map, dims, grid))
+        };
+        // A seeded partial Fisher-Yates shuffle over every (image, position): the drawn
+        // tokens in (image, position) order, with the image each came from.
+        let total = images * len;
+        let size = size.min(total);
+        let mut order: Vec<usize> = (0..total).collect();
+        let mut rng = SplitMix64::new(seed);
+        for i in 0..size {
+            let j = i + (rng.next_u64() % (total - i) as u64) as usize;
+            order.swap(i, j);
+        }
+        let mut drawn = order[..size].to_vec();
+        drawn.sort_unstable();
+        let mut tokens = Vec::with_capacity(size * dims);
+        let mut source = Vec::with_capacity(size);
+        let mut next = 0;
+        for i in 0..images {
+            let mine = drawn[next..].iter().take_while(|&&t| t / len == i).count();
+            if mine == 0 {
+                continue;
+            }
+            let own = pooled(i)?;
+            for &t in &drawn[next..next + mine] {
+                let p = t % len;
+                tokens.extend_from_slice(&own[p * dims..(p + 1) * dims]);
+                source.push(i);
+            }
+            next += mine;
+        }
+        // Leave one image out: its distances to the bank tokens from the other images.
+        let mut sum = 0f64;
+        let mut sq = 0f64;
+        let mut count = 0usize;
+        for i in 0..images {
+            let others: Vec<f32> = tokens
+                .chunks_exact(dims)
+                .zip(&source)
+                .filter(|(_, &s)| s != i)
+                .flat_map(|(t, _)| t)
+                .copied()
+                .collect();
+            if others.is_empty() {
+                continue;
+            }
+            for d in nearest_squared(&pooled(i)?, &others, dims) {
+                sum += d as f64;
+                sq += d as f64 * d as f64;
+                count += 1;
+            }
+        }
+        if count == 0 {
+            return Err(Error::invalid_argument(
+                "every neighbour-bank token came from one image: give the bank more tokens",
+            ));
+        }
+        let mean = sum / count as f64;
+        let std = (sq / count as f64 - mean * mean).max(0.0).sqrt();
+        Ok(NeighbourBank {
+            level,
+            dims,
+            tokens,
+            mean: mean as f32,
+            std: std as f32,
+        })
+    }
+
+    /// The number of tokens in the bank.
+    pub fn len(&self) -> usize {
+        self.tokens.len() / self.dims.max(1)
+    }
+
+    /// Whether the bank holds no token.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The term's map on the level's grid for one image's level map `[dims, h, w]`: each
+    /// position's squared distance to the bank in standard deviations above the normal
+    /// mean, and 0 where it is below (a token closer to normal than usual is no evidence
+    /// either way, and the map must stay non-negative: calibration takes its largest value
+    /// on normal images as the unit of the score).
+    pub fn map(&self, level_map: &[f32], grid: (usize, usize)) -> Vec<f32> {
+        let pooled = pool_tokens(level_map, self.dims, grid);
+        let spread = (self.std as f64).max(1e-12);
+        nearest_squared(&pooled, &self.tokens, self.dims)
+            .into_iter()
+            .map(|d| ((d as f64 - self.mean as f64) / spread).max(0.0) as f32)
+            .collect()
+    }
+
+    /// Checks the bank against a level of `dims` channels and that every value is finite
+    /// (a model file is untrusted input).
+    pub fn check(&self, levels: usize, dims: usize) -> Result<()> {
+        let problem = if self.level >= levels {
+            Some(format!("level {} of {levels}", self.level))
+        } else if self.dims != dims || self.dims == 0 || !self.tokens.len().is_multiple_of(dims) {
+            Some(format!(
+                "{} values of {} channels for a level of {dims}",
+                self.tokens.len(),
+                self.dims
+            ))
+        } else if self.is_empty() {
+            Some("no token".to_string())
+        } else if !self
+            .tokens
+            .iter()
+            .chain([&self.mean, &self.std])
+            .all(|v| v.is_finite())
+            || self.std < 0.0
+        {
+            Some("a non-finite value or a negative spread".to_string())
+        } else {
+            None
+        };
+        match problem {
+            Some(p) => Err(Error::new(
+                ErrorKind::ModelFile,
+                format!("neighbour bank: {p}"),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn brute(queries: &[f32], bank: &[f32], dims: usize) -> Vec<f64> {
+        queries
+            .chunks_exact(dims)
+            .map(|q| {
+                bank.chunks_exact(dims)
+                    .map(|b| q.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum())
+                    .fold(f64::INFINITY, f64::min)
+            })
+            .collect()
+    }
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = SplitMix64::new(seed);
+        (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect()
+    }
+
+    #[test]
+    fn nearest_matches_brute_force() {
+        let dims = 7;
+        // 600 queries: more than one parallel block, and a partial last one.
+        let queries = values(600 * dims, 1);
+        let bank = values(37 * dims, 2);
+        let fast = nearest_squared(&queries, &bank, dims);
+        let slow = brute(&queries, &bank, dims);
+        for (f, s) in fast.iter().zip(&slow) {
+            assert!((*f as f64 - s).abs() <= 1e-5 * (1.0 + s), "{f} vs {s}");
+        }
+        // A query that is a bank token is at distance 0.
+        assert_eq!(nearest_squared(&bank[..dims], &bank, dims)[0], 0.0);
+    }
+
+    #[test]
+    fn pooling_is_avgpool_3x3_with_zero_padding() {
+        // One channel, 2 x 3: the corner sees 4 values, the edge middle 6, all over 9.
+        let map = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let p = pool_tokens(&map, 1, (2, 3));
+        assert_eq!(p[0], (1.0 + 2.0 + 4.0 + 5.0) / 9.0);
+        assert_eq!(p[1], 21.0 / 9.0);
+        // Channels stay apart and come out token-major.
+        let p = pool_tokens(&[1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0], 2, (2, 2));
+        assert_eq!(p, [4.0 / 9.0, 8.0 / 9.0].repeat(4));
+    }
+
+    #[test]
+    fn bank_scores_the_unfamiliar_high_and_is_seeded() {
+        let (dims, grid) = (3, (6, 6));
+        let len = grid.0 * grid.1;
+        // Normal images: small noise around 0.
+        let normal: Vec<Vec<f32>> = (0..4)
+            .map(|i| values(dims * len, 10 + i).iter().map(|v| v * 0.1).collect())
+            .collect();
+        let build = |images: usize, size: usize, seed: u64| {
+            NeighbourBank::build(1, images, (dims, grid), size, seed, |i| Ok(normal[i].clone()))
+        };
+        let bank = build(4, 50, 3).unwrap();
+        assert_eq!(bank.len(), 50);
+        assert_eq!(bank, build(4, 50, 3).unwrap());
+        assert_ne!(bank, build(4, 50, 4).unwrap());
+        bank.check(2, dims).unwrap();
+        assert!(bank.check(1, dims).is_err());
+        assert!(bank.check(2, dims + 1).is_err());
+        // A new normal image scores near 0 on average; one with a bright patch scores far
+        // above the normal spread there, and only there.
+        let fresh: Vec<f32> = values(dims * len, 99).iter().map(|v| v * 0.1).collect();
+        let normal_map = bank.map(&fresh, grid);
+        let mean = normal_map.iter().sum::<f32>() / len as f32;
+        assert!(mean < 1.5, "normal mean {mean}");
+        assert!(normal_map.iter().all(|&v| v >= 0.0));
+        let mut defect = fresh.clone();
+        for c in 0..dims {
+            defect[c * len + 2 * grid.1 + 2] = 2.0;
+        }
+        let defect_map = bank.map(&defect, grid);
+        let peak = defect_map
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap();
+        // The pooling spreads the patch over its 3 x 3 neighbourhood: the peak is there.
+        let (y, x) = (peak.0 / grid.1, peak.0 % grid.1);
+        assert!(y.abs_diff(2) <= 1 && x.abs_diff(2) <= 1, "peak at {y},{x}");
+        assert!(*peak.1 > 10.0, "defect peak {}", peak.1);
+        // Far from the patch the map is as on the normal image.
+        assert_eq!(defect_map[len - 1], normal_map[len - 1]);
+        assert!(build(1, 50, 3).is_err());
+        assert!(build(4, 0, 3).is_err());
+        // The drawn tokens are pooled tokens of the images.
+        let pooled: Vec<Vec<f32>> = normal.iter().map(|m| pool_tokens(m, dims, grid)).collect();
+        for t in bank.tokens.chunks_exact(dims) {
+            assert!(pooled.iter().any(|p| p.chunks_exact(dims).any(|q| q == t)));
+        }
+    }
+}
