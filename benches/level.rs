@@ -10,25 +10,13 @@
 //! Prints the medians and their ratio, and the largest difference between the two
 //! (rounding only). `cargo bench --features internals --bench level`.
 
-use std::time::Instant;
+mod common;
+
+use common::median_ms;
 
 use varad::model::level::LevelParams;
 use varad::model::scan::Scans;
 use varad::predictor::{PredictorConfig, Workspace};
-
-/// Median wall time of 7 calls after one warm-up, in milliseconds.
-fn median_ms(mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..7)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[3]
-}
 
 fn main() {
     let pool = rayon::ThreadPoolBuilder::new()
@@ -68,10 +56,10 @@ fn main() {
                 .zip(&got)
                 .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
                 / scale;
-            let t_base = median_ms(|| {
+            let t_base = median_ms(7, || {
                 baseline();
             });
-            let t_shared = median_ms(|| {
+            let t_shared = median_ms(7, || {
                 shared();
             });
             println!(

@@ -6,24 +6,12 @@
 //! `cargo bench --features internals --bench neighbours`; prints milliseconds (median)
 //! and the ratios.
 
-use std::time::Instant;
+mod common;
+
+use common::median_ms;
 
 use varad::model::neighbours::{nearest_squared, pool_tokens, pool_tokens_naive};
 use varad::predictor::rng::SplitMix64;
-
-/// Median wall time of `runs` calls, in milliseconds.
-fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[runs / 2]
-}
 
 /// Nearest squared distances the obvious way: every query against every bank row.
 fn nearest_naive(queries: &[f32], bank: &[f32], dims: usize) -> Vec<f32> {

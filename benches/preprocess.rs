@@ -4,24 +4,12 @@
 //! `cargo bench --features internals --bench preprocess [-- FILTER]`; prints milliseconds per image (median)
 //! and the ratio, for the cases whose name contains FILTER (e.g. `Mono16`).
 
-use std::time::Instant;
+mod common;
+
+use common::median_ms;
 
 use varad::image::reference::to_backbone_input_naive;
 use varad::image::{to_backbone_input, ImageView, InputSpec, PixelFormat};
-
-/// Median wall time of `runs` calls, in milliseconds.
-fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[runs / 2]
-}
 
 fn main() {
     let threads = rayon::current_num_threads();

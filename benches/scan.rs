@@ -5,24 +5,12 @@
 //! per 8 lanes and state entry, their ratio and the largest difference between the two
 //! backwards. `cargo bench --features internals --bench scan` (under `cargo test` a short smoke run).
 
-use std::time::Instant;
+mod common;
+
+use common::median_ms;
 
 use varad::predictor::rng::SplitMix64;
 use varad::predictor::scan::{self, ScanDims, ScanGrads, ScanInputs};
-
-/// Median wall time of 5 calls after one warm-up, in milliseconds.
-fn median_ms(mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[2]
-}
 
 /// The backward's outputs, one buffer each.
 struct Grads {
@@ -143,20 +131,20 @@ fn main() {
     pool.install(|| {
         let mut y = vec![0f32; rows * di];
         let mut ckpt = vec![0f32; s.ckpt_len()];
-        let t_fwd = median_ms(|| scan::forward(&s, &inp, &u, &mut y, Some(&mut ckpt)));
+        let t_fwd = median_ms(5, || scan::forward(&s, &inp, &u, &mut y, Some(&mut ckpt)));
         // Output buffers made once and reused, as a training loop would: the pages of
         // fresh buffers would be faulted in inside the timed kernels.
         let mut fast = Grads::new(&s, &gy);
         let mut portable = Grads::new(&s, &gy);
-        let t_bwd = median_ms(|| {
+        let t_bwd = median_ms(5, || {
             fast.reset(&gy);
             scan::backward(&s, &inp, &u, &ckpt, fast.views(di));
         });
-        let t_portable = median_ms(|| {
+        let t_portable = median_ms(5, || {
             portable.reset(&gy);
             scan::backward_portable(&s, &inp, &u, &ckpt, portable.views(di));
         });
-        let t_reset = median_ms(|| fast.reset(&gy));
+        let t_reset = median_ms(5, || fast.reset(&gy));
         fast.reset(&gy);
         scan::backward(&s, &inp, &u, &ckpt, fast.views(di));
         let per_entry = |ms: f64| ms * 1e6 / (rows * di * ns / 8) as f64;

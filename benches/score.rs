@@ -4,6 +4,10 @@
 //! `cargo bench --features internals --bench score [-- FILTER]`; prints milliseconds (median) and ratios.
 //! The fully naive twin (f64, direct 2D Gaussian) takes seconds and runs once.
 
+mod common;
+
+use common::median_ms;
+
 use std::time::Instant;
 
 use varad::image::{InputGeometry, InputSpec, ResizeMode};
@@ -12,20 +16,6 @@ use varad::score::{
     assess, gaussian_smooth, map_to_image, resize_bilinear, AssessOptions, Calibration,
     CalibrationConfig,
 };
-
-/// Median wall time of `runs` calls, in milliseconds.
-fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[runs / 2]
-}
 
 fn noise(n: usize, seed: u32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9).wrapping_add(1);
