@@ -274,6 +274,23 @@ fn ablation_flags_are_checked() {
     assert!(err.contains("missing.png"), "{err}");
     let err = one_line_error(&train(&["--adapters", "--directions", "2"]));
     assert!(err.contains("missing.png"), "{err}");
+    let err = one_line_error(&train(&["--neighbour-weight=-1"]));
+    assert!(
+        err.contains("score.neighbour_weight -1 must be zero or positive"),
+        "{err}"
+    );
+    let err = one_line_error(&train(&["--neighbour-bank-tokens", "99999999"]));
+    assert!(
+        err.contains("train.neighbour_bank_tokens 99999999"),
+        "{err}"
+    );
+    let err = one_line_error(&train(&[
+        "--neighbour-weight",
+        "0.5",
+        "--neighbour-bank-tokens",
+        "0",
+    ]));
+    assert!(err.contains("missing.png"), "{err}");
 
     let err = one_line_error(&varad(&[
         "eval",

@@ -58,6 +58,14 @@ pub struct ConfigArgs {
     /// configuration's, true].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub adapters: Option<bool>,
+    /// Weight of the nearest-neighbour term added to a normalised map, 0 = off (see the
+    /// library's `ScoreConfig::neighbour_weight`) [default: the configuration's, 1].
+    #[arg(long, value_name = "W")]
+    pub neighbour_weight: Option<f32>,
+    /// Tokens of that term's memory bank, 0 = no bank [default: the configuration's,
+    /// 1024].
+    #[arg(long, value_name = "N")]
+    pub neighbour_bank_tokens: Option<usize>,
 }
 
 /// Parses a map normalisation name.
@@ -147,6 +155,12 @@ impl ConfigArgs {
         }
         if let Some(v) = self.adapters {
             config.adapters = v;
+        }
+        if let Some(v) = self.neighbour_weight {
+            config.score.neighbour_weight = v;
+        }
+        if let Some(v) = self.neighbour_bank_tokens {
+            config.train.neighbour_bank_tokens = v;
         }
         config.directions.sort_unstable();
         config.validate()?;
