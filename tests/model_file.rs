@@ -173,6 +173,11 @@ fn scores_by_norm(model: &Model) -> Vec<Vec<f32>> {
 /// metadata JSON, as a file from before either existed has it.
 fn drop_stats_record(json: &mut String) {
     *json = json.replace(",\"normal_stats\":true", "");
+    drop_neighbour_record(json);
+}
+
+/// Removes the neighbour bank's record (if any) from a model file's metadata JSON.
+fn drop_neighbour_record(json: &mut String) {
     if let Some(start) = json.find(",\"neighbours\":{") {
         let end = start + json[start..].find('}').unwrap() + 1;
         json.replace_range(start..end, "");
@@ -250,11 +255,7 @@ fn the_neighbour_bank_is_saved_checked_and_weighted() {
     );
     // A bank without its record is an unexpected tensor.
     let unannounced = dir.join("unannounced.safetensors");
-    rewrite(&path, &unannounced, |_, json| {
-        let start = json.find(",\"neighbours\":{").unwrap();
-        let end = start + json[start..].find('}').unwrap() + 1;
-        json.replace_range(start..end, "");
-    });
+    rewrite(&path, &unannounced, |_, json| drop_neighbour_record(json));
     let err = load(&unannounced).unwrap_err();
     assert!(
         err.message()

@@ -41,6 +41,13 @@ pub struct LevelLayout {
     pub scans: Scans,
 }
 
+impl LevelLayout {
+    /// Values of this level's map per image, `C_h x h x w`.
+    pub fn values(&self) -> usize {
+        self.channels * self.grid.0 * self.grid.1
+    }
+}
+
 /// Where the predictors run: the device [`Config::device`] resolved to, and why the CPU
 /// was taken when `Auto` found no usable GPU.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -360,10 +367,14 @@ impl Model {
 
     /// Values per image of the used levels' maps, all levels together.
     pub fn values_per_image(&self) -> usize {
-        self.layout
-            .iter()
-            .map(|l| l.channels * l.grid.0 * l.grid.1)
-            .sum()
+        self.layout.iter().map(LevelLayout::values).sum()
+    }
+
+    /// Where level `h`'s map lies in one image's concatenated level maps (as
+    /// [`Model::features`] gives them).
+    pub fn level_range(&self, h: usize) -> std::ops::Range<usize> {
+        let start: usize = self.layout[..h].iter().map(LevelLayout::values).sum();
+        start..start + self.layout[h].values()
     }
 
     /// Runs `f` on the model's worker threads.
@@ -426,7 +437,7 @@ impl Model {
         let mut offset = 0;
         let gpu = self.gpu_predictors(weights)?;
         for (h, (layout, params)) in self.layout.iter().zip(&weights.levels).enumerate() {
-            let n = layout.channels * layout.grid.0 * layout.grid.1;
+            let n = layout.values();
             let residuals = self.level_residuals(
                 gpu.as_deref().map(|g| g.as_slice()),
                 h,
@@ -442,11 +453,8 @@ impl Model {
             if let Some(bank) = stats.and_then(|s| s.neighbours.as_ref()) {
                 let weight = self.config.score.neighbour_weight;
                 if bank.level == h && weight > 0.0 {
-                    let term: Vec<f32> = bank
-                        .map(&features[offset..offset + n], layout.grid)
-                        .into_iter()
-                        .map(|v| v * weight)
-                        .collect();
+                    let mut term = bank.map(&features[offset..offset + n], layout.grid);
+                    term.iter_mut().for_each(|v| *v *= weight);
                     add_resized(&term, layout.grid, &mut total, finest);
                 }
             }

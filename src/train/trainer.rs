@@ -239,7 +239,7 @@ impl Model {
                 let mut grads: Vec<Vec<f32>> = Vec::new();
                 let mut offset = 0;
                 for (h, layout) in self.layout().iter().enumerate() {
-                    let n = layout.channels * layout.grid.0 * layout.grid.1;
+                    let n = layout.values();
                     let features: Vec<f32> = images
                         .iter()
                         .flat_map(|v| v[offset..offset + n].iter().copied())
@@ -359,7 +359,7 @@ impl Model {
                 let features = set.image(i)?.0;
                 let mut offset = 0;
                 for (h, (layout, params)) in self.layout().iter().zip(&weights.levels).enumerate() {
-                    let n = layout.channels * layout.grid.0 * layout.grid.1;
+                    let n = layout.values();
                     let level_features = &features[offset..offset + n];
                     offset += n;
                     let residuals = self.install(|| {
@@ -401,12 +401,8 @@ impl Model {
             return Ok(None);
         }
         let level = self.layout().len() - 1;
-        let offset: usize = self.layout()[..level]
-            .iter()
-            .map(|l| l.channels * l.grid.0 * l.grid.1)
-            .sum();
+        let range = self.level_range(level);
         let layout = &self.layout()[level];
-        let n = layout.channels * layout.grid.0 * layout.grid.1;
         let bank = self.install(|| {
             NeighbourBank::build(
                 level,
@@ -414,7 +410,7 @@ impl Model {
                 (layout.channels, layout.grid),
                 tokens,
                 self.config().seed,
-                |i| Ok(set.image(images[i])?.0[offset..offset + n].to_vec()),
+                |i| Ok(set.image(images[i])?.0[range.clone()].to_vec()),
             )
         })?;
         Ok(Some(bank))

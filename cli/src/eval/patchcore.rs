@@ -287,7 +287,7 @@ impl PatchCore {
             .layout()
             .iter()
             .map(|l| {
-                let n = l.channels * l.grid.0 * l.grid.1;
+                let n = l.values();
                 let pooled = pool_tokens(&features[offset..offset + n], l.channels, l.grid);
                 offset += n;
                 pooled
