@@ -44,12 +44,16 @@
  *     (varad_score, varad_score_batch), varad_save, varad_get_threshold,
  *     varad_active_device, varad_training_set_create/add. Each thread gets exactly
  *     what a serial call would.
- *   - A non-const `VaradModel*` argument means exclusive use: varad_train,
- *     varad_set_threshold, varad_set_decision_thresholds. These never wait: if another
- *     thread is scoring at that moment they return VARAD_ERR_BUSY, and while training
- *     runs, calls that need the model return VARAD_ERR_BUSY. No call blocks on another,
- *     so no deadlock is possible. varad_destroy must not race with any other call on
- *     the same model.
+ *   - A non-const `VaradModel*` argument changes the model: varad_train,
+ *     varad_set_threshold, varad_set_decision_thresholds. They never wait for scoring
+ *     and scoring never waits for them: training builds the new model off to the side
+ *     and publishes it in one atomic step when it succeeds, and a threshold change
+ *     publishes new thresholds the same way. A scoring call that started before the
+ *     publication finishes entirely on the old model, every later one entirely on the
+ *     new one; no result ever mixes the two. Only one change runs at a time: a second
+ *     varad_train, or a threshold change, while training runs returns VARAD_ERR_BUSY
+ *     (nothing changed). varad_destroy must not race with any other call on the same
+ *     model.
  *   - VaradTrainingSet: one thread at a time for _add and _destroy.
  *   - VaradScoreResult and VaradImage: const accessors from any thread; _destroy alone.
  *   - The last error is per thread.
@@ -150,13 +154,15 @@ VARAD_API const char *varad_version_string(void);
  *  14  VARAD_ERR_BUFFER_TOO_SMALL    an output buffer too small (`needed` says how big)
  *  15  VARAD_ERR_PANIC               the library caught a panic (a bug)
  *  16  VARAD_ERR_INTERNAL            another internal error (a bug)
- *  17  VARAD_ERR_BUSY                the model is in use by a conflicting call
+ *  17  VARAD_ERR_BUSY                the model is being trained by another thread (a
+ *                                    second varad_train or a threshold change meanwhile)
  *  18  VARAD_ERR_NOT_CALIBRATED      the model (or result) has no calibration
  *  19  VARAD_ERR_BATCH_TOO_LARGE     a scoring batch needing more memory than
  *                                    max_batch_bytes
  *  20  VARAD_ERR_CACHE_FULL          the training cache is full: cache_limit_bytes in
  *                                    memory and cache_disk_limit_bytes spilled
- * tests/c/bad_input.c provokes every code that bad input can cause (1-7, 9-12, 14, 18-20).
+ *  21  VARAD_ERR_NOT_TRAINED         scoring a model that was never trained
+ * tests/c/bad_input.c provokes every code that bad input can cause (1-7, 9-12, 14, 18-21).
  * Values are never renumbered or reused; new ones are added at the end.
  * ========================================================================== */
 
@@ -198,9 +204,9 @@ typedef enum VaradStatus {
   VARAD_ERR_PANIC = 15,
   // Another internal error (a bug); the message says where.
   VARAD_ERR_INTERNAL = 16,
-  // The model is in use by another thread in a way that excludes this call: training
-  // (or changing thresholds) while scoring runs, or scoring while training runs. Retry
-  // when the other call has returned; nothing was changed.
+  // Another thread is already training the model: a second `varad_train`, or a
+  // threshold change, while one runs. (Scoring never waits for training and never
+  // returns this.) Retry when the training has returned; nothing was changed.
   VARAD_ERR_BUSY = 17,
   // The call needs a calibrated model (a trained one, or one loaded from a trained
   // model's file) or a result scored with one.
@@ -211,6 +217,10 @@ typedef enum VaradStatus {
   // The training cache is full: its memory (`VaradParams.cache_limit_bytes`) and its
   // temporary file (`VaradParams.cache_disk_limit_bytes`) hold all they may.
   VARAD_ERR_CACHE_FULL = 20,
+  // The model is untrained (made by `varad_create` and not yet trained, or loaded from
+  // the file of an untrained model): scoring it would give a meaningless map and score,
+  // so it is refused. Train it with `varad_train`, or load a trained model's file.
+  VARAD_ERR_NOT_TRAINED = 21,
 } VaradStatus;
 
 #ifdef __cplusplus
@@ -613,8 +623,8 @@ VARAD_API VaradStatus varad_score_params_init(struct VaradScoreParams *params, s
  * ========================================================================== */
 
 // An opaque model. Scoring takes a `const VaradModel*` and may run on many threads at
-// once; training, threshold changes and destroying take a `VaradModel*` and are
-// exclusive.
+// once, also while another thread trains the model or changes its thresholds: those
+// build the next model off to the side and publish it atomically (see [`LiveModel`]).
 typedef struct VaradModel VaradModel;
 
 #ifdef __cplusplus
@@ -649,8 +659,9 @@ VARAD_API void varad_destroy(struct VaradModel *model);
 // temporary file renamed into place).
 //
 // Ownership: `path` is borrowed. Thread safety: `model` is const: safe while other
-// threads score. Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (path
-// not UTF-8), `VARAD_ERR_IO`, `VARAD_ERR_BUSY` (the model is training).
+// threads score, train or change thresholds (it saves the model as published when the
+// call starts). Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (path
+// not UTF-8), `VARAD_ERR_IO`.
 //
 // Pointers: `model` is NULL or a live model; `path` is NULL or a NUL-terminated string.
 VARAD_API VaradStatus varad_save(const struct VaradModel *model, const char *path);
@@ -678,8 +689,8 @@ VaradStatus varad_load(const char *path,
 // `VARAD_DEVICE_CUDA` (then `*out_cuda_device` is its index; 0 otherwise).
 // `out_cuda_device` may be NULL.
 //
-// Thread safety: `model` is const: any thread, also while others score.
-// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_BUSY` (the model is training).
+// Thread safety: `model` is const: any thread, also while others score or train.
+// Errors: `VARAD_ERR_NULL_POINTER`.
 //
 // Pointers: `model` is NULL or a live model; `out_device` and `out_cuda_device` are NULL or
 // writable.
@@ -788,8 +799,8 @@ extern "C" {
 // Creates an empty training set for `model`.
 //
 // Ownership: the caller owns `*out_set` and frees it with `varad_training_set_destroy`.
-// Thread safety: `model` is const; any thread. Errors: `VARAD_ERR_NULL_POINTER`,
-// `VARAD_ERR_BUSY` (the model is training). `*out_set` is written only on success.
+// Thread safety: `model` is const; any thread, also while others score or train.
+// Errors: `VARAD_ERR_NULL_POINTER`. `*out_set` is written only on success.
 //
 // Pointers: `model` is NULL or a live model; `out_set` is NULL or writable.
 VARAD_API
@@ -800,12 +811,11 @@ VaradStatus varad_training_set_create(const VaradModel *model,
 //
 // Ownership: `image` and its pixels are borrowed for the call only.
 // Thread safety: `set` is exclusive to the calling thread; `model` is const (other
-// threads may score with it meanwhile).
+// threads may score with it or train it meanwhile).
 // Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_IMAGE`, `VARAD_ERR_IMAGE_TOO_LARGE`,
 // `VARAD_ERR_INVALID_ARGUMENT` (the set was made for an incompatible model),
 // `VARAD_ERR_RUNTIME`, `VARAD_ERR_IO` (spilling the cache), `VARAD_ERR_CACHE_FULL` (the
-// cache's memory and spill limits are reached), `VARAD_ERR_BUSY` (the model is training).
-// On error the set is unchanged.
+// cache's memory and spill limits are reached). On error the set is unchanged.
 //
 // Pointers: `set`, `model`, `image` are NULL or live; `image->data` is readable for the bytes the
 // view covers.
@@ -838,11 +848,14 @@ VARAD_API void varad_training_set_destroy(struct VaradTrainingSet *set);
 // is not written.
 //
 // Ownership: `set` is borrowed (it can be reused, e.g. to train again).
-// Thread safety: exclusive: if another thread is scoring with `model` (or training it)
-// at that moment, returns `VARAD_ERR_BUSY` at once; while training runs, other threads'
-// calls on `model` return `VARAD_ERR_BUSY`.
+// Thread safety: other threads may go on scoring with `model` (and saving it) while it
+// trains: training works on a copy and publishes the trained model atomically when it
+// succeeds, so scores that started before finish on the old model and later ones use
+// the new one. One training at a time: while it runs, a second `varad_train` or a
+// threshold change on `model` returns `VARAD_ERR_BUSY`.
 // Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (`report->size` below
-// 8, above 4096 or not a multiple of 8; too few images: at least one to train on beyond those held back), `VARAD_ERR_BUSY`,
+// 8, above 4096 or not a multiple of 8; too few images: at least one to train on beyond
+// those held back), `VARAD_ERR_BUSY` (another thread is training `model`),
 // `VARAD_ERR_CANCELLED`, `VARAD_ERR_IO`, `VARAD_ERR_INTERNAL` (training diverged).
 //
 // Pointers: `model` and `set` are NULL or live; `report` is NULL or writable for `report->size`
@@ -856,9 +869,10 @@ VaradStatus varad_train(VaradModel *model,
 
 // Reads one threshold of the model's calibration into `*out_value`.
 //
-// Thread safety: `model` is const: any thread, also while others score.
+// Thread safety: `model` is const: any thread, also while others score, train or change
+// thresholds (it reads the thresholds published when the call starts).
 // Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (unknown `which`),
-// `VARAD_ERR_NOT_CALIBRATED`, `VARAD_ERR_BUSY` (the model is training).
+// `VARAD_ERR_NOT_CALIBRATED`.
 //
 // Pointers: `model` is NULL or a live model; `out_value` is NULL or writable.
 VARAD_API
@@ -869,8 +883,11 @@ VaradStatus varad_get_threshold(const VaradModel *model,
 // Sets one threshold of the model's calibration (takes effect for the next scoring
 // call; saved by `varad_save`). On any error nothing changes.
 //
-// Thread safety: exclusive: `VARAD_ERR_BUSY` when another thread is scoring with or
-// training the model at that moment.
+// Thread safety: other threads may go on scoring meanwhile: the new thresholds are
+// published atomically, so a score that started before uses the old ones throughout and
+// a later one the new ones. Threshold changes from several threads at once each apply to
+// what the others published (none is lost). While another thread trains `model` this
+// returns `VARAD_ERR_BUSY` (the training publishes thresholds of its own).
 // Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (unknown `which`, a value
 // out of range, review above fail), `VARAD_ERR_NOT_CALIBRATED`, `VARAD_ERR_BUSY`.
 //
@@ -910,14 +927,16 @@ extern "C" {
 // `varad_score_result_destroy`; `image` (and its pixels) and `params` (and its ROI) are
 // borrowed for the call.
 // Thread safety: `model` is const: any number of threads may score with one model at
-// once, each getting exactly what a serial call would. While the model trains (another
-// thread in `varad_train`) this returns `VARAD_ERR_BUSY`.
-// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_IMAGE` (zero size, stride too
+// once, each getting exactly what a serial call would, also while another thread trains
+// the model or changes its thresholds: the call scores entirely with the model as
+// published when it started.
+// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_NOT_TRAINED` (the model was never
+// trained), `VARAD_ERR_INVALID_IMAGE` (zero size, stride too
 // short, unknown format), `VARAD_ERR_IMAGE_TOO_LARGE`, `VARAD_ERR_INVALID_ARGUMENT`
 // (`params->size` not one `varad_score_params_init` writes, `reserved` not 0, ROI size
 // not the image's), `VARAD_ERR_BATCH_TOO_LARGE`
-// (more memory than `VaradParams.max_batch_bytes`), `VARAD_ERR_RUNTIME`,
-// `VARAD_ERR_BUSY`. `*out_result` is written only on success.
+// (more memory than `VaradParams.max_batch_bytes`), `VARAD_ERR_RUNTIME`.
+// `*out_result` is written only on success.
 //
 // Pointers: `model`, `image`, `params` are NULL or valid; `image->data` is readable for the bytes
 // the view covers; `params->roi` is NULL or readable for `roi_len` bytes; `out_result`

@@ -44,6 +44,11 @@ pub enum ErrorKind {
     /// ([`crate::TrainConfig::cache_limit_bytes`]) and then the temporary file
     /// ([`crate::TrainConfig::cache_disk_limit_bytes`]) are full.
     CacheFull,
+    /// The model has not been trained (nor loaded from a trained model's file): it has no
+    /// normal statistics or thresholds, so its scores would mean nothing.
+    NotTrained,
+    /// Another call already changes the model (training runs); nothing was changed.
+    Busy,
 }
 
 /// An engine error: what kind of failure, and a message that says exactly what went wrong.

@@ -44,7 +44,7 @@ pub mod train;
 pub use config::{Config, ScoreConfig, TrainConfig};
 pub use device::Device;
 pub use error::{Error, ErrorKind, Result};
-pub use model::Model;
+pub use model::{LiveModel, Model};
 
 /// The library's version, from Cargo.toml.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -207,6 +207,7 @@ fn the_neighbour_bank_is_saved_checked_and_weighted() {
         m.set_weights((**loaded.weights()).clone()).unwrap();
         m.set_normal_stats((**loaded.normal_stats().unwrap()).clone())
             .unwrap();
+        m.set_calibration(loaded.calibration().unwrap().clone());
         scores(&m)[0].raw_map.clone().unwrap().values
     };
     let (off, one, two) = (raw(0.0), raw(1.0), raw(2.0));

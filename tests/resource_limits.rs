@@ -59,8 +59,10 @@ fn limits_refuse_with_clear_errors() {
         "{e}"
     );
 
+    // Within both limits: it gets past them to the next check (the model is untrained).
     let img = texture(2, 100);
-    model.score(&[rgb(&img, 100)], &options).unwrap();
+    let e = model.score(&[rgb(&img, 100)], &options).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotTrained, "{e}");
     let e = model
         .score(&[rgb(&img, 100), rgb(&img, 100)], &options)
         .unwrap_err();
@@ -114,15 +116,13 @@ fn the_c_api_reports_the_batch_limit_and_old_params_sizes_get_its_default() {
         p.size = old_size;
         p.max_batch_bytes = 1;
         assert_eq!(varad_create(&p, &mut model), VaradStatus::VARAD_OK);
+        // Past the batch limit to the next check (the model is untrained).
         let st = varad_score_batch(model, views.as_ptr(), 2, ptr::null(), results.as_mut_ptr());
         assert_eq!(
             st,
-            VaradStatus::VARAD_OK,
+            VaradStatus::VARAD_ERR_NOT_TRAINED,
             "the stale max_batch_bytes was read"
         );
-        for r in results {
-            varad_score_result_destroy(r);
-        }
         varad_destroy(model);
         // A size no C struct has (not a multiple of its alignment) is refused.
         p.size = old_size - 1;

@@ -21,7 +21,7 @@ namespace Varad
         ImageDecode = 5, Io = 6, RuntimeNotFound = 7, Runtime = 8, BackboneContract = 9,
         Config = 10, ModelFile = 11, Cuda = 12, Cancelled = 13, BufferTooSmall = 14,
         Panic = 15, Internal = 16, Busy = 17, NotCalibrated = 18,
-        BatchTooLarge = 19, CacheFull = 20,
+        BatchTooLarge = 19, CacheFull = 20, NotTrained = 21,
     }
 
     /// <summary>The VaradPixelFormat values.</summary>
@@ -259,8 +259,10 @@ namespace Varad
         public Region[] Regions;
     }
 
-    /// <summary>A varad model. Score may be called from many threads at once; Train and
-    /// threshold changes are exclusive (VaradException Busy while another thread scores).</summary>
+    /// <summary>A varad model. Score may be called from many threads at once, also while
+    /// Train or a threshold change runs (scores finish on the model they started with; the
+    /// new one is published atomically). A second Train, or a threshold change, while one
+    /// Train runs throws VaradException Busy.</summary>
     public sealed class Model : IDisposable
     {
         /// <summary>The varad.h version these bindings were written for.</summary>

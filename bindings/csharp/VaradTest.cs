@@ -62,15 +62,16 @@ static class VaradTest
         using (Model model = Model.Create(Tiny(backbone)))
         {
             Check(model.ActiveDevice == Device.Cpu, "cpu");
-            ScoreResult untrained = model.Score(probe);
-            Check(untrained.Decision == null && untrained.NormalisedScore == null, "uncalibrated has no decision");
+            try { model.Score(probe); Check(false, "an untrained model scored"); }
+            catch (VaradException e) { Check(e.Status == Status.NotTrained, "NotTrained"); }
             try { model.GetThreshold(Threshold.Image); Check(false, "threshold before training"); }
             catch (VaradException e) { Check(e.Status == Status.NotCalibrated, "NotCalibrated"); }
 
-            // Cancel at the first step: model unchanged.
+            // Cancel at the first step: model unchanged (still untrained).
             try { model.Train(Good(5), p => true); Check(false, "cancel"); }
             catch (VaradException e) { Check(e.Status == Status.Cancelled, "Cancelled"); }
-            Check(Equal(model.Score(probe).Map, untrained.Map), "cancelled training left the model unchanged");
+            try { model.Score(probe); Check(false, "cancelled training trained the model"); }
+            catch (VaradException e) { Check(e.Status == Status.NotTrained, "still NotTrained"); }
 
             int steps = 0;
             TrainReport report = model.Train(Good(6), p => { steps++; return false; });

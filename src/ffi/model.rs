@@ -3,9 +3,9 @@
 use std::ffi::c_char;
 use std::path::Path;
 
-use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 
-use super::boundary::{check_out, ffi_boundary, ffi_value, required_str, try_ref, FfiError};
+use super::boundary::{check_out, ffi_boundary, ffi_value, required_str, try_ref};
 use super::params::{
     config_from, default_load_params, default_params, load_options_from, DeviceValue, VaradDevice,
     VaradLoadParams, VaradParams,
@@ -13,44 +13,31 @@ use super::params::{
 use super::sized::read_sized;
 use super::status::VaradStatus;
 use crate::image::ImageLimits;
-use crate::{Device, Model};
+use crate::{Device, LiveModel, Model};
 
 /// An opaque model. Scoring takes a `const VaradModel*` and may run on many threads at
-/// once; training, threshold changes and destroying take a `VaradModel*` and are
-/// exclusive.
+/// once, also while another thread trains the model or changes its thresholds: those
+/// build the next model off to the side and publish it atomically (see [`LiveModel`]).
 pub struct VaradModel {
-    // Readers score; a writer trains or changes thresholds. Writers only ever try the
-    // lock (and report VARAD_ERR_BUSY), so no call waits on another and nothing deadlocks.
-    inner: RwLock<Model>,
+    live: LiveModel,
 }
 
 impl VaradModel {
     pub(crate) fn new(model: Model) -> Self {
         VaradModel {
-            inner: RwLock::new(model),
+            live: LiveModel::new(model),
         }
     }
 
-    /// Shared access for scoring; `VARAD_ERR_BUSY` while the model trains.
-    pub(crate) fn read(&self) -> Result<RwLockReadGuard<'_, Model>, FfiError> {
-        self.inner.try_read().ok_or_else(|| {
-            FfiError::new(
-                VaradStatus::VARAD_ERR_BUSY,
-                "the model is being trained or changed by another thread; retry when that call has returned",
-            )
-        })
+    /// The model as it is now, for one call from start to end (scoring, saving, reading
+    /// thresholds): what is published meanwhile does not change it.
+    pub(crate) fn current(&self) -> Arc<Model> {
+        self.live.current()
     }
 
-    /// Exclusive access for training and changes; `VARAD_ERR_BUSY` while another thread
-    /// scores with the model (or trains it).
-    pub(crate) fn write(&self) -> Result<RwLockWriteGuard<'_, Model>, FfiError> {
-        self.inner.try_write().ok_or_else(|| {
-            FfiError::new(
-                VaradStatus::VARAD_ERR_BUSY,
-                "the model is in use by another thread (scoring or training): training and \
-                 threshold changes need it exclusively; retry when the other calls have returned",
-            )
-        })
+    /// The model in service, for the calls that change it.
+    pub(crate) fn live(&self) -> &LiveModel {
+        &self.live
     }
 }
 
@@ -116,8 +103,9 @@ pub unsafe extern "C" fn varad_destroy(model: *mut VaradModel) {
 /// temporary file renamed into place).
 ///
 /// Ownership: `path` is borrowed. Thread safety: `model` is const: safe while other
-/// threads score. Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (path
-/// not UTF-8), `VARAD_ERR_IO`, `VARAD_ERR_BUSY` (the model is training).
+/// threads score, train or change thresholds (it saves the model as published when the
+/// call starts). Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (path
+/// not UTF-8), `VARAD_ERR_IO`.
 ///
 /// # Safety
 /// `model` is NULL or a live model; `path` is NULL or a NUL-terminated string.
@@ -128,7 +116,7 @@ pub unsafe extern "C" fn varad_save(model: *const VaradModel, path: *const c_cha
         let model = unsafe { try_ref(model, "model") }?;
         // SAFETY: forwarded.
         let path = unsafe { required_str(path, "path") }?;
-        model.read()?.save(Path::new(path))?;
+        model.current().save(Path::new(path))?;
         Ok(())
     })
 }
@@ -178,8 +166,8 @@ pub unsafe extern "C" fn varad_load(
 /// `VARAD_DEVICE_CUDA` (then `*out_cuda_device` is its index; 0 otherwise).
 /// `out_cuda_device` may be NULL.
 ///
-/// Thread safety: `model` is const: any thread, also while others score.
-/// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_BUSY` (the model is training).
+/// Thread safety: `model` is const: any thread, also while others score or train.
+/// Errors: `VARAD_ERR_NULL_POINTER`.
 ///
 /// # Safety
 /// `model` is NULL or a live model; `out_device` and `out_cuda_device` are NULL or
@@ -194,7 +182,7 @@ pub unsafe extern "C" fn varad_active_device(
         // SAFETY: forwarded from this function's contract.
         let model = unsafe { try_ref(model, "model") }?;
         check_out(out_device, "out_device")?;
-        let active = model.read()?.tokenizer().backbone().device().active;
+        let active = model.current().tokenizer().backbone().device().active;
         let (code, index) = match active {
             Device::Cuda(i) => (VaradDevice::VARAD_DEVICE_CUDA, i),
             _ => (VaradDevice::VARAD_DEVICE_CPU, 0),

@@ -65,7 +65,7 @@ unsafe fn score_views(
     };
     // SAFETY: forwarded.
     let roi = unsafe { roi_from(&params) }?;
-    let guard = model.read()?;
+    let guard = model.current();
     let limits = limits(&guard);
     let images = views
         .iter()
@@ -86,14 +86,16 @@ unsafe fn score_views(
 /// `varad_score_result_destroy`; `image` (and its pixels) and `params` (and its ROI) are
 /// borrowed for the call.
 /// Thread safety: `model` is const: any number of threads may score with one model at
-/// once, each getting exactly what a serial call would. While the model trains (another
-/// thread in `varad_train`) this returns `VARAD_ERR_BUSY`.
-/// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_IMAGE` (zero size, stride too
+/// once, each getting exactly what a serial call would, also while another thread trains
+/// the model or changes its thresholds: the call scores entirely with the model as
+/// published when it started.
+/// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_NOT_TRAINED` (the model was never
+/// trained), `VARAD_ERR_INVALID_IMAGE` (zero size, stride too
 /// short, unknown format), `VARAD_ERR_IMAGE_TOO_LARGE`, `VARAD_ERR_INVALID_ARGUMENT`
 /// (`params->size` not one `varad_score_params_init` writes, `reserved` not 0, ROI size
 /// not the image's), `VARAD_ERR_BATCH_TOO_LARGE`
-/// (more memory than `VaradParams.max_batch_bytes`), `VARAD_ERR_RUNTIME`,
-/// `VARAD_ERR_BUSY`. `*out_result` is written only on success.
+/// (more memory than `VaradParams.max_batch_bytes`), `VARAD_ERR_RUNTIME`.
+/// `*out_result` is written only on success.
 ///
 /// # Safety
 /// `model`, `image`, `params` are NULL or valid; `image->data` is readable for the bytes

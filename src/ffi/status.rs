@@ -43,9 +43,9 @@ pub enum VaradStatus {
     VARAD_ERR_PANIC = 15,
     /// Another internal error (a bug); the message says where.
     VARAD_ERR_INTERNAL = 16,
-    /// The model is in use by another thread in a way that excludes this call: training
-    /// (or changing thresholds) while scoring runs, or scoring while training runs. Retry
-    /// when the other call has returned; nothing was changed.
+    /// Another thread is already training the model: a second `varad_train`, or a
+    /// threshold change, while one runs. (Scoring never waits for training and never
+    /// returns this.) Retry when the training has returned; nothing was changed.
     VARAD_ERR_BUSY = 17,
     /// The call needs a calibrated model (a trained one, or one loaded from a trained
     /// model's file) or a result scored with one.
@@ -56,6 +56,10 @@ pub enum VaradStatus {
     /// The training cache is full: its memory (`VaradParams.cache_limit_bytes`) and its
     /// temporary file (`VaradParams.cache_disk_limit_bytes`) hold all they may.
     VARAD_ERR_CACHE_FULL = 20,
+    /// The model is untrained (made by `varad_create` and not yet trained, or loaded from
+    /// the file of an untrained model): scoring it would give a meaningless map and score,
+    /// so it is refused. Train it with `varad_train`, or load a trained model's file.
+    VARAD_ERR_NOT_TRAINED = 21,
 }
 
 impl From<ErrorKind> for VaradStatus {
@@ -77,6 +81,8 @@ impl From<ErrorKind> for VaradStatus {
             ErrorKind::Internal => VARAD_ERR_INTERNAL,
             ErrorKind::BatchTooLarge => VARAD_ERR_BATCH_TOO_LARGE,
             ErrorKind::CacheFull => VARAD_ERR_CACHE_FULL,
+            ErrorKind::NotTrained => VARAD_ERR_NOT_TRAINED,
+            ErrorKind::Busy => VARAD_ERR_BUSY,
         }
     }
 }

@@ -4,6 +4,7 @@ use super::boundary::{check_out, ffi_boundary, try_ref, FfiError};
 use super::c_enum::{c_enum_try_from, enum_arg};
 use super::model::VaradModel;
 use super::status::VaradStatus;
+use crate::score::Calibration;
 
 /// The thresholds of a calibrated model, for `varad_get_threshold` and
 /// `varad_set_threshold`.
@@ -34,7 +35,7 @@ c_enum_try_from!(VaradThreshold {
 /// cbindgen:ignore
 pub type ThresholdValue = u32;
 
-fn not_calibrated() -> FfiError {
+fn not_calibrated_error() -> FfiError {
     FfiError::new(
         VaradStatus::VARAD_ERR_NOT_CALIBRATED,
         "the model is not calibrated: train it (or load a trained model) first",
@@ -43,9 +44,10 @@ fn not_calibrated() -> FfiError {
 
 /// Reads one threshold of the model's calibration into `*out_value`.
 ///
-/// Thread safety: `model` is const: any thread, also while others score.
+/// Thread safety: `model` is const: any thread, also while others score, train or change
+/// thresholds (it reads the thresholds published when the call starts).
 /// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (unknown `which`),
-/// `VARAD_ERR_NOT_CALIBRATED`, `VARAD_ERR_BUSY` (the model is training).
+/// `VARAD_ERR_NOT_CALIBRATED`.
 ///
 /// # Safety
 /// `model` is NULL or a live model; `out_value` is NULL or writable.
@@ -59,8 +61,8 @@ pub unsafe extern "C" fn varad_get_threshold(
         // SAFETY: forwarded from this function's contract.
         let model = unsafe { try_ref(model, "model") }?;
         check_out(out_value, "out_value")?;
-        let guard = model.read()?;
-        let c = guard.calibration().ok_or_else(not_calibrated)?;
+        let guard = model.current();
+        let c = guard.calibration().ok_or_else(not_calibrated_error)?;
         let value = match enum_arg::<VaradThreshold>(which, "which")? {
             VaradThreshold::VARAD_THRESHOLD_IMAGE => c.image_threshold(),
             VaradThreshold::VARAD_THRESHOLD_REVIEW => c.review_threshold(),
@@ -76,8 +78,11 @@ pub unsafe extern "C" fn varad_get_threshold(
 /// Sets one threshold of the model's calibration (takes effect for the next scoring
 /// call; saved by `varad_save`). On any error nothing changes.
 ///
-/// Thread safety: exclusive: `VARAD_ERR_BUSY` when another thread is scoring with or
-/// training the model at that moment.
+/// Thread safety: other threads may go on scoring meanwhile: the new thresholds are
+/// published atomically, so a score that started before uses the old ones throughout and
+/// a later one the new ones. Threshold changes from several threads at once each apply to
+/// what the others published (none is lost). While another thread trains `model` this
+/// returns `VARAD_ERR_BUSY` (the training publishes thresholds of its own).
 /// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (unknown `which`, a value
 /// out of range, review above fail), `VARAD_ERR_NOT_CALIBRATED`, `VARAD_ERR_BUSY`.
 ///
@@ -93,16 +98,14 @@ pub unsafe extern "C" fn varad_set_threshold(
         // SAFETY: forwarded from this function's contract.
         let model = unsafe { try_ref(model.cast_const(), "model") }?;
         let which = enum_arg::<VaradThreshold>(which, "which")?;
-        let mut guard = model.write()?;
-        let mut c = guard.calibration().ok_or_else(not_calibrated)?.clone();
-        match which {
-            VaradThreshold::VARAD_THRESHOLD_IMAGE => c.set_image_threshold(value)?,
-            VaradThreshold::VARAD_THRESHOLD_REVIEW => c.set_review_threshold(value)?,
-            VaradThreshold::VARAD_THRESHOLD_FAIL => c.set_fail_threshold(value)?,
-            VaradThreshold::VARAD_THRESHOLD_PIXEL => c.set_pixel_threshold(value)?,
-        }
-        guard.set_calibration(c);
-        Ok(())
+        change_calibration(model, |c| {
+            match which {
+                VaradThreshold::VARAD_THRESHOLD_IMAGE => c.set_image_threshold(value),
+                VaradThreshold::VARAD_THRESHOLD_REVIEW => c.set_review_threshold(value),
+                VaradThreshold::VARAD_THRESHOLD_FAIL => c.set_fail_threshold(value),
+                VaradThreshold::VARAD_THRESHOLD_PIXEL => c.set_pixel_threshold(value),
+            }
+        })
     })
 }
 
@@ -122,10 +125,27 @@ pub unsafe extern "C" fn varad_set_decision_thresholds(
     ffi_boundary(|| {
         // SAFETY: forwarded from this function's contract.
         let model = unsafe { try_ref(model.cast_const(), "model") }?;
-        let mut guard = model.write()?;
-        let mut c = guard.calibration().ok_or_else(not_calibrated)?.clone();
-        c.set_thresholds(review, fail)?;
-        guard.set_calibration(c);
-        Ok(())
+        change_calibration(model, |c| c.set_thresholds(review, fail))
     })
+}
+
+/// Applies `set` to a copy of the model's calibration and publishes it.
+fn change_calibration(
+    model: &VaradModel,
+    set: impl Fn(&mut Calibration) -> crate::Result<()>,
+) -> Result<(), FfiError> {
+    let mut not_calibrated = false;
+    let result = model.live().change_calibration(|current| {
+        let Some(current) = current else {
+            not_calibrated = true;
+            return Err(crate::Error::invalid_argument("not calibrated"));
+        };
+        let mut next = current.clone();
+        set(&mut next)?;
+        Ok(next)
+    });
+    match result {
+        Err(_) if not_calibrated => Err(not_calibrated_error()),
+        other => Ok(other?),
+    }
 }

@@ -21,8 +21,8 @@ pub struct VaradTrainingSet {
 /// Creates an empty training set for `model`.
 ///
 /// Ownership: the caller owns `*out_set` and frees it with `varad_training_set_destroy`.
-/// Thread safety: `model` is const; any thread. Errors: `VARAD_ERR_NULL_POINTER`,
-/// `VARAD_ERR_BUSY` (the model is training). `*out_set` is written only on success.
+/// Thread safety: `model` is const; any thread, also while others score or train.
+/// Errors: `VARAD_ERR_NULL_POINTER`. `*out_set` is written only on success.
 ///
 /// # Safety
 /// `model` is NULL or a live model; `out_set` is NULL or writable.
@@ -35,7 +35,7 @@ pub unsafe extern "C" fn varad_training_set_create(
         // SAFETY: forwarded from this function's contract.
         let model = unsafe { try_ref(model, "model") }?;
         check_out(out_set, "out_set")?;
-        let set = TrainingSet::new(&*model.read()?);
+        let set = TrainingSet::new(&model.current());
         let handle = Box::into_raw(Box::new(VaradTrainingSet { set }));
         // SAFETY: checked non-null; the caller guarantees it is writable.
         unsafe { *out_set = handle };
@@ -47,12 +47,11 @@ pub unsafe extern "C" fn varad_training_set_create(
 ///
 /// Ownership: `image` and its pixels are borrowed for the call only.
 /// Thread safety: `set` is exclusive to the calling thread; `model` is const (other
-/// threads may score with it meanwhile).
+/// threads may score with it or train it meanwhile).
 /// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_IMAGE`, `VARAD_ERR_IMAGE_TOO_LARGE`,
 /// `VARAD_ERR_INVALID_ARGUMENT` (the set was made for an incompatible model),
 /// `VARAD_ERR_RUNTIME`, `VARAD_ERR_IO` (spilling the cache), `VARAD_ERR_CACHE_FULL` (the
-/// cache's memory and spill limits are reached), `VARAD_ERR_BUSY` (the model is training).
-/// On error the set is unchanged.
+/// cache's memory and spill limits are reached). On error the set is unchanged.
 ///
 /// # Safety
 /// `set`, `model`, `image` are NULL or live; `image->data` is readable for the bytes the
@@ -70,7 +69,7 @@ pub unsafe extern "C" fn varad_training_set_add(
         let model = unsafe { try_ref(model, "model") }?;
         // SAFETY: forwarded.
         let image = unsafe { try_ref(image, "image") }?;
-        let model = model.read()?;
+        let model = model.current();
         // SAFETY: forwarded.
         let view = unsafe { image_view(image, &limits(&model)) }?;
         set.set.add(&model, &[view])?;
@@ -191,11 +190,14 @@ unsafe impl SizedStruct for VaradTrainReport {
 /// is not written.
 ///
 /// Ownership: `set` is borrowed (it can be reused, e.g. to train again).
-/// Thread safety: exclusive: if another thread is scoring with `model` (or training it)
-/// at that moment, returns `VARAD_ERR_BUSY` at once; while training runs, other threads'
-/// calls on `model` return `VARAD_ERR_BUSY`.
+/// Thread safety: other threads may go on scoring with `model` (and saving it) while it
+/// trains: training works on a copy and publishes the trained model atomically when it
+/// succeeds, so scores that started before finish on the old model and later ones use
+/// the new one. One training at a time: while it runs, a second `varad_train` or a
+/// threshold change on `model` returns `VARAD_ERR_BUSY`.
 /// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (`report->size` below
-/// 8, above 4096 or not a multiple of 8; too few images: at least one to train on beyond those held back), `VARAD_ERR_BUSY`,
+/// 8, above 4096 or not a multiple of 8; too few images: at least one to train on beyond
+/// those held back), `VARAD_ERR_BUSY` (another thread is training `model`),
 /// `VARAD_ERR_CANCELLED`, `VARAD_ERR_IO`, `VARAD_ERR_INTERNAL` (training diverged).
 ///
 /// # Safety
@@ -218,8 +220,7 @@ pub unsafe extern "C" fn varad_train(
             // SAFETY: forwarded.
             unsafe { check_sized_out(report, "report") }?;
         }
-        let mut guard = model.write()?;
-        let result = guard.fit(&set.set, |p: &Progress| {
+        let result = model.live().fit(&set.set, |p: &Progress| {
             let Some(callback) = progress else {
                 return ControlFlow::Continue(());
             };
@@ -249,7 +250,7 @@ pub unsafe extern "C" fn varad_train(
                 epochs: epochs as u32,
                 steps: (result
                     .train_images
-                    .div_ceil(guard.config().train.batch_size.max(1))
+                    .div_ceil(model.current().config().train.batch_size.max(1))
                     * epochs) as u32,
                 final_loss: result.epoch_losses.last().copied().unwrap_or(f64::NAN),
                 elapsed_seconds: result.elapsed.as_secs_f64(),

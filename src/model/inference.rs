@@ -46,7 +46,8 @@ pub struct ScoreResult {
     pub height: usize,
     /// The image score under the configured policy (the map's maximum by default).
     pub image_score: f32,
-    /// Normalised score, decision and defect regions; `None` until the model is calibrated.
+    /// Normalised score, decision and defect regions; `None` only when scored with a map
+    /// normalisation other than the calibrated one ([`ScoreOptions::map_norm`]).
     pub assessment: Option<Assessment>,
     /// The raw token-grid map, when asked for.
     pub raw_map: Option<GridMap>,
@@ -63,8 +64,29 @@ impl Model {
         self.calibration = Some(calibration);
     }
 
+    /// Whether the model is trained: [`Model::fit`] ends by calibrating it, and the file of
+    /// a trained model carries its calibration, so a model is trained exactly when it is
+    /// calibrated. An untrained model's scores would mean nothing: [`Model::score`]
+    /// refuses them.
+    pub fn is_trained(&self) -> bool {
+        self.calibration.is_some()
+    }
+
+    /// [`ErrorKind::NotTrained`] unless the model is trained.
+    fn check_trained(&self) -> Result<()> {
+        if self.is_trained() {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::NotTrained,
+            "the model is untrained: its map and score would mean nothing; train it first, \
+             or load a trained model's file",
+        ))
+    }
+
     /// Scores a batch of images. Takes `&self`: any number of threads may score with one
     /// model at once, and each gets exactly what a serial call would.
+    /// [`ErrorKind::NotTrained`] for an untrained model.
     pub fn score(&self, images: &[ImageView], options: &ScoreOptions) -> Result<Vec<ScoreResult>> {
         if let Some(roi) = options.roi {
             for (i, image) in images.iter().enumerate() {
@@ -80,6 +102,13 @@ impl Model {
             }
         }
         self.check_batch_memory(images)?;
+        for (index, image) in images.iter().enumerate() {
+            image
+                .check_limits(&self.tokenizer().input().limits)
+                .map_err(|e| e.context(format!("image {index}")))?;
+        }
+        // After the argument checks: they hold whatever state the model is in.
+        self.check_trained()?;
         self.features(images)?
             .iter()
             .map(|(values, geometry)| self.score_one_features(values, geometry, options))
@@ -88,13 +117,15 @@ impl Model {
 
     /// Scores one image from its backbone level maps, concatenated as [`Model::features`]
     /// gives them (`values_per_image` floats), in the model's thread pool: what
-    /// [`Model::score`] does after the backbone.
+    /// [`Model::score`] does after the backbone. [`ErrorKind::NotTrained`] for an untrained
+    /// model.
     pub fn score_one_features(
         &self,
         features: &[f32],
         geometry: &InputGeometry,
         options: &ScoreOptions,
     ) -> Result<ScoreResult> {
+        self.check_trained()?;
         self.check_feature_count(features)?;
         let weights = Arc::clone(&self.weights);
         let stats = self.normal_stats().map(|s| s.as_ref());

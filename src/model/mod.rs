@@ -4,12 +4,14 @@
 internal_mod!(combine);
 mod inference;
 internal_mod!(level);
+mod live;
 internal_mod!(neighbours);
 pub(crate) mod normal_stats;
 internal_mod!(scan);
 mod varad;
 
 pub use inference::{GridMap, ScoreOptions, ScoreResult};
+pub use live::LiveModel;
 pub use neighbours::NeighbourBank;
 pub use normal_stats::{MapNorm, NormalStats};
 pub use varad::{LevelLayout, Model, PredictorDevice, Weights};

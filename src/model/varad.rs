@@ -72,23 +72,30 @@ struct Gpu {
 
 /// A VarAD model: configuration, tokenizer and weights.
 ///
+/// A model is a value: cloning it is cheap (the backbone session, worker threads, GPU
+/// copies and scratch buffers are shared between clones; the weights, statistics and
+/// calibration are immutable and shared until a clone replaces them). Training a clone
+/// leaves the original untouched, which is how [`super::LiveModel`] trains off to the side
+/// while other threads keep scoring the original.
+///
 /// Memory: besides its weights, a model keeps the predictor's scratch buffers of CPU
 /// scoring for reuse, one set per scoring call that ran at the same time as others (about
 /// 80 MB per set at 1024 x 1024 with EfficientNet-Lite0 at strides 8 and 16), so that a
 /// stream of images needs no new memory; they are freed with the model.
+#[derive(Clone)]
 pub struct Model {
     pub(super) config: Config,
-    tokenizer: Tokenizer,
-    layout: Vec<LevelLayout>,
+    tokenizer: Arc<Tokenizer>,
+    layout: Arc<[LevelLayout]>,
     pub(super) weights: Arc<Weights>,
     pub(super) calibration: Option<Calibration>,
     normal_stats: Option<Arc<NormalStats>>,
     pool: Arc<rayon::ThreadPool>,
-    gpu: Option<Gpu>,
+    gpu: Option<Arc<Gpu>>,
     predictor_device: PredictorDevice,
     /// Per level, the predictor's scratch buffers of recent CPU forwards, reused so that
     /// scoring a stream of images needs no new memory.
-    workspaces: Vec<WorkspacePool<f32>>,
+    workspaces: Arc<[WorkspacePool<f32>]>,
 }
 
 impl std::fmt::Debug for Model {
@@ -223,9 +230,9 @@ impl Model {
             NormalStats::neutral(layout.iter().map(|l| (l.channels, l.grid.0 * l.grid.1)));
         Ok(Model {
             config,
-            tokenizer,
+            tokenizer: Arc::new(tokenizer),
             workspaces: layout.iter().map(|_| WorkspacePool::default()).collect(),
-            layout,
+            layout: layout.into(),
             weights,
             calibration: None,
             normal_stats: Some(Arc::new(normal_stats)),
@@ -251,10 +258,10 @@ impl Model {
             active: Device::Cuda(device.ordinal()),
             fallback_reason: None,
         };
-        self.gpu = Some(Gpu {
+        self.gpu = Some(Arc::new(Gpu {
             device,
             cache: Mutex::new(Some((Arc::clone(&self.weights), Arc::new(copies)))),
-        });
+        }));
         Ok(())
     }
 
@@ -311,7 +318,7 @@ impl Model {
             || weights
                 .levels
                 .iter()
-                .zip(&self.layout)
+                .zip(self.layout.iter())
                 .any(|(w, l)| w.channels != l.channels)
         {
             return Err(Error::new(
@@ -343,7 +350,7 @@ impl Model {
                 ),
             ));
         }
-        for (s, l) in stats.levels.iter().zip(&self.layout) {
+        for (s, l) in stats.levels.iter().zip(self.layout.iter()) {
             s.check(l.channels, l.grid.0 * l.grid.1)
                 .map_err(|e| e.context(format!("level `{}`", l.name)))?;
         }
@@ -510,7 +517,7 @@ fn upload(device: &Arc<CudaDevice>, weights: &Weights) -> Result<Vec<CudaPredict
 fn predictors_on_device(
     device: Device,
     weights: &Arc<Weights>,
-) -> Result<(Option<Gpu>, PredictorDevice)> {
+) -> Result<(Option<Arc<Gpu>>, PredictorDevice)> {
     let resolved = crate::cuda::resolve(device)?;
     let cpu = |reason: Option<String>| PredictorDevice {
         active: Device::Cpu,
@@ -521,10 +528,10 @@ fn predictors_on_device(
     };
     match upload(&dev, weights) {
         Ok(copies) => Ok((
-            Some(Gpu {
+            Some(Arc::new(Gpu {
                 device: dev,
                 cache: Mutex::new(Some((Arc::clone(weights), Arc::new(copies)))),
-            }),
+            })),
             PredictorDevice {
                 active: resolved.active,
                 fallback_reason: None,

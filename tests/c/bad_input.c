@@ -183,6 +183,10 @@ int main(void) {
     /* 18: a threshold of a model that was never trained. */
     EXPECT(varad_get_threshold(model, VARAD_THRESHOLD_IMAGE, &value), VARAD_ERR_NOT_CALIBRATED);
 
+    /* 21: a valid image scored with a model that was never trained. */
+    v = view_of(pixels, 64, 64);
+    EXPECT(varad_score(model, &v, NULL, &result), VARAD_ERR_NOT_TRAINED);
+
     /* 14: an output buffer too small (the runtime's path needs more than 2 bytes). */
     EXPECT(varad_runtime_path(small, sizeof small, &needed), VARAD_ERR_BUFFER_TOO_SMALL);
     if (needed <= sizeof small) {
@@ -200,7 +204,7 @@ int main(void) {
      * caller's callback), 15 VARAD_ERR_PANIC and 16 VARAD_ERR_INTERNAL (bugs),
      * 17 VARAD_ERR_BUSY (concurrent use; tests/ffi.rs). */
     {
-        static const int codes[] = {1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 18, 19, 20};
+        static const int codes[] = {1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 18, 19, 20, 21};
         for (i = 0; i < (int)(sizeof codes / sizeof codes[0]); i++) {
             if (!seen[codes[i]]) {
                 fprintf(stderr, "bad_input.c: status %d was never provoked\n", codes[i]);

@@ -100,7 +100,9 @@ def test_errors_carry_the_message(tmp_path):
     with pytest.raises(varad.VaradError) as e:
         model.get_threshold("image")
     assert e.value.name == "VARAD_ERR_NOT_CALIBRATED"
-    assert model.score(texture(1)).decision is None
+    with pytest.raises(varad.VaradError) as e:
+        model.score(texture(1))
+    assert e.value.name == "VARAD_ERR_NOT_TRAINED"
     with pytest.raises(ValueError):
         model.score(np.zeros((4, 4, 2), np.uint8))
     model.close()

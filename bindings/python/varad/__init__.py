@@ -62,6 +62,7 @@ STATUS_NAMES = {
     18: "VARAD_ERR_NOT_CALIBRATED",
     19: "VARAD_ERR_BATCH_TOO_LARGE",
     20: "VARAD_ERR_CACHE_FULL",
+    21: "VARAD_ERR_NOT_TRAINED",
 }
 CANCELLED, BUSY, NOT_CALIBRATED = 13, 17, 18
 
@@ -86,7 +87,8 @@ class CancelledError(VaradError):
 
 
 class BusyError(VaradError):
-    """The model is in use by a conflicting call on another thread."""
+    """Another thread is training the model (a second train, or a threshold change,
+    meanwhile); nothing was changed."""
 
 
 # ---- C structures (must match include/varad.h) ----
@@ -432,8 +434,10 @@ def _read_result(handle: ctypes.c_void_p, heatmap: Optional[str] = None) -> Scor
 
 
 class Model:
-    """A varad model. Scoring may be called from many threads at once; training and
-    threshold changes are exclusive (BusyError while another thread scores)."""
+    """A varad model. Scoring may be called from many threads at once, also while training
+    or a threshold change runs: each score comes entirely from the model as it was when
+    the score started, and training publishes the new model atomically when it ends. A
+    second train, or a threshold change, while training runs raises BusyError."""
 
     def __init__(self, backbone, *, input_size=None, device="cpu", cuda_device=0,
                  runtime_path=None, **params):
