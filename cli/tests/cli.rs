@@ -46,7 +46,10 @@ fn help_covers_every_subcommand() {
                 "--config",
             ][..],
         ),
-        ("score", &["--model", "--out"][..]),
+        (
+            "score",
+            &["--model", "--out", "--root", "--overwrite", "results.csv"][..],
+        ),
         (
             "eval",
             &[
@@ -105,6 +108,8 @@ fn bad_arguments_give_one_line() {
         "a.png",
     ]));
     assert!(err.contains("missing.safetensors"), "{err}");
+    let err = one_line_error(&varad(&["score", "--model", "m", "--overwrite", "a.png"]));
+    assert!(err.contains("--out <DIR>"), "{err}");
     let err = one_line_error(&varad(&[
         "eval",
         "--data",
@@ -117,17 +122,17 @@ fn bad_arguments_give_one_line() {
     assert!(err.contains("/surely/missing"), "{err}");
 }
 
-#[test]
-fn train_then_score() {
-    let dir = tempfile::tempdir().unwrap();
-    let cat = common::write_tiny_mvtec(dir.path());
-    let config = dir.path().join("config.json");
+/// Trains a model on the tiny set written into `dir` (2 epochs, three images held back
+/// for the calibration) and returns the set's category folder and the model file.
+fn train_tiny_model(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cat = common::write_tiny_mvtec(dir);
+    let config = dir.join("config.json");
     std::fs::write(
         &config,
         serde_json::to_string(&common::tiny_config()).unwrap(),
     )
     .unwrap();
-    let model = dir.path().join("model.safetensors");
+    let model = dir.join("model.safetensors");
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let out = varad(&[
         "train",
@@ -147,7 +152,14 @@ fn train_then_score() {
     );
     assert!(summary.contains("epoch losses"), "{summary}");
     assert!(model.is_file());
+    (cat, model)
+}
 
+#[test]
+fn train_then_score() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cat, model) = train_tiny_model(dir.path());
+    let s = |p: &Path| p.to_str().unwrap().to_string();
     let blob = cat.join("test/blob/000.png");
     let good = cat.join("test/good/000.png");
     let out = varad(&["score", "--model", &s(&model), &s(&blob), &s(&good)]);
@@ -173,12 +185,170 @@ fn train_then_score() {
         &s(&blob),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    for name in ["000_map.png", "000_overlay.png", "000.json"] {
+    for name in ["000_map.png", "000_overlay.png", "000.json", "results.csv"] {
         assert!(pictures.join(name).is_file(), "{name}");
     }
+    let line = text(&out.stdout);
+    assert!(
+        line.starts_with(&format!("{}: score ", blob.display())) && line.contains("regions"),
+        "{line}"
+    );
     let map =
         varad::image::read_image_file(pictures.join("000_map.png"), &Default::default()).unwrap();
     assert_eq!((map.width(), map.height()), (112, 112));
+}
+
+/// Every file under `dir` with its bytes, by path.
+fn snapshot(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(snapshot(&path));
+        } else {
+            files.insert(path.clone(), std::fs::read(&path).unwrap());
+        }
+    }
+    files
+}
+
+/// The fields of one CSV line (RFC 4180 quoting, no line breaks inside fields).
+fn csv_fields(line: &str) -> Vec<String> {
+    let (mut fields, mut field, mut quoted) = (Vec::new(), String::new(), false);
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(std::mem::take(&mut field)),
+            _ => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
+#[test]
+fn score_keeps_every_result_and_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cat, model) = train_tiny_model(dir.path());
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    // Three images named 000.png in three folders, one whose name needs CSV quoting.
+    let odd_name = if cfg!(unix) {
+        "bar, \"copy\""
+    } else {
+        "bar, copy"
+    };
+    let odd = cat.join("test").join(odd_name);
+    std::fs::create_dir_all(&odd).unwrap();
+    std::fs::copy(cat.join("test/bar/000.png"), odd.join("000.png")).unwrap();
+    let inputs = [
+        cat.join("test/good/000.png"),
+        cat.join("test/blob/000.png"),
+        odd.join("000.png"),
+    ];
+    let score = |out: &Path, extra: &[&str], images: &[std::path::PathBuf]| {
+        let mut args = vec![
+            "score".to_string(),
+            "--model".into(),
+            s(&model),
+            "--out".into(),
+            s(out),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.extend(images.iter().map(|p| s(p)));
+        varad(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let out = dir.path().join("scored");
+    let run = score(&out, &[], &inputs);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+
+    let mut verdicts = Vec::new();
+    for (folder, input) in ["good", "blob", odd_name].iter().zip(&inputs) {
+        for name in ["000.json", "000_map.png", "000_overlay.png"] {
+            assert!(out.join(folder).join(name).is_file(), "{folder}/{name}");
+        }
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join(folder).join("000.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(json["image"], s(input), "{folder}");
+        verdicts.push(json);
+    }
+    // 3 folders with 3 results each, and the summary.
+    assert_eq!(snapshot(&out).len(), 10);
+
+    let summary = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let lines: Vec<&str> = summary.lines().collect();
+    assert_eq!(lines[0], "path,score,normalised_score,decision,regions");
+    assert_eq!(lines.len(), 4, "{summary}");
+    for ((line, input), json) in lines[1..].iter().zip(&inputs).zip(&verdicts) {
+        let row = csv_fields(line);
+        assert_eq!(row.len(), 5, "{line}");
+        assert_eq!(row[0], s(input), "{line}");
+        let score: f32 = row[1].parse().unwrap();
+        assert_eq!(score as f64, json["score"].as_f64().unwrap(), "{line}");
+        let normalised: f32 = row[2].parse().unwrap();
+        assert_eq!(
+            normalised as f64,
+            json["normalised_score"].as_f64().unwrap(),
+            "{line}"
+        );
+        assert_eq!(row[3], json["decision"].as_str().unwrap(), "{line}");
+        assert_eq!(
+            row[4].parse::<u64>().unwrap(),
+            json["regions_found"].as_u64().unwrap(),
+            "{line}"
+        );
+    }
+    let printed = text(&run.stdout);
+    let printed: Vec<&str> = printed.lines().collect();
+    assert_eq!(printed.len(), 3, "{printed:?}");
+    for (line, input) in printed.iter().zip(&inputs) {
+        assert!(line.starts_with(&format!("{}: score ", s(input))), "{line}");
+        assert!(
+            ["Pass", "Review", "Fail"].iter().any(|d| line.contains(d)),
+            "{line}"
+        );
+    }
+
+    // A second run into the same folder is refused and changes nothing.
+    let before = snapshot(&out);
+    let err = one_line_error(&score(&out, &[], &inputs));
+    assert!(
+        err.contains("already holds results") && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert!(
+        snapshot(&out) == before,
+        "a refused run changed {}",
+        out.display()
+    );
+    // Unless asked to overwrite: the summary then holds this run's rows only.
+    let run = score(&out, &["--overwrite"], &inputs[..2]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let summary = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(summary.lines().count(), 3, "{summary}");
+
+    // Collisions are refused before any work: no output folder is even created.
+    let fresh = dir.path().join("fresh");
+    let err = one_line_error(&score(
+        &fresh,
+        &[],
+        &[inputs[0].clone(), cat.join("test/good")],
+    ));
+    assert!(err.contains("is given twice"), "{err}");
+    let twin = cat.join("test/good/000.jpg");
+    std::fs::copy(&inputs[0], &twin).unwrap();
+    let err = one_line_error(&score(&fresh, &[], &[inputs[0].clone(), twin]));
+    assert!(
+        err.contains("would both write") && err.contains("000.json"),
+        "{err}"
+    );
+    assert!(!fresh.exists());
 }
 
 /// A tiny MVTec-layout set in a temporary folder, with the tiny ViT's configuration as a

@@ -9,6 +9,8 @@ mod config_args;
 mod eval;
 mod info;
 mod score;
+mod score_layout;
+mod score_summary;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -54,15 +56,24 @@ fn main() -> ExitCode {
                 e.exit();
             }
             // clap's message spans several lines (usage, hint); a tool run from scripts
-            // and logs is easier to read with one.
+            // and logs is easier to read with one: the first paragraph, its lines joined
+            // (a missing argument is named on the line after the sentence).
             let text = e.render().to_string();
             let first = text
                 .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
+                .skip_while(|l| l.trim().is_empty())
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ");
+            let first = first.trim_start_matches("error: ");
             eprintln!(
                 "varad: {} (see `varad --help`)",
-                first.trim_start_matches("error: ").trim()
+                if first.is_empty() {
+                    "invalid arguments"
+                } else {
+                    first
+                }
             );
             return ExitCode::from(2);
         }
