@@ -112,10 +112,18 @@ def test_errors_carry_the_message(tmp_path):
 
 def test_cancel_leaves_the_model_unchanged():
     model = tiny_model()
-    before = model.score(texture(40)).map
     with pytest.raises(varad.CancelledError):
         model.train((texture(i) for i in range(5)), progress=lambda p: p.step >= 1)
+    with pytest.raises(varad.VaradError) as e:
+        model.score(texture(40))
+    assert e.value.name == "VARAD_ERR_NOT_TRAINED"
+    model.train(texture(i) for i in range(5))
+    before = model.score(texture(40)).map
+    review = model.get_threshold("review")
+    with pytest.raises(varad.CancelledError):
+        model.train((texture(i) for i in range(10, 15)), progress=lambda p: p.step >= 1)
     np.testing.assert_array_equal(model.score(texture(40)).map, before)
+    assert model.get_threshold("review") == review
     with pytest.raises(RuntimeError):
         model.train((texture(i) for i in range(5)), progress=lambda p: (_ for _ in ()).throw(RuntimeError("stop")))
     model.close()
