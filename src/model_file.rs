@@ -239,7 +239,31 @@ pub fn save(model: &Model, path: &Path) -> Result<()> {
         ])),
     )
     .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot encode the model: {e}")))?;
-    write_atomically(path, &bytes)
+    write_atomically(path, &sorted_header(bytes)?)
+}
+
+/// `bytes` (a safetensors file) with its header's keys in sorted order: safetensors
+/// writes `__metadata__` in a `HashMap`'s order, which differs from process to process,
+/// and the same model must give the same bytes wherever it is saved. The header's content
+/// and the data are unchanged.
+fn sorted_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
+    type Header = BTreeMap<String, BTreeMap<String, serde_json::Value>>;
+    let internal = |e: &dyn std::fmt::Display| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("cannot encode the model's header: {e}"),
+        )
+    };
+    let (n, _) = SafeTensors::read_metadata(&bytes).map_err(|e| internal(&e))?;
+    let header: Header = serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| internal(&e))?;
+    let mut text = serde_json::to_string(&header).map_err(|e| internal(&e))?;
+    // The data stays 8-byte aligned, as safetensors pads it.
+    text.push_str(&" ".repeat((8 - text.len() % 8) % 8));
+    let mut out = Vec::with_capacity(bytes.len() + 8);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
 }
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, renames it over `path` and
