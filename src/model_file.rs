@@ -157,7 +157,11 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Writes `model` to `path` atomically.
+/// Writes `model` to `path` atomically, in the current format (with checksums).
+///
+/// A model that loading would refuse (non-finite weights, say, from a training that
+/// diverged) is not written: [`ErrorKind::ModelFile`] naming what. An empty path or one
+/// naming a folder is [`ErrorKind::InvalidArgument`]; a failed write [`ErrorKind::Io`].
 pub fn save(model: &Model, path: &Path) -> Result<()> {
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (h, level) in model.weights().levels.iter().enumerate() {
@@ -239,7 +243,18 @@ pub fn save(model: &Model, path: &Path) -> Result<()> {
         ])),
     )
     .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot encode the model: {e}")))?;
-    write_atomically(path, &sorted_header(bytes)?)
+    let bytes = sorted_header(bytes)?;
+    // Never write a file that loading would refuse (a model whose training diverged
+    // holds non-finite weights): say so now, not on the machine that loads it.
+    read_header(&bytes)
+        .and_then(|(metadata, _)| extract_normal_stats(&bytes, &metadata))
+        .map_err(|problems| {
+            Error::new(
+                ErrorKind::ModelFile,
+                format!("the model cannot be saved, loading it would fail: {problems}"),
+            )
+        })?;
+    write_atomically(path, &bytes)
 }
 
 /// `bytes` (a safetensors file) with its header's keys in sorted order: safetensors

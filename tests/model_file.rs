@@ -870,3 +870,23 @@ fn a_format1_file_loads_unverified_with_a_warning_and_resaving_adds_checksums() 
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_model_that_could_not_be_loaded_again_is_not_saved() {
+    let dir = temp_dir("unsaveable");
+    let mut model = Model::new(common::tiny_config()).unwrap();
+    let mut weights = (**model.weights()).clone();
+    weights.levels[1].adapter_weight[3] = f32::NAN;
+    model.set_weights(weights).unwrap();
+    let path = dir.join("model.safetensors");
+    let err = model.save(&path).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ModelFile, "{err}");
+    assert!(
+        err.message()
+            .contains("adapters.1.weight holds a non-finite value (NaN) at index 3"),
+        "{err}"
+    );
+    assert!(!path.exists());
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    std::fs::remove_dir_all(dir).unwrap();
+}
