@@ -15,7 +15,7 @@
 //! used, and refuses a mismatch with [`ErrorKind::ModelFile`] naming the tensor (or "the
 //! metadata"). Then it validates what the scorer computes with: every tensor finite, the
 //! variances and spreads it divides by at or above the floor the scorer uses
-//! ([`LevelStats::check`], [`NeighbourBank::check`]), the calibration consistent.
+//! (`LevelStats::check`, [`NeighbourBank::check`]), the calibration consistent.
 //!
 //! Files of format 1 (varad 1.0) carry no checksums. They still load, since refusing them
 //! would strand every model trained with 1.0, but unverified: a warning is logged (the

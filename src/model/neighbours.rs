@@ -302,7 +302,7 @@ impl NeighbourBank {
     /// channels (a model file is untrusted input): every token and the normal distance
     /// statistics finite, the mean distance at least 0 (a mean of squared distances), and
     /// the spread [`NeighbourBank::map`] divides by at least the floor it uses there
-    /// ([`FLOOR`]). [`ErrorKind::ModelFile`], naming the field.
+    /// (`FLOOR`, 1e-12). [`ErrorKind::ModelFile`], naming the field.
     pub fn check(&self, levels: usize, dims: usize) -> Result<()> {
         let problem = if self.level >= levels {
             Some(format!("level {} of {levels}", self.level))

@@ -182,7 +182,7 @@ impl LevelStats {
     /// Checks the statistics a stored model scores with (a model file is untrusted
     /// input): the shapes against a level of `c` channels on a grid of `len` positions,
     /// every value finite, and what the maps divide by or subtract:
-    /// - every channel variance and the level mean at least [`FLOOR`] (training records
+    /// - every channel variance and the level mean at least `FLOOR`, 1e-12 (training records
     ///   mean squared residuals, which are above it on any real backbone);
     /// - every position mean at least 0 (a mean of the non-negative whitened map);
     /// - every position spread at least 0, and their median (the level's typical spread,
