@@ -6,8 +6,23 @@
 //! Saving is atomic: the bytes go to a temporary file in the same folder, which is synced
 //! and renamed over the target, so a crash leaves either the old file or the new one.
 //! Loading checks everything and names every mismatch.
+//!
+//! Integrity: model files travel between machines (networks, USB sticks), and a flipped
+//! bit in a weight changes every decision without any error. So the file records the
+//! SHA-256 of every tensor's bytes (in the metadata JSON, `tensor_sha256`) and of the
+//! metadata JSON itself (under a second `__metadata__` key, `varad.sha256`, since the JSON
+//! cannot hold its own digest). Loading verifies both before anything in the file is
+//! used, and refuses a mismatch with [`ErrorKind::ModelFile`] naming the tensor (or "the
+//! metadata"). Then it validates what the scorer computes with: every tensor finite, the
+//! variances and spreads it divides by at or above the floor the scorer uses
+//! (`LevelStats::check`, [`NeighbourBank::check`]), the calibration consistent.
+//!
+//! Files of format 1 (varad 1.0) carry no checksums. They still load, since refusing them
+//! would strand every model trained with 1.0, but unverified: a warning is logged (the
+//! `log` facade; the C API's log callback receives it) saying so, and that saving the
+//! model again adds the checksums. The semantic validation runs on them as on any file.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -24,10 +39,20 @@ use crate::score::Calibration;
 use crate::{Config, Device, Error, ErrorKind, Result};
 
 /// The format this library writes, and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// 1: varad 1.0, no checksums (still read, unverified, with a warning). 2: the SHA-256
+/// of every tensor and of the metadata.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The first format whose files carry checksums: files of this format or newer without
+/// them are refused.
+const CHECKSUMMED_FORMAT: u64 = 2;
 
 /// The `__metadata__` key that holds the JSON.
 const METADATA_KEY: &str = "varad";
+
+/// The `__metadata__` key that holds the SHA-256 (lowercase hex) of the JSON's bytes.
+const METADATA_SHA256_KEY: &str = "varad.sha256";
 
 /// What the metadata JSON records.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,6 +71,10 @@ struct FileMetadata {
     /// the model has one. (Absent from files written before it existed: none.)
     #[serde(default)]
     neighbours: Option<NeighbourRecord>,
+    /// The SHA-256 (lowercase hex) of every tensor's bytes, by tensor name. (Absent from
+    /// format 1 files, written before checksums existed.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tensor_sha256: Option<BTreeMap<String, String>>,
 }
 
 /// What a neighbour bank is besides its tokens.
@@ -120,31 +149,20 @@ fn le_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-/// Writes `model` to `path` atomically.
+/// The SHA-256 of `bytes` as lowercase hex, the form the file records.
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Writes `model` to `path` atomically, in the current format (with checksums).
+///
+/// A model that loading would refuse (non-finite weights, say, from a training that
+/// diverged) is not written: [`ErrorKind::ModelFile`] naming what. An empty path or one
+/// naming a folder is [`ErrorKind::InvalidArgument`]; a failed write [`ErrorKind::Io`].
 pub fn save(model: &Model, path: &Path) -> Result<()> {
-    let metadata = FileMetadata {
-        format_version: FORMAT_VERSION,
-        library_version: crate::VERSION.to_string(),
-        config: model.config().clone(),
-        backbone: record(model),
-        calibration: model.calibration().cloned(),
-        normal_stats: model.normal_stats().is_some(),
-        neighbours: model
-            .normal_stats()
-            .and_then(|s| s.neighbours.as_ref())
-            .map(|b| NeighbourRecord {
-                level: b.level,
-                tokens: b.len(),
-                mean: b.mean,
-                std: b.std,
-            }),
-    };
-    let json = serde_json::to_string(&metadata).map_err(|e| {
-        Error::new(
-            ErrorKind::Internal,
-            format!("cannot encode the model metadata: {e}"),
-        )
-    })?;
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (h, level) in model.weights().levels.iter().enumerate() {
         let c = level.channels;
@@ -179,6 +197,35 @@ pub fn save(model: &Model, path: &Path) -> Result<()> {
             le_bytes(&bank.tokens),
         ));
     }
+    let metadata = FileMetadata {
+        format_version: FORMAT_VERSION,
+        library_version: crate::VERSION.to_string(),
+        config: model.config().clone(),
+        backbone: record(model),
+        calibration: model.calibration().cloned(),
+        normal_stats: model.normal_stats().is_some(),
+        neighbours: model
+            .normal_stats()
+            .and_then(|s| s.neighbours.as_ref())
+            .map(|b| NeighbourRecord {
+                level: b.level,
+                tokens: b.len(),
+                mean: b.mean,
+                std: b.std,
+            }),
+        tensor_sha256: Some(
+            tensors
+                .iter()
+                .map(|(name, _, data)| (name.clone(), sha256_hex(data)))
+                .collect(),
+        ),
+    };
+    let json = serde_json::to_string(&metadata).map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("cannot encode the model metadata: {e}"),
+        )
+    })?;
     let views = tensors
         .iter()
         .map(|(name, shape, data)| {
@@ -187,12 +234,51 @@ pub fn save(model: &Model, path: &Path) -> Result<()> {
                 .map_err(|e| Error::new(ErrorKind::Internal, format!("tensor {name}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
+    let json_sha256 = sha256_hex(json.as_bytes());
     let bytes = safetensors::tensor::serialize(
         views,
-        Some(HashMap::from([(METADATA_KEY.to_string(), json)])),
+        Some(HashMap::from([
+            (METADATA_KEY.to_string(), json),
+            (METADATA_SHA256_KEY.to_string(), json_sha256),
+        ])),
     )
     .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot encode the model: {e}")))?;
+    let bytes = sorted_header(bytes)?;
+    // Never write a file that loading would refuse (a model whose training diverged
+    // holds non-finite weights): say so now, not on the machine that loads it.
+    read_header(&bytes)
+        .and_then(|(metadata, _)| extract_normal_stats(&bytes, &metadata))
+        .map_err(|problems| {
+            Error::new(
+                ErrorKind::ModelFile,
+                format!("the model cannot be saved, loading it would fail: {problems}"),
+            )
+        })?;
     write_atomically(path, &bytes)
+}
+
+/// `bytes` (a safetensors file) with its header's keys in sorted order: safetensors
+/// writes `__metadata__` in a `HashMap`'s order, which differs from process to process,
+/// and the same model must give the same bytes wherever it is saved. The header's content
+/// and the data are unchanged.
+fn sorted_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
+    type Header = BTreeMap<String, BTreeMap<String, serde_json::Value>>;
+    let internal = |e: &dyn std::fmt::Display| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("cannot encode the model's header: {e}"),
+        )
+    };
+    let (n, _) = SafeTensors::read_metadata(&bytes).map_err(|e| internal(&e))?;
+    let header: Header = serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| internal(&e))?;
+    let mut text = serde_json::to_string(&header).map_err(|e| internal(&e))?;
+    // The data stays 8-byte aligned, as safetensors pads it.
+    text.push_str(&" ".repeat((8 - text.len() % 8) % 8));
+    let mut out = Vec::with_capacity(bytes.len() + 8);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
 }
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, renames it over `path` and
@@ -203,13 +289,19 @@ pub fn save(model: &Model, path: &Path) -> Result<()> {
 /// model, whole), and the next save over the same name removes it once its process is
 /// gone (see `remove_stale_temps`).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    if path.as_os_str().is_empty() {
+        return Err(Error::invalid_argument("the path is empty"));
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid_argument(format!("{} names no file", path.display())))?;
+    let name = path.file_name().ok_or_else(|| {
+        Error::invalid_argument(format!(
+            "`{}` names a folder, not a file to write",
+            path.display()
+        ))
+    })?;
     let temp = dir.join(format!(
         ".{}.{}.tmp",
         name.to_string_lossy(),
@@ -405,40 +497,156 @@ pub struct ParsedModel {
     pub weights: Weights,
     /// The normal-image statistics, when the file has them.
     pub normal_stats: Option<NormalStats>,
+    /// Whether the file's checksums were verified: `false` for a format-1 file, which
+    /// records none (see the module documentation).
+    pub verified: bool,
 }
 
-/// Reads the safetensors header and the metadata JSON, checks the format version, the
-/// configuration and the tensor table. Nothing here depends on the backbone, and
-/// nothing is allocated for a size the file merely claims. The error is the list of
-/// problems, without the path.
-fn read_header(bytes: &[u8]) -> std::result::Result<FileMetadata, String> {
+/// Whether a file's checksums were verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Integrity {
+    /// Every tensor and the metadata matched the SHA-256 recorded at save.
+    Verified,
+    /// A format-1 file: it records no checksums, so nothing could be verified.
+    Unverified,
+}
+
+/// Reads the safetensors header and the metadata JSON, verifies the checksums (the
+/// metadata's, then every tensor's; a format-1 file has none), then checks that every
+/// tensor is finite, the format version, the configuration and the tensor table.
+/// Nothing here depends on the backbone, and nothing is allocated for a size the file
+/// merely claims. The error is the list of problems, without the path.
+fn read_header(bytes: &[u8]) -> std::result::Result<(FileMetadata, Integrity), String> {
     let (_, header) =
         SafeTensors::read_metadata(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
-    let json = header
-        .metadata()
-        .as_ref()
+    let entries = header.metadata().as_ref();
+    let json = entries
         .and_then(|m| m.get(METADATA_KEY))
         .ok_or_else(|| "no varad metadata: not a varad model file".to_string())?;
+    let json_sha256 = entries.and_then(|m| m.get(METADATA_SHA256_KEY));
+    if let Some(recorded) = json_sha256 {
+        if sha256_hex(json.as_bytes()) != *recorded {
+            return Err(format!(
+                "the metadata does not match its SHA-256 recorded at save: {DAMAGED}"
+            ));
+        }
+    }
     let version: serde_json::Value =
         serde_json::from_str(json).map_err(|e| format!("the metadata is not JSON: {e}"))?;
-    match version.get("format_version").and_then(|v| v.as_u64()) {
+    let checksummed = match version.get("format_version").and_then(|v| v.as_u64()) {
         Some(v) if v > FORMAT_VERSION as u64 => {
             return Err(format!(
                 "format version {v} was written by a newer varad; this library ({}) reads up to {FORMAT_VERSION}",
                 crate::VERSION
             ))
         }
-        Some(_) => {}
+        Some(v) => v >= CHECKSUMMED_FORMAT,
         None => return Err("the metadata has no format_version".to_string()),
+    };
+    if checksummed && json_sha256.is_none() {
+        return Err(format!(
+            "the metadata's SHA-256 (`{METADATA_SHA256_KEY}`) is missing: {DAMAGED}"
+        ));
+    }
+    // Nothing unverified rides along in a checksummed file.
+    let unverified = entries
+        .into_iter()
+        .flat_map(|m| m.keys())
+        .find(|k| *k != METADATA_KEY && *k != METADATA_SHA256_KEY);
+    if let (true, Some(extra)) = (checksummed, unverified) {
+        return Err(format!("unexpected metadata entry `{extra}`"));
     }
     let metadata: FileMetadata = serde_json::from_value(version)
         .map_err(|e| format!("the metadata does not match format {FORMAT_VERSION}: {e}"))?;
+    let tensors =
+        SafeTensors::deserialize(bytes).map_err(|e| format!("corrupt tensor data: {e}"))?;
+    let integrity = match (&metadata.tensor_sha256, checksummed) {
+        (Some(recorded), true) => {
+            verify_tensors(&tensors, recorded)?;
+            Integrity::Verified
+        }
+        (None, true) => {
+            return Err(format!(
+                "format {} records every tensor's SHA-256, but the metadata has none: {DAMAGED}",
+                metadata.format_version
+            ))
+        }
+        (Some(_), false) => {
+            return Err(format!(
+                "format {} records no checksums, yet the metadata has some",
+                metadata.format_version
+            ))
+        }
+        (None, false) => Integrity::Unverified,
+    };
+    check_finite(&tensors)?;
     metadata
         .config
         .validate()
         .map_err(|e| format!("the stored configuration is invalid: {}", e.message()))?;
     check_tensor_table(&metadata, &header)?;
-    Ok(metadata)
+    Ok((metadata, integrity))
+}
+
+/// What a checksum mismatch means to the person who gets the error.
+const DAMAGED: &str =
+    "the file was damaged after it was saved (copy it again from where it was saved)";
+
+/// Checks every tensor's bytes against its recorded SHA-256, and that the file's tensors
+/// and the recorded ones are the same set. Every mismatch is named.
+fn verify_tensors(
+    tensors: &SafeTensors<'_>,
+    recorded: &BTreeMap<String, String>,
+) -> std::result::Result<(), String> {
+    let mut problems = Vec::new();
+    let mut names = tensors.names();
+    names.sort_unstable();
+    for name in &names {
+        match (recorded.get(*name), tensors.tensor(name)) {
+            (None, _) => problems.push(format!("tensor {name} has no recorded SHA-256")),
+            (Some(sha), Ok(view)) if sha256_hex(view.data()) == *sha => {}
+            (Some(_), _) => problems.push(format!(
+                "tensor {name} does not match its SHA-256 recorded at save"
+            )),
+        }
+    }
+    for name in recorded.keys() {
+        if !names.contains(&name.as_str()) {
+            problems.push(format!(
+                "tensor {name} has a recorded SHA-256 but is not in the file"
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}: {DAMAGED}", problems.join("; ")))
+    }
+}
+
+/// Checks that every tensor holds finite values only (the file format is f32 throughout;
+/// a dtype other than F32 is left to the table check, which names it).
+fn check_finite(tensors: &SafeTensors<'_>) -> std::result::Result<(), String> {
+    let mut problems: Vec<String> = tensors
+        .iter()
+        .filter(|(_, view)| view.dtype() == Dtype::F32)
+        .filter_map(|(name, view)| {
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            values
+                .enumerate()
+                .find(|(_, v)| !v.is_finite())
+                .map(|(i, v)| format!("{name} holds a non-finite value ({v}) at index {i}"))
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        problems.sort();
+        Err(problems.join("; "))
+    }
 }
 
 /// Builds every level's weights from the tensors in `bytes`, one level per entry of
@@ -576,9 +784,10 @@ fn extract_normal_stats(
             position_mean: read(&pmean)?,
             position_std: read(&pstd)?,
         };
+        // The check's message starts with the field, so this names the tensor.
         stats
             .check(*c, grid.0 * grid.1)
-            .map_err(|e| format!("level `{name}`: {}", e.message()))?;
+            .map_err(|e| format!("normal_stats.{h}.{} (level `{name}`)", e.message()))?;
         levels.push(stats);
     }
     let neighbours = match &metadata.neighbours {
@@ -612,7 +821,7 @@ fn extract_normal_stats(
 /// SHA-256 and its levels' names and grids. Errors are [`ErrorKind::ModelFile`].
 pub fn parse(bytes: &[u8], channels: &[usize]) -> Result<ParsedModel> {
     let err = |what: String| Error::new(ErrorKind::ModelFile, what);
-    let metadata = read_header(bytes).map_err(err)?;
+    let (metadata, integrity) = read_header(bytes).map_err(err)?;
     let stored: Vec<usize> = metadata.backbone.levels.iter().map(|l| l.1).collect();
     if stored != channels {
         return Err(err(format!(
@@ -626,21 +835,40 @@ pub fn parse(bytes: &[u8], channels: &[usize]) -> Result<ParsedModel> {
         calibration: metadata.calibration,
         weights,
         normal_stats,
+        verified: integrity == Integrity::Verified,
     })
 }
 
-/// Reads a model file, opens its backbone and checks that everything matches.
-pub fn load(path: &Path, options: &LoadOptions) -> Result<Model> {
-    if let Ok(m) = std::fs::metadata(path) {
-        if !m.is_file() {
-            return Err(Error::invalid_argument(format!(
-                "{} is not a regular file",
-                path.display()
-            )));
-        }
+/// Refuses a path that names something other than a regular file (a folder, a device, a
+/// pipe), which reading would fail on or never finish: an I/O problem with that path.
+fn require_regular_file(path: &Path, what: &str) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => Err(Error::new(
+            ErrorKind::Io,
+            format!("cannot read {what} {}: not a regular file", path.display()),
+        )),
+        // A missing file is reported by the read that follows, with the system's reason.
+        _ => Ok(()),
     }
+}
+
+/// Reads a model file, verifies its checksums, opens its backbone and checks that
+/// everything matches (see the module documentation). A format-1 file (no checksums)
+/// loads with a warning logged.
+pub fn load(path: &Path, options: &LoadOptions) -> Result<Model> {
+    if path.as_os_str().is_empty() {
+        return Err(Error::invalid_argument("the path is empty"));
+    }
+    require_regular_file(path, "the model file")?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, "read the model file", &e))?;
-    let metadata = read_header(&bytes).map_err(|problems| bad(path, problems))?;
+    let (metadata, integrity) = read_header(&bytes).map_err(|problems| bad(path, problems))?;
+    if integrity == Integrity::Unverified {
+        log::warn!(
+            "{}: the model file carries no checksums (format {}, written before varad wrote them), so damage to it cannot be detected; saving the model again adds them",
+            path.display(),
+            metadata.format_version
+        );
+    }
 
     let mut config = metadata.config.clone();
     if let Some(backbone) = &options.backbone {
@@ -656,20 +884,10 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Model> {
         config.threads = threads;
     }
     // A path read from a file may name a device or a pipe: only a regular file is read.
-    if let Ok(m) = std::fs::metadata(&config.backbone) {
-        if !m.is_file() {
-            return Err(Error::invalid_argument(format!(
-                "backbone {} is not a regular file",
-                config.backbone.display()
-            )));
-        }
-    }
+    require_regular_file(&config.backbone, "the backbone")?;
     let backbone_bytes = std::fs::read(&config.backbone)
         .map_err(|e| Error::io(&config.backbone, "read the backbone", &e))?;
-    let sha: String = Sha256::digest(&backbone_bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha = sha256_hex(&backbone_bytes);
     if sha != metadata.backbone.sha256 {
         return Err(bad(
             path,

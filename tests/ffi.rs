@@ -503,6 +503,35 @@ fn thresholds_get_and_set_with_range_checks() {
             varad_load(path.as_ptr(), &lp, &mut out),
             VARAD_ERR_INVALID_ARGUMENT
         );
+        // A folder is an I/O problem with that path; an empty path is named as such.
+        let folder = CString::new(dir.to_str().unwrap()).unwrap();
+        assert_eq!(
+            varad_load(folder.as_ptr(), ptr::null(), &mut out),
+            VARAD_ERR_IO
+        );
+        assert!(
+            last_error().contains("not a regular file"),
+            "{}",
+            last_error()
+        );
+        assert_eq!(varad_save(model, c"".as_ptr()), VARAD_ERR_INVALID_ARGUMENT);
+        assert_eq!(last_error(), "the path is empty");
+        // A damaged file is refused, naming the tensor.
+        let mut bytes = std::fs::read(dir.join("m.varad")).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x10;
+        let damaged = dir.join("damaged.varad");
+        std::fs::write(&damaged, bytes).unwrap();
+        let damaged = CString::new(damaged.to_str().unwrap()).unwrap();
+        assert_eq!(
+            varad_load(damaged.as_ptr(), ptr::null(), &mut out),
+            VARAD_ERR_MODEL_FILE
+        );
+        assert!(
+            last_error().contains("does not match its SHA-256"),
+            "{}",
+            last_error()
+        );
         assert_eq!(out, sentinel);
         assert_eq!(varad_save(model, ptr::null()), VARAD_ERR_NULL_POINTER);
         std::fs::remove_dir_all(&dir).ok();

@@ -50,6 +50,14 @@ fn save_load_scores_bit_identically() {
 
     let loaded = Model::load(&path, &LoadOptions::default()).unwrap();
     assert!(loaded.weights() == model.weights(), "loaded weights differ");
+    // The same model gives the same bytes (the header's order does not depend on the
+    // process's hash seeds).
+    let again = dir.join("again.safetensors");
+    for _ in 0..4 {
+        loaded.save(&again).unwrap();
+        assert!(std::fs::read(&again).unwrap() == std::fs::read(&path).unwrap());
+    }
+    std::fs::remove_file(&again).unwrap();
     assert_eq!(loaded.calibration(), model.calibration());
     assert_eq!(loaded.config(), model.config());
     assert!(model.normal_stats().is_some());
@@ -60,10 +68,63 @@ fn save_load_scores_bit_identically() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Rewrites the model file `path` into `out` after `edit` changed its tensors (name,
+/// dtype, shape, bytes) and metadata JSON, and makes the checksums match again, as a
+/// careful hand edit would: so what is refused is refused by the checks behind the
+/// checksums. A JSON without tensor checksums (format 1) is written without any.
 fn rewrite(
     path: &Path,
     out: &Path,
     edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>, &mut String),
+) {
+    rewrite_raw(path, out, |tensors, json| {
+        edit(tensors, json);
+        let mut value: serde_json::Value = serde_json::from_str(json).unwrap();
+        if value.get("tensor_sha256").is_some() {
+            value["tensor_sha256"] = tensors
+                .iter()
+                .map(|(n, _, _, b)| (n.clone(), sha256_hex(b).into()))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+            *json = value.to_string();
+        }
+        if json.contains("\"tensor_sha256\"") {
+            JsonDigest::Matching
+        } else {
+            JsonDigest::Absent
+        }
+    });
+}
+
+/// The SHA-256 of `bytes` in lowercase hex, as the file records it.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What [`rewrite_raw`] writes as the metadata JSON's own checksum.
+#[derive(PartialEq)]
+enum JsonDigest {
+    /// The SHA-256 of the edited JSON.
+    Matching,
+    /// None (as format 1 has it).
+    Absent,
+    /// The original file's, whatever the edit did.
+    Original,
+}
+
+/// Rewrites the model file `path` into `out` after `edit`, with the metadata JSON's own
+/// checksum as `edit` asks. Tensor checksums are left as `edit` leaves them.
+fn rewrite_raw(
+    path: &Path,
+    out: &Path,
+    edit: impl FnOnce(
+        &mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>,
+        &mut String,
+    ) -> JsonDigest,
 ) {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -74,7 +135,7 @@ fn rewrite(
         .into_iter()
         .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
         .collect();
-    edit(&mut tensors, &mut json);
+    let digest = edit(&mut tensors, &mut json);
     let views: Vec<_> = tensors
         .iter()
         .map(|(n, d, s, b)| {
@@ -84,9 +145,31 @@ fn rewrite(
             )
         })
         .collect();
-    let out_bytes =
-        safetensors::tensor::serialize(views, Some([("varad".to_string(), json)].into())).unwrap();
+    let mut entries = std::collections::HashMap::new();
+    let original = meta.metadata().as_ref().unwrap().get("varad.sha256");
+    match (digest, original) {
+        (JsonDigest::Matching, _) => {
+            entries.insert("varad.sha256".to_string(), sha256_hex(json.as_bytes()));
+        }
+        (JsonDigest::Original, Some(sha)) => {
+            entries.insert("varad.sha256".to_string(), sha.clone());
+        }
+        _ => {}
+    }
+    entries.insert("varad".to_string(), json);
+    let out_bytes = safetensors::tensor::serialize(views, Some(entries)).unwrap();
     std::fs::write(out, out_bytes).unwrap();
+}
+
+/// Turns a model file into one of format 1, as varad 1.0 wrote it: no checksums.
+fn make_format1(path: &Path, out: &Path) {
+    rewrite_raw(path, out, |_, json| {
+        let mut value: serde_json::Value = serde_json::from_str(json).unwrap();
+        value.as_object_mut().unwrap().remove("tensor_sha256");
+        value["format_version"] = 1.into();
+        *json = value.to_string();
+        JsonDigest::Absent
+    });
 }
 
 #[test]
@@ -124,13 +207,18 @@ fn mismatches_are_refused_and_named() {
     assert!(load(&extra).message().contains("unexpected tensors stray"));
 
     let newer = dir.join("newer.safetensors");
+    let next = varad::model_file::FORMAT_VERSION + 1;
     rewrite(&path, &newer, |_, json| {
-        *json = json.replace("\"format_version\":1", "\"format_version\":2")
+        *json = json.replace(
+            &format!("\"format_version\":{}", next - 1),
+            &format!("\"format_version\":{next}"),
+        )
     });
     let err = load(&newer);
     assert!(
-        err.message()
-            .contains("format version 2 was written by a newer varad"),
+        err.message().contains(&format!(
+            "format version {next} was written by a newer varad"
+        )),
         "{err}"
     );
 
@@ -242,7 +330,8 @@ fn the_neighbour_bank_is_saved_checked_and_weighted() {
     });
     let err = load(&nan).unwrap_err();
     assert!(
-        err.message().contains("neighbour bank: a non-finite value"),
+        err.message()
+            .contains("normal_stats.neighbours.tokens holds a non-finite value (NaN) at index 0"),
         "{err}"
     );
     let wrong_level = dir.join("level.safetensors");
@@ -397,5 +486,408 @@ fn a_model_with_two_directions_and_no_adapters_reloads_identically() {
     assert_eq!(loaded.layout()[0].scans.directions(), &[1, 2]);
     assert!(loaded.weights() == model.weights(), "loaded weights differ");
     assert_eq!(scores(&model), scores(&loaded));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Loads `path` with the default options.
+fn load_default(path: &Path) -> varad::Result<Model> {
+    Model::load(path, &LoadOptions::default())
+}
+
+/// The byte range of every tensor's data in a model file, by name, sorted by offset.
+fn tensor_ranges(bytes: &[u8]) -> Vec<(String, std::ops::Range<usize>)> {
+    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let mut ranges: Vec<_> = st
+        .iter()
+        .map(|(name, view)| {
+            let start = view.data().as_ptr() as usize - bytes.as_ptr() as usize;
+            (name.to_string(), start..start + view.data().len())
+        })
+        .collect();
+    ranges.sort_by_key(|(_, r)| r.start);
+    ranges
+}
+
+/// The byte range of the metadata JSON (the string under `varad` in the header).
+fn metadata_range(bytes: &[u8]) -> std::ops::Range<usize> {
+    let (n, _) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+    let header = &bytes[8..8 + n];
+    let key = b"\"varad\":\"";
+    let first = header.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+    let mut end = first;
+    while header[end] != b'"' {
+        end += if header[end] == b'\\' { 2 } else { 1 };
+    }
+    8 + first..8 + end
+}
+
+#[test]
+fn every_flipped_byte_is_refused_naming_its_tensor() {
+    let dir = temp_dir("flips");
+    let model = trained_tiny_model();
+    let path = dir.join("model.safetensors");
+    model.save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let ranges = tensor_ranges(&bytes);
+    // Every tensor the model has is covered, and the data ends the file.
+    assert!(ranges.len() > 40, "{} tensors", ranges.len());
+    assert_eq!(ranges.last().unwrap().1.end, bytes.len());
+    let flipped = dir.join("flipped.safetensors");
+    let mut tried = 0;
+    for (name, range) in &ranges {
+        // The first and last byte of every tensor, and every 257th byte between.
+        let mut offsets: Vec<usize> = range.clone().step_by(257).collect();
+        offsets.push(range.end - 1);
+        for i in offsets {
+            let mut b = bytes.clone();
+            b[i] ^= 1 << (i % 8);
+            std::fs::write(&flipped, &b).unwrap();
+            let err = load_default(&flipped)
+                .err()
+                .unwrap_or_else(|| panic!("a flip at byte {i} of {name} loaded"));
+            assert_eq!(
+                err.kind(),
+                ErrorKind::ModelFile,
+                "byte {i} of {name}: {err}"
+            );
+            assert!(
+                err.message()
+                    .contains(&format!("tensor {name} does not match its SHA-256")),
+                "byte {i} of {name}: {err}"
+            );
+            tried += 1;
+        }
+    }
+    // The metadata JSON: every 13th byte and its last.
+    let json = metadata_range(&bytes);
+    let mut offsets: Vec<usize> = json.clone().step_by(13).collect();
+    offsets.push(json.end - 1);
+    for i in offsets {
+        let mut b = bytes.clone();
+        b[i] ^= 1 << (i % 8);
+        std::fs::write(&flipped, &b).unwrap();
+        let err = load_default(&flipped)
+            .err()
+            .unwrap_or_else(|| panic!("a flip at byte {i} of the metadata loaded"));
+        assert_eq!(err.kind(), ErrorKind::ModelFile, "byte {i}: {err}");
+        tried += 1;
+    }
+    eprintln!("{tried} flips, all refused");
+    // The unflipped file still loads.
+    std::fs::write(&flipped, &bytes).unwrap();
+    load_default(&flipped).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Sets every value (or the value at `index`) of tensor `name` to `value`.
+fn set_values(
+    tensors: &mut [(String, safetensors::Dtype, Vec<usize>, Vec<u8>)],
+    name: &str,
+    index: Option<usize>,
+    value: f32,
+) {
+    let t = tensors.iter_mut().find(|(n, ..)| n == name).unwrap();
+    for (i, chunk) in t.3.chunks_exact_mut(4).enumerate() {
+        if index.is_none_or(|j| j == i) {
+            chunk.copy_from_slice(&value.to_le_bytes());
+        }
+    }
+}
+
+#[test]
+fn zero_negative_and_nan_statistics_are_refused_behind_valid_checksums() {
+    let dir = temp_dir("semantic");
+    let model = trained_tiny_model();
+    let path = dir.join("model.safetensors");
+    model.save(&path).unwrap();
+    let edited = dir.join("edited.safetensors");
+    let cases: Vec<(&str, Option<usize>, f32, &str)> = vec![
+        (
+            "normal_stats.0.position_std",
+            None,
+            0.0,
+            "normal_stats.0.position_std has a median of 0",
+        ),
+        (
+            "normal_stats.1.position_std",
+            None,
+            -1.0,
+            "normal_stats.1.position_std[0] is -1",
+        ),
+        (
+            "normal_stats.2.position_std",
+            Some(3),
+            -1.0,
+            "normal_stats.2.position_std[3] is -1",
+        ),
+        (
+            "normal_stats.0.channel_var",
+            None,
+            0.0,
+            "normal_stats.0.channel_var[0] is 0, below the floor",
+        ),
+        (
+            "normal_stats.1.channel_var",
+            Some(5),
+            0.0,
+            "normal_stats.1.channel_var[5] is 0",
+        ),
+        (
+            "normal_stats.2.channel_var",
+            Some(1),
+            -2.0,
+            "normal_stats.2.channel_var[1] is -2",
+        ),
+        (
+            "normal_stats.0.level_mean",
+            None,
+            0.0,
+            "normal_stats.0.level_mean is 0",
+        ),
+        (
+            "normal_stats.1.position_mean",
+            Some(2),
+            -1.0,
+            "normal_stats.1.position_mean[2] is -1",
+        ),
+        (
+            "normal_stats.0.position_std",
+            Some(7),
+            f32::INFINITY,
+            "normal_stats.0.position_std holds a non-finite value (inf) at index 7",
+        ),
+        (
+            "adapters.0.weight",
+            Some(5),
+            f32::NAN,
+            "adapters.0.weight holds a non-finite value (NaN) at index 5",
+        ),
+        (
+            "adapters.2.bias",
+            Some(0),
+            f32::NAN,
+            "adapters.2.bias holds a non-finite value",
+        ),
+        (
+            "bos.1",
+            Some(0),
+            f32::NEG_INFINITY,
+            "bos.1 holds a non-finite value",
+        ),
+        (
+            "predictors.1.layers.0.mixer.A_log",
+            Some(9),
+            f32::NAN,
+            "predictors.1.layers.0.mixer.A_log holds a non-finite value",
+        ),
+        (
+            "normal_stats.neighbours.tokens",
+            Some(11),
+            f32::NAN,
+            "normal_stats.neighbours.tokens holds a non-finite value",
+        ),
+    ];
+    for (name, index, value, expected) in cases {
+        rewrite(&path, &edited, |t, _| set_values(t, name, index, value));
+        let err = load_default(&edited)
+            .err()
+            .unwrap_or_else(|| panic!("{name}[{index:?}] = {value} loaded"));
+        assert_eq!(err.kind(), ErrorKind::ModelFile, "{err}");
+        assert!(err.message().contains(expected), "{name}: {err}");
+        assert!(!err.message().contains("SHA-256"), "checksums fixed: {err}");
+    }
+    // The neighbour bank's spread and mean live in the metadata.
+    for (field, value, expected) in [
+        ("std", "0.0", "neighbour bank: std 0"),
+        ("std", "-1.0", "neighbour bank: std -1"),
+        ("mean", "-1.0", "neighbour bank: mean -1"),
+    ] {
+        rewrite(&path, &edited, |_, json| {
+            let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+            v["neighbours"][field] = serde_json::from_str(value).unwrap();
+            *json = v.to_string();
+        });
+        let err = load_default(&edited).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ModelFile, "{err}");
+        assert!(err.message().contains(expected), "{field}: {err}");
+    }
+    // Calibration values that do not fit together.
+    for (pointer, value) in [
+        ("/calibration/normal_scores/min", "-5.0"),
+        ("/calibration/normal_scores/std", "-1.0"),
+        ("/calibration/false_reject_bound", "0.0"),
+        ("/calibration/image_threshold", "0.0"),
+    ] {
+        rewrite(&path, &edited, |_, json| {
+            let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+            *v.pointer_mut(pointer).unwrap() = serde_json::from_str(value).unwrap();
+            *json = v.to_string();
+        });
+        let err = load_default(&edited).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ModelFile, "{pointer}: {err}");
+        assert!(
+            err.message().contains("calibration") || err.message().contains("threshold"),
+            "{pointer}: {err}"
+        );
+    }
+    // One position without spread is what a region identical on every training image
+    // gives: the level's median spread stands in for it, and the file loads.
+    rewrite(&path, &edited, |t, _| {
+        set_values(t, "normal_stats.0.position_std", Some(4), 0.0)
+    });
+    load_default(&edited).unwrap();
+    // The edit helper keeps an unedited file loadable (it is the checks that refuse).
+    rewrite(&path, &edited, |_, _| {});
+    assert_eq!(scores(&load_default(&edited).unwrap()), scores(&model));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn checksums_cannot_be_left_out_of_a_checksummed_file() {
+    let dir = temp_dir("stripped");
+    let model = trained_tiny_model();
+    let path = dir.join("model.safetensors");
+    model.save(&path).unwrap();
+    let edited = dir.join("edited.safetensors");
+    // The metadata's own digest dropped.
+    rewrite_raw(&path, &edited, |_, _| JsonDigest::Absent);
+    let err = load_default(&edited).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ModelFile, "{err}");
+    assert!(
+        err.message().contains("`varad.sha256`) is missing"),
+        "{err}"
+    );
+    // The tensor digests dropped (the metadata's digest made to match).
+    rewrite_raw(&path, &edited, |_, json| {
+        let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+        v.as_object_mut().unwrap().remove("tensor_sha256");
+        *json = v.to_string();
+        JsonDigest::Matching
+    });
+    let err = load_default(&edited).unwrap_err();
+    assert!(err.message().contains("the metadata has none"), "{err}");
+    // One tensor's digest dropped.
+    rewrite_raw(&path, &edited, |_, json| {
+        let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+        v["tensor_sha256"].as_object_mut().unwrap().remove("bos.0");
+        *json = v.to_string();
+        JsonDigest::Matching
+    });
+    let err = load_default(&edited).unwrap_err();
+    assert!(
+        err.message()
+            .contains("tensor bos.0 has no recorded SHA-256"),
+        "{err}"
+    );
+    // A metadata edit without fixing its digest.
+    rewrite_raw(&path, &edited, |_, json| {
+        *json = json.replace("\"review_band\":3.0", "\"review_band\":2.0");
+        assert!(json.contains("\"review_band\":2.0"));
+        JsonDigest::Original
+    });
+    let err = load_default(&edited).unwrap_err();
+    assert!(
+        err.message()
+            .contains("the metadata does not match its SHA-256"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Collects the log records of this test binary (the library logs through `log`).
+struct Captured;
+static LOG: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+impl log::Log for Captured {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        LOG.lock()
+            .unwrap()
+            .push(format!("{} {}", record.level(), record.args()));
+    }
+    fn flush(&self) {}
+}
+
+#[test]
+fn a_format1_file_loads_unverified_with_a_warning_and_resaving_adds_checksums() {
+    static LOGGER: Captured = Captured;
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(log::LevelFilter::Info);
+    let dir = temp_dir("format1");
+    let model = trained_tiny_model();
+    let path = dir.join("model.safetensors");
+    model.save(&path).unwrap();
+    let old = dir.join("old.safetensors");
+    make_format1(&path, &old);
+    let loaded = load_default(&old).unwrap();
+    assert_eq!(scores(&loaded), scores(&model));
+    assert_eq!(loaded.normal_stats(), model.normal_stats());
+    let warning = LOG
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains(&old.display().to_string()))
+        .cloned()
+        .expect("a warning naming the file");
+    assert!(warning.starts_with("WARN"), "{warning}");
+    assert!(warning.contains("carries no checksums"), "{warning}");
+    assert!(
+        warning.contains("saving the model again adds them"),
+        "{warning}"
+    );
+    // Saved again, it carries them.
+    let resaved = dir.join("resaved.safetensors");
+    loaded.save(&resaved).unwrap();
+    let channels: Vec<usize> = model.layout().iter().map(|l| l.channels).collect();
+    let parsed = varad::model_file::parse(&std::fs::read(&resaved).unwrap(), &channels).unwrap();
+    assert!(parsed.verified);
+    assert!(
+        !varad::model_file::parse(&std::fs::read(&old).unwrap(), &channels)
+            .unwrap()
+            .verified
+    );
+    // The semantic checks run on a format-1 file too.
+    let edited = dir.join("edited.safetensors");
+    rewrite(&old, &edited, |t, _| {
+        set_values(t, "normal_stats.1.position_std", None, -1.0)
+    });
+    let err = load_default(&edited).unwrap_err();
+    assert!(
+        err.message()
+            .contains("normal_stats.1.position_std[0] is -1"),
+        "{err}"
+    );
+    // A format-1 file that claims checksums is inconsistent.
+    rewrite_raw(&path, &edited, |_, json| {
+        *json = json.replace("\"format_version\":2", "\"format_version\":1");
+        JsonDigest::Matching
+    });
+    let err = load_default(&edited).unwrap_err();
+    assert!(
+        err.message().contains("format 1 records no checksums"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_model_that_could_not_be_loaded_again_is_not_saved() {
+    let dir = temp_dir("unsaveable");
+    let mut model = Model::new(common::tiny_config()).unwrap();
+    let mut weights = (**model.weights()).clone();
+    weights.levels[1].adapter_weight[3] = f32::NAN;
+    model.set_weights(weights).unwrap();
+    let path = dir.join("model.safetensors");
+    let err = model.save(&path).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ModelFile, "{err}");
+    assert!(
+        err.message()
+            .contains("adapters.1.weight holds a non-finite value (NaN) at index 3"),
+        "{err}"
+    );
+    assert!(!path.exists());
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -103,7 +103,19 @@ fn claimed_sizes_are_checked_before_allocating() {
     }
     let header_text = std::str::from_utf8(&bytes[8..8 + n]).unwrap();
     let mut header: serde_json::Value = serde_json::from_str(header_text).unwrap();
-    header["__metadata__"]["varad"] = value.to_string().into();
+    // The metadata with a matching checksum, as a deliberate edit would have it: what
+    // refuses the claim is the tensor table, not the checksum.
+    let set_metadata = |header: &mut serde_json::Value, value: &serde_json::Value| {
+        use sha2::Digest;
+        let json = value.to_string();
+        let sha: String = sha2::Sha256::digest(json.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        header["__metadata__"]["varad"] = json.into();
+        header["__metadata__"]["varad.sha256"] = sha.into();
+    };
+    set_metadata(&mut header, &value);
     raw_file(&claims, &header.to_string(), &bytes[8 + n..]);
     let (err, peak) = load_peak(&claims);
     assert_eq!(err.kind(), ErrorKind::ModelFile, "{err}");
@@ -112,7 +124,7 @@ fn claimed_sizes_are_checked_before_allocating() {
 
     // Limits in the stored configuration are the configuration's own.
     value["config"]["n_layers"] = 100000.into();
-    header["__metadata__"]["varad"] = value.to_string().into();
+    set_metadata(&mut header, &value);
     raw_file(&claims, &header.to_string(), &bytes[8 + n..]);
     let (err, _) = load_peak(&claims);
     assert!(err.message().contains("n_layers 100000"), "{err}");
@@ -122,9 +134,17 @@ fn claimed_sizes_are_checked_before_allocating() {
 #[test]
 fn only_regular_files_are_read() {
     let dir = temp_dir("special");
-    // /dev/zero as the model, and as the backbone a model names: refused, not read forever.
-    let err = Model::load(Path::new("/dev/zero"), &LoadOptions::default()).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    // /dev/zero or a folder as the model, and as the backbone a model names: an I/O
+    // problem with that path, refused before reading (not read forever).
+    for model_path in [Path::new("/dev/zero"), dir.as_path()] {
+        let err = Model::load(model_path, &LoadOptions::default()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+        assert!(err.message().contains("not a regular file"), "{err}");
+        assert!(
+            err.message().contains(&model_path.display().to_string()),
+            "{err}"
+        );
+    }
     let model = common::trained_tiny_model();
     let path = dir.join("model.safetensors");
     model.save(&path).unwrap();
@@ -136,7 +156,22 @@ fn only_regular_files_are_read() {
         },
     )
     .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
     assert!(err.message().contains("not a regular file"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_empty_path_is_named_as_such() {
+    let model = common::trained_tiny_model();
+    let err = model.save(Path::new("")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert_eq!(err.message(), "the path is empty");
+    let err = Model::load(Path::new(""), &LoadOptions::default()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert_eq!(err.message(), "the path is empty");
+    // A path that ends in `..` names a folder.
+    let err = model.save(Path::new("..")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.message().contains("names a folder"), "{err}");
 }

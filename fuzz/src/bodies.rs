@@ -39,7 +39,11 @@ pub fn tiny_backbone() -> PathBuf {
 // (a) model files
 
 /// A model file's bytes, parsed for the tiny ViT's layout: any bytes give a result or a
-/// `ModelFile` error; an accepted file's weights have the shapes the layout implies.
+/// `ModelFile` error; an accepted file's weights have the shapes the layout implies and
+/// hold finite values only. An accepted file that claims a checksummed format (2 or
+/// newer) is byte for byte one whose metadata and tensors match the SHA-256 it records
+/// (recomputed here, independently of the library), so a flip anywhere in its tensor
+/// data or metadata is refused; only a format-1 file (no checksums) loads unverified.
 pub fn model_file(data: &[u8]) {
     match varad::model_file::parse(data, &TINY_CHANNELS) {
         Ok(parsed) => {
@@ -49,12 +53,69 @@ pub fn model_file(data: &[u8]) {
                 assert_eq!(level.adapter_weight.len(), c * c);
                 assert_eq!(level.adapter_bias.len(), c);
                 assert_eq!(level.bos.len(), c);
+                assert!(level
+                    .adapter_weight
+                    .iter()
+                    .chain(&level.adapter_bias)
+                    .chain(&level.bos)
+                    .all(|v| v.is_finite()));
+            }
+            let format = recorded_format(data);
+            assert_eq!(parsed.verified, format >= 2, "format {format}");
+            if parsed.verified {
+                assert_checksums_match(data);
             }
         }
         Err(e) => {
             assert_eq!(e.kind(), varad::ErrorKind::ModelFile, "{e}");
             assert!(!e.message().is_empty());
         }
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The metadata JSON of a file the library accepted, and the `__metadata__` entries.
+fn metadata_of(data: &[u8]) -> (serde_json::Value, HashMap<String, String>) {
+    let (_, header) = safetensors::SafeTensors::read_metadata(data).expect("accepted");
+    let entries = header
+        .metadata()
+        .clone()
+        .expect("accepted files have metadata");
+    let json = serde_json::from_str(&entries["varad"]).expect("accepted metadata is JSON");
+    (json, entries)
+}
+
+/// The format version an accepted file records.
+fn recorded_format(data: &[u8]) -> u64 {
+    metadata_of(data).0["format_version"]
+        .as_u64()
+        .expect("a format version")
+}
+
+/// Panics unless the metadata JSON matches the digest beside it and every tensor (and
+/// no other name) matches the digest the JSON records for it.
+fn assert_checksums_match(data: &[u8]) {
+    let (json, entries) = metadata_of(data);
+    assert_eq!(
+        sha256_hex(entries["varad"].as_bytes()),
+        entries["varad.sha256"]
+    );
+    let recorded = json["tensor_sha256"].as_object().expect("tensor digests");
+    let tensors = safetensors::SafeTensors::deserialize(data).expect("accepted");
+    assert_eq!(recorded.len(), tensors.len());
+    for (name, view) in tensors.iter() {
+        assert_eq!(
+            recorded[name].as_str(),
+            Some(sha256_hex(view.data()).as_str()),
+            "{name}"
+        );
     }
 }
 

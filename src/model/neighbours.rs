@@ -11,6 +11,7 @@
 
 use rayon::prelude::*;
 
+use super::normal_stats::FLOOR;
 use crate::predictor::rng::SplitMix64;
 use crate::{Error, ErrorKind, Result};
 
@@ -290,15 +291,18 @@ impl NeighbourBank {
     /// on normal images as the unit of the score).
     pub fn map(&self, level_map: &[f32], grid: (usize, usize)) -> Vec<f32> {
         let pooled = pool_tokens(level_map, self.dims, grid);
-        let spread = (self.std as f64).max(1e-12);
+        let spread = (self.std as f64).max(FLOOR);
         nearest_squared(&pooled, &self.tokens, self.dims)
             .into_iter()
             .map(|d| ((d as f64 - self.mean as f64) / spread).max(0.0) as f32)
             .collect()
     }
 
-    /// Checks the bank against a level of `dims` channels and that every value is finite
-    /// (a model file is untrusted input).
+    /// Checks the bank against a model of `levels` levels whose bank level has `dims`
+    /// channels (a model file is untrusted input): every token and the normal distance
+    /// statistics finite, the mean distance at least 0 (a mean of squared distances), and
+    /// the spread [`NeighbourBank::map`] divides by at least the floor it uses there
+    /// (`FLOOR`, 1e-12). [`ErrorKind::ModelFile`], naming the field.
     pub fn check(&self, levels: usize, dims: usize) -> Result<()> {
         let problem = if self.level >= levels {
             Some(format!("level {} of {levels}", self.level))
@@ -310,14 +314,21 @@ impl NeighbourBank {
             ))
         } else if self.is_empty() {
             Some("no token".to_string())
-        } else if !self
-            .tokens
-            .iter()
-            .chain([&self.mean, &self.std])
-            .all(|v| v.is_finite())
-            || self.std < 0.0
-        {
-            Some("a non-finite value or a negative spread".to_string())
+        } else if let Some(i) = self.tokens.iter().position(|v| !v.is_finite()) {
+            Some(format!(
+                "tokens hold a non-finite value ({}) at index {i}",
+                self.tokens[i]
+            ))
+        } else if !(self.mean.is_finite() && self.mean >= 0.0) {
+            Some(format!(
+                "mean {}: a mean squared distance must be finite and at least 0",
+                self.mean
+            ))
+        } else if !(self.std.is_finite() && self.std as f64 >= FLOOR) {
+            Some(format!(
+                "std {}: the spread must be finite and at least the floor {FLOOR}",
+                self.std
+            ))
         } else {
             None
         };
@@ -406,6 +417,25 @@ mod tests {
         bank.check(2, dims).unwrap();
         assert!(bank.check(1, dims).is_err());
         assert!(bank.check(2, dims + 1).is_err());
+        for (mean, std, field) in [
+            (bank.mean, 0.0, "std 0"),
+            (bank.mean, -1.0, "std -1"),
+            (bank.mean, f32::NAN, "std NaN"),
+            (-1.0, bank.std, "mean -1"),
+            (f32::INFINITY, bank.std, "mean inf"),
+        ] {
+            let broken = NeighbourBank {
+                mean,
+                std,
+                ..bank.clone()
+            };
+            let err = broken.check(2, dims).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ModelFile);
+            assert!(err.message().contains(field), "{err}");
+        }
+        let mut broken = bank.clone();
+        broken.tokens[4] = f32::NAN;
+        assert!(broken.check(2, dims).unwrap_err().message().contains("index 4"));
         // A new normal image scores near 0 on average; one with a bright patch scores far
         // above the normal spread there, and only there.
         let fresh: Vec<f32> = values(dims * len, 99).iter().map(|v| v * 0.1).collect();

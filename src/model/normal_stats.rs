@@ -108,8 +108,11 @@ pub struct NormalStats {
 }
 
 /// Smallest variance or spread divided by: keeps a dead channel (all residuals zero on
-/// normal images) from turning into an infinite weight.
-const FLOOR: f64 = 1e-12;
+/// normal images) from turning into an infinite weight. Spreads derived from variances
+/// are floored at its square root. Stored statistics below it are refused
+/// ([`LevelStats::check`], [`NeighbourBank::check`]): training never records them, and
+/// the scores they would give are meaningless.
+pub(crate) const FLOOR: f64 = 1e-12;
 
 impl NormalStats {
     /// Statistics that leave the channel-whitened map as it is (unit variances, zero
@@ -176,37 +179,74 @@ impl LevelStats {
             .collect()
     }
 
-    /// Checks the shapes against a level of `c` channels on a grid of `len` positions
-    /// and that every value is finite (a model file is untrusted input).
+    /// Checks the statistics a stored model scores with (a model file is untrusted
+    /// input): the shapes against a level of `c` channels on a grid of `len` positions,
+    /// every value finite, and what the maps divide by or subtract:
+    /// - every channel variance and the level mean at least `FLOOR`, 1e-12 (training records
+    ///   mean squared residuals, which are above it on any real backbone);
+    /// - every position mean at least 0 (a mean of the non-negative whitened map);
+    /// - every position spread at least 0, and their median (the level's typical spread,
+    ///   added to every position's, see [`MapNorm::Position`]) at least `sqrt(FLOOR)`.
+    ///   A single position may have no spread: a region that is identical on every
+    ///   training image (a saturated background) does, and the median stands in for it.
+    ///
+    /// [`ErrorKind::ModelFile`]; the message starts with the field's name
+    /// (`channel_var`, `level_mean`, `position_mean`, `position_std`).
     pub fn check(&self, c: usize, len: usize) -> Result<()> {
+        let first_bad = |values: &[f32], ok: &dyn Fn(f32) -> bool| {
+            values.iter().position(|&v| !ok(v)).map(|i| (i, values[i]))
+        };
+        let finite = |v: f32| v.is_finite();
         let problem = if self.channel_var.len() != c {
             Some(format!(
-                "{} channel variances for {c} channels",
+                "channel_var has {} values for {c} channels",
                 self.channel_var.len()
             ))
         } else if self.position_mean.len() != len || self.position_std.len() != len {
             Some(format!(
-                "position statistics of {} / {} values for a grid of {len}",
+                "position_mean / position_std have {} / {} values for a grid of {len}",
                 self.position_mean.len(),
                 self.position_std.len()
             ))
-        } else if !self
-            .channel_var
-            .iter()
-            .chain(&self.position_mean)
-            .chain(&self.position_std)
-            .chain(std::iter::once(&self.level_mean))
-            .all(|v| v.is_finite())
-        {
-            Some("a non-finite value".to_string())
+        } else if let Some((i, v)) = first_bad(&self.channel_var, &finite) {
+            Some(format!("channel_var[{i}] is a non-finite value ({v})"))
+        } else if !self.level_mean.is_finite() {
+            Some(format!(
+                "level_mean is a non-finite value ({})",
+                self.level_mean
+            ))
+        } else if let Some((i, v)) = first_bad(&self.position_mean, &finite) {
+            Some(format!("position_mean[{i}] is a non-finite value ({v})"))
+        } else if let Some((i, v)) = first_bad(&self.position_std, &finite) {
+            Some(format!("position_std[{i}] is a non-finite value ({v})"))
+        } else if let Some((i, v)) = first_bad(&self.channel_var, &|v| v as f64 >= FLOOR) {
+            Some(format!(
+                "channel_var[{i}] is {v}, below the floor {FLOOR} of a variance"
+            ))
+        } else if (self.level_mean as f64) < FLOOR {
+            Some(format!(
+                "level_mean is {}, below the floor {FLOOR}",
+                self.level_mean
+            ))
+        } else if let Some((i, v)) = first_bad(&self.position_mean, &|v| v >= 0.0) {
+            Some(format!(
+                "position_mean[{i}] is {v}: a mean of a non-negative map cannot be negative"
+            ))
+        } else if let Some((i, v)) = first_bad(&self.position_std, &|v| v >= 0.0) {
+            Some(format!(
+                "position_std[{i}] is {v}: a spread cannot be negative"
+            ))
+        } else if len > 0 && (median(&self.position_std) as f64) < FLOOR.sqrt() {
+            Some(format!(
+                "position_std has a median of {}, below the floor {} of a spread",
+                median(&self.position_std),
+                FLOOR.sqrt()
+            ))
         } else {
             None
         };
         match problem {
-            Some(p) => Err(Error::new(
-                ErrorKind::ModelFile,
-                format!("normal-image statistics: {p}"),
-            )),
+            Some(p) => Err(Error::new(ErrorKind::ModelFile, p)),
             None => Ok(()),
         }
     }
@@ -494,5 +534,54 @@ mod tests {
         let mut broken = s.clone();
         broken.position_std[1] = f32::NAN;
         assert!(broken.check(c, len).is_err());
+    }
+
+    #[test]
+    fn check_refuses_what_the_maps_cannot_divide_by() {
+        let (len, c) = (6, 3);
+        let images: Vec<Vec<f32>> = (0..4).map(|i| residuals(30 + i, len, c)).collect();
+        let s = stats(&images, len, c);
+        s.check(c, len).unwrap();
+        let refused = |edit: &dyn Fn(&mut LevelStats), field: &str| {
+            let mut broken = s.clone();
+            edit(&mut broken);
+            let err = broken.check(c, len).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ModelFile);
+            assert!(err.message().starts_with(field), "{err}");
+        };
+        refused(
+            &|b| b.channel_var[1] = 0.0,
+            "channel_var[1] is 0, below the floor",
+        );
+        refused(&|b| b.channel_var[0] = -1.0, "channel_var[0] is -1");
+        refused(
+            &|b| b.channel_var[2] = f32::INFINITY,
+            "channel_var[2] is a non-finite",
+        );
+        refused(&|b| b.level_mean = 0.0, "level_mean is 0");
+        refused(&|b| b.level_mean = f32::NAN, "level_mean is a non-finite");
+        refused(&|b| b.position_mean[3] = -0.5, "position_mean[3] is -0.5");
+        refused(&|b| b.position_std[2] = -1.0, "position_std[2] is -1");
+        refused(
+            &|b| b.position_std.fill(0.0),
+            "position_std has a median of 0",
+        );
+        refused(
+            &|b| b.position_std.fill(1e-7),
+            "position_std has a median of",
+        );
+        // One position without spread is what a region identical on every training image
+        // gives; the level's median spread stands in for it.
+        let mut one = s.clone();
+        one.position_std[0] = 0.0;
+        one.check(c, len).unwrap();
+        assert!(one
+            .map(MapNorm::Position, &images[0], c)
+            .iter()
+            .all(|v| v.is_finite() && v.abs() < 1e3));
+        // Neutral statistics pass.
+        NormalStats::neutral([(c, len)]).levels[0]
+            .check(c, len)
+            .unwrap();
     }
 }

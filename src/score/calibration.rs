@@ -122,22 +122,9 @@ struct CalibrationFields {
 impl TryFrom<CalibrationFields> for Calibration {
     type Error = Error;
     fn try_from(fields: CalibrationFields) -> Result<Self> {
-        let f = &fields;
-        f.config.validate()?;
-        let s = &f.normal_scores;
-        if s.count < MIN_NORMAL_IMAGES
-            || s.sorted.len() != s.count
-            || s.sorted.windows(2).any(|w| w[0] > w[1])
-            || s.sorted.iter().any(|v| !v.is_finite())
-        {
-            return Err(Error::config(
-                "calibration: the normal scores are not a sorted list of at least 3 finite values matching their count",
-            ));
-        }
-        check_image_threshold(f.image_threshold)?;
-        check_band(f.review_threshold, f.fail_threshold)?;
-        check_pixel_threshold(f.pixel_threshold)?;
-        Ok(Calibration { fields })
+        let calibration = Calibration { fields };
+        calibration.check()?;
+        Ok(calibration)
     }
 }
 
@@ -197,6 +184,50 @@ fn threshold_rank(n: usize, rate: f64) -> usize {
 }
 
 impl Calibration {
+    /// Checks what [`Calibration::fit`] and the setters guarantee, for a calibration read
+    /// from a model file (untrusted input; deserialisation runs it): a valid
+    /// configuration; at least [`MIN_NORMAL_IMAGES`] normal scores, finite, sorted, as
+    /// many as their count, with the minimum and maximum they imply and a finite mean and
+    /// non-negative finite spread; a false-reject bound in `(0, 1]`; finite thresholds, a
+    /// positive image threshold (the normalised score divides by it), `review <= fail`.
+    /// The error names the field.
+    pub fn check(&self) -> Result<()> {
+        let f = &self.fields;
+        f.config.validate()?;
+        let s = &f.normal_scores;
+        if s.count < MIN_NORMAL_IMAGES
+            || s.sorted.len() != s.count
+            || s.sorted.windows(2).any(|w| w[0] > w[1])
+            || s.sorted.iter().any(|v| !v.is_finite())
+        {
+            return Err(Error::config(
+                "calibration: the normal scores are not a sorted list of at least 3 finite values matching their count",
+            ));
+        }
+        if s.sorted.first() != Some(&s.min) || s.sorted.last() != Some(&s.max) {
+            return Err(Error::config(format!(
+                "calibration: the normal scores' min {} and max {} are not those of their list",
+                s.min, s.max
+            )));
+        }
+        if !(s.mean.is_finite() && s.std.is_finite() && s.std >= 0.0) {
+            return Err(Error::config(format!(
+                "calibration: the normal scores' mean {} and std {} must be finite, the std at least 0",
+                s.mean, s.std
+            )));
+        }
+        let bound = f.false_reject_bound;
+        if !(bound > 0.0 && bound <= 1.0) {
+            return Err(Error::config(format!(
+                "calibration: false_reject_bound {bound} must be in (0, 1]"
+            )));
+        }
+        check_image_threshold(f.image_threshold)?;
+        check_band(f.review_threshold, f.fail_threshold)?;
+        check_pixel_threshold(f.pixel_threshold)?;
+        Ok(())
+    }
+
     /// Fits thresholds on held-out normal images: `normal_image_scores[i]` is image `i`'s
     /// score (by `config.score_policy`) and `normal_maps[i]` its map at image size after
     /// smoothing (images may differ in size).
@@ -552,6 +583,23 @@ mod tests {
         v["review_threshold"] = serde_json::json!(1.0);
         v["normal_scores"]["sorted"] = serde_json::json!([3.0, 1.0, 2.0, 7.0]);
         assert!(serde_json::from_value::<Calibration>(v).is_err());
+        // Values that do not fit together are refused, naming the field.
+        let good: serde_json::Value = serde_json::from_str(&json).unwrap();
+        for (pointer, value, field) in [
+            ("/normal_scores/min", 0.5, "min"),
+            ("/normal_scores/max", 9.0, "max"),
+            ("/normal_scores/std", -1.0, "std"),
+            ("/false_reject_bound", 0.0, "false_reject_bound"),
+            ("/false_reject_bound", 1.5, "false_reject_bound"),
+            ("/image_threshold", -1.0, "image threshold"),
+            ("/pixel_threshold", f64::MAX, "pixel threshold"),
+        ] {
+            let mut v = good.clone();
+            *v.pointer_mut(pointer).unwrap() = serde_json::json!(value);
+            let err = serde_json::from_value::<Calibration>(v).unwrap_err();
+            assert!(err.to_string().contains(field), "{pointer}: {err}");
+        }
+        back.check().unwrap();
         // Missing config fields take their defaults.
         let d: CalibrationConfig = serde_json::from_str(r#"{"review_band": 2.0}"#).unwrap();
         assert_eq!(
