@@ -655,6 +655,8 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Model> {
     if let Some(threads) = options.threads {
         config.threads = threads;
     }
+    // The options are settings too: checked before the backbone is read.
+    config.validate()?;
     // A path read from a file may name a device or a pipe: only a regular file is read.
     if let Ok(m) = std::fs::metadata(&config.backbone) {
         if !m.is_file() {

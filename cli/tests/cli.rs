@@ -276,7 +276,7 @@ fn ablation_flags_are_checked() {
     assert!(err.contains("missing.png"), "{err}");
     let err = one_line_error(&train(&["--neighbour-weight=-1"]));
     assert!(
-        err.contains("score.neighbour_weight -1 must be zero or positive"),
+        err.contains("score.neighbour_weight -1 is not in [0, 100]"),
         "{err}"
     );
     let err = one_line_error(&train(&["--neighbour-bank-tokens", "99999999"]));
