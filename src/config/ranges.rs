@@ -2,7 +2,7 @@
 //! them and names each one that is out of range.
 //!
 //! Every bound is here, once: [`crate::Config::validate`] and
-//! [`crate::CalibrationConfig::validate`] check against these constants, and the C
+//! [`crate::score::CalibrationConfig::validate`] check against these constants, and the C
 //! header's field documentation states the same figures (a test compares them).
 
 use std::fmt;
@@ -19,7 +19,7 @@ pub const MAX_PREDICTION_STEP: usize = MAX_INPUT_SIDE as usize - 1;
 /// Most predictor blocks per level a configuration may ask for.
 pub const MAX_LAYERS: usize = 64;
 /// Largest SSM state size a configuration may ask for (on the CPU; the CUDA predictor
-/// takes at most [`crate::cuda::MAX_D_STATE`]).
+/// takes at most 32, its kernels keeping a channel's states in one warp).
 pub const MAX_D_STATE: usize = 256;
 /// Largest expansion factor (`Di / C`) a configuration may ask for.
 pub const MAX_EXPAND: usize = 16;

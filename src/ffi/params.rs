@@ -9,11 +9,11 @@ use super::boundary::{ffi_boundary, optional_str, required_str, FfiError};
 use super::c_enum::{c_enum_try_from, enum_arg, enum_arg_where};
 use super::sized::{init_sized, SizedStruct};
 use super::status::VaradStatus;
+use crate::config::ranges::{MAX_CUDA_DEVICE, MAX_THREADS};
 use crate::image::ResizeMode;
 use crate::model::MapNorm;
 use crate::model_file::LoadOptions;
 use crate::score::ImageScore;
-use crate::config::ranges::{MAX_CUDA_DEVICE, MAX_THREADS};
 use crate::{Config, Device};
 
 /// Where a model runs: `VaradParams.device`, `VaradLoadParams.device` and
