@@ -422,6 +422,11 @@ typedef uint32_t VaradMapNorm;
 // How `varad_create` builds a model. Fill one with `varad_params_init`, set
 // `backbone_path` and what you want to change, pass its address.
 //
+// Every numeric field states its range (`[a, b]` includes both ends, `(a, b)` neither;
+// NaN and infinities are never in a range). `varad_create` checks every field before
+// any other work: an out-of-range value is `VARAD_ERR_CONFIG` and an unknown enum value
+// `VARAD_ERR_INVALID_ARGUMENT`, the message naming each such field (`params.sigma`).
+//
 // Layout: every field below is in every library from 1.0.0 on; later versions only
 // append fields, and a caller compiled against an older, shorter layout gets the
 // defaults of the fields it does not know.
@@ -437,97 +442,115 @@ typedef struct VaradParams {
   // Comma-separated backbone output names to use, finest first. Default: NULL (the
   // backbone's `varad.default_levels`, or all its outputs when it declares none).
   const char *levels;
-  // Backbone input width; 0 with `input_height` 0 = the backbone's preferred size.
-  // Default: 0.
+  // Backbone input width, a multiple of the backbone's input multiple (checked against
+  // the backbone). Range: [1, 16384], or 0 with `input_height` 0 for the backbone's
+  // preferred size. Default: 0.
   uint32_t input_width;
-  // Backbone input height. Default: 0.
+  // Backbone input height, as `input_width`. Range: [1, 16384], or 0 with
+  // `input_width` 0. Default: 0.
   uint32_t input_height;
-  // How images are fitted into the input. Default: `VARAD_RESIZE_MODE_STRETCH`.
+  // How images are fitted into the input. Range: a `VaradResizeMode` value. Default:
+  // `VARAD_RESIZE_MODE_STRETCH`.
   VaradResizeMode resize_mode;
-  // Where the model runs (not `VARAD_DEVICE_AS_SAVED`). Default: `VARAD_DEVICE_AUTO`.
+  // Where the model runs. Range: `VARAD_DEVICE_AUTO`, `VARAD_DEVICE_CPU` or
+  // `VARAD_DEVICE_CUDA` (not `VARAD_DEVICE_AS_SAVED`). Default: `VARAD_DEVICE_AUTO`.
   VaradDevice device;
-  // The CUDA device index when `device` is `VARAD_DEVICE_CUDA`. Default: 0.
+  // The CUDA device index, read only when `device` is `VARAD_DEVICE_CUDA` (a device
+  // that is not there is `VARAD_ERR_CUDA`). Range: [0, 1023]. Default: 0.
   uint32_t cuda_device;
-  // Worker threads; 0 = one per physical core. Default: 0.
+  // Worker threads; 0 = one per physical core. Range: [0, 1024]. Default: 0.
   uint32_t threads;
-  // The largest image accepted, in pixels. Default: 268435456 (2^28).
+  // The largest image accepted, in pixels. Range: [1, 4294967296] (2^32). Default:
+  // 268435456 (2^28).
   uint64_t max_image_pixels;
-  // Seed of every random choice. Default: 0.
+  // Seed of every random choice. Range: any. Default: 0.
   uint64_t seed;
-  // Prediction step m. Default: 4.
+  // Prediction step m, also below the token grid's height and width (checked against
+  // the backbone). Range: [1, 16383]. Default: 4.
   uint32_t prediction_step;
-  // Mamba blocks per predictor. Default: 1.
+  // Mamba blocks per predictor. Range: [1, 64]. Default: 1.
   uint32_t n_layers;
-  // SSM state size. Default: 16.
+  // SSM state size; at most 32 with `VARAD_DEVICE_CUDA`. Range: [1, 256]. Default: 16.
   uint32_t d_state;
-  // Inner width factor. Default: 2.
+  // Inner width factor. Range: [1, 16]. Default: 2.
   uint32_t expand;
-  // Causal convolution width. Default: 4.
+  // Causal convolution width. Range: [1, 64]. Default: 4.
   uint32_t d_conv;
-  // Nonzero: stop the gradient through the prediction target. Default: 0.
+  // Nonzero: stop the gradient through the prediction target. Range: any. Default: 0.
   uint32_t detach_target;
-  // Training epochs. Default: 10.
+  // Training epochs. Range: [1, 10000]. Default: 10.
   uint32_t epochs;
-  // Images per optimiser step. Default: 2.
+  // Images per optimiser step. Range: [1, 1024]. Default: 2.
   uint32_t batch_size;
-  // AdamW learning rate. Default: 5e-4.
+  // AdamW learning rate. Range: (0, 1]. Default: 5e-4.
   double learning_rate;
-  // AdamW weight decay. Default: 0.01.
+  // AdamW weight decay. Range: [0, 1]. Default: 0.01.
   double weight_decay;
-  // AdamW beta1. Default: 0.9.
+  // AdamW beta1. Range: [0, 1). Default: 0.9.
   double beta1;
-  // AdamW beta2. Default: 0.999.
+  // AdamW beta2. Range: [0, 1). Default: 0.999.
   double beta2;
-  // AdamW eps. Default: 1e-8.
+  // AdamW eps. Range: (0, 1]. Default: 1e-8.
   double eps;
   // Memory for the training token cache in bytes; beyond it tokens spill to a
-  // temporary file. Default: 4294967296 (4 GiB).
+  // temporary file. Range: [0, 1125899906842624] (2^50). Default: 4294967296 (4 GiB).
   uint64_t cache_limit_bytes;
-  // Share of the training images held back for calibration. Default: 0.1.
+  // Share of the training images held back for calibration. Range: [0, 1). Default:
+  // 0.1.
   double calibration_fraction;
-  // Fewest images held back for calibration. Default: 3.
+  // Fewest images held back for calibration (the thresholds need at least 3 normal
+  // scores). Range: [3, 1048576]. Default: 3.
   uint32_t min_calibration_images;
-  // Smallest defect region reported, in pixels. Default: 1.
+  // Smallest defect region reported, in pixels; 0 and 1 keep every region. Range: [0,
+  // max_image_pixels]. Default: 1.
   uint32_t min_region_area;
-  // Gaussian smoothing of the anomaly map, in image pixels; 0 = none. Default: 4.
+  // Gaussian smoothing of the anomaly map, in image pixels; 0 = none. Range: [0,
+  // 1000]. Default: 4.
   float sigma;
   // Image score: 0 = the map's maximum, k > 0 = the mean of its k largest pixels.
-  // Default: 0.
+  // Range: [0, max_image_pixels]. Default: 0.
   uint32_t top_k;
-  // The target share of good parts at or above the image threshold, in (0, 1).
+  // The target share of good parts at or above the image threshold. Range: (0, 1).
   // Default: 0.01.
   double target_false_reject_rate;
-  // Review band width in standard deviations of the normal scores. Default: 3.0.
+  // Review band width in standard deviations of the normal scores. Range: [0, 100].
+  // Default: 3.0.
   double review_band;
-  // Quantile of normal pixels used as the pixel threshold, in (0, 1]. Default: 1.0.
+  // Quantile of normal pixels used as the pixel threshold. Range: (0, 1]. Default:
+  // 1.0.
   double pixel_quantile;
   // Memory one scoring call may need for its whole batch, in bytes; a batch that
   // would need more is refused with `VARAD_ERR_BATCH_TOO_LARGE` before any work.
-  // Default: 4294967296 (4 GiB).
+  // Range: [1, 1125899906842624] (2^50). Default: 4294967296 (4 GiB).
   uint64_t max_batch_bytes;
   // Bytes the training cache may spill to its temporary file once
   // `cache_limit_bytes` of memory are used; past it `varad_training_set_add` returns
-  // `VARAD_ERR_CACHE_FULL`. Default: 68719476736 (64 GiB).
+  // `VARAD_ERR_CACHE_FULL`. Range: [0, 1125899906842624] (2^50). Default: 68719476736
+  // (64 GiB).
   uint64_t cache_disk_limit_bytes;
   // Nonzero: average each token's directional predictions over the directions that
-  // have seen context, leaving out the BOS-only guesses near the borders. Default: 0
-  // (the paper's plain mean of the four).
+  // have seen context, leaving out the BOS-only guesses near the borders. Range: any.
+  // Default: 0 (the paper's plain mean of the four).
   uint32_t context_mean;
-  // How each level's prediction errors become its map. Default:
-  // `VARAD_MAP_NORM_POSITION_TWO_SIDED` (`VARAD_MAP_NORM_NONE` is the paper's map).
+  // How each level's prediction errors become its map. Range: a `VaradMapNorm`
+  // value. Default: `VARAD_MAP_NORM_POSITION_TWO_SIDED` (`VARAD_MAP_NORM_NONE` is the
+  // paper's map).
   VaradMapNorm map_norm;
   // Weight of the nearest-neighbour term added to a normalised map: each position's
   // distance to a memory bank of normal tokens, in standard deviations of that
   // distance on normal images; 0 = off (never added to `VARAD_MAP_NORM_NONE`).
-  // Default: 1.0.
+  // Range: [0, 100]. Default: 1.0.
   float neighbour_weight;
   // Tokens of the memory bank training draws for that term from the coarsest level;
-  // 0 = no bank. Default: 1024.
+  // 0 = no bank. Range: [0, 1048576] (2^20). Default: 1024.
   uint32_t neighbour_bank_tokens;
 } VaradParams;
 
 // What `varad_load` may change about a saved model: where its files are and where it
 // runs. Fill one with `varad_load_params_init`, or pass NULL for everything as saved.
+//
+// A value outside its field's range is `VARAD_ERR_INVALID_ARGUMENT` naming the field,
+// before the model file is read.
 //
 // Layout: every field below is in every library from 1.0.0 on; later versions only
 // append fields.
@@ -540,14 +563,18 @@ typedef struct VaradLoadParams {
   const char *backbone_path;
   // The ONNX Runtime library file. Default: NULL (the saved one, else search).
   const char *runtime_path;
-  // Where the model runs. Default: `VARAD_DEVICE_AS_SAVED`.
+  // Where the model runs. Range: a `VaradDevice` value. Default:
+  // `VARAD_DEVICE_AS_SAVED`.
   VaradDevice device;
-  // The CUDA device index when `device` is `VARAD_DEVICE_CUDA`. Default: 0.
+  // The CUDA device index, read only when `device` is `VARAD_DEVICE_CUDA`. Range: [0,
+  // 1023]. Default: 0.
   uint32_t cuda_device;
-  // Worker threads: -1 = as saved, 0 = one per physical core. Default: -1.
+  // Worker threads: -1 = as saved, 0 = one per physical core. Range: [-1, 1024].
+  // Default: -1.
   int32_t threads;
   // Reserved, must be 0: keeps the struct free of padding, so an appended field can
-  // never fall into bytes an older caller's compiler left unset.
+  // never fall into bytes an older caller's compiler left unset. Range: [0, 0].
+  // Default: 0.
   uint32_t reserved;
 } VaradLoadParams;
 
@@ -565,13 +592,14 @@ typedef struct VaradScoreParams {
   // have `roi_len = width * height` pixels. Borrowed for the call. Default: NULL (the
   // whole image).
   const uint8_t *roi;
-  // Bytes at `roi`. Default: 0.
+  // Bytes at `roi`. Range: 0 when `roi` is NULL, else the image's `width * height`.
+  // Default: 0.
   size_t roi_len;
   // Nonzero: also keep the raw map on the token grid (`varad_result_raw_map`).
-  // Default: 0.
+  // Range: any. Default: 0.
   uint32_t raw_map;
   // Reserved, must be 0: keeps the struct free of padding (see
-  // `VaradLoadParams.reserved`).
+  // `VaradLoadParams.reserved`). Range: [0, 0]. Default: 0.
   uint32_t reserved;
 } VaradScoreParams;
 

@@ -10,20 +10,13 @@ use crate::model::MapNorm;
 use crate::score::CalibrationConfig;
 use crate::{Device, Error, Result};
 
-/// Most predictor blocks per level a configuration may ask for.
-pub const MAX_LAYERS: usize = 64;
-/// Largest SSM state size a configuration may ask for.
-pub const MAX_D_STATE: usize = 256;
-/// Largest expansion factor (`Di / C`) a configuration may ask for.
-pub const MAX_EXPAND: usize = 16;
-/// Largest causal convolution width a configuration may ask for.
-pub const MAX_D_CONV: usize = 64;
-/// Most worker threads a configuration may ask for.
-pub const MAX_THREADS: usize = 1024;
-/// Most tokens of the neighbour memory bank (each one is read for every scored token).
-pub const MAX_BANK_TOKENS: usize = 1 << 20;
-/// Longest side of the backbone input a configuration may ask for.
-pub const MAX_INPUT_SIDE: u32 = 16384;
+pub mod ranges;
+
+use ranges::Problems;
+pub use ranges::{
+    ConfigProblem, MAX_BANK_TOKENS, MAX_D_CONV, MAX_D_STATE, MAX_EXPAND, MAX_INPUT_SIDE,
+    MAX_LAYERS, MAX_THREADS,
+};
 
 /// How a VarAD model is built, trained and scored. `Config::new(backbone)` gives the
 /// paper's defaults; every field can be changed before training.
@@ -240,131 +233,152 @@ impl Config {
         }
     }
 
-    /// Checks what can be checked without the backbone; the grid-dependent rules (`m`
-    /// against the grid, the input multiple) are checked when the model is built.
+    /// Checks every setting against its range ([`ranges`]) and the rules between
+    /// settings, all before any work;
+    /// [`crate::ErrorKind::Config`] naming every setting that is out of range. The
+    /// grid-dependent rules (`m` against the token grid, the input multiple) are checked
+    /// when the model is built, against the backbone.
     pub fn validate(&self) -> Result<()> {
-        let mut problems = Vec::new();
-        let t = &self.train;
-        if self.prediction_step == 0 {
-            problems.push("prediction_step must be at least 1".to_string());
+        let problems = self.problems();
+        if problems.is_empty() {
+            return Ok(());
         }
-        for (name, value) in [
-            ("n_layers", self.n_layers),
-            ("d_state", self.d_state),
-            ("expand", self.expand),
-            ("d_conv", self.d_conv),
-        ] {
-            if value == 0 {
-                problems.push(format!("{name} must be at least 1"));
-            }
+        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        Err(Error::config(format!(
+            "invalid configuration: {}",
+            list.join("; ")
+        )))
+    }
+
+    /// Every setting that is out of range, each named by its path in the configuration
+    /// (`score.sigma`); empty when the configuration is valid. [`Config::validate`] as a
+    /// list, for callers that name settings their own way (the C ABI's field names).
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        use ranges::*;
+        let mut p = Problems::default();
+        if let Some((w, h)) = self.input_size {
+            let side = u64::from(MAX_INPUT_SIDE);
+            p.int("input_size.width", w.into(), 1, side);
+            p.int("input_size.height", h.into(), 1, side);
         }
-        // Upper bounds far past any useful model, so a configuration read from a file
-        // cannot make the library allocate without bound before anything else is checked.
+        p.int(
+            "max_image_pixels",
+            self.max_image_pixels,
+            1,
+            MAX_IMAGE_PIXELS,
+        );
         for (name, value, max) in [
+            ("prediction_step", self.prediction_step, MAX_PREDICTION_STEP),
             ("n_layers", self.n_layers, MAX_LAYERS),
             ("d_state", self.d_state, MAX_D_STATE),
             ("expand", self.expand, MAX_EXPAND),
             ("d_conv", self.d_conv, MAX_D_CONV),
-            ("threads", self.threads, MAX_THREADS),
         ] {
-            if value > max {
-                problems.push(format!("{name} {value} is more than the limit {max}"));
+            p.int(name, value as u64, 1, max as u64);
+        }
+        p.int("threads", self.threads as u64, 0, MAX_THREADS as u64);
+        if let Device::Cuda(index) = self.device {
+            if index > MAX_CUDA_DEVICE {
+                p.push(
+                    "device",
+                    format!("cuda:{index}: the CUDA device index {index} is not in [0, {MAX_CUDA_DEVICE}]"),
+                );
+            }
+            let cuda_max = crate::cuda::MAX_D_STATE;
+            if self.d_state > cuda_max {
+                p.push(
+                    "d_state",
+                    format!(
+                        "{} is more than {cuda_max}, the most the CUDA predictor takes (device {})",
+                        self.d_state, self.device
+                    ),
+                );
             }
         }
+        self.directions_problems(&mut p);
+
+        let t = &self.train;
+        p.int("train.epochs", t.epochs as u64, 1, MAX_EPOCHS as u64);
+        p.int(
+            "train.batch_size",
+            t.batch_size as u64,
+            1,
+            MAX_BATCH_SIZE as u64,
+        );
+        p.float("train.learning_rate", t.learning_rate, LEARNING_RATE);
+        p.float("train.weight_decay", t.weight_decay, WEIGHT_DECAY);
+        p.float("train.beta1", t.beta1, BETA);
+        p.float("train.beta2", t.beta2, BETA);
+        p.float("train.eps", t.eps, EPS);
+        p.int("train.cache_limit_bytes", t.cache_limit_bytes, 0, MAX_BYTES);
+        p.int(
+            "train.cache_disk_limit_bytes",
+            t.cache_disk_limit_bytes,
+            0,
+            MAX_BYTES,
+        );
+        p.float(
+            "train.calibration_fraction",
+            t.calibration_fraction,
+            CALIBRATION_FRACTION,
+        );
+        p.int(
+            "train.min_calibration_images",
+            t.min_calibration_images as u64,
+            MIN_CALIBRATION_IMAGES as u64,
+            MAX_CALIBRATION_IMAGES as u64,
+        );
+        p.int(
+            "train.neighbour_bank_tokens",
+            t.neighbour_bank_tokens as u64,
+            0,
+            MAX_BANK_TOKENS as u64,
+        );
+
+        let s = &self.score;
+        p.float("score.sigma", s.sigma.into(), SIGMA);
+        // A region larger than the largest image cannot exist.
+        p.int(
+            "score.min_region_area",
+            s.min_region_area as u64,
+            0,
+            self.max_image_pixels,
+        );
+        p.int("score.max_batch_bytes", s.max_batch_bytes, 1, MAX_BYTES);
+        p.float(
+            "score.neighbour_weight",
+            s.neighbour_weight.into(),
+            NEIGHBOUR_WEIGHT,
+        );
+        s.calibration.check(self.max_image_pixels, &mut p);
+        p.0
+    }
+
+    /// The scan directions: some, each existing, none twice.
+    fn directions_problems(&self, p: &mut Problems) {
         if self.directions.is_empty() {
-            problems
-                .push("directions is empty: at least one scan direction (0-3) is needed".into());
+            p.push(
+                "directions",
+                "is empty: at least one scan direction (0-3) is needed",
+            );
         }
         if let Some(k) = self
             .directions
             .iter()
             .find(|&&k| k >= crate::model::DIRECTIONS)
         {
-            problems.push(format!(
-                "direction {k} does not exist: the scan directions are 0, 1, 2 and 3"
-            ));
+            p.push(
+                "directions",
+                format!("name direction {k}, which does not exist: the scan directions are 0, 1, 2 and 3"),
+            );
         }
         let mut sorted = self.directions.clone();
         sorted.sort_unstable();
         if sorted.windows(2).any(|w| w[0] == w[1]) {
-            problems.push(format!(
-                "directions {:?} name a direction twice",
-                self.directions
-            ));
-        }
-        if t.epochs == 0 {
-            problems.push("train.epochs is 0: a model needs at least one epoch".into());
-        }
-        if t.batch_size == 0 {
-            problems.push("train.batch_size must be at least 1".into());
-        }
-        if !(t.learning_rate.is_finite() && t.learning_rate > 0.0) {
-            problems.push(format!(
-                "train.learning_rate {} must be positive",
-                t.learning_rate
-            ));
-        }
-        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
-            problems.push(format!(
-                "train.weight_decay {} must be zero or positive",
-                t.weight_decay
-            ));
-        }
-        for (name, beta) in [("beta1", t.beta1), ("beta2", t.beta2)] {
-            if !(0.0..1.0).contains(&beta) {
-                problems.push(format!("train.{name} {beta} must be in [0, 1)"));
-            }
-        }
-        if !(t.eps.is_finite() && t.eps > 0.0) {
-            problems.push(format!("train.eps {} must be positive", t.eps));
-        }
-        if !(0.0..1.0).contains(&t.calibration_fraction) {
-            problems.push(format!(
-                "train.calibration_fraction {} must be in [0, 1)",
-                t.calibration_fraction
-            ));
-        }
-        let w = self.score.neighbour_weight;
-        if !(w.is_finite() && w >= 0.0) {
-            problems.push(format!(
-                "score.neighbour_weight {w} must be zero or positive"
-            ));
-        }
-        if t.neighbour_bank_tokens > MAX_BANK_TOKENS {
-            problems.push(format!(
-                "train.neighbour_bank_tokens {} is more than the limit {MAX_BANK_TOKENS}",
-                t.neighbour_bank_tokens
-            ));
-        }
-        if !(self.score.sigma.is_finite() && self.score.sigma >= 0.0) {
-            problems.push(format!(
-                "score.sigma {} must be zero or positive",
-                self.score.sigma
-            ));
-        }
-        if let Some((w, h)) = self.input_size {
-            if w == 0 || h == 0 {
-                problems.push(format!("input_size {w}x{h} has a zero side"));
-            }
-            if w > MAX_INPUT_SIDE || h > MAX_INPUT_SIDE {
-                problems.push(format!(
-                    "input_size {w}x{h} has a side over the limit {MAX_INPUT_SIDE}"
-                ));
-            }
-        }
-        if self.score.max_batch_bytes == 0 {
-            problems.push("score.max_batch_bytes must be positive".into());
-        }
-        if self.max_image_pixels == 0 {
-            problems.push("max_image_pixels must be positive".into());
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::config(format!(
-                "invalid configuration: {}",
-                problems.join("; ")
-            )))
+            p.push(
+                "directions",
+                format!("{:?} name a direction twice", self.directions),
+            );
         }
     }
 }
@@ -448,7 +462,11 @@ mod tests {
         c.train.beta2 = 1.0;
         let err = c.validate().unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Config);
-        for needle in ["epochs is 0", "prediction_step", "beta2"] {
+        for needle in [
+            "train.epochs 0 is not in [1, 10000]",
+            "prediction_step 0 is not in [1, 16383]",
+            "train.beta2 1 is not in [0, 1)",
+        ] {
             assert!(err.message().contains(needle), "{needle}: {err}");
         }
     }
@@ -458,7 +476,7 @@ mod tests {
         let mut c = Config::new("b.onnx");
         for (dirs, needle) in [
             (vec![], "directions is empty"),
-            (vec![0, 5], "direction 5 does not exist"),
+            (vec![0, 5], "direction 5, which does not exist"),
             (vec![2, 1, 2], "name a direction twice"),
         ] {
             c.directions = dirs;
@@ -478,15 +496,271 @@ mod tests {
         c.input_size = Some((MAX_INPUT_SIDE + 1, 64));
         let err = c.validate().unwrap_err();
         for needle in [
-            "n_layers 65",
-            "d_state 1099511627776",
-            "threads 1025",
-            "input_size 16385x64",
+            "n_layers 65 is not in [1, 64]",
+            "d_state 1099511627776 is not in [1, 256]",
+            "threads 1025 is not in [0, 1024]",
+            "input_size.width 16385 is not in [1, 16384]",
         ] {
             assert!(err.message().contains(needle), "{needle}: {err}");
         }
         let mut c = Config::new("b.onnx");
         (c.n_layers, c.d_state, c.threads) = (MAX_LAYERS, MAX_D_STATE, MAX_THREADS);
         c.validate().unwrap();
+    }
+
+    /// Sets one setting of a default configuration.
+    type Set = fn(&mut Config, f64);
+
+    /// The settings that hold real numbers (the others hold integers).
+    const REAL: &[&str] = &[
+        "train.learning_rate",
+        "train.weight_decay",
+        "train.beta1",
+        "train.beta2",
+        "train.eps",
+        "train.calibration_fraction",
+        "score.sigma",
+        "score.neighbour_weight",
+        "score.calibration.target_false_reject_rate",
+        "score.calibration.review_band",
+        "score.calibration.pixel_quantile",
+    ];
+
+    /// Every numeric setting: its path, a setter, and its smallest and largest valid
+    /// values (for an open end, the nearest value inside).
+    fn numeric_settings() -> Vec<(&'static str, Set, f64, f64)> {
+        use ranges::*;
+        let bytes = MAX_BYTES as f64;
+        vec![
+            (
+                "input_size.width",
+                |c, v| c.input_size = Some((v as u32, 64)),
+                1.0,
+                16384.0,
+            ),
+            (
+                "input_size.height",
+                |c, v| c.input_size = Some((64, v as u32)),
+                1.0,
+                16384.0,
+            ),
+            (
+                "max_image_pixels",
+                |c, v| c.max_image_pixels = v as u64,
+                1.0,
+                MAX_IMAGE_PIXELS as f64,
+            ),
+            (
+                "prediction_step",
+                |c, v| c.prediction_step = v as usize,
+                1.0,
+                16383.0,
+            ),
+            ("n_layers", |c, v| c.n_layers = v as usize, 1.0, 64.0),
+            ("d_state", |c, v| c.d_state = v as usize, 1.0, 256.0),
+            ("expand", |c, v| c.expand = v as usize, 1.0, 16.0),
+            ("d_conv", |c, v| c.d_conv = v as usize, 1.0, 64.0),
+            ("threads", |c, v| c.threads = v as usize, 0.0, 1024.0),
+            (
+                "device",
+                |c, v| c.device = Device::Cuda(v as u32),
+                0.0,
+                1023.0,
+            ),
+            (
+                "train.epochs",
+                |c, v| c.train.epochs = v as usize,
+                1.0,
+                10_000.0,
+            ),
+            (
+                "train.batch_size",
+                |c, v| c.train.batch_size = v as usize,
+                1.0,
+                1024.0,
+            ),
+            (
+                "train.learning_rate",
+                |c, v| c.train.learning_rate = v,
+                1e-300,
+                1.0,
+            ),
+            (
+                "train.weight_decay",
+                |c, v| c.train.weight_decay = v,
+                0.0,
+                1.0,
+            ),
+            ("train.beta1", |c, v| c.train.beta1 = v, 0.0, 0.999_999),
+            ("train.beta2", |c, v| c.train.beta2 = v, 0.0, 0.999_999),
+            ("train.eps", |c, v| c.train.eps = v, 1e-300, 1.0),
+            (
+                "train.cache_limit_bytes",
+                |c, v| c.train.cache_limit_bytes = v as u64,
+                0.0,
+                bytes,
+            ),
+            (
+                "train.cache_disk_limit_bytes",
+                |c, v| c.train.cache_disk_limit_bytes = v as u64,
+                0.0,
+                bytes,
+            ),
+            (
+                "train.calibration_fraction",
+                |c, v| c.train.calibration_fraction = v,
+                0.0,
+                0.999_999,
+            ),
+            (
+                "train.min_calibration_images",
+                |c, v| c.train.min_calibration_images = v as usize,
+                3.0,
+                (1u64 << 20) as f64,
+            ),
+            (
+                "train.neighbour_bank_tokens",
+                |c, v| c.train.neighbour_bank_tokens = v as usize,
+                0.0,
+                (1u64 << 20) as f64,
+            ),
+            ("score.sigma", |c, v| c.score.sigma = v as f32, 0.0, 1000.0),
+            (
+                "score.min_region_area",
+                |c, v| c.score.min_region_area = v as usize,
+                0.0,
+                (1u64 << 28) as f64,
+            ),
+            (
+                "score.max_batch_bytes",
+                |c, v| c.score.max_batch_bytes = v as u64,
+                1.0,
+                bytes,
+            ),
+            (
+                "score.neighbour_weight",
+                |c, v| c.score.neighbour_weight = v as f32,
+                0.0,
+                100.0,
+            ),
+            (
+                "score.calibration.score_policy.k",
+                |c, v| {
+                    c.score.calibration.score_policy =
+                        crate::score::ImageScore::TopKMean { k: v as usize }
+                },
+                1.0,
+                (1u64 << 28) as f64,
+            ),
+            (
+                "score.calibration.target_false_reject_rate",
+                |c, v| c.score.calibration.target_false_reject_rate = v,
+                1e-300,
+                0.999_999,
+            ),
+            (
+                "score.calibration.review_band",
+                |c, v| c.score.calibration.review_band = v,
+                0.0,
+                100.0,
+            ),
+            (
+                "score.calibration.pixel_quantile",
+                |c, v| c.score.calibration.pixel_quantile = v,
+                1e-300,
+                1.0,
+            ),
+        ]
+    }
+
+    /// The values just outside `[min, max]` for a setting (integers step by 1, reals to
+    /// the next representable value or a clear step out), plus NaN and the infinities.
+    fn outside(min: f64, max: f64, integer: bool) -> Vec<f64> {
+        let mut out = vec![
+            max + if integer {
+                1.0
+            } else {
+                max.abs().max(1.0) * 1e-3
+            },
+        ];
+        if min > 0.0 {
+            out.push(if integer { min - 1.0 } else { 0.0 });
+        } else {
+            out.push(-1.0);
+        }
+        if !integer {
+            out.extend([f64::NAN, f64::INFINITY, f64::NEG_INFINITY]);
+        }
+        out
+    }
+
+    #[test]
+    fn every_numeric_setting_is_refused_outside_its_range_and_named() {
+        for (field, set, min, max) in numeric_settings() {
+            let integer = !REAL.contains(&field);
+            for valid in [min, max] {
+                let mut c = Config::new("b.onnx");
+                set(&mut c, valid);
+                assert!(
+                    c.validate().is_ok(),
+                    "{field} = {valid}: {:?}",
+                    c.validate()
+                );
+            }
+            for bad in outside(min, max, integer) {
+                // Unsigned settings cannot hold a negative number.
+                if bad < 0.0 && integer {
+                    continue;
+                }
+                let mut c = Config::new("b.onnx");
+                set(&mut c, bad);
+                let problems = c.problems();
+                assert!(
+                    problems.iter().any(|p| p.field == field),
+                    "{field} = {bad} was not refused: {problems:?}"
+                );
+                let err = c.validate().unwrap_err();
+                assert_eq!(err.kind(), crate::ErrorKind::Config);
+                assert!(err.message().contains(field), "{field}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_sigma_that_fails_only_at_scoring_is_refused_up_front() {
+        let mut c = Config::new("b.onnx");
+        c.score.sigma = 5000.0;
+        let err = c.validate().unwrap_err();
+        assert!(
+            err.message()
+                .contains("score.sigma 5000 is not in [0, 1000]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_cuda_device_takes_the_cuda_predictors_state_size_only() {
+        let mut c = Config::new("b.onnx");
+        c.d_state = crate::cuda::MAX_D_STATE + 1;
+        c.validate().unwrap();
+        c.device = Device::Cuda(0);
+        let err = c.validate().unwrap_err();
+        assert!(
+            err.message().contains("the most the CUDA predictor takes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn settings_bounded_by_the_image_size_follow_max_image_pixels() {
+        let mut c = Config::new("b.onnx");
+        c.max_image_pixels = 100;
+        c.score.min_region_area = 101;
+        c.score.calibration.score_policy = crate::score::ImageScore::TopKMean { k: 101 };
+        let fields: Vec<_> = c.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            ["score.min_region_area", "score.calibration.score_policy.k"]
+        );
     }
 }

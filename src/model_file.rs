@@ -883,6 +883,8 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Model> {
     if let Some(threads) = options.threads {
         config.threads = threads;
     }
+    // The options are settings too: checked before the backbone is read.
+    config.validate()?;
     // A path read from a file may name a device or a pipe: only a regular file is read.
     require_regular_file(&config.backbone, "the backbone")?;
     let backbone_bytes = std::fs::read(&config.backbone)

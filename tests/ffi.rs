@@ -990,10 +990,23 @@ fn unknown_enum_values_are_refused_naming_the_field_and_the_valid_values() {
         p.device = VaradDevice::VARAD_DEVICE_AS_SAVED as u32;
         assert_eq!(varad_create(&p, &mut model), VARAD_ERR_INVALID_ARGUMENT);
         assert!(
-            last_error().contains("only VaradLoadParams"),
+            last_error().contains("only for VaradLoadParams"),
             "{}",
             last_error()
         );
+        // The valid values listed are those VaradParams.device takes.
+        for device in [VaradDevice::VARAD_DEVICE_AS_SAVED as u32, 7] {
+            p.device = device;
+            assert_eq!(varad_create(&p, &mut model), VARAD_ERR_INVALID_ARGUMENT);
+            let message = last_error();
+            assert!(
+                message.contains(
+                    "(0 = VARAD_DEVICE_AUTO, 1 = VARAD_DEVICE_CPU, 2 = VARAD_DEVICE_CUDA)"
+                ),
+                "{message}"
+            );
+            assert!(!message.contains("255 ="), "{message}");
+        }
         assert!(model.is_null());
     }
 }

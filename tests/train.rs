@@ -72,7 +72,10 @@ fn bad_configs_are_named() {
 
     let mut c = config();
     c.train.epochs = 0;
-    assert!(Model::new(c).unwrap_err().message().contains("epochs is 0"));
+    assert!(Model::new(c)
+        .unwrap_err()
+        .message()
+        .contains("train.epochs 0 is not in"));
 
     let mut c = config();
     c.levels = vec!["block9".into()];

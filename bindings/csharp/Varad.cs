@@ -223,7 +223,9 @@ namespace Varad
         }
     }
 
-    /// <summary>Model parameters (VaradParams); defaults from varad_params_init().</summary>
+    /// <summary>Model parameters (VaradParams); defaults from varad_params_init(). Each field's
+    /// range is stated in varad.h; Model.Create throws VaradException (Status.Config) naming
+    /// every field out of range, before the backbone is opened.</summary>
     public class ModelOptions
     {
         public NativeParams Params;

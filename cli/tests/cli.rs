@@ -446,7 +446,7 @@ fn ablation_flags_are_checked() {
     assert!(err.contains("missing.png"), "{err}");
     let err = one_line_error(&train(&["--neighbour-weight=-1"]));
     assert!(
-        err.contains("score.neighbour_weight -1 must be zero or positive"),
+        err.contains("score.neighbour_weight -1 is not in [0, 100]"),
         "{err}"
     );
     let err = one_line_error(&train(&["--neighbour-bank-tokens", "99999999"]));
@@ -493,6 +493,66 @@ fn ablation_flags_are_checked() {
         "84x84,112",
     ]));
     assert!(err.contains("`112` is not a size"), "{err}");
+}
+
+#[test]
+fn out_of_range_settings_are_refused_before_any_image_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "--backbone", "b.onnx", "--out", "m.safetensors"];
+        args.extend_from_slice(extra);
+        args.push("/surely/missing.png");
+        varad(&args)
+    };
+    for (flags, named) in [
+        (
+            &["--epochs", "0"][..],
+            "train.epochs 0 is not in [1, 10000]",
+        ),
+        (&["--threads", "5000"], "threads 5000 is not in [0, 1024]"),
+        (&["--step", "0"], "prediction_step 0"),
+        (&["--input-size", "20000x64"], "input_size.width 20000"),
+        (&["--neighbour-weight", "NaN"], "score.neighbour_weight NaN"),
+        (
+            &["--neighbour-weight", "1000"],
+            "score.neighbour_weight 1000",
+        ),
+        (&["--device", "cuda:5000"], "the CUDA device index 5000"),
+    ] {
+        let err = one_line_error(&train(flags));
+        assert!(err.contains(named), "{flags:?}: {err}");
+        assert!(!err.contains("missing.png"), "{flags:?}: {err}");
+    }
+
+    // A configuration file's values, every part of it.
+    let mut config = common::tiny_config();
+    config.score.sigma = 5000.0;
+    config.train.learning_rate = f64::MAX;
+    config.score.calibration.pixel_quantile = 2.0;
+    let config_file = dir.path().join("config.json");
+    std::fs::write(&config_file, serde_json::to_string(&config).unwrap()).unwrap();
+    let err = one_line_error(&train(&["--config", &s(&config_file)]));
+    for named in [
+        "score.sigma 5000 is not in [0, 1000]",
+        "train.learning_rate",
+        "score.calibration.pixel_quantile 2",
+    ] {
+        assert!(err.contains(named), "{named}: {err}");
+    }
+
+    // `score`'s flags over a saved model's settings.
+    let model = dir.path().join("model.safetensors");
+    common::trained_tiny_model().save(&model).unwrap();
+    let err = one_line_error(&varad(&[
+        "score",
+        "--model",
+        &s(&model),
+        "--threads",
+        "5000",
+        "/surely/missing.png",
+    ]));
+    assert!(err.contains("threads 5000 is not in [0, 1024]"), "{err}");
 }
 
 #[test]

@@ -39,9 +39,8 @@ pub mod kernels;
 pub mod nvrtc;
 mod predictor;
 
-pub use predictor::{CudaAdamW, CudaGradients, CudaPredictor, CudaTape};
-#[cfg(feature = "internals")]
-pub use predictor::MAX_D_STATE;
+// The state-size limit is also a configuration bound (`crate::config::ranges`).
+pub use predictor::{CudaAdamW, CudaGradients, CudaPredictor, CudaTape, MAX_D_STATE};
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};

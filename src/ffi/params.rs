@@ -6,9 +6,10 @@ use std::ffi::c_char;
 use std::path::PathBuf;
 
 use super::boundary::{ffi_boundary, optional_str, required_str, FfiError};
-use super::c_enum::{c_enum_try_from, enum_arg};
+use super::c_enum::{c_enum_try_from, enum_arg, enum_arg_where};
 use super::sized::{init_sized, SizedStruct};
 use super::status::VaradStatus;
+use crate::config::ranges::{MAX_CUDA_DEVICE, MAX_THREADS};
 use crate::image::ResizeMode;
 use crate::model::MapNorm;
 use crate::model_file::LoadOptions;
@@ -114,27 +115,37 @@ pub type ResizeModeValue = u32;
 pub type MapNormValue = u32;
 
 /// The engine's device for a C device code: `None` for `VARAD_DEVICE_AS_SAVED` where
-/// that is allowed.
+/// that is allowed. Where it is not, the error lists only the codes the field takes.
 fn device_from(
     value: DeviceValue,
     cuda_device: u32,
     field: &str,
     allow_as_saved: bool,
 ) -> Result<Option<Device>, FfiError> {
-    match enum_arg::<VaradDevice>(value, field)? {
-        VaradDevice::VARAD_DEVICE_AUTO => Ok(Some(Device::Auto)),
-        VaradDevice::VARAD_DEVICE_CPU => Ok(Some(Device::Cpu)),
-        VaradDevice::VARAD_DEVICE_CUDA => Ok(Some(Device::Cuda(cuda_device))),
-        VaradDevice::VARAD_DEVICE_AS_SAVED if allow_as_saved => Ok(None),
-        VaradDevice::VARAD_DEVICE_AS_SAVED => Err(FfiError::new(
-            VaradStatus::VARAD_ERR_INVALID_ARGUMENT,
-            format!("{field} is VARAD_DEVICE_AS_SAVED, which only VaradLoadParams accepts"),
-        )),
-    }
+    let device = enum_arg_where::<VaradDevice>(value, field, |d| {
+        allow_as_saved || d != VaradDevice::VARAD_DEVICE_AS_SAVED
+    })
+    .map_err(|mut e| {
+        if value == VaradDevice::VARAD_DEVICE_AS_SAVED as u32 {
+            e.message += "; VARAD_DEVICE_AS_SAVED is only for VaradLoadParams";
+        }
+        e
+    })?;
+    Ok(match device {
+        VaradDevice::VARAD_DEVICE_AUTO => Some(Device::Auto),
+        VaradDevice::VARAD_DEVICE_CPU => Some(Device::Cpu),
+        VaradDevice::VARAD_DEVICE_CUDA => Some(Device::Cuda(cuda_device)),
+        VaradDevice::VARAD_DEVICE_AS_SAVED => None,
+    })
 }
 
 /// How `varad_create` builds a model. Fill one with `varad_params_init`, set
 /// `backbone_path` and what you want to change, pass its address.
+///
+/// Every numeric field states its range (`[a, b]` includes both ends, `(a, b)` neither;
+/// NaN and infinities are never in a range). `varad_create` checks every field before
+/// any other work: an out-of-range value is `VARAD_ERR_CONFIG` and an unknown enum value
+/// `VARAD_ERR_INVALID_ARGUMENT`, the message naming each such field (`params.sigma`).
 ///
 /// Layout: every field below is in every library from 1.0.0 on; later versions only
 /// append fields, and a caller compiled against an older, shorter layout gets the
@@ -153,92 +164,107 @@ pub struct VaradParams {
     /// Comma-separated backbone output names to use, finest first. Default: NULL (the
     /// backbone's `varad.default_levels`, or all its outputs when it declares none).
     pub levels: *const c_char,
-    /// Backbone input width; 0 with `input_height` 0 = the backbone's preferred size.
-    /// Default: 0.
+    /// Backbone input width, a multiple of the backbone's input multiple (checked against
+    /// the backbone). Range: [1, 16384], or 0 with `input_height` 0 for the backbone's
+    /// preferred size. Default: 0.
     pub input_width: u32,
-    /// Backbone input height. Default: 0.
+    /// Backbone input height, as `input_width`. Range: [1, 16384], or 0 with
+    /// `input_width` 0. Default: 0.
     pub input_height: u32,
-    /// How images are fitted into the input. Default: `VARAD_RESIZE_MODE_STRETCH`.
+    /// How images are fitted into the input. Range: a `VaradResizeMode` value. Default:
+    /// `VARAD_RESIZE_MODE_STRETCH`.
     pub resize_mode: ResizeModeValue,
-    /// Where the model runs (not `VARAD_DEVICE_AS_SAVED`). Default: `VARAD_DEVICE_AUTO`.
+    /// Where the model runs. Range: `VARAD_DEVICE_AUTO`, `VARAD_DEVICE_CPU` or
+    /// `VARAD_DEVICE_CUDA` (not `VARAD_DEVICE_AS_SAVED`). Default: `VARAD_DEVICE_AUTO`.
     pub device: DeviceValue,
-    /// The CUDA device index when `device` is `VARAD_DEVICE_CUDA`. Default: 0.
+    /// The CUDA device index, read only when `device` is `VARAD_DEVICE_CUDA` (a device
+    /// that is not there is `VARAD_ERR_CUDA`). Range: [0, 1023]. Default: 0.
     pub cuda_device: u32,
-    /// Worker threads; 0 = one per physical core. Default: 0.
+    /// Worker threads; 0 = one per physical core. Range: [0, 1024]. Default: 0.
     pub threads: u32,
-    /// The largest image accepted, in pixels. Default: 268435456 (2^28).
+    /// The largest image accepted, in pixels. Range: [1, 4294967296] (2^32). Default:
+    /// 268435456 (2^28).
     pub max_image_pixels: u64,
-    /// Seed of every random choice. Default: 0.
+    /// Seed of every random choice. Range: any. Default: 0.
     pub seed: u64,
-    /// Prediction step m. Default: 4.
+    /// Prediction step m, also below the token grid's height and width (checked against
+    /// the backbone). Range: [1, 16383]. Default: 4.
     pub prediction_step: u32,
-    /// Mamba blocks per predictor. Default: 1.
+    /// Mamba blocks per predictor. Range: [1, 64]. Default: 1.
     pub n_layers: u32,
-    /// SSM state size. Default: 16.
+    /// SSM state size; at most 32 with `VARAD_DEVICE_CUDA`. Range: [1, 256]. Default: 16.
     pub d_state: u32,
-    /// Inner width factor. Default: 2.
+    /// Inner width factor. Range: [1, 16]. Default: 2.
     pub expand: u32,
-    /// Causal convolution width. Default: 4.
+    /// Causal convolution width. Range: [1, 64]. Default: 4.
     pub d_conv: u32,
-    /// Nonzero: stop the gradient through the prediction target. Default: 0.
+    /// Nonzero: stop the gradient through the prediction target. Range: any. Default: 0.
     pub detach_target: u32,
-    /// Training epochs. Default: 10.
+    /// Training epochs. Range: [1, 10000]. Default: 10.
     pub epochs: u32,
-    /// Images per optimiser step. Default: 2.
+    /// Images per optimiser step. Range: [1, 1024]. Default: 2.
     pub batch_size: u32,
-    /// AdamW learning rate. Default: 5e-4.
+    /// AdamW learning rate. Range: (0, 1]. Default: 5e-4.
     pub learning_rate: f64,
-    /// AdamW weight decay. Default: 0.01.
+    /// AdamW weight decay. Range: [0, 1]. Default: 0.01.
     pub weight_decay: f64,
-    /// AdamW beta1. Default: 0.9.
+    /// AdamW beta1. Range: [0, 1). Default: 0.9.
     pub beta1: f64,
-    /// AdamW beta2. Default: 0.999.
+    /// AdamW beta2. Range: [0, 1). Default: 0.999.
     pub beta2: f64,
-    /// AdamW eps. Default: 1e-8.
+    /// AdamW eps. Range: (0, 1]. Default: 1e-8.
     pub eps: f64,
     /// Memory for the training token cache in bytes; beyond it tokens spill to a
-    /// temporary file. Default: 4294967296 (4 GiB).
+    /// temporary file. Range: [0, 1125899906842624] (2^50). Default: 4294967296 (4 GiB).
     pub cache_limit_bytes: u64,
-    /// Share of the training images held back for calibration. Default: 0.1.
+    /// Share of the training images held back for calibration. Range: [0, 1). Default:
+    /// 0.1.
     pub calibration_fraction: f64,
-    /// Fewest images held back for calibration. Default: 3.
+    /// Fewest images held back for calibration (the thresholds need at least 3 normal
+    /// scores). Range: [3, 1048576]. Default: 3.
     pub min_calibration_images: u32,
-    /// Smallest defect region reported, in pixels. Default: 1.
+    /// Smallest defect region reported, in pixels; 0 and 1 keep every region. Range: [0,
+    /// max_image_pixels]. Default: 1.
     pub min_region_area: u32,
-    /// Gaussian smoothing of the anomaly map, in image pixels; 0 = none. Default: 4.
+    /// Gaussian smoothing of the anomaly map, in image pixels; 0 = none. Range: [0,
+    /// 1000]. Default: 4.
     pub sigma: f32,
     /// Image score: 0 = the map's maximum, k > 0 = the mean of its k largest pixels.
-    /// Default: 0.
+    /// Range: [0, max_image_pixels]. Default: 0.
     pub top_k: u32,
-    /// The target share of good parts at or above the image threshold, in (0, 1).
+    /// The target share of good parts at or above the image threshold. Range: (0, 1).
     /// Default: 0.01.
     pub target_false_reject_rate: f64,
-    /// Review band width in standard deviations of the normal scores. Default: 3.0.
+    /// Review band width in standard deviations of the normal scores. Range: [0, 100].
+    /// Default: 3.0.
     pub review_band: f64,
-    /// Quantile of normal pixels used as the pixel threshold, in (0, 1]. Default: 1.0.
+    /// Quantile of normal pixels used as the pixel threshold. Range: (0, 1]. Default:
+    /// 1.0.
     pub pixel_quantile: f64,
     /// Memory one scoring call may need for its whole batch, in bytes; a batch that
     /// would need more is refused with `VARAD_ERR_BATCH_TOO_LARGE` before any work.
-    /// Default: 4294967296 (4 GiB).
+    /// Range: [1, 1125899906842624] (2^50). Default: 4294967296 (4 GiB).
     pub max_batch_bytes: u64,
     /// Bytes the training cache may spill to its temporary file once
     /// `cache_limit_bytes` of memory are used; past it `varad_training_set_add` returns
-    /// `VARAD_ERR_CACHE_FULL`. Default: 68719476736 (64 GiB).
+    /// `VARAD_ERR_CACHE_FULL`. Range: [0, 1125899906842624] (2^50). Default: 68719476736
+    /// (64 GiB).
     pub cache_disk_limit_bytes: u64,
     /// Nonzero: average each token's directional predictions over the directions that
-    /// have seen context, leaving out the BOS-only guesses near the borders. Default: 0
-    /// (the paper's plain mean of the four).
+    /// have seen context, leaving out the BOS-only guesses near the borders. Range: any.
+    /// Default: 0 (the paper's plain mean of the four).
     pub context_mean: u32,
-    /// How each level's prediction errors become its map. Default:
-    /// `VARAD_MAP_NORM_POSITION_TWO_SIDED` (`VARAD_MAP_NORM_NONE` is the paper's map).
+    /// How each level's prediction errors become its map. Range: a `VaradMapNorm`
+    /// value. Default: `VARAD_MAP_NORM_POSITION_TWO_SIDED` (`VARAD_MAP_NORM_NONE` is the
+    /// paper's map).
     pub map_norm: MapNormValue,
     /// Weight of the nearest-neighbour term added to a normalised map: each position's
     /// distance to a memory bank of normal tokens, in standard deviations of that
     /// distance on normal images; 0 = off (never added to `VARAD_MAP_NORM_NONE`).
-    /// Default: 1.0.
+    /// Range: [0, 100]. Default: 1.0.
     pub neighbour_weight: f32,
     /// Tokens of the memory bank training draws for that term from the coarsest level;
-    /// 0 = no bank. Default: 1024.
+    /// 0 = no bank. Range: [0, 1048576] (2^20). Default: 1024.
     pub neighbour_bank_tokens: u32,
 }
 
@@ -372,8 +398,41 @@ pub(crate) unsafe fn config_from(p: &VaradParams) -> Result<Config, FfiError> {
     s.calibration.target_false_reject_rate = p.target_false_reject_rate;
     s.calibration.review_band = p.review_band;
     s.calibration.pixel_quantile = p.pixel_quantile;
-    s.calibration.validate()?;
+    check_ranges(&c)?;
     Ok(c)
+}
+
+/// `VARAD_ERR_CONFIG` naming, by their `VaradParams` field names, every value of `c` out
+/// of its range; the ranges are the engine's ([`Config::problems`]).
+fn check_ranges(c: &Config) -> Result<(), FfiError> {
+    let problems = c.problems();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = problems
+        .iter()
+        .map(|p| format!("params.{} {}", params_field(p.field), p.problem))
+        .collect();
+    Err(FfiError::new(
+        VaradStatus::VARAD_ERR_CONFIG,
+        format!("invalid configuration: {}", list.join("; ")),
+    ))
+}
+
+/// The `VaradParams` field that sets the configuration setting `field` (a path in
+/// [`Config`], as [`crate::config::ConfigProblem`] names it).
+fn params_field(field: &str) -> &str {
+    match field {
+        "input_size.width" => "input_width",
+        "input_size.height" => "input_height",
+        // The only numeric part of a device is the CUDA index.
+        "device" => "cuda_device",
+        "score.calibration.score_policy.k" => "top_k",
+        other => ["score.calibration.", "score.", "train."]
+            .iter()
+            .find_map(|prefix| other.strip_prefix(prefix))
+            .unwrap_or(other),
+    }
 }
 
 /// Fills `*params` with the defaults (the paper's model, `backbone_path` NULL) and sets
@@ -397,6 +456,9 @@ pub unsafe extern "C" fn varad_params_init(params: *mut VaradParams, size: usize
 /// What `varad_load` may change about a saved model: where its files are and where it
 /// runs. Fill one with `varad_load_params_init`, or pass NULL for everything as saved.
 ///
+/// A value outside its field's range is `VARAD_ERR_INVALID_ARGUMENT` naming the field,
+/// before the model file is read.
+///
 /// Layout: every field below is in every library from 1.0.0 on; later versions only
 /// append fields.
 #[repr(C)]
@@ -410,14 +472,18 @@ pub struct VaradLoadParams {
     pub backbone_path: *const c_char,
     /// The ONNX Runtime library file. Default: NULL (the saved one, else search).
     pub runtime_path: *const c_char,
-    /// Where the model runs. Default: `VARAD_DEVICE_AS_SAVED`.
+    /// Where the model runs. Range: a `VaradDevice` value. Default:
+    /// `VARAD_DEVICE_AS_SAVED`.
     pub device: DeviceValue,
-    /// The CUDA device index when `device` is `VARAD_DEVICE_CUDA`. Default: 0.
+    /// The CUDA device index, read only when `device` is `VARAD_DEVICE_CUDA`. Range: [0,
+    /// 1023]. Default: 0.
     pub cuda_device: u32,
-    /// Worker threads: -1 = as saved, 0 = one per physical core. Default: -1.
+    /// Worker threads: -1 = as saved, 0 = one per physical core. Range: [-1, 1024].
+    /// Default: -1.
     pub threads: i32,
     /// Reserved, must be 0: keeps the struct free of padding, so an appended field can
-    /// never fall into bytes an older caller's compiler left unset.
+    /// never fall into bytes an older caller's compiler left unset. Range: [0, 0].
+    /// Default: 0.
     pub reserved: u32,
 }
 
@@ -466,19 +532,31 @@ pub(crate) unsafe fn load_options_from(p: &VaradLoadParams) -> Result<LoadOption
     let runtime = unsafe { optional_str(p.runtime_path, "params.runtime_path") }?;
     let threads = match p.threads {
         -1 => None,
-        t if t >= 0 => Some(t as usize),
+        t if (0..=MAX_THREADS as i64).contains(&i64::from(t)) => Some(t as usize),
         t => {
             return Err(FfiError::new(
                 VaradStatus::VARAD_ERR_INVALID_ARGUMENT,
-                format!("params.threads is {t} (valid: -1 = as saved, 0 = per core, n > 0)"),
+                format!(
+                    "params.threads is {t} (valid: -1 = as saved, 0 = per core, 1 to {MAX_THREADS})"
+                ),
             ))
         }
     };
     reserved_is_zero(p.reserved)?;
+    let device = device_from(p.device, p.cuda_device, "params.device", true)?;
+    if matches!(device, Some(Device::Cuda(i)) if i > MAX_CUDA_DEVICE) {
+        return Err(FfiError::new(
+            VaradStatus::VARAD_ERR_INVALID_ARGUMENT,
+            format!(
+                "params.cuda_device is {} (valid: 0 to {MAX_CUDA_DEVICE})",
+                p.cuda_device
+            ),
+        ));
+    }
     Ok(LoadOptions {
         backbone: backbone.map(PathBuf::from),
         runtime_path: runtime.map(PathBuf::from),
-        device: device_from(p.device, p.cuda_device, "params.device", true)?,
+        device,
         threads,
     })
 }
@@ -517,13 +595,14 @@ pub struct VaradScoreParams {
     /// have `roi_len = width * height` pixels. Borrowed for the call. Default: NULL (the
     /// whole image).
     pub roi: *const u8,
-    /// Bytes at `roi`. Default: 0.
+    /// Bytes at `roi`. Range: 0 when `roi` is NULL, else the image's `width * height`.
+    /// Default: 0.
     pub roi_len: usize,
     /// Nonzero: also keep the raw map on the token grid (`varad_result_raw_map`).
-    /// Default: 0.
+    /// Range: any. Default: 0.
     pub raw_map: u32,
     /// Reserved, must be 0: keeps the struct free of padding (see
-    /// `VaradLoadParams.reserved`).
+    /// `VaradLoadParams.reserved`). Range: [0, 0]. Default: 0.
     pub reserved: u32,
 }
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::decision::Decision;
 use super::image_score::ImageScore;
 use super::quantile::quantile_of_all;
+use crate::config::ranges::Problems;
 use crate::{Error, Result};
 
 /// The fewest normal images a calibration accepts: with fewer there is no spread to
@@ -53,28 +54,43 @@ impl Default for CalibrationConfig {
 }
 
 impl CalibrationConfig {
-    /// [`crate::ErrorKind::Config`] for a value outside its documented range.
+    /// [`crate::ErrorKind::Config`] for a value outside its documented range (the ranges
+    /// are [`crate::config::ranges`]'s), naming every such value.
     pub fn validate(&self) -> Result<()> {
-        self.score_policy.validate()?;
-        let r = self.target_false_reject_rate;
-        if !(r > 0.0 && r < 1.0) {
-            return Err(Error::config(format!(
-                "target false-reject rate {r} must be in (0, 1)"
-            )));
+        let mut problems = Problems::default();
+        self.check(crate::config::ranges::MAX_IMAGE_PIXELS, &mut problems);
+        if problems.0.is_empty() {
+            return Ok(());
         }
-        if !(self.review_band.is_finite() && self.review_band >= 0.0) {
-            return Err(Error::config(format!(
-                "review band {} (standard deviations) must be finite and at least 0",
-                self.review_band
-            )));
+        let list: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
+        Err(Error::config(format!(
+            "invalid calibration settings: {}",
+            list.join("; ")
+        )))
+    }
+
+    /// Records every value outside its range, named by its path in [`crate::Config`];
+    /// a top-k mean over more than `max_pixels` pixels (the largest image) is one.
+    pub(crate) fn check(&self, max_pixels: u64, problems: &mut Problems) {
+        use crate::config::ranges::{PIXEL_QUANTILE, REVIEW_BAND, TARGET_FALSE_REJECT_RATE};
+        if let ImageScore::TopKMean { k } = self.score_policy {
+            problems.int("score.calibration.score_policy.k", k as u64, 1, max_pixels);
         }
-        let q = self.pixel_quantile;
-        if !(q > 0.0 && q <= 1.0) {
-            return Err(Error::config(format!(
-                "pixel quantile {q} must be in (0, 1]"
-            )));
-        }
-        Ok(())
+        problems.float(
+            "score.calibration.target_false_reject_rate",
+            self.target_false_reject_rate,
+            TARGET_FALSE_REJECT_RATE,
+        );
+        problems.float(
+            "score.calibration.review_band",
+            self.review_band,
+            REVIEW_BAND,
+        );
+        problems.float(
+            "score.calibration.pixel_quantile",
+            self.pixel_quantile,
+            PIXEL_QUANTILE,
+        );
     }
 }
 

@@ -39,11 +39,9 @@ impl ImageScore {
 /// they run on every thread).
 const MAP_CHUNK: usize = 1 << 16;
 
-/// The first NaN in `map` as an error naming its index: a NaN map is a bug upstream, and
-/// letting it through could pass a defective part (every comparison with NaN is false).
-pub(crate) fn check_finite_map(map: &[f32]) -> Result<()> {
-    let nan = map
-        .par_chunks(MAP_CHUNK)
+/// The index of the first NaN in `map`.
+fn first_nan(map: &[f32]) -> Option<usize> {
+    map.par_chunks(MAP_CHUNK)
         .enumerate()
         .filter_map(|(k, chunk)| {
             chunk
@@ -51,13 +49,41 @@ pub(crate) fn check_finite_map(map: &[f32]) -> Result<()> {
                 .position(|v| v.is_nan())
                 .map(|i| k * MAP_CHUNK + i)
         })
-        .min();
-    if let Some(i) = nan {
-        return Err(Error::invalid_argument(format!(
+        .min()
+}
+
+/// The first NaN in a caller's `map` as an error naming its index: letting it through
+/// could pass a defective part (every comparison with NaN is false). The map is the
+/// caller's data, so this is [`crate::ErrorKind::InvalidArgument`]; a map the model
+/// produced is checked by [`check_model_map`] instead.
+pub(crate) fn check_finite_map(map: &[f32]) -> Result<()> {
+    match first_nan(map) {
+        Some(i) => Err(Error::invalid_argument(format!(
             "the anomaly map has NaN at index {i}"
-        )));
+        ))),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Checks an anomaly map that the model itself produced, `width` values a row, before it
+/// is scored: a NaN there is not the caller's doing but the library's, from weights or
+/// normal statistics that are not finite (a model file that escaped validation, or
+/// training that diverged) or from a bug, so it is [`crate::ErrorKind::Internal`] naming
+/// the pixel. [`image_score`] and [`super::assess`], given a caller's map, report a NaN
+/// as [`crate::ErrorKind::InvalidArgument`].
+pub fn check_model_map(map: &[f32], width: usize) -> Result<()> {
+    match first_nan(map) {
+        Some(i) => Err(Error::new(
+            crate::ErrorKind::Internal,
+            format!(
+                "the model produced NaN in its anomaly map at pixel ({}, {}): its weights or \
+                 normal statistics are not finite, or this is a bug in the library",
+                i % width.max(1),
+                i / width.max(1)
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The image score of `map` (any size, row-major) by `policy`, over the pixels that `roi`
@@ -152,6 +178,21 @@ mod tests {
             kind(image_score(&[1.0, 2.0], Some(&[0, 0]), ImageScore::Max)),
             InvalidArgument
         );
+    }
+
+    #[test]
+    fn a_nan_is_the_callers_fault_in_a_callers_map_and_the_librarys_in_the_models() {
+        let mut map = vec![1.0f32; 3 * MAP_CHUNK];
+        check_model_map(&map, 256).unwrap();
+        map[2 * MAP_CHUNK + 300] = f32::NAN;
+        map[2 * MAP_CHUNK + 301] = f32::NAN;
+        let err = image_score(&map, None, ImageScore::Max).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument);
+        assert!(err.message().contains("index 131372"), "{err}");
+        let err = check_model_map(&map, 256).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Internal);
+        // Index 131372 = row 513, column 44 of a 256-wide map.
+        assert!(err.message().contains("pixel (44, 513)"), "{err}");
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub use calibration::{Calibration, CalibrationConfig, ScoreStats, MIN_NORMAL_IMA
 pub use decision::Decision;
 pub use heatmap::grey_levels;
 pub use image_map::map_to_image;
-pub use image_score::{image_score, ImageScore};
+pub use image_score::{check_model_map, image_score, ImageScore};
 pub use regions::{find_regions, Region};
 #[cfg(any(test, feature = "internals"))]
 pub use resize::resize_bilinear;

@@ -110,6 +110,23 @@ def test_errors_carry_the_message(tmp_path):
         model.score(texture(1))
 
 
+def test_out_of_range_settings_are_refused_before_the_backbone_is_opened(tmp_path):
+    missing = tmp_path / "missing.onnx"
+    with pytest.raises(varad.VaradError) as e:
+        varad.Model(missing, sigma=5000.0, epochs=0, review_band=float("nan"))
+    assert e.value.name == "VARAD_ERR_CONFIG"
+    for named in ("params.sigma 5000", "params.epochs 0", "params.review_band NaN"):
+        assert named in e.value.message
+    # Values ctypes would wrap into valid ones are refused by the binding itself.
+    for name, value in (("epochs", 2**32 + 3), ("threads", -1), ("seed", 2**64)):
+        with pytest.raises(ValueError, match=f"params.{name}"):
+            varad.Model(missing, **{name: value})
+    # In range, the call gets as far as the missing backbone.
+    with pytest.raises(varad.VaradError) as e:
+        varad.Model(missing, sigma=1000.0, epochs=10000)
+    assert e.value.name == "VARAD_ERR_IO"
+
+
 def test_cancel_leaves_the_model_unchanged():
     model = tiny_model()
     with pytest.raises(varad.CancelledError):

@@ -433,6 +433,20 @@ def _read_result(handle: ctypes.c_void_p, heatmap: Optional[str] = None) -> Scor
 # ---- the model ----
 
 
+def _check_fits(struct, name, value):
+    """ValueError unless the integer `value` fits the C integer type of field `name`:
+    ctypes wraps it silently otherwise (2**32 + 3 becomes 3, -1 the largest value)."""
+    ctype = dict(struct._fields_)[name]
+    if not isinstance(value, int) or ctype in (ctypes.c_float, ctypes.c_double):
+        return
+    bits = 8 * ctypes.sizeof(ctype)
+    signed = ctype(-1).value == -1
+    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if not low <= value <= high:
+        raise ValueError(f"params.{name} = {value} does not fit its C type "
+                         f"({'int' if signed else 'uint'}{bits}_t: {low} to {high})")
+
+
 class Model:
     """A varad model. Scoring may be called from many threads at once, also while training
     or a threshold change runs: each score comes entirely from the model as it was when
@@ -442,7 +456,11 @@ class Model:
     def __init__(self, backbone, *, input_size=None, device="cpu", cuda_device=0,
                  runtime_path=None, **params):
         """Creates an untrained model on the `backbone` ONNX file. `params` are fields of
-        the C VaradParams (epochs=3, learning_rate=2e-3, prediction_step=2, seed=...)."""
+        the C VaradParams (epochs=3, learning_rate=2e-3, prediction_step=2, seed=...),
+        each with the range its documentation in varad.h states. A value outside it
+        raises VaradError VARAD_ERR_CONFIG naming every such field (`params.sigma`), before
+        the backbone is opened; an integer the field's C type cannot hold raises
+        ValueError (ctypes would silently wrap it into another, perhaps valid, value)."""
         p = _init(_Params, _lib.varad_params_init)
         keep = [_encode(backbone), _encode(runtime_path)]
         p.backbone_path, p.runtime_path = keep
@@ -454,6 +472,7 @@ class Model:
         for key, value in params.items():
             if key not in known or key in ("size", "backbone_path", "runtime_path", "levels"):
                 raise TypeError(f"unknown model parameter {key!r}")
+            _check_fits(_Params, key, value)
             setattr(p, key, value)
         handle = ctypes.c_void_p()
         _check(_lib.varad_create(ctypes.byref(p), ctypes.byref(handle)))

@@ -7,7 +7,9 @@ use std::time::Instant;
 use varad::image::{
     read_image_file, to_backbone_input, write_png, ImageLimits, ImageView, PixelFormat,
 };
-use varad::score::{assess, image_score, map_to_image, AssessOptions, Calibration};
+use varad::score::{
+    assess, check_model_map, image_score, map_to_image, AssessOptions, Calibration,
+};
 use varad::{Error, Model, Result};
 
 use crate::config_args::{parse_size, ConfigArgs};
@@ -114,6 +116,7 @@ pub fn run(args: Args, runtime: Option<PathBuf>) -> Result<()> {
         let predictor = ms(t);
         let t = Instant::now();
         let map = model.install(|| map_to_image(&raw, gh, gw, &geometry, sigma))?;
+        check_model_map(&map, w)?;
         let score = image_score(&map, None, policy)?;
         let post = ms(t);
         if run > 0 {
