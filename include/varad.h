@@ -141,14 +141,19 @@ VARAD_API const char *varad_version_string(void);
  *   5  VARAD_ERR_IMAGE_DECODE        an image file that is not PNG/JPEG/TIFF/BMP, is
  *                                    corrupt or truncated, or has unsupported samples
  *   6  VARAD_ERR_IO                  a file that cannot be read or written (missing,
- *                                    no permission, disk full)
+ *                                    a folder or device, no permission, disk full)
  *   7  VARAD_ERR_RUNTIME_NOT_FOUND   ONNX Runtime missing, unloadable or too old
  *   8  VARAD_ERR_RUNTIME             ONNX Runtime failed (not caused by arguments)
  *   9  VARAD_ERR_BACKBONE_CONTRACT   a backbone ONNX file that breaks the contract
- *  10  VARAD_ERR_CONFIG              an invalid configuration (zero epochs, a
- *                                    prediction step too large for the grid, ...)
- *  11  VARAD_ERR_MODEL_FILE          a model file that is malformed, truncated, claims
- *                                    more than it holds, or does not match the backbone
+ *  10  VARAD_ERR_CONFIG              an invalid configuration: a field outside its
+ *                                    documented range (named), a prediction step too
+ *                                    large for the grid, ...
+ *  11  VARAD_ERR_MODEL_FILE          a model file that is malformed, truncated, damaged
+ *                                    (a tensor or its metadata no longer matches the
+ *                                    SHA-256 recorded at save), holds non-finite values,
+ *                                    statistics below their floor or settings out of
+ *                                    range, claims more than it holds, or does not match
+ *                                    the backbone
  *  12  VARAD_ERR_CUDA                a requested CUDA device that cannot be used
  *  13  VARAD_ERR_CANCELLED           the progress callback cancelled (model unchanged)
  *  14  VARAD_ERR_BUFFER_TOO_SMALL    an output buffer too small (`needed` says how big)
@@ -498,8 +503,10 @@ typedef struct VaradParams {
   // Share of the training images held back for calibration. Range: [0, 1). Default:
   // 0.1.
   double calibration_fraction;
-  // Fewest images held back for calibration (the thresholds need at least 3 normal
-  // scores). Range: [3, 1048576]. Default: 3.
+  // Fewest images held back for calibration. Range: [0, 1048576]. Default: 3. The
+  // thresholds need at least 3 held-back images: `varad_train` refuses a set whose split
+  // (the larger of this and `calibration_fraction` of the images) holds fewer, before
+  // it trains.
   uint32_t min_calibration_images;
   // Smallest defect region reported, in pixels; 0 and 1 keep every region. Range: [0,
   // max_image_pixels]. Default: 1.
@@ -667,9 +674,12 @@ extern "C" {
 // Errors: `VARAD_ERR_NULL_POINTER` (`params`, `params->backbone_path` or `out_model`
 // NULL), `VARAD_ERR_INVALID_ARGUMENT` (`params->size` not one `varad_params_init`
 // writes, a field this library does not know set, an unknown enum value, a string not
-// UTF-8), `VARAD_ERR_CONFIG`, `VARAD_ERR_IO`,
-// `VARAD_ERR_RUNTIME_NOT_FOUND`, `VARAD_ERR_RUNTIME`, `VARAD_ERR_BACKBONE_CONTRACT`,
-// `VARAD_ERR_CUDA`. `*out_model` is written only on success.
+// UTF-8), `VARAD_ERR_CONFIG` (a field outside its documented range, named
+// `params.<field>`; every field is checked before ONNX Runtime or the backbone is
+// touched; or a configuration the backbone cannot take), `VARAD_ERR_IO`,
+// `VARAD_ERR_RUNTIME_NOT_FOUND`, `VARAD_ERR_RUNTIME`, `VARAD_ERR_BACKBONE_CONTRACT` (also a
+// backbone file that is not an ONNX model), `VARAD_ERR_CUDA`. `*out_model` is written
+// only on success.
 //
 // Pointers: `params` is NULL or points at a `VaradParams` whose string fields are NULL or
 // NUL-terminated; `out_model` is NULL or writable.
@@ -688,8 +698,10 @@ VARAD_API void varad_destroy(struct VaradModel *model);
 //
 // Ownership: `path` is borrowed. Thread safety: `model` is const: safe while other
 // threads score, train or change thresholds (it saves the model as published when the
-// call starts). Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (path
-// not UTF-8), `VARAD_ERR_IO`.
+// call starts). Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (an empty
+// path, a path naming a folder, not UTF-8), `VARAD_ERR_MODEL_FILE` (the model holds
+// values a load would refuse, e.g. non-finite weights; nothing is written),
+// `VARAD_ERR_IO`.
 //
 // Pointers: `model` is NULL or a live model; `path` is NULL or a NUL-terminated string.
 VARAD_API VaradStatus varad_save(const struct VaradModel *model, const char *path);
@@ -700,11 +712,16 @@ VARAD_API VaradStatus varad_save(const struct VaradModel *model, const char *pat
 // Ownership: the caller owns `*out_model` and frees it with `varad_destroy`; `path` and
 // `params` are borrowed. Thread safety: any thread.
 // Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (`params->size` not
-// one `varad_load_params_init` writes, unknown device, bad threads, `reserved` not 0,
-// not UTF-8), `VARAD_ERR_IO`, `VARAD_ERR_MODEL_FILE`
-// (malformed, newer format, backbone mismatch), `VARAD_ERR_RUNTIME_NOT_FOUND`,
-// `VARAD_ERR_RUNTIME`, `VARAD_ERR_BACKBONE_CONTRACT`, `VARAD_ERR_CUDA`.
-// `*out_model` is written only on success.
+// one `varad_load_params_init` writes, unknown device, `threads` outside [-1, 1024],
+// `cuda_device` above 1023, `reserved` not 0, an empty path, not UTF-8), `VARAD_ERR_IO`
+// (missing, unreadable, a folder or device), `VARAD_ERR_MODEL_FILE` (malformed; damaged:
+// a tensor or the metadata does not match the SHA-256 recorded at save, and the message
+// names which; non-finite values, statistics below their floor, an inconsistent
+// calibration, a stored setting outside its range; a newer format; a backbone
+// mismatch), `VARAD_ERR_RUNTIME_NOT_FOUND`, `VARAD_ERR_RUNTIME`,
+// `VARAD_ERR_BACKBONE_CONTRACT`, `VARAD_ERR_CUDA`. `*out_model` is written only on
+// success. A file written by varad 1.0 (format 1) carries no checksums: it loads after
+// the same value checks, with a warning logged, and saving it again adds them.
 //
 // Pointers: `path` is NULL or NUL-terminated; `params` is NULL or a `VaradLoadParams` with NULL or
 // NUL-terminated strings; `out_model` is NULL or writable.

@@ -615,7 +615,7 @@ mod tests {
             (
                 "train.min_calibration_images",
                 |c, v| c.train.min_calibration_images = v as usize,
-                3.0,
+                0.0,
                 (1u64 << 20) as f64,
             ),
             (

@@ -533,7 +533,16 @@ fn edit_stored_config(path: &Path, out: &Path, edit: impl FnOnce(&mut serde_json
     let mut metadata: serde_json::Value =
         serde_json::from_str(header["__metadata__"]["varad"].as_str().unwrap()).unwrap();
     edit(&mut metadata["config"]);
-    header["__metadata__"]["varad"] = metadata.to_string().into();
+    let json = metadata.to_string();
+    let digest: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(json.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    header["__metadata__"]["varad.sha256"] = digest.into();
+    header["__metadata__"]["varad"] = json.into();
     let mut text = header.to_string();
     while !text.len().is_multiple_of(8) {
         text.push(' ');
@@ -589,8 +598,8 @@ fn out_of_range_settings_in_a_model_file_or_the_load_params_are_refused_at_load(
         ),
         (
             "train.min_calibration_images",
-            serde_json::json!(1),
-            "train.min_calibration_images 1",
+            serde_json::json!(2_000_000),
+            "train.min_calibration_images 2000000",
         ),
         (
             "score.neighbour_weight",

@@ -45,10 +45,11 @@ pub const MAX_EPS: f64 = 1.0;
 /// Largest byte limit (memory, temporary file, batch): 1 PiB, past any machine; it
 /// refuses a negative number passed through an unsigned field.
 pub const MAX_BYTES: u64 = 1 << 50;
-/// Fewest images held back for calibration: the calibration needs at least
-/// [`crate::score::MIN_NORMAL_IMAGES`] normal scores, and fewer would fail only after the
-/// whole optimisation has run.
-pub const MIN_CALIBRATION_IMAGES: usize = crate::score::MIN_NORMAL_IMAGES;
+/// Fewest images held back for calibration, at its lowest: 0 leaves the count to
+/// `calibration_fraction` (as varad 1.0 allowed, so its model files still load). Whether
+/// the split of a given training set holds the [`crate::score::MIN_NORMAL_IMAGES`] scores
+/// the calibration needs is checked when training starts, before any optimisation.
+pub const MIN_CALIBRATION_IMAGES: usize = 0;
 /// Most images held back for calibration.
 pub const MAX_CALIBRATION_IMAGES: usize = 1 << 20;
 /// Most tokens of the neighbour memory bank (each one is read for every scored token).

@@ -56,9 +56,12 @@ pub(crate) fn limits(model: &Model) -> ImageLimits {
 /// Errors: `VARAD_ERR_NULL_POINTER` (`params`, `params->backbone_path` or `out_model`
 /// NULL), `VARAD_ERR_INVALID_ARGUMENT` (`params->size` not one `varad_params_init`
 /// writes, a field this library does not know set, an unknown enum value, a string not
-/// UTF-8), `VARAD_ERR_CONFIG`, `VARAD_ERR_IO`,
-/// `VARAD_ERR_RUNTIME_NOT_FOUND`, `VARAD_ERR_RUNTIME`, `VARAD_ERR_BACKBONE_CONTRACT`,
-/// `VARAD_ERR_CUDA`. `*out_model` is written only on success.
+/// UTF-8), `VARAD_ERR_CONFIG` (a field outside its documented range, named
+/// `params.<field>`; every field is checked before ONNX Runtime or the backbone is
+/// touched; or a configuration the backbone cannot take), `VARAD_ERR_IO`,
+/// `VARAD_ERR_RUNTIME_NOT_FOUND`, `VARAD_ERR_RUNTIME`, `VARAD_ERR_BACKBONE_CONTRACT` (also a
+/// backbone file that is not an ONNX model), `VARAD_ERR_CUDA`. `*out_model` is written
+/// only on success.
 ///
 /// # Safety
 /// `params` is NULL or points at a `VaradParams` whose string fields are NULL or
@@ -104,8 +107,10 @@ pub unsafe extern "C" fn varad_destroy(model: *mut VaradModel) {
 ///
 /// Ownership: `path` is borrowed. Thread safety: `model` is const: safe while other
 /// threads score, train or change thresholds (it saves the model as published when the
-/// call starts). Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (path
-/// not UTF-8), `VARAD_ERR_IO`.
+/// call starts). Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (an empty
+/// path, a path naming a folder, not UTF-8), `VARAD_ERR_MODEL_FILE` (the model holds
+/// values a load would refuse, e.g. non-finite weights; nothing is written),
+/// `VARAD_ERR_IO`.
 ///
 /// # Safety
 /// `model` is NULL or a live model; `path` is NULL or a NUL-terminated string.
@@ -127,11 +132,16 @@ pub unsafe extern "C" fn varad_save(model: *const VaradModel, path: *const c_cha
 /// Ownership: the caller owns `*out_model` and frees it with `varad_destroy`; `path` and
 /// `params` are borrowed. Thread safety: any thread.
 /// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (`params->size` not
-/// one `varad_load_params_init` writes, unknown device, bad threads, `reserved` not 0,
-/// not UTF-8), `VARAD_ERR_IO`, `VARAD_ERR_MODEL_FILE`
-/// (malformed, newer format, backbone mismatch), `VARAD_ERR_RUNTIME_NOT_FOUND`,
-/// `VARAD_ERR_RUNTIME`, `VARAD_ERR_BACKBONE_CONTRACT`, `VARAD_ERR_CUDA`.
-/// `*out_model` is written only on success.
+/// one `varad_load_params_init` writes, unknown device, `threads` outside [-1, 1024],
+/// `cuda_device` above 1023, `reserved` not 0, an empty path, not UTF-8), `VARAD_ERR_IO`
+/// (missing, unreadable, a folder or device), `VARAD_ERR_MODEL_FILE` (malformed; damaged:
+/// a tensor or the metadata does not match the SHA-256 recorded at save, and the message
+/// names which; non-finite values, statistics below their floor, an inconsistent
+/// calibration, a stored setting outside its range; a newer format; a backbone
+/// mismatch), `VARAD_ERR_RUNTIME_NOT_FOUND`, `VARAD_ERR_RUNTIME`,
+/// `VARAD_ERR_BACKBONE_CONTRACT`, `VARAD_ERR_CUDA`. `*out_model` is written only on
+/// success. A file written by varad 1.0 (format 1) carries no checksums: it loads after
+/// the same value checks, with a warning logged, and saving it again adds them.
 ///
 /// # Safety
 /// `path` is NULL or NUL-terminated; `params` is NULL or a `VaradLoadParams` with NULL or

@@ -220,8 +220,10 @@ pub struct VaradParams {
     /// Share of the training images held back for calibration. Range: [0, 1). Default:
     /// 0.1.
     pub calibration_fraction: f64,
-    /// Fewest images held back for calibration (the thresholds need at least 3 normal
-    /// scores). Range: [3, 1048576]. Default: 3.
+    /// Fewest images held back for calibration. Range: [0, 1048576]. Default: 3. The
+    /// thresholds need at least 3 held-back images: `varad_train` refuses a set whose split
+    /// (the larger of this and `calibration_fraction` of the images) holds fewer, before
+    /// it trains.
     pub min_calibration_images: u32,
     /// Smallest defect region reported, in pixels; 0 and 1 keep every region. Range: [0,
     /// max_image_pixels]. Default: 1.

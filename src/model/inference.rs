@@ -189,6 +189,8 @@ impl Model {
         let norm = options.map_norm.unwrap_or(configured);
         let raw = self.raw_map_normalised(weights, stats, norm, features)?;
         let map = map_to_image(&raw, grid_h, grid_w, geometry, self.config.score.sigma)?;
+        // A NaN here is the model's (its weights or statistics), not the caller's.
+        crate::score::check_model_map(&map, geometry.image_width as usize)?;
         let (width, height) = (
             geometry.image_width as usize,
             geometry.image_height as usize,

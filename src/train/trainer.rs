@@ -119,6 +119,14 @@ pub fn calibration_split(
     seed: u64,
 ) -> Result<(Vec<usize>, Vec<usize>)> {
     let held = ((fraction * n as f64).round() as usize).max(min);
+    if held < crate::score::MIN_NORMAL_IMAGES {
+        return Err(Error::config(format!(
+            "{n} training images with calibration_fraction {fraction} and \
+             min_calibration_images {min} hold back {held} for calibration; the thresholds \
+             need at least {}: raise min_calibration_images",
+            crate::score::MIN_NORMAL_IMAGES
+        )));
+    }
     if n <= held {
         return Err(Error::invalid_argument(format!(
             "{n} training images: {held} are held back for calibration, so at least {} are needed",
@@ -494,6 +502,12 @@ mod tests {
         assert_eq!(calibration_split(5, 0.1, 3, 0).unwrap().1.len(), 3);
         let err = calibration_split(3, 0.1, 3, 0).unwrap_err();
         assert!(err.message().contains("at least 4"), "{err}");
+        // min 0 leaves the count to the fraction; fewer than the thresholds need is a
+        // configuration error before any training.
+        assert_eq!(calibration_split(40, 0.1, 0, 7).unwrap().1.len(), 4);
+        let err = calibration_split(20, 0.1, 0, 7).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Config);
+        assert!(err.message().contains("min_calibration_images"), "{err}");
     }
 
     #[test]
