@@ -115,9 +115,26 @@ fn an_output_that_lies_about_its_stride_is_caught_at_run_time() {
 
 #[test]
 fn unreadable_files_and_bad_inputs() {
+    // Text, or random bytes, named as the backbone: the wrong file, not a runtime failure.
     let err = Backbone::open(&data("contract/not_onnx.onnx"), &cpu()).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Runtime, "{err}");
+    assert_eq!(err.kind(), ErrorKind::BackboneContract, "{err}");
     assert!(err.message().contains("not_onnx.onnx"), "{err}");
+    assert!(err.message().contains("not an ONNX model"), "{err}");
+    let random = std::env::temp_dir().join(format!("varad-random-{}.onnx", std::process::id()));
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let bytes: Vec<u8> = (0..65_536)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 56) as u8
+        })
+        .collect();
+    std::fs::write(&random, bytes).unwrap();
+    let err = Backbone::open(&random, &cpu()).unwrap_err();
+    std::fs::remove_file(&random).unwrap();
+    assert_eq!(err.kind(), ErrorKind::BackboneContract, "{err}");
+    assert!(err.message().contains("not an ONNX model"), "{err}");
 
     let err = Backbone::open(&data("contract/missing.onnx"), &cpu()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");

@@ -224,7 +224,7 @@ impl Model {
         Ok(Model {
             config,
             tokenizer,
-            workspaces: layout.iter().map(|_| WorkspacePool::default()).collect(),
+            workspaces: layout.iter().map(|_| WorkspacePool::shared()).collect(),
             layout,
             weights,
             calibration: None,
