@@ -21,6 +21,39 @@ fn cpu() -> BackboneOptions {
     }
 }
 
+/// Where the payload of a serialised ONNX model's `graph` field (field 7) begins.
+fn graph_payload_offset(model: &[u8]) -> usize {
+    let varint = |at: &mut usize| {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = model[*at];
+            *at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        value
+    };
+    let mut at = 0;
+    loop {
+        let tag = varint(&mut at);
+        match tag & 7 {
+            0 => {
+                varint(&mut at);
+            }
+            2 => {
+                let len = varint(&mut at) as usize;
+                if tag >> 3 == 7 {
+                    return at;
+                }
+                at += len;
+            }
+            other => panic!("wire type {other} at the top level of a test model"),
+        }
+    }
+}
+
 fn pattern(len: usize, seed: usize) -> Vec<f32> {
     (0..len)
         .map(|i| ((i * 31 + seed * 17) % 101) as f32 / 100.0)
@@ -135,6 +168,17 @@ fn unreadable_files_and_bad_inputs() {
     std::fs::remove_file(&random).unwrap();
     assert_eq!(err.kind(), ErrorKind::BackboneContract, "{err}");
     assert!(err.message().contains("not an ONNX model"), "{err}");
+
+    // A real model damaged inside its graph (an invalid wire type where the graph's
+    // first field begins): ONNX Runtime's parser refuses it, still a contract error.
+    let mut damaged = std::fs::read(data("tiny_vit.onnx")).unwrap();
+    let graph = graph_payload_offset(&damaged);
+    damaged[graph] = 0x0f;
+    std::fs::write(&random, &damaged).unwrap();
+    let err = Backbone::open(&random, &cpu()).unwrap_err();
+    std::fs::remove_file(&random).unwrap();
+    assert_eq!(err.kind(), ErrorKind::BackboneContract, "{err}");
+    assert!(err.message().contains("not a valid ONNX model"), "{err}");
 
     let err = Backbone::open(&data("contract/missing.onnx"), &cpu()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");

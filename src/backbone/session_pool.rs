@@ -179,7 +179,7 @@ impl SessionPool {
     }
 
     /// One more session, on the device the first one resolved to.
-    fn new_session(&self) -> std::result::Result<Session, String> {
+    fn new_session(&self) -> std::result::Result<Session, OpenError> {
         let cuda_index = match self.device.active {
             Device::Cuda(i) => Some(i),
             _ => None,
@@ -236,7 +236,7 @@ fn create_session(
     let mut fallback_reason = None;
     if let Some(index) = cuda_index {
         let attempt = if runtime.has_cuda_provider() {
-            build_session(runtime, bytes, intra_threads, Some(index))
+            build_session(runtime, bytes, intra_threads, Some(index)).map_err(|e| e.message)
         } else {
             Err(format!(
                 "the loaded ONNX Runtime ({} {}) has no CUDA execution provider",
@@ -273,11 +273,18 @@ fn create_session(
             }
         }
     }
-    let session = build_session(runtime, bytes, intra_threads, None).map_err(|reason| {
-        Error::new(
-            ErrorKind::Runtime,
-            format!("cannot open backbone {}: {reason}", path.display()),
-        )
+    let session = build_session(runtime, bytes, intra_threads, None).map_err(|e| {
+        if e.invalid_model {
+            Error::new(
+                ErrorKind::BackboneContract,
+                format!("{}: not a valid ONNX model: {}", path.display(), e.message),
+            )
+        } else {
+            Error::new(
+                ErrorKind::Runtime,
+                format!("cannot open backbone {}: {}", path.display(), e.message),
+            )
+        }
     })?;
     Ok((
         session,
@@ -301,13 +308,13 @@ fn build_session(
     bytes: &[u8],
     intra_threads: usize,
     cuda_index: Option<u32>,
-) -> std::result::Result<Session, String> {
+) -> std::result::Result<Session, OpenError> {
     let mut builder = Session::builder(runtime.environment())
-        .map_err(|e| e.to_string())?
+        .map_err(OpenError::other)?
         .with_intra_threads(intra_threads)
-        .map_err(|e| e.to_string())?
+        .map_err(OpenError::other)?
         .with_intra_op_spinning(false)
-        .map_err(|e| e.to_string())?;
+        .map_err(OpenError::other)?;
     if let Some(index) = cuda_index {
         let cuda = ort::ep::CUDA::default()
             .with_device_id(index as i32)
@@ -315,9 +322,36 @@ fn build_session(
             .error_on_failure();
         builder = builder
             .with_execution_providers([cuda])
-            .map_err(|e| e.to_string())?;
+            .map_err(OpenError::other)?;
     }
-    builder.commit_from_memory(bytes).map_err(|e| e.to_string())
+    builder.commit_from_memory(bytes).map_err(|e| OpenError {
+        invalid_model: e.code() == ort::error::ErrorCode::InvalidProtobuf,
+        message: e.to_string(),
+    })
+}
+
+/// Why a session did not open.
+#[derive(Debug)]
+struct OpenError {
+    message: String,
+    /// ONNX Runtime found no valid model in the bytes (past the top-level check of
+    /// [`super::onnx_file`]: a damaged file).
+    invalid_model: bool,
+}
+
+impl OpenError {
+    fn other(e: impl std::fmt::Display) -> Self {
+        OpenError {
+            message: e.to_string(),
+            invalid_model: false,
+        }
+    }
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 fn describe(session: &Session) -> GraphDescription {
