@@ -1,15 +1,16 @@
 //! Models of one backbone share its ONNX Runtime sessions: eight models loaded from one
 //! file run on one pool of sessions, score bit for bit what one model alone scores while
-//! all eight score at once, and the sessions go with the last model. One test in its own
+//! all eight score at once, and the sessions go with the last model; a pool that grows
+//! past one session gives every run what one run alone gives. One test in its own
 //! binary, so that no other test's backbones are counted.
 
 mod common;
 
-use varad::backbone::live_pools;
+use varad::backbone::{live_pools, Backbone, BackboneOptions};
 use varad::image::{ImageView, PixelFormat};
 use varad::model::ScoreOptions;
 use varad::model_file::LoadOptions;
-use varad::Model;
+use varad::{Device, Model};
 
 const MODELS: usize = 8;
 const IMAGES: usize = 6;
@@ -78,4 +79,33 @@ fn models_of_one_backbone_share_sessions_score_alike_and_free_them() {
     assert_eq!(live_pools(), 1, "the first model still holds the pool");
     drop(trained);
     assert_eq!(live_pools(), 0, "the sessions went with the last model");
+
+    // One intra-op thread per run: a pool that grows to a session per core under runs
+    // from several threads at once, and whose runs all give what one run alone gives.
+    let options = BackboneOptions {
+        device: Device::Cpu,
+        intra_threads: Some(1),
+        ..Default::default()
+    };
+    let path = common::repo_root().join("tests/data/tiny_vit.onnx");
+    let backbones: Vec<Backbone> = (0..4)
+        .map(|_| Backbone::open(&path, &options).unwrap())
+        .collect();
+    assert_eq!(live_pools(), 1);
+    let input: Vec<f32> = (0..3 * 112 * 112).map(|i| (i % 97) as f32 / 97.0).collect();
+    let expected = backbones[0].run(&input, 1, 112, 112).unwrap();
+    std::thread::scope(|s| {
+        for b in &backbones {
+            let (input, expected) = (&input, &expected);
+            s.spawn(move || {
+                for _ in 0..20 {
+                    assert!(b.run(input, 1, 112, 112).unwrap() == *expected);
+                }
+            });
+        }
+    });
+    let opened = backbones[0].sessions_opened();
+    assert!((1..=cores).contains(&opened), "{opened} sessions");
+    drop(backbones);
+    assert_eq!(live_pools(), 0);
 }

@@ -43,7 +43,7 @@ static REGISTRY: Lazy<Mutex<HashMap<SessionKey, Weak<SessionPool>>>> =
 pub(crate) struct SessionPool {
     key: SessionKey,
     runtime: &'static Runtime,
-    /// The file's bytes, for the sessions made later.
+    /// The file's bytes, for the sessions made later (none kept for a pool of one).
     bytes: Vec<u8>,
     /// Where the sessions run (resolved once, by the first session).
     device: ActiveDevice,
@@ -104,7 +104,7 @@ impl SessionPool {
             graph: describe(&session),
             key: key.clone(),
             runtime,
-            bytes,
+            bytes: if capacity > 1 { bytes } else { Vec::new() },
             device,
             capacity,
             state: Mutex::new(PoolState {
