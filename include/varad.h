@@ -144,7 +144,8 @@ VARAD_API const char *varad_version_string(void);
  *                                    a folder or device, no permission, disk full)
  *   7  VARAD_ERR_RUNTIME_NOT_FOUND   ONNX Runtime missing, unloadable or too old
  *   8  VARAD_ERR_RUNTIME             ONNX Runtime failed (not caused by arguments)
- *   9  VARAD_ERR_BACKBONE_CONTRACT   a backbone ONNX file that breaks the contract
+ *   9  VARAD_ERR_BACKBONE_CONTRACT   a backbone ONNX file that breaks the contract, or a
+ *                                    backbone file that is not an ONNX model
  *  10  VARAD_ERR_CONFIG              an invalid configuration: a field outside its
  *                                    documented range (named), a prediction step too
  *                                    large for the grid, ...

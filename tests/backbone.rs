@@ -21,6 +21,39 @@ fn cpu() -> BackboneOptions {
     }
 }
 
+/// Where the payload of a serialised ONNX model's `graph` field (field 7) begins.
+fn graph_payload_offset(model: &[u8]) -> usize {
+    let varint = |at: &mut usize| {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = model[*at];
+            *at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        value
+    };
+    let mut at = 0;
+    loop {
+        let tag = varint(&mut at);
+        match tag & 7 {
+            0 => {
+                varint(&mut at);
+            }
+            2 => {
+                let len = varint(&mut at) as usize;
+                if tag >> 3 == 7 {
+                    return at;
+                }
+                at += len;
+            }
+            other => panic!("wire type {other} at the top level of a test model"),
+        }
+    }
+}
+
 fn pattern(len: usize, seed: usize) -> Vec<f32> {
     (0..len)
         .map(|i| ((i * 31 + seed * 17) % 101) as f32 / 100.0)
@@ -115,9 +148,37 @@ fn an_output_that_lies_about_its_stride_is_caught_at_run_time() {
 
 #[test]
 fn unreadable_files_and_bad_inputs() {
+    // Text, or random bytes, named as the backbone: the wrong file, not a runtime failure.
     let err = Backbone::open(&data("contract/not_onnx.onnx"), &cpu()).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Runtime, "{err}");
+    assert_eq!(err.kind(), ErrorKind::BackboneContract, "{err}");
     assert!(err.message().contains("not_onnx.onnx"), "{err}");
+    assert!(err.message().contains("not an ONNX model"), "{err}");
+    let random = std::env::temp_dir().join(format!("varad-random-{}.onnx", std::process::id()));
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let bytes: Vec<u8> = (0..65_536)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 56) as u8
+        })
+        .collect();
+    std::fs::write(&random, bytes).unwrap();
+    let err = Backbone::open(&random, &cpu()).unwrap_err();
+    std::fs::remove_file(&random).unwrap();
+    assert_eq!(err.kind(), ErrorKind::BackboneContract, "{err}");
+    assert!(err.message().contains("not an ONNX model"), "{err}");
+
+    // A real model damaged inside its graph (an invalid wire type where the graph's
+    // first field begins): ONNX Runtime's parser refuses it, still a contract error.
+    let mut damaged = std::fs::read(data("tiny_vit.onnx")).unwrap();
+    let graph = graph_payload_offset(&damaged);
+    damaged[graph] = 0x0f;
+    std::fs::write(&random, &damaged).unwrap();
+    let err = Backbone::open(&random, &cpu()).unwrap_err();
+    std::fs::remove_file(&random).unwrap();
+    assert_eq!(err.kind(), ErrorKind::BackboneContract, "{err}");
+    assert!(err.message().contains("not a valid ONNX model"), "{err}");
 
     let err = Backbone::open(&data("contract/missing.onnx"), &cpu()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");

@@ -3,12 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use ort::session::Session;
-use parking_lot::Mutex;
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 
-use super::contract::{BackboneSpec, ElementType, GraphDescription, TensorSpec};
+use super::contract::BackboneSpec;
 use super::runtime;
+use super::session_pool::SessionPool;
 use crate::{Device, Error, ErrorKind, Result};
 
 /// How to open a backbone.
@@ -68,15 +69,16 @@ impl FeatureMap {
 }
 
 /// An opened, validated backbone. `run` may be called from many threads: ONNX Runtime
-/// parallelises each run over its own intra-op threads, and runs are serialised on the
-/// session (the `ort` crate's `Session::run` takes `&mut self`).
+/// parallelises each run over its own intra-op threads, and each run has a session to
+/// itself (the `ort` crate's `Session::run` takes `&mut self`) from a pool that every
+/// backbone opened from the same bytes, device and thread count shares
+/// ([`super::session_pool`]).
 pub struct Backbone {
     spec: BackboneSpec,
     identity: BackboneIdentity,
     path: PathBuf,
-    device: ActiveDevice,
     intra_threads: usize,
-    session: Mutex<Session>,
+    sessions: Arc<SessionPool>,
 }
 
 impl std::fmt::Debug for Backbone {
@@ -84,14 +86,17 @@ impl std::fmt::Debug for Backbone {
         f.debug_struct("Backbone")
             .field("path", &self.path)
             .field("spec", &self.spec)
-            .field("device", &self.device)
+            .field("device", self.sessions.device())
             .field("intra_threads", &self.intra_threads)
             .finish_non_exhaustive()
     }
 }
 
 impl Backbone {
-    /// Loads ONNX Runtime if needed, opens `path`, and checks it against the contract.
+    /// Loads ONNX Runtime if needed, opens `path`, and checks it against the contract. The
+    /// ONNX Runtime sessions are shared with every other open backbone of the same file
+    /// bytes, device and intra-op threads. A file that is not an ONNX model is
+    /// [`ErrorKind::BackboneContract`]; one that cannot be read, [`ErrorKind::Io`].
     pub fn open(path: &Path, options: &BackboneOptions) -> Result<Self> {
         let runtime = runtime::load(options.runtime_path.as_deref())?;
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, "read the backbone", &e))?;
@@ -104,10 +109,16 @@ impl Backbone {
                 Some(n) => n,
                 None => crate::threads::physical_cores(),
             };
-        let (session, device) =
-            create_session(runtime, &bytes, path, options.device, intra_threads)?;
-        let graph = describe(&session);
-        let spec = BackboneSpec::from_graph(&graph).map_err(|e| e.context(path.display()))?;
+        let sessions = SessionPool::open(
+            runtime,
+            bytes,
+            sha256.clone(),
+            path,
+            options.device,
+            intra_threads,
+        )?;
+        let spec =
+            BackboneSpec::from_graph(sessions.graph()).map_err(|e| e.context(path.display()))?;
         let identity = BackboneIdentity {
             name: spec.name.clone(),
             sha256,
@@ -117,9 +128,8 @@ impl Backbone {
             spec,
             identity,
             path: path.to_path_buf(),
-            device,
             intra_threads,
-            session: Mutex::new(session),
+            sessions,
         })
     }
 
@@ -140,12 +150,24 @@ impl Backbone {
 
     /// The device the session runs on.
     pub fn device(&self) -> &ActiveDevice {
-        &self.device
+        self.sessions.device()
     }
 
     /// ONNX Runtime's intra-op thread count for this session.
     pub fn intra_threads(&self) -> usize {
         self.intra_threads
+    }
+
+    /// Whether `self` and `other` run on the same ONNX Runtime sessions.
+    #[cfg(any(test, feature = "internals"))]
+    pub fn shares_sessions_with(&self, other: &Backbone) -> bool {
+        Arc::ptr_eq(&self.sessions, &other.sessions)
+    }
+
+    /// ONNX Runtime sessions made for this backbone's pool so far.
+    #[cfg(any(test, feature = "internals"))]
+    pub fn sessions_opened(&self) -> usize {
+        self.sessions.sessions()
     }
 
     /// Runs a batch: `input` is `[batch, 3, height, width]` f32 RGB in [0, 1]. Returns one
@@ -172,7 +194,7 @@ impl Backbone {
         let shape = [batch as i64, 3, height as i64, width as i64];
         let tensor = ort::value::TensorRef::from_array_view((shape, input))
             .map_err(|e| runtime_error("cannot wrap the input", e))?;
-        let mut session = self.session.lock();
+        self.sessions.with_session(|session| {
         let outputs = session
             .run(ort::inputs![self.spec.input_name.as_str() => tensor])
             .map_err(|e| runtime_error(&format!("backbone `{}` failed", self.spec.name), e))?;
@@ -217,6 +239,7 @@ impl Backbone {
             });
         }
         Ok(maps)
+        })
     }
 }
 
@@ -226,140 +249,4 @@ fn runtime_error(what: &str, e: impl std::fmt::Display) -> Error {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Builds the session on the requested device. `Auto` tries CUDA only where the loaded
-/// runtime has its provider, and records why it fell back; `ort` itself would fall back
-/// silently, so CUDA is registered with `error_on_failure` and the error handled here.
-fn create_session(
-    runtime: &runtime::Runtime,
-    bytes: &[u8],
-    path: &Path,
-    device: Device,
-    intra_threads: usize,
-) -> Result<(Session, ActiveDevice)> {
-    let cuda_index = match device {
-        Device::Cpu => None,
-        Device::Cuda(i) => Some(i),
-        Device::Auto => Some(0),
-    };
-    let mut fallback_reason = None;
-    if let Some(index) = cuda_index {
-        let attempt = if runtime.has_cuda_provider() {
-            build_session(runtime, bytes, intra_threads, Some(index))
-        } else {
-            Err(format!(
-                "the loaded ONNX Runtime ({} {}) has no CUDA execution provider",
-                runtime.info().path.display(),
-                runtime.info().version
-            ))
-        };
-        match attempt {
-            Ok(session) => {
-                return Ok((
-                    session,
-                    ActiveDevice {
-                        requested: device,
-                        active: Device::Cuda(index),
-                        fallback_reason: None,
-                    },
-                ))
-            }
-            Err(reason) if device == Device::Auto => {
-                log::warn!(
-                    "backbone {}: CUDA not used, running on the CPU: {reason}",
-                    path.display()
-                );
-                fallback_reason = Some(reason);
-            }
-            Err(reason) => {
-                return Err(Error::new(
-                    ErrorKind::Cuda,
-                    format!(
-                        "{device} was requested for backbone {}: {reason}",
-                        path.display()
-                    ),
-                ))
-            }
-        }
-    }
-    let session = build_session(runtime, bytes, intra_threads, None).map_err(|reason| {
-        Error::new(
-            ErrorKind::Runtime,
-            format!("cannot open backbone {}: {reason}", path.display()),
-        )
-    })?;
-    Ok((
-        session,
-        ActiveDevice {
-            requested: device,
-            active: Device::Cpu,
-            fallback_reason,
-        },
-    ))
-}
-
-/// One session's builder. Its intra-op threads do not spin-wait for more work after a
-/// run: the predictor runs next on the same cores, and on 2 cores ONNX Runtime's spinning
-/// workers took about a quarter of its time, while the backbone's own time did not change
-/// (docs/performance.md, "Kernel choices").
-fn build_session(
-    runtime: &runtime::Runtime,
-    bytes: &[u8],
-    intra_threads: usize,
-    cuda_index: Option<u32>,
-) -> std::result::Result<Session, String> {
-    let mut builder = Session::builder(runtime.environment())
-        .map_err(|e| e.to_string())?
-        .with_intra_threads(intra_threads)
-        .map_err(|e| e.to_string())?
-        .with_intra_op_spinning(false)
-        .map_err(|e| e.to_string())?;
-    if let Some(index) = cuda_index {
-        let cuda = ort::ep::CUDA::default()
-            .with_device_id(index as i32)
-            .build()
-            .error_on_failure();
-        builder = builder
-            .with_execution_providers([cuda])
-            .map_err(|e| e.to_string())?;
-    }
-    builder.commit_from_memory(bytes).map_err(|e| e.to_string())
-}
-
-fn describe(session: &Session) -> GraphDescription {
-    let spec = |outlet: &ort::value::Outlet| {
-        let (element, shape) = match outlet.dtype() {
-            ort::value::ValueType::Tensor { ty, shape, .. } => {
-                let element = if *ty == ort::value::TensorElementType::Float32 {
-                    ElementType::F32
-                } else {
-                    ElementType::Other(format!("{ty:?}"))
-                };
-                (Some(element), shape.iter().copied().collect())
-            }
-            _ => (None, Vec::new()),
-        };
-        TensorSpec {
-            name: outlet.name().to_string(),
-            element,
-            shape,
-        }
-    };
-    let metadata = session
-        .metadata()
-        .ok()
-        .map(|meta| {
-            meta.custom_keys()
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|key| meta.custom(&key).map(|value| (key, value)))
-                .collect()
-        })
-        .unwrap_or_default();
-    GraphDescription {
-        inputs: session.inputs().iter().map(spec).collect(),
-        outputs: session.outputs().iter().map(spec).collect(),
-        metadata,
-    }
 }

@@ -78,10 +78,11 @@ struct Gpu {
 /// leaves the original untouched, which is how [`super::LiveModel`] trains off to the side
 /// while other threads keep scoring the original.
 ///
-/// Memory: besides its weights, a model keeps the predictor's scratch buffers of CPU
-/// scoring for reuse, one set per scoring call that ran at the same time as others (about
-/// 80 MB per set at 1024 x 1024 with EfficientNet-Lite0 at strides 8 and 16), so that a
-/// stream of images needs no new memory; they are freed with the model.
+/// Memory: besides its weights, a model holds little of its own. Models of the same
+/// backbone file, device and thread count share its ONNX Runtime sessions (a process-wide
+/// registry, freed with the last model that uses them), and the predictor's scratch
+/// buffers of CPU scoring come from one process-wide pool that keeps at most one free set
+/// per physical core, so a stream of images needs no new memory and idle models hold none.
 #[derive(Clone)]
 pub struct Model {
     pub(super) config: Config,
@@ -231,7 +232,7 @@ impl Model {
         Ok(Model {
             config,
             tokenizer: Arc::new(tokenizer),
-            workspaces: layout.iter().map(|_| WorkspacePool::default()).collect(),
+            workspaces: layout.iter().map(|_| WorkspacePool::shared()).collect(),
             layout: layout.into(),
             weights,
             calibration: None,

@@ -14,6 +14,9 @@
 //! the step's time (`perf`, `cargo bench --features internals --bench predictor`). [`TrainBuffers`] keeps them
 //! from one step to the next.
 
+use std::sync::Arc;
+
+use once_cell::sync::Lazy;
 use parking_lot::Mutex;
 use rayon::prelude::*;
 
@@ -95,20 +98,82 @@ pub(crate) fn grown<V: Copy + Default>(b: &mut Vec<V>, n: usize) -> &mut [V] {
 }
 
 /// Workspaces for calls that may run at the same time (scoring from several threads):
-/// each call takes one (a new one when all are in use) and puts it back, so the pool
-/// holds as many as the most calls that ever ran at once.
-#[derive(Debug, Default)]
+/// each call takes one (a new one when all are in use) and puts it back. A pool keeps at
+/// most as many free workspaces as there are physical cores (more calls than cores never
+/// make progress at once); one put back beyond that is freed.
+///
+/// Any workspace serves any predictor (its buffers grow to the call), so the models of a
+/// process share one pool, [`WorkspacePool::shared`]: the memory held follows how many
+/// calls ran at once, not how many models and levels there are.
+#[derive(Debug)]
 pub struct WorkspacePool<T> {
-    free: Mutex<Vec<Workspace<T>>>,
+    free: Arc<FreeWorkspaces<T>>,
+}
+
+#[derive(Debug)]
+struct FreeWorkspaces<T> {
+    sets: Mutex<Vec<Workspace<T>>>,
+    /// Most free workspaces kept.
+    keep: usize,
+}
+
+impl<T> Clone for WorkspacePool<T> {
+    fn clone(&self) -> Self {
+        WorkspacePool {
+            free: Arc::clone(&self.free),
+        }
+    }
+}
+
+impl<T> Default for WorkspacePool<T> {
+    /// A pool of its own, keeping one free workspace per physical core.
+    fn default() -> Self {
+        WorkspacePool::keeping(crate::threads::physical_cores())
+    }
+}
+
+/// The process's shared pool of `f32` workspaces.
+static SHARED: Lazy<WorkspacePool<f32>> = Lazy::new(WorkspacePool::default);
+
+impl WorkspacePool<f32> {
+    /// The pool that every model of this process scores with.
+    pub fn shared() -> Self {
+        SHARED.clone()
+    }
+}
+
+impl<T> WorkspacePool<T> {
+    /// A pool of its own that keeps at most `keep` free workspaces.
+    pub fn keeping(keep: usize) -> Self {
+        WorkspacePool {
+            free: Arc::new(FreeWorkspaces {
+                sets: Mutex::new(Vec::new()),
+                keep,
+            }),
+        }
+    }
+
+    /// Whether `self` and `other` are one pool.
+    #[cfg(any(test, feature = "internals"))]
+    pub fn same_pool(&self, other: &WorkspacePool<T>) -> bool {
+        Arc::ptr_eq(&self.free, &other.free)
+    }
 }
 
 impl<T: Float> WorkspacePool<T> {
     /// Runs `f` with a workspace from the pool.
     pub fn with<R>(&self, f: impl FnOnce(&mut Workspace<T>) -> R) -> R {
-        let taken = self.free.lock().pop();
+        let taken = self.free.sets.lock().pop();
         let mut ws = taken.unwrap_or_default();
         let out = f(&mut ws);
-        self.free.lock().push(ws);
+        let mut sets = self.free.sets.lock();
+        if sets.len() < self.free.keep {
+            sets.push(ws);
+        } else {
+            // Freed after the lock is released.
+            drop(sets);
+            drop(ws);
+        }
         out
     }
 
@@ -116,7 +181,7 @@ impl<T: Float> WorkspacePool<T> {
     /// each one (2.6 MB at the stride-8 level) came from new pages that the kernel zeroed
     /// and faulted in during the call. Kept by one free workspace (dropped if none is).
     pub fn give_back(&self, output: Vec<T>) {
-        if let Some(ws) = self.free.lock().last_mut() {
+        if let Some(ws) = self.free.sets.lock().last_mut() {
             if ws.output.capacity() < output.capacity() {
                 ws.output = output;
             }
@@ -126,7 +191,13 @@ impl<T: Float> WorkspacePool<T> {
     #[cfg(any(test, feature = "internals"))]
     /// Bytes held by the workspaces not in use.
     pub fn bytes(&self) -> usize {
-        self.free.lock().iter().map(Workspace::bytes).sum()
+        self.free.sets.lock().iter().map(Workspace::bytes).sum()
+    }
+
+    #[cfg(any(test, feature = "internals"))]
+    /// Workspaces not in use.
+    pub fn free_workspaces(&self) -> usize {
+        self.free.sets.lock().len()
     }
 }
 
@@ -265,5 +336,27 @@ mod tests {
         });
         // Both came back, the grown one with its buffers.
         assert!(pool.bytes() >= 400);
+    }
+
+    #[test]
+    fn pool_keeps_a_bounded_number_of_workspaces() {
+        let pool = WorkspacePool::<f32>::keeping(2);
+        // Four calls at once: four workspaces in use, two kept afterwards.
+        pool.with(|a| {
+            a.buffers([10, 0, 0, 0, 0, 0]);
+            pool.with(|b| {
+                b.buffers([10, 0, 0, 0, 0, 0]);
+                pool.with(|c| {
+                    c.buffers([10, 0, 0, 0, 0, 0]);
+                    pool.with(|d| d.buffers([10, 0, 0, 0, 0, 0]).len());
+                })
+            })
+        });
+        assert_eq!(pool.free_workspaces(), 2);
+        assert!(pool.bytes() >= 2 * 40);
+        // A clone is the same pool; the shared one is one pool for every caller.
+        assert!(pool.clone().same_pool(&pool));
+        assert!(WorkspacePool::shared().same_pool(&WorkspacePool::shared()));
+        assert!(!WorkspacePool::<f32>::default().same_pool(&pool));
     }
 }

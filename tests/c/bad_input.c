@@ -114,9 +114,11 @@ int main(void) {
     p.backbone_path = "/nonexistent/backbone.onnx";
     EXPECT(varad_create(&p, &model), VARAD_ERR_IO);
 
-    /* 9: a backbone that breaks the contract. */
+    /* 9: a backbone that breaks the contract, or a file that is no ONNX model at all. */
     p = tiny_params();
     p.backbone_path = "tests/data/contract/no_metadata.onnx";
+    EXPECT(varad_create(&p, &model), VARAD_ERR_BACKBONE_CONTRACT);
+    p.backbone_path = "tests/data/contract/not_onnx.onnx";
     EXPECT(varad_create(&p, &model), VARAD_ERR_BACKBONE_CONTRACT);
 
     /* 10: an invalid configuration. */
