@@ -106,14 +106,19 @@ struct Shared(*mut VaradModel);
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
-fn c_score(model: *const VaradModel, pixels: &[u8], side: u32) -> CResult {
-    let view = VaradImageView {
+/// A packed RGB8 view of a square image.
+fn rgb_view(pixels: &[u8], side: u32) -> VaradImageView {
+    VaradImageView {
         data: pixels.as_ptr(),
         width: side,
         height: side,
         stride: 0,
         format: VaradPixelFormat::VARAD_PIXEL_FORMAT_RGB8 as u32,
-    };
+    }
+}
+
+fn c_score(model: *const VaradModel, pixels: &[u8], side: u32) -> CResult {
+    let view = rgb_view(pixels, side);
     let mut r = ptr::null_mut();
     // SAFETY: a live model, a view over a live buffer, valid out-pointers; the result is
     // read and then freed once.
@@ -203,13 +208,7 @@ fn c_train(model: *mut VaradModel, seeds: std::ops::Range<u64>) -> VaradStatus {
         );
         for i in seeds {
             let pixels = texture(i, 96);
-            let v = VaradImageView {
-                data: pixels.as_ptr(),
-                width: 96,
-                height: 96,
-                stride: 0,
-                format: VaradPixelFormat::VARAD_PIXEL_FORMAT_RGB8 as u32,
-            };
+            let v = rgb_view(&pixels, 96);
             assert_eq!(
                 varad_training_set_add(set, model, &v),
                 VaradStatus::VARAD_OK
@@ -312,13 +311,7 @@ struct Scored {
 }
 
 fn c_score_normalised(model: *const VaradModel, pixels: &[u8], side: u32) -> Scored {
-    let view = VaradImageView {
-        data: pixels.as_ptr(),
-        width: side,
-        height: side,
-        stride: 0,
-        format: VaradPixelFormat::VARAD_PIXEL_FORMAT_RGB8 as u32,
-    };
+    let view = rgb_view(pixels, side);
     let mut r = ptr::null_mut();
     let mut normalised = 0f32;
     // SAFETY: a live model, a view over a live buffer, valid out-pointers; freed once.
@@ -354,13 +347,7 @@ fn training_and_threshold_changes_publish_whole_states_while_four_threads_score(
     // SAFETY (here and below): a live model, scored before it is destroyed.
     let untrained = unsafe {
         let (pixels, side) = workload_image(0);
-        let view = VaradImageView {
-            data: pixels.as_ptr(),
-            width: side,
-            height: side,
-            stride: 0,
-            format: VaradPixelFormat::VARAD_PIXEL_FORMAT_RGB8 as u32,
-        };
+        let view = rgb_view(&pixels, side);
         let mut r = ptr::null_mut();
         varad_score(model, &view, ptr::null(), &mut r)
     };

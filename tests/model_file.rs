@@ -533,18 +533,22 @@ fn every_flipped_byte_is_refused_naming_its_tensor() {
     assert!(ranges.len() > 40, "{} tensors", ranges.len());
     assert_eq!(ranges.last().unwrap().1.end, bytes.len());
     let flipped = dir.join("flipped.safetensors");
+    // The error of loading the file with one bit of byte `i` flipped.
+    let load_flipped = |i: usize, what: &str| {
+        let mut b = bytes.clone();
+        b[i] ^= 1 << (i % 8);
+        std::fs::write(&flipped, &b).unwrap();
+        load_default(&flipped)
+            .err()
+            .unwrap_or_else(|| panic!("a flip at byte {i} of {what} loaded"))
+    };
     let mut tried = 0;
     for (name, range) in &ranges {
         // The first and last byte of every tensor, and every 257th byte between.
         let mut offsets: Vec<usize> = range.clone().step_by(257).collect();
         offsets.push(range.end - 1);
         for i in offsets {
-            let mut b = bytes.clone();
-            b[i] ^= 1 << (i % 8);
-            std::fs::write(&flipped, &b).unwrap();
-            let err = load_default(&flipped)
-                .err()
-                .unwrap_or_else(|| panic!("a flip at byte {i} of {name} loaded"));
+            let err = load_flipped(i, name);
             assert_eq!(
                 err.kind(),
                 ErrorKind::ModelFile,
@@ -563,12 +567,7 @@ fn every_flipped_byte_is_refused_naming_its_tensor() {
     let mut offsets: Vec<usize> = json.clone().step_by(13).collect();
     offsets.push(json.end - 1);
     for i in offsets {
-        let mut b = bytes.clone();
-        b[i] ^= 1 << (i % 8);
-        std::fs::write(&flipped, &b).unwrap();
-        let err = load_default(&flipped)
-            .err()
-            .unwrap_or_else(|| panic!("a flip at byte {i} of the metadata loaded"));
+        let err = load_flipped(i, "the metadata");
         assert_eq!(err.kind(), ErrorKind::ModelFile, "byte {i}: {err}");
         tried += 1;
     }
