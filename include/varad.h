@@ -92,10 +92,10 @@
  * ========================================================================== */
 
 #define VARAD_VERSION_MAJOR 1
-#define VARAD_VERSION_MINOR 0
+#define VARAD_VERSION_MINOR 1
 #define VARAD_VERSION_PATCH 0
-#define VARAD_VERSION_NUMBER 1000000
-#define VARAD_VERSION_STRING "1.0.0"
+#define VARAD_VERSION_NUMBER 1001000
+#define VARAD_VERSION_STRING "1.1.0"
 
 #ifdef __cplusplus
 extern "C" {
