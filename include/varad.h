@@ -807,8 +807,9 @@ typedef struct VaradProgress {
 // Called by `varad_train` after every optimiser step, on the thread that called
 // `varad_train`. Return 0 to go on, nonzero to cancel (`varad_train` then returns
 // `VARAD_ERR_CANCELLED` and leaves the model unchanged). `progress` is valid during the
-// call only. The callback must not call `varad_*` functions on the model being trained
-// (they would report `VARAD_ERR_BUSY`) and must not unwind (C++ exceptions, longjmp).
+// call only. The callback may score with the model being trained (the published model
+// scores); a second `varad_train` or a threshold change on it reports `VARAD_ERR_BUSY`.
+// It must not unwind (C++ exceptions, longjmp).
 typedef int32_t (*VaradProgressCallback)(const struct VaradProgress *progress, void *user_data);
 
 // What `varad_train` did. Set `size` to `sizeof(VaradTrainReport)` before passing it.
@@ -1210,6 +1211,67 @@ VARAD_API VaradStatus varad_runtime_path(char *buf, size_t len, size_t *needed);
 //
 // Pointers: `buf` is NULL or writable for `len` bytes; `needed` is NULL or writable.
 VARAD_API VaradStatus varad_runtime_version(char *buf, size_t len, size_t *needed);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
+/* ==========================================================================
+ * Logging
+ *
+ * What the library chose or noticed without failing a call (a CUDA fallback to the CPU,
+ * a model file from 1.0 without checksums) goes to a callback of yours; without one,
+ * nowhere.
+ * ========================================================================== */
+
+// How severe a logged message is: `varad_set_log_callback`'s `max_level` and the
+// callback's `level`.
+enum VaradLogLevel
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+  // Something failed and was not reported through a status (rare).
+  VARAD_LOG_ERROR = 1,
+  // Something the operator should know: a model file without checksums, a session
+  // that could not be opened.
+  VARAD_LOG_WARN = 2,
+  // What the library chose: the ONNX Runtime it loaded, a CUDA fallback to the CPU.
+  VARAD_LOG_INFO = 3,
+  // Detail for debugging.
+  VARAD_LOG_DEBUG = 4,
+};
+#ifndef __cplusplus
+typedef uint32_t VaradLogLevel;
+#endif // __cplusplus
+
+// Receives one logged message: its `level` (a `VaradLogLevel` value) and the text,
+// NUL-terminated UTF-8, valid during the call only. Called on the thread that logs,
+// which may be any thread that calls the library or one of its worker threads, possibly
+// several at once: it must be thread-safe. It must not call `varad_set_log_callback` and
+// must not unwind (C++ exceptions, longjmp).
+typedef void (*VaradLogCallback)(VaradLogLevel level, const char *message, void *user_data);
+
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+// Sends the library's log messages of `max_level` and more severe to `callback` with
+// `user_data`, replacing any callback set before; NULL stops logging. Without a callback
+// nothing is logged anywhere.
+//
+// Ownership: `user_data` is the caller's; the library passes it to `callback` until the
+// callback is replaced and never frees it. Thread safety: any thread; once this returns,
+// no call of the previous callback is running or will start.
+// Errors: `VARAD_ERR_INVALID_ARGUMENT` (`max_level` not a `VaradLogLevel`),
+// `VARAD_ERR_RUNTIME` (the process already has another Rust logger, e.g. a Rust host that
+// installed its own: it receives the library's records instead).
+//
+// Pointers: `callback` is NULL or a function as `VaradLogCallback` describes.
+VARAD_API
+VaradStatus varad_set_log_callback(VaradLogCallback callback,
+                                   void *user_data,
+                                   VaradLogLevel max_level);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -7,7 +7,7 @@
 //! The files follow the header's sections (`xtask` assembles `include/varad.h` from them
 //! in this order): `version.rs`; `status.rs` and `error.rs`; `image.rs`; `params.rs`;
 //! `model.rs` (`VaradModel`); `training_set.rs` (`VaradTrainingSet`, `varad_train`) and
-//! `thresholds.rs`; `score.rs` (`VaradScoreResult`); `result.rs`; `runtime.rs`. The
+//! `thresholds.rs`; `score.rs` (`VaradScoreResult`); `result.rs`; `runtime.rs`; `log.rs`. The
 //! machinery they share: `boundary.rs` (panics, pointers, strings), `sized.rs`
 //! (size-tagged structs), `c_enum.rs` (C enum values).
 
@@ -15,6 +15,7 @@ mod boundary;
 mod c_enum;
 mod error;
 mod image;
+mod log;
 mod model;
 mod params;
 mod result;
@@ -33,6 +34,8 @@ pub use image::{
     varad_image_destroy, varad_image_read, varad_image_view, VaradImage, VaradImageView,
     VaradPixelFormat,
 };
+#[cfg(feature = "internals")]
+pub use log::{varad_set_log_callback, VaradLogCallback, VaradLogLevel};
 #[cfg(feature = "internals")]
 pub use model::{
     varad_active_device, varad_create, varad_destroy, varad_load, varad_save, VaradModel,

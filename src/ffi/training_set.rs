@@ -141,8 +141,9 @@ pub struct VaradProgress {
 /// Called by `varad_train` after every optimiser step, on the thread that called
 /// `varad_train`. Return 0 to go on, nonzero to cancel (`varad_train` then returns
 /// `VARAD_ERR_CANCELLED` and leaves the model unchanged). `progress` is valid during the
-/// call only. The callback must not call `varad_*` functions on the model being trained
-/// (they would report `VARAD_ERR_BUSY`) and must not unwind (C++ exceptions, longjmp).
+/// call only. The callback may score with the model being trained (the published model
+/// scores); a second `varad_train` or a threshold change on it reports `VARAD_ERR_BUSY`.
+/// It must not unwind (C++ exceptions, longjmp).
 pub type VaradProgressCallback =
     Option<unsafe extern "C" fn(progress: *const VaradProgress, user_data: *mut c_void) -> i32>;
 

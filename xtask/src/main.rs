@@ -159,6 +159,7 @@ fn config() -> cbindgen::Config {
         ("ThresholdValue", "VaradThreshold"),
         ("DecisionValue", "VaradDecision"),
         ("PixelFormatValue", "VaradPixelFormat"),
+        ("LogLevelValue", "VaradLogLevel"),
     ] {
         c.export.rename.insert(alias.into(), name.into());
     }
@@ -170,6 +171,7 @@ fn config() -> cbindgen::Config {
         "VaradMapNorm",
         "VaradThreshold",
         "VaradDecision",
+        "VaradLogLevel",
     ]
     .map(String::from)
     .to_vec();
