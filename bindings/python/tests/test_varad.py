@@ -177,3 +177,21 @@ def test_params_come_from_the_init_calls_with_the_bindings_size():
     bad = varad._Params()
     with pytest.raises(varad.VaradError, match="varad_params_init"):
         varad._check(varad._lib.varad_params_init(varad.ctypes.byref(bad), 4))
+
+
+def test_the_log_callback_receives_the_warning_of_a_model_file_without_checksums():
+    received = []
+    with pytest.raises(ValueError):
+        varad.set_log_callback(received.append, level="loud")
+    varad.set_log_callback(lambda level, message: received.append((level, message)), level="warn")
+    try:
+        old = ROOT / "fuzz" / "corpus" / "model_file" / "seed-tiny-format1.safetensors"
+        model = varad.Model.load(old, backbone=ROOT / "tests" / "data" / "tiny_vit.onnx", device="cpu")
+        model.close()
+        warnings = [m for level, m in received if level == "warn" and "no checksums" in m]
+        assert len(warnings) == 1, received
+    finally:
+        varad.set_log_callback(None)
+    model = varad.Model.load(old, backbone=ROOT / "tests" / "data" / "tiny_vit.onnx", device="cpu")
+    model.close()
+    assert len([m for _, m in received if "no checksums" in m]) == 1

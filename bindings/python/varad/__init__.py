@@ -33,6 +33,7 @@ __all__ = [
     "CancelledError",
     "BusyError",
     "library_version",
+    "set_log_callback",
     "HEADER_VERSION",
 ]
 
@@ -217,6 +218,8 @@ class _TrainReport(ctypes.Structure):
 
 
 _PROGRESS_CB = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.POINTER(_Progress), ctypes.c_void_p)
+_LOG_CB = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_void_p)
+LOG_LEVELS = {"error": 1, "warn": 2, "info": 3, "debug": 4}
 
 
 # ---- the library ----
@@ -271,6 +274,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "varad_result_decision": (st, [V, P(ctypes.c_uint32)]),
         "varad_result_regions": (st, [V, P(P(_Region)), P(c_size_t), P(c_size_t)]),
         "varad_write_heatmap_png": (st, [V, ctypes.c_char_p, ctypes.c_float]),
+        "varad_set_log_callback": (st, [_LOG_CB, V, ctypes.c_uint32]),
     }
     for name, (restype, argtypes) in sigs.items():
         fn = getattr(lib, name)
@@ -298,6 +302,30 @@ _lib = _load_library()
 def library_version() -> str:
     """The loaded libvarad's version, e.g. "1.0.0"."""
     return _lib.varad_version_string().decode()
+
+
+# The C callback in force: ctypes frees a callback that nothing references.
+_log_callback = None
+
+
+def set_log_callback(callback: Optional[Callable[[str, str], None]], level: str = "warn") -> None:
+    """Sends what the library logs at `level` ("error", "warn", "info", "debug") and more
+    severe to `callback(level, message)` (a CUDA fallback to the CPU, a model file from
+    varad 1.0 without checksums); None stops it. The callback may run on any thread,
+    several at once; an exception in it is printed and dropped."""
+    global _log_callback
+    if level not in LOG_LEVELS:
+        raise ValueError(f"level must be one of {', '.join(LOG_LEVELS)}, not {level!r}")
+    names = {v: k for k, v in LOG_LEVELS.items()}
+    if callback is None:
+        c_callback = ctypes.cast(None, _LOG_CB)
+    else:
+        def on_log(c_level, message, _user_data):
+            callback(names.get(c_level, "debug"), message.decode("utf-8", "replace"))
+        c_callback = _LOG_CB(on_log)
+    _check(_lib.varad_set_log_callback(c_callback, None, LOG_LEVELS[level]))
+    # Replaced only now: the library no longer calls the previous one.
+    _log_callback = c_callback
 
 
 def _check(status: int) -> None:
