@@ -28,6 +28,7 @@ pub mod backbone;
 pub mod config;
 internal_mod!(cuda);
 pub mod device;
+mod digest;
 pub mod error;
 internal_mod!(
     /// The C ABI (`include/varad.h`); Rust tests call it as C would.

@@ -26,9 +26,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::digest::sha256_hex;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::config::MAX_BANK_TOKENS;
 use crate::model::neighbours::NeighbourBank;
@@ -147,14 +147,6 @@ fn stats_tensors(h: usize, c: usize, grid: (usize, usize)) -> [(String, Vec<usiz
 
 fn le_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-/// The SHA-256 of `bytes` as lowercase hex, the form the file records.
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Writes `model` to `path` atomically, in the current format (with checksums).

@@ -5,11 +5,10 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
 use super::contract::BackboneSpec;
 use super::runtime;
 use super::session_pool::SessionPool;
+use crate::digest::sha256_hex;
 use crate::{Device, Error, ErrorKind, Result};
 
 /// How to open a backbone.
@@ -100,7 +99,7 @@ impl Backbone {
     pub fn open(path: &Path, options: &BackboneOptions) -> Result<Self> {
         let runtime = runtime::load(options.runtime_path.as_deref())?;
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, "read the backbone", &e))?;
-        let sha256 = hex(&Sha256::digest(&bytes));
+        let sha256 = sha256_hex(&bytes);
         let intra_threads =
             match options.intra_threads {
                 Some(0) => return Err(Error::config(
@@ -195,9 +194,21 @@ impl Backbone {
         let tensor = ort::value::TensorRef::from_array_view((shape, input))
             .map_err(|e| runtime_error("cannot wrap the input", e))?;
         self.sessions.with_session(|session| {
-        let outputs = session
-            .run(ort::inputs![self.spec.input_name.as_str() => tensor])
-            .map_err(|e| runtime_error(&format!("backbone `{}` failed", self.spec.name), e))?;
+            let outputs = session
+                .run(ort::inputs![self.spec.input_name.as_str() => tensor])
+                .map_err(|e| runtime_error(&format!("backbone `{}` failed", self.spec.name), e))?;
+            self.feature_maps(&outputs, batch, height, width)
+        })
+    }
+
+    /// Every level's map from one run's outputs, each checked against its declared stride.
+    fn feature_maps(
+        &self,
+        outputs: &ort::session::SessionOutputs<'_>,
+        batch: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<Vec<FeatureMap>> {
         let mut maps = Vec::with_capacity(self.spec.levels.len());
         for level in &self.spec.levels {
             let value = outputs.get(&level.name).ok_or_else(|| {
@@ -239,14 +250,9 @@ impl Backbone {
             });
         }
         Ok(maps)
-        })
     }
 }
 
 fn runtime_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Runtime, format!("{what}: {e}"))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -129,23 +129,17 @@ pub unsafe extern "C" fn varad_set_decision_thresholds(
     })
 }
 
-/// Applies `set` to a copy of the model's calibration and publishes it.
+/// Applies `set` to a copy of the model's calibration and publishes it; an uncalibrated
+/// model is `VARAD_ERR_NOT_CALIBRATED`, as for reading a threshold.
 fn change_calibration(
     model: &VaradModel,
-    set: impl Fn(&mut Calibration) -> crate::Result<()>,
+    set: impl FnMut(&mut Calibration) -> crate::Result<()>,
 ) -> Result<(), FfiError> {
-    let mut not_calibrated = false;
-    let result = model.live().change_calibration(|current| {
-        let Some(current) = current else {
-            not_calibrated = true;
-            return Err(crate::Error::invalid_argument("not calibrated"));
-        };
-        let mut next = current.clone();
-        set(&mut next)?;
-        Ok(next)
-    });
-    match result {
-        Err(_) if not_calibrated => Err(not_calibrated_error()),
-        other => Ok(other?),
-    }
+    model
+        .live()
+        .change_calibration(set)
+        .map_err(|e| match e.kind() {
+            crate::ErrorKind::NotTrained => not_calibrated_error(),
+            _ => e.into(),
+        })
 }

@@ -102,14 +102,11 @@ impl Model {
             }
         }
         self.check_batch_memory(images)?;
-        for (index, image) in images.iter().enumerate() {
-            image
-                .check_limits(&self.tokenizer().input().limits)
-                .map_err(|e| e.context(format!("image {index}")))?;
-        }
-        // After the argument checks: they hold whatever state the model is in.
+        let features = self.features(images)?;
+        // After the images' checks (the tokenizer's): they hold whatever state the model
+        // is in.
         self.check_trained()?;
-        self.features(images)?
+        features
             .iter()
             .map(|(values, geometry)| self.score_one_features(values, geometry, options))
             .collect()

@@ -89,14 +89,14 @@ impl LiveModel {
         Ok(report)
     }
 
-    /// Changes the current model's calibration with `change` and publishes the result.
-    /// Concurrent changes compose (each applies to the model the other published).
-    /// `change` sees `None` for an uncalibrated model and returns its own error then.
+    /// Changes the current model's calibration with `change` (given a copy to edit) and
+    /// publishes the result. Concurrent changes compose (each applies to the model the
+    /// other published). [`ErrorKind::NotTrained`] for a model without a calibration;
     /// [`ErrorKind::Busy`] while a training runs (it will publish thresholds of its own).
     /// On any error nothing changes.
     pub fn change_calibration(
         &self,
-        mut change: impl FnMut(Option<&Calibration>) -> Result<Calibration>,
+        mut change: impl FnMut(&mut Calibration) -> Result<()>,
     ) -> Result<()> {
         if self.is_training() {
             return Err(Error::new(
@@ -107,7 +107,17 @@ impl LiveModel {
         }
         let mut failure = None;
         self.current.rcu(|model| {
-            match change(model.calibration()) {
+            let changed = match model.calibration() {
+                Some(current) => {
+                    let mut next = current.clone();
+                    change(&mut next).map(|()| next)
+                }
+                None => Err(Error::new(
+                    ErrorKind::NotTrained,
+                    "the model is not calibrated: train it (or load a trained model) first",
+                )),
+            };
+            match changed {
                 Ok(calibration) => {
                     let mut next = Model::clone(model);
                     next.set_calibration(calibration);

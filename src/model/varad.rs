@@ -94,9 +94,10 @@ pub struct Model {
     pool: Arc<rayon::ThreadPool>,
     gpu: Option<Arc<Gpu>>,
     predictor_device: PredictorDevice,
-    /// Per level, the predictor's scratch buffers of recent CPU forwards, reused so that
-    /// scoring a stream of images needs no new memory.
-    workspaces: Arc<[WorkspacePool<f32>]>,
+    /// The predictor's scratch buffers of recent CPU forwards (the process's shared pool:
+    /// any set serves any level of any model), reused so that scoring a stream of images
+    /// needs no new memory.
+    workspaces: WorkspacePool<f32>,
 }
 
 impl std::fmt::Debug for Model {
@@ -232,7 +233,7 @@ impl Model {
         Ok(Model {
             config,
             tokenizer: Arc::new(tokenizer),
-            workspaces: layout.iter().map(|_| WorkspacePool::shared()).collect(),
+            workspaces: WorkspacePool::shared(),
             layout: layout.into(),
             weights,
             calibration: None,
@@ -456,7 +457,7 @@ impl Model {
                 Some(s) => s.levels[h].map(norm, &residuals, layout.channels),
                 None => squared_norms(&residuals, layout.channels),
             };
-            self.workspaces[h].give_back(residuals);
+            self.workspaces.give_back(residuals);
             add_resized(&map, layout.grid, &mut total, finest);
             if let Some(bank) = stats.and_then(|s| s.neighbours.as_ref()) {
                 let weight = self.config.score.neighbour_weight;
@@ -485,7 +486,9 @@ impl Model {
             Some(g) => params.residuals_with(scans, level_features, 1, |x, b, l| {
                 g[h].forward_in_place(x, b, l)
             }),
-            None => self.workspaces[h].with(|ws| params.residuals(scans, level_features, 1, ws)),
+            None => self
+                .workspaces
+                .with(|ws| params.residuals(scans, level_features, 1, ws)),
         }
     }
 
