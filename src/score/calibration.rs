@@ -112,6 +112,51 @@ pub struct ScoreStats {
     pub sorted: Vec<f32>,
 }
 
+/// The out-of-sample scores of good images that thresholds are fitted on, by where they
+/// came from. Every score is out-of-sample: a cross-fitted score is a training image's,
+/// scored by statistics fitted without its fold; a held-out score is an image's that
+/// training never saw.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NormalPool {
+    /// The training images' cross-fitted scores, in the order the images were added.
+    pub cross_fitted: Vec<f32>,
+    /// The held-out good images' scores, in the order the images were added.
+    pub held_out: Vec<f32>,
+    /// The folds the cross-fitted scores came from (0 without cross-fitting).
+    pub folds: usize,
+}
+
+impl NormalPool {
+    /// A pool of held-out scores only.
+    pub fn held_out(scores: &[f32]) -> Self {
+        NormalPool {
+            cross_fitted: Vec::new(),
+            held_out: scores.to_vec(),
+            folds: 0,
+        }
+    }
+
+    /// The number of scores.
+    pub fn len(&self) -> usize {
+        self.cross_fitted.len() + self.held_out.len()
+    }
+
+    /// Whether the pool holds no score.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every score, cross-fitted first.
+    pub fn all(&self) -> Vec<f32> {
+        self.cross_fitted
+            .iter()
+            .chain(&self.held_out)
+            .copied()
+            .collect()
+    }
+}
+
 /// Thresholds for one model, fitted on held-out normal images; stored in the model file's
 /// metadata (serde) and adjustable at run time.
 ///
@@ -276,21 +321,10 @@ impl Calibration {
     ) -> Result<Calibration> {
         config.validate()?;
         let n = normal_image_scores.len();
-        if n < MIN_NORMAL_IMAGES {
-            return Err(Error::config(format!(
-                "calibration needs at least {MIN_NORMAL_IMAGES} normal images, got {n}"
-            )));
-        }
         if normal_maps.len() != n {
             return Err(Error::config(format!(
                 "calibration got {n} normal image scores but {} maps",
                 normal_maps.len()
-            )));
-        }
-        if let Some(i) = normal_image_scores.iter().position(|s| !s.is_finite()) {
-            return Err(Error::config(format!(
-                "calibration: normal image {i} has score {}",
-                normal_image_scores[i]
             )));
         }
         for (i, m) in normal_maps.iter().enumerate() {
@@ -306,6 +340,47 @@ impl Calibration {
                 )));
             }
         }
+        if n < MIN_NORMAL_IMAGES {
+            return Err(Error::config(format!(
+                "calibration needs at least {MIN_NORMAL_IMAGES} normal images, got {n}"
+            )));
+        }
+        let pixel_threshold = quantile_of_all(normal_maps, config.pixel_quantile);
+        Calibration::fit_pool(
+            &NormalPool::held_out(normal_image_scores),
+            pixel_threshold,
+            config,
+        )
+    }
+
+    /// Fits the image thresholds on a pool of out-of-sample normal scores (see
+    /// [`Calibration::fit`] for the rules); `pixel_threshold` is the caller's quantile of
+    /// the same images' normal pixels.
+    ///
+    /// [`crate::ErrorKind::Config`] for fewer than [`MIN_NORMAL_IMAGES`] scores, a NaN or
+    /// infinite score or pixel threshold, an invalid config, or an image threshold that is
+    /// not positive.
+    pub fn fit_pool(
+        pool: &NormalPool,
+        pixel_threshold: f32,
+        config: &CalibrationConfig,
+    ) -> Result<Calibration> {
+        config.validate()?;
+        let normal_image_scores = pool.all();
+        let normal_image_scores = normal_image_scores.as_slice();
+        let n = normal_image_scores.len();
+        if n < MIN_NORMAL_IMAGES {
+            return Err(Error::config(format!(
+                "calibration needs at least {MIN_NORMAL_IMAGES} normal images, got {n}"
+            )));
+        }
+        if let Some(i) = normal_image_scores.iter().position(|s| !s.is_finite()) {
+            return Err(Error::config(format!(
+                "calibration: normal image {i} has score {}",
+                normal_image_scores[i]
+            )));
+        }
+        check_pixel_threshold(pixel_threshold).map_err(|e| Error::config(e.message()))?;
 
         let mut sorted = normal_image_scores.to_vec();
         sorted.sort_by(f32::total_cmp);
@@ -320,7 +395,6 @@ impl Calibration {
         check_image_threshold(sorted[k - 1]).map_err(|e| Error::config(e.message()))?;
         let image_threshold = next_up(sorted[k - 1]);
         let fail = (f64::from(image_threshold) + config.review_band * std) as f32;
-        let pixel_threshold = quantile_of_all(normal_maps, config.pixel_quantile);
         Ok(Calibration {
             fields: CalibrationFields {
                 config: *config,

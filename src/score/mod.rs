@@ -62,11 +62,12 @@ mod smooth;
 mod test_util;
 
 pub use assess::{assess, AssessOptions, Assessment};
-pub use calibration::{Calibration, CalibrationConfig, ScoreStats, MIN_NORMAL_IMAGES};
+pub use calibration::{Calibration, CalibrationConfig, NormalPool, ScoreStats, MIN_NORMAL_IMAGES};
 pub use decision::Decision;
 pub use heatmap::grey_levels;
 pub use image_map::map_to_image;
 pub use image_score::{check_model_map, image_score, ImageScore};
+pub(crate) use quantile::quantile_of_all;
 pub use regions::{find_regions, Region};
 #[cfg(any(test, feature = "internals"))]
 pub use resize::resize_bilinear;

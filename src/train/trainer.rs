@@ -12,7 +12,8 @@ use crate::model::neighbours::NeighbourBank;
 use crate::model::normal_stats::LevelStatsBuilder;
 use crate::model::{LevelParams, Model, NormalStats, ScoreOptions, Weights};
 use crate::predictor::rng::SplitMix64;
-use crate::score::Calibration;
+use crate::score::quantile_of_all;
+use crate::score::{Calibration, NormalPool};
 use crate::{Error, ErrorKind, Result};
 
 use super::adamw::AdamW;
@@ -449,7 +450,12 @@ impl Model {
             .collect::<Result<Vec<_>>>()?;
         let scores: Vec<f32> = results.iter().map(|r| r.image_score).collect();
         let maps: Vec<&[f32]> = results.iter().map(|r| r.map.as_slice()).collect();
-        Calibration::fit(&scores, &maps, &self.config().score.calibration)
+        let config = &self.config().score.calibration;
+        if maps.iter().any(|m| m.is_empty()) {
+            return Err(Error::config("calibration: a normal map is empty"));
+        }
+        let pixel_threshold = quantile_of_all(&maps, config.pixel_quantile);
+        Calibration::fit_pool(&NormalPool::held_out(&scores), pixel_threshold, config)
     }
 
     /// Per level: mean per-channel variance of the adapted tokens over that of the raw
