@@ -523,6 +523,7 @@ mod tests {
         "score.neighbour_weight",
         "score.calibration.target_false_reject_rate",
         "score.calibration.review_band",
+        "score.calibration.target_false_fail_rate",
         "score.calibration.pixel_quantile",
     ];
 
@@ -663,6 +664,12 @@ mod tests {
                 |c, v| c.score.calibration.review_band = v,
                 0.0,
                 100.0,
+            ),
+            (
+                "score.calibration.target_false_fail_rate",
+                |c, v| c.score.calibration.target_false_fail_rate = v,
+                0.0,
+                0.999_999,
             ),
             (
                 "score.calibration.pixel_quantile",

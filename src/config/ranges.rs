@@ -155,6 +155,10 @@ pub const SIGMA: FloatRange = FloatRange::closed(0.0, crate::score::MAX_SIGMA_PX
 pub const NEIGHBOUR_WEIGHT: FloatRange = FloatRange::closed(0.0, MAX_NEIGHBOUR_WEIGHT as f64);
 /// The range of `score.calibration.target_false_reject_rate`.
 pub const TARGET_FALSE_REJECT_RATE: FloatRange = FloatRange::open(0.0, 1.0);
+/// The range of `score.calibration.target_false_fail_rate` (0: the fail threshold is the
+/// review threshold plus `review_band` standard deviations, as before conformal fail
+/// thresholds).
+pub const TARGET_FALSE_FAIL_RATE: FloatRange = FloatRange::closed_open(0.0, 1.0);
 /// The range of `score.calibration.review_band`.
 pub const REVIEW_BAND: FloatRange = FloatRange::closed(0.0, MAX_REVIEW_BAND);
 /// The range of `score.calibration.pixel_quantile`.

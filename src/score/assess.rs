@@ -42,10 +42,18 @@ pub struct Assessment {
     pub normalised_score: f32,
     /// Pass, review or fail, from the calibration's thresholds.
     pub decision: Decision,
+    /// The image score's conformal p-value against the calibration's normal scores
+    /// ([`Calibration::p_value`]): small is unlike any good part.
+    #[serde(default = "one")]
+    pub p_value: f64,
     /// Defect regions, highest peak first, at most `max_regions`.
     pub regions: Vec<Region>,
     /// How many regions met the minimum area, including any beyond `max_regions`.
     pub regions_found: usize,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// Assesses the row-major `width` x `height` anomaly `map` at image size (after smoothing,
@@ -90,6 +98,7 @@ pub fn assess(
         image_score: score,
         normalised_score: calibration.normalised(score),
         decision: calibration.decide(score),
+        p_value: calibration.p_value(score),
         regions,
         regions_found,
     })
@@ -107,6 +116,9 @@ mod tests {
         let refs: Vec<&[f32]> = maps.iter().map(|m| m.as_slice()).collect();
         let config = CalibrationConfig {
             score_policy: policy,
+            // 5 scores: the largest is the review threshold for rates of 1/6 and more.
+            target_false_reject_rate: 0.2,
+            target_false_fail_rate: 0.0,
             ..Default::default()
         };
         Calibration::fit(&scores, &refs, &config).unwrap()
@@ -123,6 +135,7 @@ mod tests {
         let a = assess(&map, w, h, &c, &AssessOptions::default()).unwrap();
         assert_eq!((a.decision, a.regions_found), (Decision::Pass, 0));
         assert!((a.normalised_score - 0.2 / 1.4).abs() < 1e-6);
+        assert_eq!(a.p_value, 1.0);
         // The highest normal image passes and shows no region.
         map[3] = 1.4;
         let a = assess(&map, w, h, &c, &AssessOptions::default()).unwrap();

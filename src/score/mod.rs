@@ -44,6 +44,7 @@
 mod assess;
 pub(crate) mod axis;
 mod calibration;
+mod conformal;
 mod decision;
 mod heatmap;
 mod image_map;
@@ -62,7 +63,10 @@ mod smooth;
 mod test_util;
 
 pub use assess::{assess, AssessOptions, Assessment};
-pub use calibration::{Calibration, CalibrationConfig, NormalPool, ScoreStats, MIN_NORMAL_IMAGES};
+pub use calibration::{
+    BeyondData, Calibration, CalibrationConfig, CalibrationReport, NormalPool, RateReport,
+    ScoreStats, MIN_NORMAL_IMAGES, REPORT_CONFIDENCE,
+};
 pub use decision::Decision;
 pub use heatmap::grey_levels;
 pub use image_map::map_to_image;

@@ -58,10 +58,13 @@ pub struct TrainReport {
     pub cache_bytes: (u64, u64),
 }
 
-/// The images a model will be trained on, tokenized as they are added.
+/// The images a model will be trained on, tokenized as they are added, and any
+/// known-defective examples that calibration scores and reports on.
 pub struct TrainingSet {
     cache: TokenCache,
     values_per_image: usize,
+    /// Known-defective examples' features and geometry (few, so kept in memory).
+    defective: Vec<(Vec<f32>, InputGeometry)>,
 }
 
 impl TrainingSet {
@@ -72,6 +75,7 @@ impl TrainingSet {
             cache: TokenCache::new(values, model.config().train.cache_limit_bytes)
                 .with_disk_limit(model.config().train.cache_disk_limit_bytes),
             values_per_image: values,
+            defective: Vec::new(),
         }
     }
 
@@ -102,6 +106,26 @@ impl TrainingSet {
             self.cache.push(&values, geometry)?;
         }
         Ok(())
+    }
+
+    /// Tokenizes known-defective examples (images of bad parts) with `model`'s backbone.
+    /// They are never trained on: training scores them with the finished model, reports
+    /// how many pass, and with [`crate::score::CalibrationConfig::catch_known_defects`]
+    /// lowers the review threshold until none does.
+    pub fn add_defective(&mut self, model: &Model, images: &[ImageView]) -> Result<()> {
+        if model.values_per_image() != self.values_per_image {
+            return Err(Error::invalid_argument(
+                "this training set was made for another model",
+            ));
+        }
+        let features = model.features(images)?;
+        self.defective.extend(features);
+        Ok(())
+    }
+
+    /// Known-defective examples added so far.
+    pub fn defective_len(&self) -> usize {
+        self.defective.len()
     }
 
     /// The cached maps and geometry of image `index`.
@@ -202,6 +226,11 @@ impl Model {
             t.min_calibration_images,
             self.config().seed,
         )?;
+        // A rate the calibration would refuse is refused before any optimisation.
+        self.config()
+            .score
+            .calibration
+            .check_pool_size(calibration.len())?;
         let mut levels = self.weights().levels.clone();
         let adapters = self.config().adapters;
         let lengths: Vec<usize> = params_mut(&mut levels, adapters)
@@ -340,7 +369,24 @@ impl Model {
         let weights = Weights { levels };
         let mut stats = self.normal_stats_of(&weights, set, &train)?;
         stats.neighbours = self.neighbour_bank(set, &train)?;
-        let calibration = self.calibrate(&weights, &stats, set, &report.calibration_images)?;
+        let mut calibration = self.calibrate(&weights, &stats, set, &report.calibration_images)?;
+        let defect_scores = set
+            .defective
+            .iter()
+            .map(|(values, geometry)| {
+                self.install(|| {
+                    self.score_features(
+                        &weights,
+                        Some(&stats),
+                        values,
+                        geometry,
+                        &ScoreOptions::default(),
+                    )
+                })
+                .map(|r| r.image_score)
+            })
+            .collect::<Result<Vec<f32>>>()?;
+        calibration.set_known_defects(&defect_scores)?;
         self.set_weights(weights)?;
         self.set_normal_stats(stats)?;
         self.set_calibration(calibration);
