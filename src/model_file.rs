@@ -41,8 +41,12 @@ use crate::{Config, Device, Error, ErrorKind, Result};
 /// The format this library writes, and the newest it reads.
 ///
 /// 1: varad 1.0, no checksums (still read, unverified, with a warning). 2: the SHA-256
-/// of every tensor and of the metadata.
-pub const FORMAT_VERSION: u32 = 2;
+/// of every tensor and of the metadata. 3: the same layout; the calibration keeps its
+/// normal scores by source, its extrapolation flags and known-defect scores, and the
+/// configuration has the conformal calibration's settings (a 1.1 library, which reads up
+/// to 2, then says the file is newer instead of naming an unknown field). Formats 1 and
+/// 2 are read with the calibration rules they were written with.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The first format whose files carry checksums: files of this format or newer without
 /// them are refused.

@@ -860,7 +860,10 @@ fn a_format1_file_loads_unverified_with_a_warning_and_resaving_adds_checksums() 
     );
     // A format-1 file that claims checksums is inconsistent.
     rewrite_raw(&path, &edited, |_, json| {
-        *json = json.replace("\"format_version\":2", "\"format_version\":1");
+        *json = json.replace(
+            &format!("\"format_version\":{}", varad::model_file::FORMAT_VERSION),
+            "\"format_version\":1",
+        );
         JsonDigest::Matching
     });
     let err = load_default(&edited).unwrap_err();
