@@ -893,3 +893,50 @@ fn a_model_that_could_not_be_loaded_again_is_not_saved() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Known-defective examples are scored when training ends, can lower the review
+/// threshold, and every calibration figure (the report included) survives the file.
+#[test]
+fn calibration_with_known_defects_round_trips() {
+    let dir = temp_dir("known-defects");
+    let mut config = common::tiny_config();
+    config.score.calibration.catch_known_defects = true;
+    let mut model = Model::new(config).unwrap();
+    let mut set = common::training_set(&model, 6);
+    // A bright square on the normal stripes: clearly unlike them.
+    let mut pixels = texture(3, 128);
+    for y in 40..80 {
+        for x in 40..80 {
+            pixels[(y * 128 + x) * 3..(y * 128 + x) * 3 + 3].copy_from_slice(&[255, 255, 255]);
+        }
+    }
+    let defect = ImageView::packed(&pixels, 128, 128, PixelFormat::Rgb8).unwrap();
+    set.add_defective(&model, &[defect]).unwrap();
+    assert_eq!(set.defective_len(), 1);
+    model
+        .fit(&set, |_| std::ops::ControlFlow::Continue(()))
+        .unwrap();
+    let calibration = model.calibration().unwrap();
+    let report = calibration.report();
+    assert_eq!((report.known_defects, report.escapes), (1, 0));
+    let defect_score = calibration.known_defects()[0];
+    assert!(calibration.review_threshold() <= defect_score);
+    assert!(report.review.expected > 0.0 && report.review.expected <= 1.0);
+    assert!(report.review.upper_bound >= report.review.conformal_rate);
+    assert_eq!(report.normal_scores, calibration.pool().len());
+    // The scored example is decided as it was calibrated.
+    let scored = model
+        .score(&[defect], &ScoreOptions::default())
+        .unwrap()
+        .remove(0);
+    let assessment = scored.assessment.unwrap();
+    assert_ne!(assessment.decision, varad::score::Decision::Pass);
+    assert!((assessment.p_value - 1.0 / (report.normal_scores + 1) as f64).abs() < 1e-12);
+
+    let path = dir.join("model.safetensors");
+    model.save(&path).unwrap();
+    let loaded = Model::load(&path, &LoadOptions::default()).unwrap();
+    assert_eq!(loaded.calibration(), model.calibration());
+    assert_eq!(loaded.calibration().unwrap().report(), report);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
