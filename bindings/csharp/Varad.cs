@@ -387,7 +387,10 @@ namespace Varad
         {
             uint v = Native.varad_version_number();
             uint major = v / 1000000, minor = v / 1000 % 1000;
-            if (major != HeaderVersionNumber / 1000000 || (major == 0 && minor != HeaderVersionNumber / 1000 % 1000))
+            uint headerMajor = HeaderVersionNumber / 1000000, headerMinor = HeaderVersionNumber / 1000 % 1000;
+            // Another major version (for 0.x: another minor) may have another ABI; an older
+            // minor version lacks functions these bindings call.
+            if (major != headerMajor || minor < headerMinor || (major == 0 && minor != headerMinor))
                 throw new VaradException(Status.InvalidArgument,
                     "libvarad " + LibraryVersion + " does not match these bindings");
         }
