@@ -31,6 +31,7 @@ int main(int argc, char **argv) {
     VaradModel *model = NULL;
     VaradTrainingSet *set = NULL;
     VaradTrainReport report;
+    VaradCalibrationReport calibration;
     DIR *dir;
     struct dirent *entry;
     int arg = 1, added = 0;
@@ -97,6 +98,18 @@ int main(int argc, char **argv) {
     printf("trained on %u images, %u held back for calibration, final loss %.5f, %.1f s\n",
            report.train_images, report.calibration_images, report.final_loss,
            report.elapsed_seconds);
+    /* What the thresholds promise: a rate resting on few good images is flagged as
+     * extrapolated, and the report says how many images it needs. */
+    memset(&calibration, 0, sizeof calibration);
+    calibration.size = sizeof calibration;
+    if (varad_get_calibration_report(model, &calibration) != VARAD_OK) return fail("calibration report");
+    printf("calibration: %u good-image scores; review %.2g%% of good parts (%s, 95%% bound %.2g%%, "
+           "%llu images for the rate), fail %.2g%% (%s)\n",
+           calibration.n, 100.0 * calibration.review_expected,
+           calibration.review_extrapolated ? "extrapolated" : "distribution-free",
+           100.0 * calibration.review_upper_bound,
+           (unsigned long long)calibration.review_images_needed, 100.0 * calibration.fail_expected,
+           calibration.fail_extrapolated ? "extrapolated" : "distribution-free");
     if (varad_save(model, argv[arg + 2]) != VARAD_OK) return fail("cannot save");
     printf("saved %s\n", argv[arg + 2]);
     varad_training_set_destroy(set);

@@ -425,6 +425,25 @@ enum VaradMapNorm
 typedef uint32_t VaradMapNorm;
 #endif // __cplusplus
 
+// What calibration does when the normal scores are too few for a requested rate
+// (fewer than `1 / rate - 1` images): `VaradParams.beyond_data`.
+enum VaradBeyondData
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+  // Extrapolate with a log-normal prediction bound of the normal scores (never below
+  // the largest); the calibration report flags the rate as resting on that assumption
+  // (the default).
+  VARAD_BEYOND_DATA_LOG_NORMAL_TAIL = 0,
+  // Refuse: `varad_train` fails with `VARAD_ERR_CONFIG` before optimising, saying how
+  // many good images the rate needs.
+  VARAD_BEYOND_DATA_REFUSE = 1,
+};
+#ifndef __cplusplus
+typedef uint32_t VaradBeyondData;
+#endif // __cplusplus
+
 // How `varad_create` builds a model. Fill one with `varad_params_init`, set
 // `backbone_path` and what you want to change, pass its address.
 //
@@ -552,6 +571,26 @@ typedef struct VaradParams {
   // Tokens of the memory bank training draws for that term from the coarsest level;
   // 0 = no bank. Range: [0, 1048576] (2^20). Default: 1024.
   uint32_t neighbour_bank_tokens;
+  // Folds of the cross-fitting that scores every training image out-of-sample (each
+  // fold's images scored by statistics fitted without them), so the thresholds rest on
+  // the training images too; 0 = none (only held-back images are scored). Range: [0,
+  // 1000]. Default: 5.
+  uint32_t cross_fit_folds;
+  // What calibration does when the normal scores are too few for a requested rate.
+  // Range: a `VaradBeyondData` value. Default: `VARAD_BEYOND_DATA_LOG_NORMAL_TAIL`.
+  VaradBeyondData beyond_data;
+  // The target share of good parts at or above the fail threshold (failed
+  // automatically); 0 = the fail threshold is the review threshold plus `review_band`
+  // standard deviations (the rule of varad 1.1, which states no rate). Range: [0, 1).
+  // Default: 0.001.
+  double target_false_fail_rate;
+  // Nonzero: with known-defective examples (`varad_training_set_add_defective`),
+  // calibration lowers the review threshold until none of them passes; the calibration
+  // report states the review rate that costs. Range: any. Default: 0.
+  uint32_t catch_known_defects;
+  // Reserved, must be 0: keeps the struct free of padding (see
+  // `VaradLoadParams.reserved`). Range: [0, 0]. Default: 0.
+  uint32_t reserved;
 } VaradParams;
 
 // What `varad_load` may change about a saved model: where its files are and where it
@@ -839,6 +878,78 @@ typedef struct VaradTrainReport {
   uint64_t cache_spilled_bytes;
 } VaradTrainReport;
 
+// What a calibration was fitted on and what its review and fail thresholds promise about
+// good parts, filled by `varad_get_calibration_report`. Rates are fractions of good
+// parts in `[0, 1]`; every figure comes from what the model (and its file) stores.
+//
+// Layout: size-tagged. Set `size` to `sizeof(VaradCalibrationReport)` before the call;
+// the library writes only the fields that fit in `size` (later versions only append
+// fields) and zeroes any bytes past its own layout.
+typedef struct VaradCalibrationReport {
+  // Set by the caller: `sizeof(VaradCalibrationReport)`.
+  size_t size;
+  // The normal (good) image scores the thresholds were fitted on: `cross_fitted +
+  // held_out`.
+  uint32_t n;
+  // Of them, training images scored out-of-sample by cross-fitting.
+  uint32_t cross_fitted;
+  // Of them, good images held back from training.
+  uint32_t held_out;
+  // The folds of the cross-fitting (0: none).
+  uint32_t folds;
+  // The smallest rate `n` scores support without extrapolating: `1 / (n + 1)`.
+  double achievable_rate;
+  // The review rate asked for (`VaradParams.target_false_reject_rate`).
+  double review_requested;
+  // The review threshold: image scores at or above it are reviewed (or fail).
+  float review_threshold;
+  // 1 when the review threshold lies beyond the normal scores by the log-normal tail
+  // (`VARAD_BEYOND_DATA_LOG_NORMAL_TAIL`): `review_expected` then rests on that
+  // assumption; else 0.
+  uint32_t review_extrapolated;
+  // The share of good parts to expect at or above the review threshold: the requested
+  // rate when extrapolated, else `review_conformal_rate`.
+  double review_expected;
+  // The distribution-free share of good parts at or above the review threshold, on
+  // average over calibrations: `(n + 1 - k) / (n + 1)`, `k` the normal scores below it.
+  double review_conformal_rate;
+  // The distribution-free 95% upper bound of that share for this calibration (a Beta
+  // quantile).
+  double review_upper_bound;
+  // Good images whose scores support the requested review rate on average:
+  // `1 / rate - 1`.
+  uint64_t review_images_needed;
+  // Good images for the requested review rate to hold with 95% confidence:
+  // `ln(0.05) / ln(1 - rate)`.
+  uint64_t review_images_needed_confident;
+  // The fail rate asked for (`VaradParams.target_false_fail_rate`; 0 when the fail
+  // threshold comes from `review_band`, which states no rate).
+  double fail_requested;
+  // The fail threshold: image scores at or above it fail.
+  float fail_threshold;
+  // As `review_extrapolated`, for the fail threshold.
+  uint32_t fail_extrapolated;
+  // As `review_expected`, for the fail threshold.
+  double fail_expected;
+  // As `review_conformal_rate`, for the fail threshold.
+  double fail_conformal_rate;
+  // As `review_upper_bound`, for the fail threshold.
+  double fail_upper_bound;
+  // As `review_images_needed`, for the fail rate (0 when none was requested).
+  uint64_t fail_images_needed;
+  // As `review_images_needed_confident`, for the fail rate (0 when none was requested).
+  uint64_t fail_images_needed_confident;
+  // Known-defective examples scored at calibration (`varad_training_set_add_defective`).
+  uint32_t known_defects;
+  // Of them, those whose score is below the review threshold: they would pass.
+  uint32_t escapes;
+  // 1 when the review threshold was lowered to catch the known defects
+  // (`VaradParams.catch_known_defects`), else 0.
+  uint32_t review_lowered;
+  // The review threshold before it was lowered, when `review_lowered` is 1; else 0.
+  float review_lowered_from;
+} VaradCalibrationReport;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -871,7 +982,38 @@ VaradStatus varad_training_set_add(struct VaradTrainingSet *set,
                                    const VaradModel *model,
                                    const VaradImageView *image);
 
-// The number of images in `set`, in `*out_count`.
+// Adds one known-defective example (an image of a bad part) to `set`: runs the backbone
+// on it now and keeps its features. It is never trained on: `varad_train` scores it with
+// the trained model, the calibration report counts how many such examples would pass
+// (`escapes`), and with `VaradParams.catch_known_defects` the review threshold is
+// lowered until none does.
+//
+// Ownership: `image` and its pixels are borrowed for the call only.
+// Thread safety: `set` is exclusive to the calling thread; `model` is const (other
+// threads may score with it or train it meanwhile).
+// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_IMAGE`, `VARAD_ERR_IMAGE_TOO_LARGE`,
+// `VARAD_ERR_INVALID_ARGUMENT` (the set was made for an incompatible model),
+// `VARAD_ERR_RUNTIME`. On error the set is unchanged.
+//
+// Pointers: `set`, `model`, `image` are NULL or live; `image->data` is readable for the bytes the
+// view covers.
+VARAD_API
+VaradStatus varad_training_set_add_defective(struct VaradTrainingSet *set,
+                                             const VaradModel *model,
+                                             const VaradImageView *image);
+
+// The number of known-defective examples in `set`
+// (`varad_training_set_add_defective`), in `*out_count`.
+//
+// Thread safety: `set` is const. Errors: `VARAD_ERR_NULL_POINTER`.
+//
+// Pointers: `set` is NULL or live; `out_count` is NULL or writable.
+VARAD_API
+VaradStatus varad_training_set_defective_count(const struct VaradTrainingSet *set,
+                                               size_t *out_count);
+
+// The number of good images in `set` (not counting known-defective examples), in
+// `*out_count`.
 //
 // Thread safety: `set` is const. Errors: `VARAD_ERR_NULL_POINTER`.
 //
@@ -948,6 +1090,26 @@ VARAD_API VaradStatus varad_set_threshold(VaradModel *model, VaradThreshold whic
 //
 // Pointers: `model` is NULL or a live model.
 VARAD_API VaradStatus varad_set_decision_thresholds(VaradModel *model, float review, float fail);
+
+// Fills `*out_report` with the model's calibration report: how many normal scores the
+// thresholds rest on and where they came from, and for the review and fail thresholds
+// the requested, expected and 95%-upper-bound rates of good parts at or above them and
+// the good images a requested rate needs; known-defective examples and their escapes.
+// Thresholds set by hand (`varad_set_threshold`) are reported for what they give.
+//
+// Ownership: the caller owns `*out_report` and sets `out_report->size =
+// sizeof *out_report` first. Thread safety: `model` is const: any thread, also while
+// others score, train or change thresholds (it reports the calibration published when
+// the call starts).
+// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_ARGUMENT` (`out_report->size`
+// below the first layout's, above 4096 or not a multiple of 8),
+// `VARAD_ERR_NOT_CALIBRATED`. `*out_report` is written only on success.
+//
+// Pointers: `model` is NULL or a live model; `out_report` is NULL or writable for
+// `out_report->size` bytes.
+VARAD_API
+VaradStatus varad_get_calibration_report(const VaradModel *model,
+                                         struct VaradCalibrationReport *out_report);
 
 #ifdef __cplusplus
 }  // extern "C"
@@ -1125,6 +1287,17 @@ VARAD_API VaradStatus varad_result_image_score(const VaradScoreResult *result, f
 VARAD_API
 VaradStatus varad_result_normalised_score(const VaradScoreResult *result,
                                           float *out_score);
+
+// The conformal p-value of the image score against the calibration's normal scores:
+// `(1 + #{normal scores >= score}) / (n + 1)`, in `(0, 1]`. For a good part it is at most
+// `a` with probability at most `a`, so a small value is evidence of a defect (the
+// smallest possible, `1 / (n + 1)`, means above every normal score).
+//
+// Thread safety: `result` is const. Errors: `VARAD_ERR_NULL_POINTER`,
+// `VARAD_ERR_NOT_CALIBRATED`.
+//
+// Pointers: `result` is NULL or live; `out_p_value` is NULL or writable.
+VARAD_API VaradStatus varad_result_p_value(const VaradScoreResult *result, double *out_p_value);
 
 // The decision: a `VaradDecision` value in `*out_decision`.
 //

@@ -123,6 +123,9 @@ pub struct TrainConfig {
     /// 0, they have no bank.)
     #[serde(default)]
     pub neighbour_bank_tokens: usize,
+    /// Folds of the cross-fitting of the training images' normal scores; 0: none.
+    #[serde(default = "default_cross_fit_folds")]
+    pub cross_fit_folds: usize,
 }
 
 /// Scoring settings.
@@ -170,6 +173,10 @@ fn default_cache_disk_limit() -> u64 {
     64 << 30
 }
 
+fn default_cross_fit_folds() -> usize {
+    5
+}
+
 fn default_max_batch_bytes() -> u64 {
     4 << 30
 }
@@ -189,6 +196,7 @@ impl Default for TrainConfig {
             calibration_fraction: 0.1,
             min_calibration_images: 3,
             neighbour_bank_tokens: 1024,
+            cross_fit_folds: default_cross_fit_folds(),
         }
     }
 }
@@ -333,6 +341,12 @@ impl Config {
             t.neighbour_bank_tokens as u64,
             0,
             MAX_BANK_TOKENS as u64,
+        );
+        p.int(
+            "train.cross_fit_folds",
+            t.cross_fit_folds as u64,
+            0,
+            MAX_CROSS_FIT_FOLDS as u64,
         );
 
         let s = &self.score;
@@ -624,6 +638,12 @@ mod tests {
                 |c, v| c.train.neighbour_bank_tokens = v as usize,
                 0.0,
                 (1u64 << 20) as f64,
+            ),
+            (
+                "train.cross_fit_folds",
+                |c, v| c.train.cross_fit_folds = v as usize,
+                0.0,
+                1000.0,
             ),
             ("score.sigma", |c, v| c.score.sigma = v as f32, 0.0, 1000.0),
             (

@@ -978,6 +978,9 @@ fn unknown_enum_values_are_refused_naming_the_field_and_the_valid_values() {
                 p.resize_mode = 2
             }),
             ("params.map_norm", |p: &mut VaradParams| p.map_norm = 5),
+            ("params.beyond_data", |p: &mut VaradParams| {
+                p.beyond_data = 2
+            }),
         ] {
             let mut p = tiny_params(&backbone);
             set(&mut p);
@@ -1008,5 +1011,143 @@ fn unknown_enum_values_are_refused_naming_the_field_and_the_valid_values() {
             assert!(!message.contains("255 ="), "{message}");
         }
         assert!(model.is_null());
+    }
+}
+
+/// A zeroed calibration report of `size` bytes, as a caller prepares one (with room for
+/// a newer, longer layout).
+#[repr(C)]
+struct ReportMemory {
+    report: VaradCalibrationReport,
+    newer_fields: [u64; 2],
+}
+
+#[test]
+fn the_calibration_report_is_written_for_the_callers_size_and_matches_the_thresholds() {
+    let model = trained();
+    let known = std::mem::size_of::<VaradCalibrationReport>();
+    unsafe {
+        // A newer caller's longer struct: the library fills its own layout and zeroes
+        // the rest.
+        let mut memory: ReportMemory = std::mem::zeroed();
+        memory.newer_fields = [u64::MAX; 2];
+        memory.report.size = known + 16;
+        assert_eq!(
+            varad_get_calibration_report(model, &mut memory.report),
+            VARAD_OK,
+            "{}",
+            last_error()
+        );
+        assert_eq!(memory.newer_fields, [0, 0]);
+        let r = memory.report;
+        assert_eq!(r.size, known + 16);
+        assert_eq!(r.n, r.cross_fitted + r.held_out);
+        assert!(r.n >= 3, "{r:?}");
+        assert_eq!(r.achievable_rate, 1.0 / (f64::from(r.n) + 1.0));
+        let mut review = 0.0f32;
+        let mut fail = 0.0f32;
+        assert_eq!(
+            varad_get_threshold(
+                model,
+                VaradThreshold::VARAD_THRESHOLD_REVIEW as u32,
+                &mut review
+            ),
+            VARAD_OK
+        );
+        assert_eq!(
+            varad_get_threshold(
+                model,
+                VaradThreshold::VARAD_THRESHOLD_FAIL as u32,
+                &mut fail
+            ),
+            VARAD_OK
+        );
+        assert_eq!((r.review_threshold, r.fail_threshold), (review, fail));
+        assert_eq!((r.review_requested, r.fail_requested), (0.01, 0.001));
+        assert!(r.review_upper_bound >= r.fail_upper_bound && r.review_upper_bound <= 1.0);
+        assert_eq!((r.known_defects, r.escapes, r.review_lowered), (0, 0, 0));
+
+        // Sizes no struct has, and NULLs: refused, nothing written.
+        for size in [0, 8, known - 8, known + 4, 1 << 20] {
+            let mut out: VaradCalibrationReport = std::mem::zeroed();
+            out.size = size;
+            assert_eq!(
+                varad_get_calibration_report(model, &mut out),
+                VARAD_ERR_INVALID_ARGUMENT,
+                "{size}"
+            );
+            assert!(last_error().contains("out_report.size"), "{}", last_error());
+            assert_eq!(out.n, 0);
+        }
+        let mut out: VaradCalibrationReport = std::mem::zeroed();
+        out.size = known;
+        assert_eq!(
+            varad_get_calibration_report(ptr::null(), &mut out),
+            VARAD_ERR_NULL_POINTER
+        );
+        assert_eq!(
+            varad_get_calibration_report(model, ptr::null_mut()),
+            VARAD_ERR_NULL_POINTER
+        );
+
+        // Every decided result has a p-value in [1 / (n + 1), 1].
+        let pixels = common::texture(40, 128);
+        let mut result = ptr::null_mut();
+        assert_eq!(
+            varad_score(model, &view(&pixels, 128), ptr::null(), &mut result),
+            VARAD_OK
+        );
+        let mut p = 0.0f64;
+        assert_eq!(varad_result_p_value(result, &mut p), VARAD_OK);
+        assert!(p >= r.achievable_rate && p <= 1.0, "{p}");
+        // The p-value counts the normal scores at or above the image score.
+        let count = p * (f64::from(r.n) + 1.0);
+        assert!((count - count.round()).abs() < 1e-9, "{p}");
+        assert_eq!(
+            varad_result_p_value(result, ptr::null_mut()),
+            VARAD_ERR_NULL_POINTER
+        );
+        varad_score_result_destroy(result);
+    }
+}
+
+#[test]
+fn known_defective_examples_are_counted_apart_from_the_training_images() {
+    let model = new_model();
+    let set = training_set(model, 2);
+    unsafe {
+        let mut pixels = common::texture(50, 128);
+        for px in pixels.chunks_mut(3).skip(128 * 40).take(128 * 30) {
+            px.copy_from_slice(&[255, 255, 255]);
+        }
+        assert_eq!(
+            varad_training_set_add_defective(set, model, &view(&pixels, 128)),
+            VARAD_OK,
+            "{}",
+            last_error()
+        );
+        let mut bad = view(&pixels, 128);
+        bad.format = 0;
+        assert_eq!(
+            varad_training_set_add_defective(set, model, &bad),
+            VARAD_ERR_INVALID_IMAGE
+        );
+        assert_eq!(
+            varad_training_set_add_defective(ptr::null_mut(), model, &view(&pixels, 128)),
+            VARAD_ERR_NULL_POINTER
+        );
+        let (mut good, mut defective) = (0usize, 0usize);
+        assert_eq!(varad_training_set_count(set, &mut good), VARAD_OK);
+        assert_eq!(
+            varad_training_set_defective_count(set, &mut defective),
+            VARAD_OK
+        );
+        assert_eq!((good, defective), (2, 1));
+        assert_eq!(
+            varad_training_set_defective_count(ptr::null(), &mut defective),
+            VARAD_ERR_NULL_POINTER
+        );
+        varad_training_set_destroy(set);
+        varad_destroy(model);
     }
 }

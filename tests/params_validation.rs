@@ -132,6 +132,11 @@ fn setters() -> Vec<(&'static str, Setter, bool)> {
         map_norm: u32,
         neighbour_weight: f32,
         neighbour_bank_tokens: u32,
+        cross_fit_folds: u32,
+        beyond_data: u32,
+        target_false_fail_rate: f64,
+        catch_known_defects: u32,
+        reserved: u32,
     ]
 }
 
@@ -143,6 +148,7 @@ fn enum_accepts(field: &str, value: u32) -> Option<bool> {
     match field {
         "resize_mode" => Some(VaradResizeMode::try_from(value).is_ok()),
         "map_norm" => Some(VaradMapNorm::try_from(value).is_ok()),
+        "beyond_data" => Some(VaradBeyondData::try_from(value).is_ok()),
         "device" => Some(
             VaradDevice::try_from(value).is_ok()
                 && value != VaradDevice::VARAD_DEVICE_AS_SAVED as u32,

@@ -36,6 +36,13 @@ namespace Varad
     /// <summary>The VaradThreshold values.</summary>
     public enum Threshold : uint { Image = 1, Review = 2, Fail = 3, Pixel = 4 }
 
+    /// <summary>The VaradBeyondData values: what calibration does when the normal scores
+    /// are too few for a requested rate (NativeParams.beyond_data).</summary>
+    public enum BeyondData : uint { LogNormalTail = 0, Refuse = 1 }
+
+    /// <summary>The VaradLogLevel values.</summary>
+    public enum LogLevel : uint { Error = 1, Warn = 2, Info = 3, Debug = 4 }
+
     /// <summary>A failed varad call: the status and the library's message.</summary>
     public class VaradException : Exception
     {
@@ -68,6 +75,11 @@ namespace Varad
         public uint map_norm;
         public float neighbour_weight;
         public uint neighbour_bank_tokens;
+        public uint cross_fit_folds;
+        public uint beyond_data;
+        public double target_false_fail_rate;
+        public uint catch_known_defects;
+        public uint reserved;
     }
 
     [StructLayout(LayoutKind.Sequential)]
@@ -131,8 +143,69 @@ namespace Varad
         public ulong cache_memory_bytes, cache_spilled_bytes;
     }
 
+    /// <summary>VaradCalibrationReport, as the library fills it.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct NativeCalibrationReport
+    {
+        public UIntPtr size;
+        public uint n, cross_fitted, held_out, folds;
+        public double achievable_rate;
+        public double review_requested;
+        public float review_threshold;
+        public uint review_extrapolated;
+        public double review_expected, review_conformal_rate, review_upper_bound;
+        public ulong review_images_needed, review_images_needed_confident;
+        public double fail_requested;
+        public float fail_threshold;
+        public uint fail_extrapolated;
+        public double fail_expected, fail_conformal_rate, fail_upper_bound;
+        public ulong fail_images_needed, fail_images_needed_confident;
+        public uint known_defects, escapes, review_lowered;
+        public float review_lowered_from;
+    }
+
+    /// <summary>What one decision threshold promises about good parts (rates are
+    /// fractions).</summary>
+    public class RateReport
+    {
+        /// <summary>The rate asked for (0 for a fail threshold from review_band).</summary>
+        public double Requested;
+        public float Threshold;
+        /// <summary>The rate to expect: the requested one when Extrapolated (an assumption
+        /// of a log-normal tail), else ConformalRate.</summary>
+        public double Expected;
+        /// <summary>The distribution-free rate on average over calibrations.</summary>
+        public double ConformalRate;
+        /// <summary>The distribution-free 95% upper bound of the rate for this calibration.</summary>
+        public double UpperBound;
+        public bool Extrapolated;
+        /// <summary>Good images the requested rate needs on average (1 / rate - 1).</summary>
+        public ulong ImagesNeeded;
+        /// <summary>Good images for the requested rate to hold with 95% confidence.</summary>
+        public ulong ImagesNeededConfident;
+    }
+
+    /// <summary>What a calibration was fitted on and what its thresholds promise
+    /// (varad_get_calibration_report).</summary>
+    public class CalibrationReport
+    {
+        /// <summary>Normal scores the thresholds rest on: CrossFitted + HeldOut.</summary>
+        public uint N, CrossFitted, HeldOut, Folds;
+        /// <summary>The smallest rate N scores support without extrapolating, 1 / (N + 1).</summary>
+        public double AchievableRate;
+        public RateReport Review, Fail;
+        /// <summary>Known-defective examples scored, and those of them that pass.</summary>
+        public uint KnownDefects, Escapes;
+        /// <summary>The review threshold before it was lowered to catch the known
+        /// defects; null when it was not.</summary>
+        public float? ReviewLoweredFrom;
+    }
+
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
     internal delegate int ProgressCallback(IntPtr progress, IntPtr userData);
+
+    [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+    internal delegate void LogCallback(uint level, IntPtr message, IntPtr userData);
 
     internal static class Native
     {
@@ -176,6 +249,10 @@ namespace Varad
         [DllImport(Lib)] public static extern Status varad_set_decision_thresholds(ModelHandle model, float review, float fail);
         [DllImport(Lib)] public static extern Status varad_training_set_create(ModelHandle model, out IntPtr set);
         [DllImport(Lib)] public static extern Status varad_training_set_add(IntPtr set, ModelHandle model, ref ImageView view);
+        [DllImport(Lib)] public static extern Status varad_training_set_add_defective(IntPtr set, ModelHandle model, ref ImageView view);
+        [DllImport(Lib)] public static extern Status varad_training_set_defective_count(IntPtr set, out UIntPtr count);
+        [DllImport(Lib)] public static extern Status varad_get_calibration_report(ModelHandle model, ref NativeCalibrationReport report);
+        [DllImport(Lib)] public static extern Status varad_set_log_callback(LogCallback callback, IntPtr userData, uint maxLevel);
         [DllImport(Lib)] public static extern void varad_training_set_destroy(IntPtr set);
         [DllImport(Lib)] public static extern Status varad_train(ModelHandle model, IntPtr set, ProgressCallback cb, IntPtr user, ref TrainReport report);
         [DllImport(Lib)] public static extern Status varad_score(ModelHandle model, ref ImageView view, ref NativeScoreParams p, out IntPtr result);
@@ -184,6 +261,7 @@ namespace Varad
         [DllImport(Lib)] public static extern Status varad_result_image_score(IntPtr r, out float score);
         [DllImport(Lib)] public static extern Status varad_result_normalised_score(IntPtr r, out float score);
         [DllImport(Lib)] public static extern Status varad_result_decision(IntPtr r, out uint decision);
+        [DllImport(Lib)] public static extern Status varad_result_p_value(IntPtr r, out double pValue);
         [DllImport(Lib)] public static extern Status varad_result_regions(IntPtr r, out IntPtr regions, out UIntPtr count, out UIntPtr found);
 
         public static string Utf8(IntPtr p)
@@ -259,6 +337,40 @@ namespace Varad
         public float? NormalisedScore;
         public Decision? Decision;
         public Region[] Regions;
+        /// <summary>The conformal p-value of ImageScore against the calibration's normal
+        /// scores, (1 + #{normal scores >= score}) / (n + 1): small is unlike any good
+        /// part. Null when the model is not calibrated.</summary>
+        public double? PValue;
+    }
+
+    /// <summary>The library's log messages (varad_set_log_callback).</summary>
+    public static class Log
+    {
+        static readonly object gate = new object();
+        // The delegate the library calls: kept referenced until replaced, or the GC would
+        // free it while native code holds it.
+        static LogCallback Current { get; set; }
+
+        /// <summary>Sends what the library logs at <paramref name="maxLevel"/> and more
+        /// severe to <paramref name="callback"/> (level, message); null stops it. The
+        /// callback may run on any thread, several at once; an exception it throws is
+        /// dropped (it must not unwind into the library).</summary>
+        public static void SetCallback(Action<LogLevel, string> callback, LogLevel maxLevel)
+        {
+            lock (gate)
+            {
+                LogCallback native = null;
+                if (callback != null)
+                    native = (level, message, user) =>
+                    {
+                        try { callback((LogLevel)level, Native.Utf8(message)); }
+                        catch (Exception) { }
+                    };
+                Native.Check(Native.varad_set_log_callback(native, IntPtr.Zero, (uint)maxLevel));
+                // Replaced only now: the library no longer calls the previous one.
+                Current = native;
+            }
+        }
     }
 
     /// <summary>A varad model. Score may be called from many threads at once, also while
@@ -275,7 +387,10 @@ namespace Varad
         {
             uint v = Native.varad_version_number();
             uint major = v / 1000000, minor = v / 1000 % 1000;
-            if (major != HeaderVersionNumber / 1000000 || (major == 0 && minor != HeaderVersionNumber / 1000 % 1000))
+            uint headerMajor = HeaderVersionNumber / 1000000, headerMinor = HeaderVersionNumber / 1000 % 1000;
+            // Another major version (for 0.x: another minor) may have another ABI; an older
+            // minor version lacks functions these bindings call.
+            if (major != headerMajor || minor < headerMinor || (major == 0 && minor != headerMinor))
                 throw new VaradException(Status.InvalidArgument,
                     "libvarad " + LibraryVersion + " does not match these bindings");
         }
@@ -348,6 +463,36 @@ namespace Varad
             Native.Check(Native.varad_set_decision_thresholds(H, review, fail));
         }
 
+        /// <summary>What the calibration rests on and what its thresholds promise
+        /// (VaradException NotCalibrated before training).</summary>
+        public CalibrationReport GetCalibrationReport()
+        {
+            NativeCalibrationReport c = new NativeCalibrationReport();
+            c.size = new UIntPtr((uint)Marshal.SizeOf(typeof(NativeCalibrationReport)));
+            Native.Check(Native.varad_get_calibration_report(H, ref c));
+            CalibrationReport r = new CalibrationReport();
+            r.N = c.n; r.CrossFitted = c.cross_fitted; r.HeldOut = c.held_out; r.Folds = c.folds;
+            r.AchievableRate = c.achievable_rate;
+            r.Review = new RateReport
+            {
+                Requested = c.review_requested, Threshold = c.review_threshold,
+                Expected = c.review_expected, ConformalRate = c.review_conformal_rate,
+                UpperBound = c.review_upper_bound, Extrapolated = c.review_extrapolated != 0,
+                ImagesNeeded = c.review_images_needed, ImagesNeededConfident = c.review_images_needed_confident,
+            };
+            r.Fail = new RateReport
+            {
+                Requested = c.fail_requested, Threshold = c.fail_threshold,
+                Expected = c.fail_expected, ConformalRate = c.fail_conformal_rate,
+                UpperBound = c.fail_upper_bound, Extrapolated = c.fail_extrapolated != 0,
+                ImagesNeeded = c.fail_images_needed, ImagesNeededConfident = c.fail_images_needed_confident,
+            };
+            r.KnownDefects = c.known_defects;
+            r.Escapes = c.escapes;
+            r.ReviewLoweredFrom = c.review_lowered != 0 ? (float?)c.review_lowered_from : null;
+            return r;
+        }
+
         static ulong BytesPerPixel(PixelFormat f)
         {
             switch (f)
@@ -380,6 +525,15 @@ namespace Varad
         /// VaradException Cancelled and the model is unchanged).</summary>
         public TrainReport Train(IEnumerable<Image> images, Func<Progress, bool> progress)
         {
+            return Train(images, progress, null);
+        }
+
+        /// <summary>Trains on good images, with known-defective examples (images of bad
+        /// parts, may be null): never trained on, they are scored at calibration and
+        /// CalibrationReport counts those that pass (with NativeParams.catch_known_defects
+        /// the review threshold is lowered until none does).</summary>
+        public TrainReport Train(IEnumerable<Image> images, Func<Progress, bool> progress, IEnumerable<Image> defective)
+        {
             IntPtr set;
             Native.Check(Native.varad_training_set_create(H, out set));
             try
@@ -391,6 +545,16 @@ namespace Varad
                     {
                         ImageView v = View(image, pin);
                         Native.Check(Native.varad_training_set_add(set, H, ref v));
+                    }
+                    finally { pin.Free(); }
+                }
+                foreach (Image image in defective ?? new Image[0])
+                {
+                    GCHandle pin = GCHandle.Alloc(image.Pixels, GCHandleType.Pinned);
+                    try
+                    {
+                        ImageView v = View(image, pin);
+                        Native.Check(Native.varad_training_set_add_defective(set, H, ref v));
                     }
                     finally { pin.Free(); }
                 }
@@ -458,6 +622,9 @@ namespace Varad
                     uint d;
                     Native.Check(Native.varad_result_decision(r, out d));
                     result.Decision = (Decision)d;
+                    double pValue;
+                    Native.Check(Native.varad_result_p_value(r, out pValue));
+                    result.PValue = pValue;
                     IntPtr regions;
                     UIntPtr count, found;
                     Native.Check(Native.varad_result_regions(r, out regions, out count, out found));

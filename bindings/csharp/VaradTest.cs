@@ -48,11 +48,48 @@ static class VaradTest
         for (int i = 0; i < n; i++) yield return Texture(i, 128);
     }
 
+    /// <summary>Known-defective examples: the texture with a bright square.</summary>
+    static IEnumerable<Image> Defective(int n)
+    {
+        for (int i = 0; i < n; i++)
+        {
+            Image image = Texture(50 + i, 128);
+            for (int y = 50; y < 90; y++)
+                for (int x = 40; x < 80; x++)
+                    for (int c = 0; c < 3; c++) image.Pixels[3 * (y * 128 + x) + c] = 255;
+            yield return image;
+        }
+    }
+
+    static void CheckReport(CalibrationReport c, Model model, uint knownDefects)
+    {
+        Console.WriteLine("calibration: n " + c.N + " (" + c.CrossFitted + " cross-fitted, " + c.HeldOut +
+            " held out); review " + c.Review.Threshold + " expected " + c.Review.Expected + " bound " +
+            c.Review.UpperBound + "; fail " + c.Fail.Threshold + " expected " + c.Fail.Expected +
+            "; known defects " + c.KnownDefects + ", escapes " + c.Escapes);
+        Check(c.N >= 3 && c.N == c.CrossFitted + c.HeldOut, "report n");
+        Check(c.AchievableRate == 1.0 / (c.N + 1.0), "achievable rate");
+        Check(c.Review.Requested == 0.01 && c.Fail.Requested == 0.001, "requested rates");
+        Check(c.Review.Threshold == model.GetThreshold(Threshold.Review), "review threshold");
+        Check(c.Fail.Threshold == model.GetThreshold(Threshold.Fail), "fail threshold");
+        Check(c.Review.Threshold <= c.Fail.Threshold, "review <= fail");
+        foreach (RateReport rate in new[] { c.Review, c.Fail })
+            Check(rate.Expected > 0 && rate.Expected <= 1 && rate.ConformalRate > 0 &&
+                  rate.ConformalRate <= rate.UpperBound && rate.UpperBound <= 1, "rates in (0, 1]");
+        Check(c.Review.ImagesNeeded == 99 && c.Fail.ImagesNeeded == 999, "images needed");
+        Check(c.Fail.Extrapolated && c.Fail.ImagesNeededConfident > 999, "fail extrapolated");
+        Check(c.KnownDefects == knownDefects && c.Escapes <= c.KnownDefects, "known defects");
+    }
+
     static int Main(string[] args)
     {
         string backbone = args[0];
         Console.WriteLine("varad " + Model.LibraryVersion);
         Check(Model.LibraryVersion.StartsWith((Model.HeaderVersionNumber / 1000000) + "."), "library version");
+        List<string> logged = new List<string>();
+        Log.SetCallback((level, message) => { lock (logged) logged.Add(level + ": " + message); }, LogLevel.Debug);
+        try { Log.SetCallback(null, (LogLevel)9); Check(false, "bad log level"); }
+        catch (VaradException e) { Check(e.Status == Status.InvalidArgument, "log level refused"); }
 
         string dir = Path.Combine(Path.GetTempPath(), "varad-csharp-" + System.Diagnostics.Process.GetCurrentProcess().Id);
         Directory.CreateDirectory(dir);
@@ -81,6 +118,10 @@ static class VaradTest
             map = r.Map;
             Check(r.Width == 128 && r.Height == 128 && r.Map.Length == 128 * 128, "map size");
             Check(r.Decision != null && r.NormalisedScore > 0, "decision");
+            CalibrationReport calibration = model.GetCalibrationReport();
+            CheckReport(calibration, model, 0);
+            Check(calibration.ReviewLoweredFrom == null, "not lowered");
+            Check(r.PValue >= calibration.AchievableRate && r.PValue <= 1, "p-value in [1/(n+1), 1]");
             Console.WriteLine("score " + r.ImageScore + " normalised " + r.NormalisedScore + " decision " + r.Decision + " regions " + r.Regions.Length);
             float fail = model.GetThreshold(Threshold.Fail);
             try { model.SetThreshold(Threshold.Review, fail + 1); Check(false, "review above fail"); }
@@ -91,6 +132,8 @@ static class VaradTest
         }
         using (Model loaded = Model.Load(file))
         {
+            CalibrationReport fromFile = loaded.GetCalibrationReport();
+            Check(fromFile.N > 0 && fromFile.Fail.Threshold == loaded.GetThreshold(Threshold.Fail), "report after load");
             Check(Equal(loaded.Score(probe).Map, map), "loaded model scores the same");
             GCHandle pinned = GCHandle.Alloc(probe.Pixels, GCHandleType.Pinned);
             try
@@ -112,6 +155,28 @@ static class VaradTest
             try { loaded.Score(probe); Check(false, "use after dispose"); }
             catch (ObjectDisposedException) { }
         }
+        ModelOptions catching = Tiny(backbone);
+        Check(catching.Params.cross_fit_folds == 5 && catching.Params.target_false_fail_rate == 0.001 &&
+              catching.Params.beyond_data == (uint)BeyondData.LogNormalTail && catching.Params.catch_known_defects == 0,
+              "new params defaults");
+        catching.Params.catch_known_defects = 1;
+        using (Model model = Model.Create(catching))
+        {
+            try { model.GetCalibrationReport(); Check(false, "report before training"); }
+            catch (VaradException e) { Check(e.Status == Status.NotCalibrated, "report NotCalibrated"); }
+            model.Train(Good(6), null, Defective(2));
+            CalibrationReport c = model.GetCalibrationReport();
+            CheckReport(c, model, 2);
+            Check(c.Escapes == 0, "catching known defects leaves no escape");
+            Check(c.ReviewLoweredFrom == null || c.ReviewLoweredFrom > c.Review.Threshold, "lowered from above");
+        }
+        ModelOptions refusing = Tiny(backbone);
+        refusing.Params.beyond_data = 7;
+        try { Model.Create(refusing); Check(false, "unknown beyond_data"); }
+        catch (VaradException e) { Check(e.Status == Status.InvalidArgument && e.Message.Contains("params.beyond_data"), "beyond_data message"); }
+        Log.SetCallback(null, LogLevel.Warn);
+        Console.WriteLine("log: " + logged.Count + " messages" + (logged.Count > 0 ? ", first " + logged[0] : ""));
+        Check(logged.Count > 0, "the log callback received the library's messages");
         try { Model.Load(Path.Combine(dir, "missing.varad")); Check(false, "missing file"); }
         catch (VaradException e) { Check(e.Status == Status.Io && e.Message.Contains("missing.varad"), "Io message"); }
         Directory.Delete(dir, true);

@@ -44,6 +44,12 @@ fn help_covers_every_subcommand() {
                 "--directions",
                 "--adapters",
                 "--config",
+                "--cross-fit-folds",
+                "--target-false-reject-rate",
+                "--target-false-fail-rate",
+                "--beyond-data",
+                "--catch-known-defects",
+                "--known-defects",
             ][..],
         ),
         (
@@ -69,7 +75,7 @@ fn help_covers_every_subcommand() {
             "bench",
             &["--size", "--images", "--device", "--threads"][..],
         ),
-        ("info", &["--backbone"][..]),
+        ("info", &["--backbone", "--model"][..]),
     ] {
         let out = varad(&[sub, "--help"]);
         assert!(out.status.success(), "{sub} --help");
@@ -283,11 +289,17 @@ fn score_keeps_every_result_and_a_summary() {
 
     let summary = std::fs::read_to_string(out.join("results.csv")).unwrap();
     let lines: Vec<&str> = summary.lines().collect();
-    assert_eq!(lines[0], "path,score,normalised_score,decision,regions");
+    assert_eq!(
+        lines[0],
+        "path,score,normalised_score,decision,regions,p_value"
+    );
     assert_eq!(lines.len(), 4, "{summary}");
     for ((line, input), json) in lines[1..].iter().zip(&inputs).zip(&verdicts) {
         let row = csv_fields(line);
-        assert_eq!(row.len(), 5, "{line}");
+        assert_eq!(row.len(), 6, "{line}");
+        let p_value: f64 = row[5].parse().unwrap();
+        assert_eq!(p_value, json["p_value"].as_f64().unwrap(), "{line}");
+        assert!(p_value > 0.0 && p_value <= 1.0, "{line}");
         assert_eq!(row[0], s(input), "{line}");
         let score: f32 = row[1].parse().unwrap();
         assert_eq!(score as f64, json["score"].as_f64().unwrap(), "{line}");
@@ -632,4 +644,119 @@ fn eval_sweeps_input_sizes() {
         }
         assert!(r["ms_per_image"].as_f64().unwrap() > 0.0, "{r}");
     }
+}
+
+#[test]
+fn train_prints_the_calibration_report_and_info_reads_it_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = common::write_tiny_mvtec(dir.path());
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        serde_json::to_string(&common::tiny_config()).unwrap(),
+    )
+    .unwrap();
+    let model = dir.path().join("model.safetensors");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let out = varad(&[
+        "train",
+        "--config",
+        &s(&config),
+        "--epochs",
+        "2",
+        "--target-false-fail-rate",
+        "0.002",
+        "--beyond-data",
+        "log_normal_tail",
+        "--cross-fit-folds",
+        "3",
+        "--known-defects",
+        &s(&cat.join("test/blob")),
+        "--catch-known-defects",
+        "--out",
+        &s(&model),
+        &s(&cat.join("train/good")),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    let blobs = std::fs::read_dir(cat.join("test/blob")).unwrap().count();
+    for needle in [
+        "  review: requested 1.0%, threshold ".to_string(),
+        "; the rate needs 99 good images (299 for 95% confidence)".to_string(),
+        "  fail: requested 0.2%, threshold ".to_string(),
+        // 3 scores cannot support 0.2% without the tail.
+        "expected 0.2% (extrapolated: assumes a log-normal tail)".to_string(),
+        "; the rate needs 499 good images (1497 for 95% confidence)".to_string(),
+        format!("  known defects: {blobs} scored, 0 escape (pass at the review threshold)"),
+        // Caught: the review threshold came down to the lowest known defect's score.
+        "  review threshold lowered from ".to_string(),
+    ] {
+        assert!(printed.contains(&needle), "{needle}:\n{printed}");
+    }
+    // n good-image scores: the 3 held-out images and any training images cross-fitted.
+    let first = printed
+        .lines()
+        .find(|l| l.starts_with("calibration: "))
+        .unwrap_or_else(|| panic!("no calibration line:\n{printed}"));
+    let numbers: Vec<usize> = first
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .take(4)
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let [n, cross_fitted, _folds, held_out] = numbers[..] else {
+        panic!("{first}")
+    };
+    assert_eq!((n, held_out), (cross_fitted + held_out, 3), "{first}");
+    assert!(
+        first.contains(&format!(
+            "good-image scores ({cross_fitted} training images cross-fitted in "
+        )) && first.contains(&format!(
+            "without extrapolating rates down to {:.1}%",
+            100.0 / (n + 1) as f64
+        )),
+        "{first}"
+    );
+    let block: Vec<&str> = printed
+        .lines()
+        .skip_while(|l| !l.starts_with("calibration: "))
+        .take_while(|l| l.starts_with("calibration: ") || l.starts_with("  "))
+        .collect();
+    assert!(block.len() >= 4, "{printed}");
+
+    // `varad info --model` prints the same block from the file.
+    let info = varad(&["info", "--device", "cpu", "--model", &s(&model)]);
+    assert!(info.status.success(), "{}", text(&info.stderr));
+    let info = text(&info.stdout);
+    assert!(
+        info.contains(&format!("model {}\n{}\n", s(&model), block.join("\n"))),
+        "train printed:\n{}\ninfo printed:\n{info}",
+        block.join("\n")
+    );
+
+    // A rate the images cannot support, with extrapolation refused: stopped before
+    // training, saying how many images it needs.
+    let err = one_line_error(&varad(&[
+        "train",
+        "--config",
+        &s(&config),
+        "--beyond-data",
+        "refuse",
+        "--out",
+        &s(&dir.path().join("refused.safetensors")),
+        &s(&cat.join("train/good")),
+    ]));
+    assert!(err.contains("needs at least 99 good images"), "{err}");
+    assert!(!dir.path().join("refused.safetensors").exists());
+    let err = one_line_error(&varad(&[
+        "train",
+        "--config",
+        &s(&config),
+        "--beyond-data",
+        "guess",
+        "--out",
+        "m",
+        "x.png",
+    ]));
+    assert!(err.contains("guess"), "{err}");
 }

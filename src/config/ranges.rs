@@ -52,6 +52,8 @@ pub const MAX_BYTES: u64 = 1 << 50;
 pub const MIN_CALIBRATION_IMAGES: usize = 0;
 /// Most images held back for calibration.
 pub const MAX_CALIBRATION_IMAGES: usize = 1 << 20;
+/// Most folds of the cross-fitting of the training images' normal scores.
+pub const MAX_CROSS_FIT_FOLDS: usize = 1000;
 /// Most tokens of the neighbour memory bank (each one is read for every scored token).
 pub const MAX_BANK_TOKENS: usize = 1 << 20;
 /// Largest weight of the nearest-neighbour term, in standard deviations of the normal

@@ -42,13 +42,13 @@ pub use model::{
 };
 #[cfg(feature = "internals")]
 pub use params::{
-    varad_load_params_init, varad_params_init, varad_score_params_init, VaradDevice,
-    VaradLoadParams, VaradMapNorm, VaradParams, VaradResizeMode, VaradScoreParams,
+    varad_load_params_init, varad_params_init, varad_score_params_init, VaradBeyondData,
+    VaradDevice, VaradLoadParams, VaradMapNorm, VaradParams, VaradResizeMode, VaradScoreParams,
 };
 #[cfg(feature = "internals")]
 pub use result::{
     varad_result_decision, varad_result_image_score, varad_result_map,
-    varad_result_normalised_score, varad_result_raw_map, varad_result_regions,
+    varad_result_normalised_score, varad_result_p_value, varad_result_raw_map, varad_result_regions,
     varad_write_heatmap_png, VaradDecision, VaradRegion,
 };
 #[cfg(feature = "internals")]
@@ -59,11 +59,13 @@ pub use score::{varad_score, varad_score_batch, varad_score_result_destroy, Vara
 pub use status::VaradStatus;
 #[cfg(feature = "internals")]
 pub use thresholds::{
-    varad_get_threshold, varad_set_decision_thresholds, varad_set_threshold, VaradThreshold,
+    varad_get_calibration_report, varad_get_threshold, varad_set_decision_thresholds,
+    varad_set_threshold, VaradCalibrationReport, VaradThreshold,
 };
 #[cfg(feature = "internals")]
 pub use training_set::{
-    varad_train, varad_training_set_add, varad_training_set_count, varad_training_set_create,
+    varad_train, varad_training_set_add, varad_training_set_add_defective,
+    varad_training_set_count, varad_training_set_create, varad_training_set_defective_count,
     varad_training_set_destroy, VaradProgress, VaradProgressCallback, VaradTrainReport,
     VaradTrainingSet,
 };

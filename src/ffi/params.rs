@@ -13,7 +13,7 @@ use crate::config::ranges::{MAX_CUDA_DEVICE, MAX_THREADS};
 use crate::image::ResizeMode;
 use crate::model::MapNorm;
 use crate::model_file::LoadOptions;
-use crate::score::ImageScore;
+use crate::score::{BeyondData, ImageScore};
 use crate::{Config, Device};
 
 /// Where a model runs: `VaradParams.device`, `VaradLoadParams.device` and
@@ -103,6 +103,43 @@ impl From<MapNorm> for VaradMapNorm {
     }
 }
 
+/// What calibration does when the normal scores are too few for a requested rate
+/// (fewer than `1 / rate - 1` images): `VaradParams.beyond_data`.
+#[repr(u32)]
+#[allow(non_camel_case_types, dead_code)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VaradBeyondData {
+    /// Extrapolate with a log-normal prediction bound of the normal scores (never below
+    /// the largest); the calibration report flags the rate as resting on that assumption
+    /// (the default).
+    VARAD_BEYOND_DATA_LOG_NORMAL_TAIL = 0,
+    /// Refuse: `varad_train` fails with `VARAD_ERR_CONFIG` before optimising, saying how
+    /// many good images the rate needs.
+    VARAD_BEYOND_DATA_REFUSE = 1,
+}
+c_enum_try_from!(VaradBeyondData {
+    VARAD_BEYOND_DATA_LOG_NORMAL_TAIL,
+    VARAD_BEYOND_DATA_REFUSE,
+});
+
+impl From<VaradBeyondData> for BeyondData {
+    fn from(value: VaradBeyondData) -> Self {
+        match value {
+            VaradBeyondData::VARAD_BEYOND_DATA_LOG_NORMAL_TAIL => BeyondData::LogNormalTail,
+            VaradBeyondData::VARAD_BEYOND_DATA_REFUSE => BeyondData::Refuse,
+        }
+    }
+}
+
+impl From<BeyondData> for VaradBeyondData {
+    fn from(value: BeyondData) -> Self {
+        match value {
+            BeyondData::LogNormalTail => VaradBeyondData::VARAD_BEYOND_DATA_LOG_NORMAL_TAIL,
+            BeyondData::Refuse => VaradBeyondData::VARAD_BEYOND_DATA_REFUSE,
+        }
+    }
+}
+
 /// A `VaradDevice` as a struct field or argument holds it: any `uint32_t` a caller
 /// passes (the header names it `VaradDevice`).
 /// cbindgen:ignore
@@ -113,6 +150,9 @@ pub type ResizeModeValue = u32;
 /// A `VaradMapNorm` as a struct field holds it.
 /// cbindgen:ignore
 pub type MapNormValue = u32;
+/// A `VaradBeyondData` as a struct field holds it.
+/// cbindgen:ignore
+pub type BeyondDataValue = u32;
 
 /// The engine's device for a C device code: `None` for `VARAD_DEVICE_AS_SAVED` where
 /// that is allowed. Where it is not, the error lists only the codes the field takes.
@@ -268,6 +308,26 @@ pub struct VaradParams {
     /// Tokens of the memory bank training draws for that term from the coarsest level;
     /// 0 = no bank. Range: [0, 1048576] (2^20). Default: 1024.
     pub neighbour_bank_tokens: u32,
+    /// Folds of the cross-fitting that scores every training image out-of-sample (each
+    /// fold's images scored by statistics fitted without them), so the thresholds rest on
+    /// the training images too; 0 = none (only held-back images are scored). Range: [0,
+    /// 1000]. Default: 5.
+    pub cross_fit_folds: u32,
+    /// What calibration does when the normal scores are too few for a requested rate.
+    /// Range: a `VaradBeyondData` value. Default: `VARAD_BEYOND_DATA_LOG_NORMAL_TAIL`.
+    pub beyond_data: BeyondDataValue,
+    /// The target share of good parts at or above the fail threshold (failed
+    /// automatically); 0 = the fail threshold is the review threshold plus `review_band`
+    /// standard deviations (the rule of varad 1.1, which states no rate). Range: [0, 1).
+    /// Default: 0.001.
+    pub target_false_fail_rate: f64,
+    /// Nonzero: with known-defective examples (`varad_training_set_add_defective`),
+    /// calibration lowers the review threshold until none of them passes; the calibration
+    /// report states the review rate that costs. Range: any. Default: 0.
+    pub catch_known_defects: u32,
+    /// Reserved, must be 0: keeps the struct free of padding (see
+    /// `VaradLoadParams.reserved`). Range: [0, 0]. Default: 0.
+    pub reserved: u32,
 }
 
 // SAFETY: repr(C), starts with `size`, fields are integers, floats and raw pointers, no
@@ -331,6 +391,11 @@ pub(crate) fn default_params() -> VaradParams {
         map_norm: VaradMapNorm::from(c.score.map_norm) as u32,
         neighbour_weight: c.score.neighbour_weight,
         neighbour_bank_tokens: t.neighbour_bank_tokens as u32,
+        cross_fit_folds: t.cross_fit_folds as u32,
+        beyond_data: VaradBeyondData::from(cal.beyond_data) as u32,
+        target_false_fail_rate: cal.target_false_fail_rate,
+        catch_known_defects: cal.catch_known_defects as u32,
+        reserved: 0,
     }
 }
 
@@ -375,6 +440,8 @@ pub(crate) unsafe fn config_from(p: &VaradParams) -> Result<Config, FfiError> {
     c.detach_target = p.detach_target != 0;
     c.context_mean = p.context_mean != 0;
     c.score.map_norm = enum_arg::<VaradMapNorm>(p.map_norm, "params.map_norm")?.into();
+    c.score.calibration.beyond_data =
+        enum_arg::<VaradBeyondData>(p.beyond_data, "params.beyond_data")?.into();
     let t = &mut c.train;
     t.epochs = p.epochs as usize;
     t.batch_size = p.batch_size as usize;
@@ -388,6 +455,7 @@ pub(crate) unsafe fn config_from(p: &VaradParams) -> Result<Config, FfiError> {
     t.calibration_fraction = p.calibration_fraction;
     t.min_calibration_images = p.min_calibration_images as usize;
     t.neighbour_bank_tokens = p.neighbour_bank_tokens as usize;
+    t.cross_fit_folds = p.cross_fit_folds as usize;
     let s = &mut c.score;
     s.neighbour_weight = p.neighbour_weight;
     s.min_region_area = p.min_region_area as usize;
@@ -400,21 +468,27 @@ pub(crate) unsafe fn config_from(p: &VaradParams) -> Result<Config, FfiError> {
     s.calibration.target_false_reject_rate = p.target_false_reject_rate;
     s.calibration.review_band = p.review_band;
     s.calibration.pixel_quantile = p.pixel_quantile;
-    check_ranges(&c)?;
+    s.calibration.target_false_fail_rate = p.target_false_fail_rate;
+    s.calibration.catch_known_defects = p.catch_known_defects != 0;
+    check_ranges(&c, p.reserved)?;
     Ok(c)
 }
 
 /// `VARAD_ERR_CONFIG` naming, by their `VaradParams` field names, every value of `c` out
-/// of its range; the ranges are the engine's ([`Config::problems`]).
-fn check_ranges(c: &Config) -> Result<(), FfiError> {
+/// of its range; the ranges are the engine's ([`Config::problems`]), and `reserved` must
+/// be 0.
+fn check_ranges(c: &Config, reserved: u32) -> Result<(), FfiError> {
     let problems = c.problems();
-    if problems.is_empty() {
+    if problems.is_empty() && reserved == 0 {
         return Ok(());
     }
-    let list: Vec<String> = problems
+    let mut list: Vec<String> = problems
         .iter()
         .map(|p| format!("params.{} {}", params_field(p.field), p.problem))
         .collect();
+    if reserved != 0 {
+        list.push(format!("params.reserved {reserved} is not in [0, 0]"));
+    }
     Err(FfiError::new(
         VaradStatus::VARAD_ERR_CONFIG,
         format!("invalid configuration: {}", list.join("; ")),
@@ -721,6 +795,11 @@ mod tests {
             map_norm,
             neighbour_weight,
             neighbour_bank_tokens,
+            cross_fit_folds,
+            beyond_data,
+            target_false_fail_rate,
+            catch_known_defects,
+            reserved,
         });
         assert_no_padding!(VaradLoadParams {
             size,

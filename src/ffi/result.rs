@@ -191,6 +191,32 @@ pub unsafe extern "C" fn varad_result_normalised_score(
     })
 }
 
+/// The conformal p-value of the image score against the calibration's normal scores:
+/// `(1 + #{normal scores >= score}) / (n + 1)`, in `(0, 1]`. For a good part it is at most
+/// `a` with probability at most `a`, so a small value is evidence of a defect (the
+/// smallest possible, `1 / (n + 1)`, means above every normal score).
+///
+/// Thread safety: `result` is const. Errors: `VARAD_ERR_NULL_POINTER`,
+/// `VARAD_ERR_NOT_CALIBRATED`.
+///
+/// # Safety
+/// `result` is NULL or live; `out_p_value` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn varad_result_p_value(
+    result: *const VaradScoreResult,
+    out_p_value: *mut f64,
+) -> VaradStatus {
+    ffi_boundary(|| {
+        // SAFETY: forwarded from this function's contract.
+        let r = unsafe { try_ref(result, "result") }?;
+        check_out(out_p_value, "out_p_value")?;
+        let value = assessment(r)?.p_value;
+        // SAFETY: checked non-null; the caller guarantees it is writable.
+        unsafe { *out_p_value = value };
+        Ok(())
+    })
+}
+
 /// The decision: a `VaradDecision` value in `*out_decision`.
 ///
 /// Thread safety: `result` is const. Errors: `VARAD_ERR_NULL_POINTER`,

@@ -77,7 +77,67 @@ pub unsafe extern "C" fn varad_training_set_add(
     })
 }
 
-/// The number of images in `set`, in `*out_count`.
+/// Adds one known-defective example (an image of a bad part) to `set`: runs the backbone
+/// on it now and keeps its features. It is never trained on: `varad_train` scores it with
+/// the trained model, the calibration report counts how many such examples would pass
+/// (`escapes`), and with `VaradParams.catch_known_defects` the review threshold is
+/// lowered until none does.
+///
+/// Ownership: `image` and its pixels are borrowed for the call only.
+/// Thread safety: `set` is exclusive to the calling thread; `model` is const (other
+/// threads may score with it or train it meanwhile).
+/// Errors: `VARAD_ERR_NULL_POINTER`, `VARAD_ERR_INVALID_IMAGE`, `VARAD_ERR_IMAGE_TOO_LARGE`,
+/// `VARAD_ERR_INVALID_ARGUMENT` (the set was made for an incompatible model),
+/// `VARAD_ERR_RUNTIME`. On error the set is unchanged.
+///
+/// # Safety
+/// `set`, `model`, `image` are NULL or live; `image->data` is readable for the bytes the
+/// view covers.
+#[no_mangle]
+pub unsafe extern "C" fn varad_training_set_add_defective(
+    set: *mut VaradTrainingSet,
+    model: *const VaradModel,
+    image: *const VaradImageView,
+) -> VaradStatus {
+    ffi_boundary(|| {
+        // SAFETY: forwarded from this function's contract.
+        let set = unsafe { try_mut(set, "set") }?;
+        // SAFETY: forwarded.
+        let model = unsafe { try_ref(model, "model") }?;
+        // SAFETY: forwarded.
+        let image = unsafe { try_ref(image, "image") }?;
+        let model = model.current();
+        // SAFETY: forwarded.
+        let view = unsafe { image_view(image, &limits(&model)) }?;
+        set.set.add_defective(&model, &[view])?;
+        Ok(())
+    })
+}
+
+/// The number of known-defective examples in `set`
+/// (`varad_training_set_add_defective`), in `*out_count`.
+///
+/// Thread safety: `set` is const. Errors: `VARAD_ERR_NULL_POINTER`.
+///
+/// # Safety
+/// `set` is NULL or live; `out_count` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn varad_training_set_defective_count(
+    set: *const VaradTrainingSet,
+    out_count: *mut usize,
+) -> VaradStatus {
+    ffi_boundary(|| {
+        // SAFETY: forwarded from this function's contract.
+        let set = unsafe { try_ref(set, "set") }?;
+        check_out(out_count, "out_count")?;
+        // SAFETY: checked non-null; the caller guarantees it is writable.
+        unsafe { *out_count = set.set.defective_len() };
+        Ok(())
+    })
+}
+
+/// The number of good images in `set` (not counting known-defective examples), in
+/// `*out_count`.
 ///
 /// Thread safety: `set` is const. Errors: `VARAD_ERR_NULL_POINTER`.
 ///

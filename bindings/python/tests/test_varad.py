@@ -163,6 +163,7 @@ def header_fields(name: str) -> list:
     (varad._Region, "VaradRegion"),
     (varad._Progress, "VaradProgress"),
     (varad._TrainReport, "VaradTrainReport"),
+    (varad._CalibrationReport, "VaradCalibrationReport"),
 ])
 def test_the_binding_structs_mirror_the_header_field_for_field(struct, name):
     assert [f for f, _ in struct._fields_] == header_fields(name)
@@ -172,6 +173,7 @@ def test_params_come_from_the_init_calls_with_the_bindings_size():
     p = varad._init(varad._Params, varad._lib.varad_params_init)
     assert p.size == varad.ctypes.sizeof(varad._Params)
     assert p.epochs == 10 and p.map_norm == 4
+    assert (p.cross_fit_folds, p.beyond_data, p.target_false_fail_rate, p.catch_known_defects) == (5, 0, 0.001, 0)
     lp = varad._init(varad._LoadParams, varad._lib.varad_load_params_init)
     assert (lp.device, lp.threads, lp.reserved) == (255, -1, 0)
     bad = varad._Params()
@@ -195,3 +197,47 @@ def test_the_log_callback_receives_the_warning_of_a_model_file_without_checksums
     model = varad.Model.load(old, backbone=ROOT / "tests" / "data" / "tiny_vit.onnx", device="cpu")
     model.close()
     assert len([m for _, m in received if "no checksums" in m]) == 1
+
+
+def defective(seed: int) -> np.ndarray:
+    image = texture(seed)
+    image[50:90, 40:80] = 255
+    return image
+
+
+def test_the_calibration_report_p_values_and_known_defects(trained, tmp_path):
+    report = trained.calibration_report()
+    assert report.n >= 3 and report.n == report.cross_fitted + report.held_out
+    assert report.achievable_rate == pytest.approx(1 / (report.n + 1))
+    assert (report.review.requested, report.fail.requested) == (0.01, 0.001)
+    assert report.review.threshold == trained.get_threshold("review")
+    assert report.fail.threshold == trained.get_threshold("fail")
+    assert report.review.threshold <= report.fail.threshold
+    for rate in (report.review, report.fail):
+        assert 0 < rate.expected <= 1 and 0 < rate.conformal_rate <= rate.upper_bound <= 1
+    assert (report.review.images_needed, report.fail.images_needed) == (99, 999)
+    assert report.fail.extrapolated and report.fail.images_needed_confident > 999
+    assert (report.known_defects, report.escapes, report.review_lowered_from) == (0, 0, None)
+    result = trained.score(texture(34))
+    assert report.achievable_rate <= result.p_value <= 1
+    trained.save(tmp_path / "m.varad")
+    with varad.Model.load(tmp_path / "m.varad") as loaded:
+        assert loaded.calibration_report() == report
+
+    with tiny_model() as untrained:
+        with pytest.raises(varad.VaradError) as e:
+            untrained.calibration_report()
+        assert e.value.status == varad.NOT_CALIBRATED
+
+    with tiny_model(catch_known_defects=True, beyond_data="log_normal_tail", cross_fit_folds=3,
+                    target_false_fail_rate=0.002) as model:
+        model.train((texture(i) for i in range(6)), defective=(defective(50 + i) for i in range(2)))
+        caught = model.calibration_report()
+        assert (caught.known_defects, caught.escapes) == (2, 0)
+        assert caught.fail.requested == 0.002
+        if caught.review_lowered_from is not None:
+            assert caught.review_lowered_from > caught.review.threshold
+    with pytest.raises(ValueError, match="beyond_data"):
+        tiny_model(beyond_data="guess")
+    with pytest.raises(varad.VaradError, match="params.target_false_fail_rate"):
+        tiny_model(target_false_fail_rate=1.0)

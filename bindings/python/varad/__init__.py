@@ -5,7 +5,8 @@ with ctypes: nothing to compile.
     model = varad.Model("backbone.onnx", input_size=(112, 112), epochs=3)
     model.train(good_images)                  # numpy arrays, HxW or HxWxC uint8/uint16
     result = model.score(image)               # varad.ScoreResult
-    result.map, result.image_score, result.decision, result.regions
+    result.map, result.image_score, result.decision, result.p_value, result.regions
+    model.calibration_report()                # what the thresholds promise
     model.save("model.varad"); model = varad.Model.load("model.varad")
 
 The library is found through the VARAD_LIBRARY environment variable (a path to
@@ -29,6 +30,8 @@ __all__ = [
     "ScoreResult",
     "Region",
     "Progress",
+    "CalibrationReport",
+    "RateReport",
     "VaradError",
     "CancelledError",
     "BusyError",
@@ -71,6 +74,7 @@ FORMAT_MONO8, FORMAT_MONO16, FORMAT_RGB8, FORMAT_BGR8, FORMAT_RGBA8, FORMAT_BGRA
 DEVICES = {"auto": 0, "cpu": 1, "cuda": 2}
 DECISIONS = {1: "pass", 2: "review", 3: "fail"}
 THRESHOLDS = {"image": 1, "review": 2, "fail": 3, "pixel": 4}
+BEYOND_DATA = {"log_normal_tail": 0, "refuse": 1}
 
 
 class VaradError(Exception):
@@ -149,6 +153,11 @@ class _Params(ctypes.Structure):
         ("map_norm", ctypes.c_uint32),
         ("neighbour_weight", ctypes.c_float),
         ("neighbour_bank_tokens", ctypes.c_uint32),
+        ("cross_fit_folds", ctypes.c_uint32),
+        ("beyond_data", ctypes.c_uint32),
+        ("target_false_fail_rate", ctypes.c_double),
+        ("catch_known_defects", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
     ]
 
 
@@ -217,6 +226,35 @@ class _TrainReport(ctypes.Structure):
     ]
 
 
+def _rate_fields(prefix: str) -> list:
+    return [
+        (f"{prefix}_requested", ctypes.c_double),
+        (f"{prefix}_threshold", ctypes.c_float),
+        (f"{prefix}_extrapolated", ctypes.c_uint32),
+        (f"{prefix}_expected", ctypes.c_double),
+        (f"{prefix}_conformal_rate", ctypes.c_double),
+        (f"{prefix}_upper_bound", ctypes.c_double),
+        (f"{prefix}_images_needed", ctypes.c_uint64),
+        (f"{prefix}_images_needed_confident", ctypes.c_uint64),
+    ]
+
+
+class _CalibrationReport(ctypes.Structure):
+    _fields_ = [
+        ("size", c_size_t),
+        ("n", ctypes.c_uint32),
+        ("cross_fitted", ctypes.c_uint32),
+        ("held_out", ctypes.c_uint32),
+        ("folds", ctypes.c_uint32),
+        ("achievable_rate", ctypes.c_double),
+    ] + _rate_fields("review") + _rate_fields("fail") + [
+        ("known_defects", ctypes.c_uint32),
+        ("escapes", ctypes.c_uint32),
+        ("review_lowered", ctypes.c_uint32),
+        ("review_lowered_from", ctypes.c_float),
+    ]
+
+
 _PROGRESS_CB = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.POINTER(_Progress), ctypes.c_void_p)
 _LOG_CB = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_void_p)
 LOG_LEVELS = {"error": 1, "warn": 2, "info": 3, "debug": 4}
@@ -261,7 +299,10 @@ def _declare(lib: ctypes.CDLL) -> None:
         "varad_set_decision_thresholds": (st, [V, ctypes.c_float, ctypes.c_float]),
         "varad_training_set_create": (st, [V, P(V)]),
         "varad_training_set_add": (st, [V, V, P(_ImageView)]),
+        "varad_training_set_add_defective": (st, [V, V, P(_ImageView)]),
         "varad_training_set_count": (st, [V, P(c_size_t)]),
+        "varad_training_set_defective_count": (st, [V, P(c_size_t)]),
+        "varad_get_calibration_report": (st, [V, P(_CalibrationReport)]),
         "varad_training_set_destroy": (None, [V]),
         "varad_train": (st, [V, V, _PROGRESS_CB, V, P(_TrainReport)]),
         "varad_score": (st, [V, P(_ImageView), P(_ScoreParams), P(V)]),
@@ -272,6 +313,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "varad_result_image_score": (st, [V, P(ctypes.c_float)]),
         "varad_result_normalised_score": (st, [V, P(ctypes.c_float)]),
         "varad_result_decision": (st, [V, P(ctypes.c_uint32)]),
+        "varad_result_p_value": (st, [V, P(ctypes.c_double)]),
         "varad_result_regions": (st, [V, P(P(_Region)), P(c_size_t), P(c_size_t)]),
         "varad_write_heatmap_png": (st, [V, ctypes.c_char_p, ctypes.c_float]),
         "varad_set_log_callback": (st, [_LOG_CB, V, ctypes.c_uint32]),
@@ -284,15 +326,20 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 def _load_library() -> ctypes.CDLL:
     lib = ctypes.CDLL(_find_library())
-    _declare(lib)
+    lib.varad_version_number.restype = ctypes.c_uint32
+    lib.varad_version_string.restype = ctypes.c_char_p
     number = lib.varad_version_number()
     major, minor = number // 1_000_000, number // 1000 % 1000
-    # A different major version (for 0.x: a different minor) may have another ABI.
-    if major != HEADER_VERSION[0] or (major == 0 and minor != HEADER_VERSION[1]):
+    # A different major version (for 0.x: a different minor) may have another ABI; an
+    # older minor version lacks functions these bindings declare. Checked before they are
+    # looked up, so the error says which library it is.
+    if major != HEADER_VERSION[0] or minor < HEADER_VERSION[1] or (
+            major == 0 and minor != HEADER_VERSION[1]):
         raise ImportError(
             f"libvarad {lib.varad_version_string().decode()} does not match these bindings "
             f"({'.'.join(map(str, HEADER_VERSION))})"
         )
+    _declare(lib)
     return lib
 
 
@@ -402,8 +449,10 @@ class Region:
 
 @dataclass
 class ScoreResult:
-    """One image's result. `normalised_score`, `decision` and `regions` are None for an
-    uncalibrated model; `raw_map` is None unless asked for."""
+    """One image's result. `normalised_score`, `decision`, `regions` and `p_value` are None
+    for an uncalibrated model; `raw_map` is None unless asked for. `p_value` is the
+    conformal p-value of the image score against the calibration's normal scores,
+    (1 + #{normal scores >= score}) / (n + 1): small is unlike any good part."""
 
     map: np.ndarray
     image_score: float
@@ -412,6 +461,57 @@ class ScoreResult:
     regions: Optional[List[Region]]
     regions_found: Optional[int]
     raw_map: Optional[np.ndarray] = None
+    p_value: Optional[float] = None
+
+
+@dataclass
+class RateReport:
+    """What one decision threshold promises about good parts (rates are fractions).
+
+    `requested`: the rate asked for (0 for a fail threshold from `review_band`);
+    `expected`: the rate to expect (the requested one when `extrapolated`, an assumption
+    of a log-normal tail, else `conformal_rate`); `conformal_rate`: the
+    distribution-free rate on average; `upper_bound`: its 95% upper bound for this
+    calibration; `images_needed` / `images_needed_confident`: good images the requested
+    rate needs on average / with 95% confidence."""
+
+    requested: float
+    threshold: float
+    expected: float
+    conformal_rate: float
+    upper_bound: float
+    extrapolated: bool
+    images_needed: int
+    images_needed_confident: int
+
+
+@dataclass
+class CalibrationReport:
+    """What a calibration was fitted on and what its thresholds promise
+    (varad_get_calibration_report): `n` normal scores (`cross_fitted` training images
+    scored out-of-sample in `folds` folds, `held_out` images), the smallest supported
+    rate `achievable_rate` = 1 / (n + 1), the `review` and `fail` thresholds' RateReport,
+    the known-defective examples scored and how many of them pass (`escapes`), and the
+    review threshold before it was lowered to catch them (None when it was not)."""
+
+    n: int
+    cross_fitted: int
+    held_out: int
+    folds: int
+    achievable_rate: float
+    review: RateReport
+    fail: RateReport
+    known_defects: int
+    escapes: int
+    review_lowered_from: Optional[float]
+
+
+def _rate_report(c: _CalibrationReport, prefix: str) -> RateReport:
+    def get(name):
+        return getattr(c, f"{prefix}_{name}")
+    return RateReport(get("requested"), get("threshold"), get("expected"), get("conformal_rate"),
+                      get("upper_bound"), bool(get("extrapolated")), get("images_needed"),
+                      get("images_needed_confident"))
 
 
 @dataclass
@@ -432,11 +532,13 @@ def _read_result(handle: ctypes.c_void_p, heatmap: Optional[str] = None) -> Scor
     heat = np.ctypeslib.as_array(ptr, shape=(n.value,)).copy().reshape(h.value, w.value)
     score = ctypes.c_float()
     _check(_lib.varad_result_image_score(handle, ctypes.byref(score)))
-    norm, decision = ctypes.c_float(), ctypes.c_uint32()
+    norm, decision, p_value = ctypes.c_float(), ctypes.c_uint32(), ctypes.c_double()
     status = _lib.varad_result_normalised_score(handle, ctypes.byref(norm))
-    normalised = decision_name = regions = found_n = None
+    normalised = decision_name = regions = found_n = p = None
     if status == 0:
         normalised = norm.value
+        _check(_lib.varad_result_p_value(handle, ctypes.byref(p_value)))
+        p = p_value.value
         _check(_lib.varad_result_decision(handle, ctypes.byref(decision)))
         decision_name = DECISIONS[decision.value]
         rptr = ctypes.POINTER(_Region)()
@@ -455,7 +557,7 @@ def _read_result(handle: ctypes.c_void_p, heatmap: Optional[str] = None) -> Scor
         raw = np.ctypeslib.as_array(ptr, shape=(n.value,)).copy().reshape(rh.value, rw.value)
     if heatmap is not None:
         _check(_lib.varad_write_heatmap_png(handle, _encode(heatmap), 0.0))
-    return ScoreResult(heat, score.value, normalised, decision_name, regions, found_n, raw)
+    return ScoreResult(heat, score.value, normalised, decision_name, regions, found_n, raw, p)
 
 
 # ---- the model ----
@@ -488,7 +590,9 @@ class Model:
         each with the range its documentation in varad.h states. A value outside it
         raises VaradError VARAD_ERR_CONFIG naming every such field (`params.sigma`), before
         the backbone is opened; an integer the field's C type cannot hold raises
-        ValueError (ctypes would silently wrap it into another, perhaps valid, value)."""
+        ValueError (ctypes would silently wrap it into another, perhaps valid, value).
+        `beyond_data` takes "log_normal_tail" or "refuse" (or the C value) and
+        `catch_known_defects` a bool."""
         p = _init(_Params, _lib.varad_params_init)
         keep = [_encode(backbone), _encode(runtime_path)]
         p.backbone_path, p.runtime_path = keep
@@ -500,6 +604,12 @@ class Model:
         for key, value in params.items():
             if key not in known or key in ("size", "backbone_path", "runtime_path", "levels"):
                 raise TypeError(f"unknown model parameter {key!r}")
+            if key == "beyond_data" and isinstance(value, str):
+                if value not in BEYOND_DATA:
+                    raise ValueError(f"beyond_data must be one of {', '.join(BEYOND_DATA)}, not {value!r}")
+                value = BEYOND_DATA[value]
+            if isinstance(value, bool):
+                value = int(value)
             _check_fits(_Params, key, value)
             setattr(p, key, value)
         handle = ctypes.c_void_p()
@@ -546,17 +656,22 @@ class Model:
         _check(_lib.varad_save(self._h(), _encode(path)))
 
     def train(self, images: Iterable[np.ndarray], progress: Optional[Callable[[Progress], bool]] = None,
-              bgr: bool = False) -> dict:
-        """Trains on good images (each added, then no longer needed). `progress` gets a
-        Progress after every step; returning True cancels (CancelledError, model unchanged).
-        Returns the training report as a dict."""
+              bgr: bool = False, defective: Iterable[np.ndarray] = ()) -> dict:
+        """Trains on good images (each added, then no longer needed). `defective`: images
+        of bad parts, never trained on: calibration scores them and the calibration
+        report counts those that would pass (with catch_known_defects=True the review
+        threshold is lowered until none does). `progress` gets a Progress after every
+        step; returning True cancels (CancelledError, model unchanged). Returns the
+        training report as a dict."""
         s = ctypes.c_void_p()
         _check(_lib.varad_training_set_create(self._h(), ctypes.byref(s)))
         try:
-            for image in images:
-                view, keep = _view(image, bgr)
-                _check(_lib.varad_training_set_add(s, self._h(), ctypes.byref(view)))
-                del keep
+            for add, group in ((_lib.varad_training_set_add, images),
+                               (_lib.varad_training_set_add_defective, defective)):
+                for image in group:
+                    view, keep = _view(image, bgr)
+                    _check(add(s, self._h(), ctypes.byref(view)))
+                    del keep
             raised: list = []
 
             def on_progress(p, _user):
@@ -627,6 +742,16 @@ class Model:
 
     def set_decision_thresholds(self, review: float, fail: float) -> None:
         _check(_lib.varad_set_decision_thresholds(self._h(), review, fail))
+
+    def calibration_report(self) -> CalibrationReport:
+        """What the calibration rests on and what its thresholds promise (VaradError
+        NOT_CALIBRATED before training)."""
+        c = _CalibrationReport(size=ctypes.sizeof(_CalibrationReport))
+        _check(_lib.varad_get_calibration_report(self._h(), ctypes.byref(c)))
+        return CalibrationReport(
+            c.n, c.cross_fitted, c.held_out, c.folds, c.achievable_rate,
+            _rate_report(c, "review"), _rate_report(c, "fail"), c.known_defects, c.escapes,
+            c.review_lowered_from if c.review_lowered else None)
 
     @property
     def active_device(self) -> str:

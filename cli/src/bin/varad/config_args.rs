@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use varad::model::MapNorm;
+use varad::score::BeyondData;
 use varad::{Config, Device, Error, Result};
 
 /// Configuration flags: a full `Config` JSON file and/or single settings over it.
@@ -66,6 +67,36 @@ pub struct ConfigArgs {
     /// 1024].
     #[arg(long, value_name = "N")]
     pub neighbour_bank_tokens: Option<usize>,
+    /// Folds of the cross-fitting that scores every training image out-of-sample for the
+    /// calibration, 0 = none (only held-back images are scored) [default: the
+    /// configuration's, 5].
+    #[arg(long, value_name = "K")]
+    pub cross_fit_folds: Option<usize>,
+    /// The share of good parts the review threshold may send to review (or fail), in
+    /// (0, 1) [default: the configuration's, 0.01].
+    #[arg(long, value_name = "RATE")]
+    pub target_false_reject_rate: Option<f64>,
+    /// The share of good parts the fail threshold may fail, in [0, 1); 0 = the review
+    /// threshold plus the review band (no stated rate) [default: the configuration's,
+    /// 0.001].
+    #[arg(long, value_name = "RATE")]
+    pub target_false_fail_rate: Option<f64>,
+    /// When the good images are too few for a requested rate: log_normal_tail
+    /// (extrapolate, flagged in the calibration report) or refuse (stop, saying how many
+    /// images the rate needs) [default: the configuration's, log_normal_tail].
+    #[arg(long, value_name = "RULE", value_parser = parse_beyond_data)]
+    pub beyond_data: Option<BeyondData>,
+    /// Lower the review threshold until no known-defective example (train
+    /// --known-defects) passes: true or false; the flag alone means true [default: the
+    /// configuration's, false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub catch_known_defects: Option<bool>,
+}
+
+/// Parses the rule for rates beyond the data: log_normal_tail or refuse.
+pub fn parse_beyond_data(text: &str) -> std::result::Result<BeyondData, String> {
+    text.parse::<BeyondData>()
+        .map_err(|e| e.message().to_string())
 }
 
 /// Parses a map normalisation name.
@@ -162,6 +193,22 @@ impl ConfigArgs {
         if let Some(v) = self.neighbour_bank_tokens {
             config.train.neighbour_bank_tokens = v;
         }
+        if let Some(v) = self.cross_fit_folds {
+            config.train.cross_fit_folds = v;
+        }
+        let calibration = &mut config.score.calibration;
+        if let Some(v) = self.target_false_reject_rate {
+            calibration.target_false_reject_rate = v;
+        }
+        if let Some(v) = self.target_false_fail_rate {
+            calibration.target_false_fail_rate = v;
+        }
+        if let Some(v) = self.beyond_data {
+            calibration.beyond_data = v;
+        }
+        if let Some(v) = self.catch_known_defects {
+            calibration.catch_known_defects = v;
+        }
         config.directions.sort_unstable();
         config.validate()?;
         Ok(config)
@@ -225,5 +272,44 @@ mod tests {
         };
         let err = args.build(Some(Path::new("b.onnx")), None).unwrap_err();
         assert!(err.message().contains("twice"), "{err}");
+    }
+
+    #[test]
+    fn calibration_flags_reach_the_configuration() {
+        assert_eq!(parse_beyond_data("refuse"), Ok(BeyondData::Refuse));
+        assert!(parse_beyond_data("guess").unwrap_err().contains("guess"));
+        let args = ConfigArgs {
+            cross_fit_folds: Some(7),
+            target_false_reject_rate: Some(0.05),
+            target_false_fail_rate: Some(0.0),
+            beyond_data: Some(BeyondData::Refuse),
+            catch_known_defects: Some(true),
+            ..ConfigArgs::default()
+        };
+        let c = args.build(Some(Path::new("b.onnx")), None).unwrap();
+        let cal = c.score.calibration;
+        assert_eq!(c.train.cross_fit_folds, 7);
+        assert_eq!(
+            (cal.target_false_reject_rate, cal.target_false_fail_rate),
+            (0.05, 0.0)
+        );
+        assert_eq!(cal.beyond_data, BeyondData::Refuse);
+        assert!(cal.catch_known_defects);
+        let args = ConfigArgs {
+            target_false_fail_rate: Some(1.0),
+            cross_fit_folds: Some(1001),
+            ..ConfigArgs::default()
+        };
+        let err = args.build(Some(Path::new("b.onnx")), None).unwrap_err();
+        assert!(
+            err.message()
+                .contains("score.calibration.target_false_fail_rate 1 is not in [0, 1)"),
+            "{err}"
+        );
+        assert!(
+            err.message()
+                .contains("train.cross_fit_folds 1001 is not in [0, 1000]"),
+            "{err}"
+        );
     }
 }

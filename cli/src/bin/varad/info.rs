@@ -1,16 +1,25 @@
-//! `varad info`: the library version, the ONNX Runtime found, and a backbone's contract.
+//! `varad info`: the library version, the ONNX Runtime found, a backbone's contract, and
+//! a model file's calibration report.
 
 use std::path::PathBuf;
 
 use varad::backbone::{runtime, Backbone, BackboneOptions};
-use varad::{Device, Result};
+use varad::model_file::LoadOptions;
+use varad::{Device, Model, Result};
+
+use crate::calibration_report;
 
 /// Arguments of `varad info`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// A backbone ONNX file to open and describe.
+    /// A backbone ONNX file to open and describe (with --model: the model's backbone, if
+    /// it is no longer where the model says).
     #[arg(long, value_name = "FILE")]
     backbone: Option<PathBuf>,
+    /// A model file: print its calibration report (how many good images its thresholds
+    /// rest on and what they promise).
+    #[arg(long, value_name = "FILE")]
+    model: Option<PathBuf>,
     /// Device for the backbone: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: Device,
@@ -28,6 +37,8 @@ pub fn run(args: Args, runtime_path: Option<PathBuf>) -> Result<()> {
         info.source,
         if rt.has_cuda_provider() { "yes" } else { "no" }
     );
+    let backbone_override = args.backbone.clone();
+    let runtime_for_model = runtime_path.clone();
     if let Some(path) = args.backbone {
         let options = BackboneOptions {
             runtime_path,
@@ -55,6 +66,22 @@ pub fn run(args: Args, runtime_path: Option<PathBuf>) -> Result<()> {
             print!(": {reason}");
         }
         println!("; {} intra-op threads", bb.intra_threads());
+    }
+    if let Some(path) = args.model {
+        let model = Model::load(
+            &path,
+            &LoadOptions {
+                backbone: backbone_override,
+                runtime_path: runtime_for_model,
+                device: Some(args.device),
+                threads: None,
+            },
+        )?;
+        println!("model {}", path.display());
+        match model.calibration() {
+            Some(c) => println!("{}", calibration_report::format(&c.report())),
+            None => println!("calibration: none (the model is not trained)"),
+        }
     }
     Ok(())
 }

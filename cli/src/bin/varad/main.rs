@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod bench;
+mod calibration_report;
 mod config_args;
 mod eval;
 mod info;

@@ -31,8 +31,10 @@ pub struct Args {
     /// regions) and `DIR/good/000_overlay.png`, and the same three under `DIR/crack/`.
     ///
     /// `DIR/results.csv` gets one row per image as soon as it is scored, with the columns
-    /// path, score, normalised_score, decision, regions (the last three empty for an
-    /// uncalibrated model); a line per image is printed too.
+    /// path, score, normalised_score, decision, regions, p_value (the last four empty for
+    /// an uncalibrated model; p_value is the conformal p-value of the score against the
+    /// calibration's good-image scores: small is unlike any good part); a line per image
+    /// is printed too.
     ///
     /// Two images that would write the same file, and results an earlier run left in DIR
     /// (unless --overwrite), are refused before any image is scored.
@@ -95,6 +97,7 @@ pub fn run(args: Args, runtime: Option<PathBuf>) -> Result<()> {
             normalised_score: a.normalised_score,
             decision: a.decision,
             regions: a.regions_found,
+            p_value: a.p_value,
         });
         summary.append(&SummaryRow {
             path: &shown,
@@ -138,6 +141,7 @@ fn verdict(path: &Path, result: &ScoreResult) -> serde_json::Value {
         "decision": a.map(|a| a.decision),
         "regions": a.map(|a| &a.regions),
         "regions_found": a.map(|a| a.regions_found),
+        "p_value": a.map(|a| a.p_value),
     })
 }
 

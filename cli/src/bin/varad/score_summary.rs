@@ -12,7 +12,7 @@ use varad::{Error, Result};
 use crate::score_layout::Existing;
 
 /// The summary's columns, in order.
-pub const HEADER: &str = "path,score,normalised_score,decision,regions";
+pub const HEADER: &str = "path,score,normalised_score,decision,regions,p_value";
 
 /// One image's line of the summary.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +35,8 @@ pub struct Assessed {
     pub decision: Decision,
     /// Defect regions found (the JSON lists at most the configured number of them).
     pub regions: usize,
+    /// The conformal p-value of the score against the calibration's normal scores.
+    pub p_value: f64,
 }
 
 /// An open summary file.
@@ -94,8 +96,9 @@ fn format_row(row: &SummaryRow) -> String {
             a.normalised_score.to_string(),
             decision_name(a.decision).to_string(),
             a.regions.to_string(),
+            a.p_value.to_string(),
         ]),
-        None => cells.extend([String::new(), String::new(), String::new()]),
+        None => cells.extend([String::new(), String::new(), String::new(), String::new()]),
     }
     cells.join(",")
 }
@@ -131,15 +134,16 @@ mod tests {
                 normalised_score: 1.5,
                 decision: Decision::Fail,
                 regions: 3,
+                p_value: 0.125,
             }),
         };
-        assert_eq!(format_row(&row), "\"a,1.png\",0.25,1.5,fail,3");
+        assert_eq!(format_row(&row), "\"a,1.png\",0.25,1.5,fail,3,0.125");
         let row = SummaryRow {
             path: "b.png",
             score: 2.0,
             assessed: None,
         };
-        assert_eq!(format_row(&row), "b.png,2,,,");
+        assert_eq!(format_row(&row), "b.png,2,,,,");
     }
 
     #[test]
@@ -156,7 +160,7 @@ mod tests {
         // Read while the summary is still open, as after a crash.
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
-            format!("{HEADER}\nx.png,1,,,\n")
+            format!("{HEADER}\nx.png,1,,,,\n")
         );
         drop(summary);
         let err = Summary::create(&path, Existing::Refuse).err().unwrap();

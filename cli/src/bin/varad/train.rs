@@ -8,6 +8,7 @@ use varad::image::{read_image_file, ImageLimits};
 use varad::train::TrainingSet;
 use varad::{Model, Result};
 
+use crate::calibration_report;
 use crate::config_args::{collect_images, ConfigArgs};
 
 /// Arguments of `varad train`.
@@ -21,6 +22,11 @@ pub struct Args {
     out: PathBuf,
     #[command(flatten)]
     config: ConfigArgs,
+    /// Images of bad parts (files or folders; may be repeated): never trained on, they
+    /// are scored at calibration and the report says how many would pass; with
+    /// --catch-known-defects the review threshold is lowered until none does.
+    #[arg(long, value_name = "IMAGE_OR_DIR")]
+    known_defects: Vec<PathBuf>,
     /// Images of good parts: files, or folders whose image files are all used. Part of
     /// them (10 %, at least 3) is held back to calibrate the thresholds.
     #[arg(required = true, value_name = "IMAGE_OR_DIR")]
@@ -44,6 +50,7 @@ pub fn run(args: Args, runtime: Option<PathBuf>) -> Result<()> {
         .config
         .build(args.backbone.as_deref(), runtime.as_deref())?;
     let files = collect_images(&args.inputs)?;
+    let defective = collect_images(&args.known_defects)?;
     let mut model = Model::new(config)?;
     let limits = ImageLimits {
         max_pixels: model.config().max_image_pixels,
@@ -58,6 +65,11 @@ pub fn run(args: Args, runtime: Option<PathBuf>) -> Result<()> {
         set.add(&model, &[image.view()])
             .map_err(|e| e.context(path.display()))?;
         reading.inc(1);
+    }
+    for path in &defective {
+        let image = read_image_file(path, &limits)?;
+        set.add_defective(&model, &[image.view()])
+            .map_err(|e| e.context(path.display()))?;
     }
     reading.finish_and_clear();
     let steps = bar(0, "training {bar:30} {pos}/{len} steps  {msg}");
@@ -103,6 +115,7 @@ pub fn run(args: Args, runtime: Option<PathBuf>) -> Result<()> {
             c.fail_threshold(),
             c.pixel_threshold()
         );
+        println!("{}", calibration_report::format(&c.report()));
     }
     let (memory, spilled) = report.cache_bytes;
     println!(
