@@ -380,7 +380,7 @@ namespace Varad
     public sealed class Model : IDisposable
     {
         /// <summary>The varad.h version these bindings were written for.</summary>
-        public const uint HeaderVersionNumber = 1001000;
+        public const uint HeaderVersionNumber = 1002000;
         readonly ModelHandle handle;
 
         static void CheckVersion()

@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 # The C header these bindings mirror (include/varad.h, VARAD_VERSION_*).
-HEADER_VERSION = (1, 1, 0)
+HEADER_VERSION = (1, 2, 0)
 HEADER_VERSION_NUMBER = HEADER_VERSION[0] * 1_000_000 + HEADER_VERSION[1] * 1000 + HEADER_VERSION[2]
 
 STATUS_NAMES = {
