@@ -11,7 +11,8 @@
 //! ```
 //!
 //! `CATEGORIES=a,b` limits the run to those categories; `NEIGHBOUR_WEIGHT=0` scores
-//! without the neighbour term.
+//! without the neighbour term; `FOLD_SEEDS=2,3` cross-fits again with the folds dealt by
+//! those seeds (training deals them by seed 1).
 //!
 //! The configuration is the README results' (`make results`): levels stride8,stride16,
 //! input 1024 x 1024, CPU, seed 1, the library's defaults otherwise.
@@ -101,7 +102,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut cross = Vec::new();
         for &k in &folds {
             let start = Instant::now();
-            let pool = model.cross_fitted_pool(&set, k)?;
+            let pool = model.cross_fitted_pool(&set, k, 1)?;
             let seconds = start.elapsed().as_secs_f64();
             cross.push(serde_json::json!({
                 "folds": pool.folds,
@@ -110,7 +111,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "seconds": seconds,
             }));
         }
+        // The same fold count dealt by other seeds: how much the scores (and their
+        // maximum, the threshold at these sizes) depend on the deal.
+        let mut reseeded = Vec::new();
+        if let Ok(seeds) = std::env::var("FOLD_SEEDS") {
+            for seed in seeds.split(',') {
+                let seed: u64 = seed.parse()?;
+                for &k in &folds {
+                    let pool = model.cross_fitted_pool(&set, k, seed)?;
+                    reseeded.push(serde_json::json!({
+                        "folds": pool.folds, "seed": seed, "scores": pool.cross_fitted,
+                    }));
+                }
+            }
+        }
         let line = serde_json::json!({
+            "reseeded": reseeded,
             "category": name,
             "set": root.display().to_string(),
             "fit_seconds": report.elapsed.as_secs_f64(),

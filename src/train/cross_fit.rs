@@ -212,17 +212,18 @@ pub(crate) struct FittedStats {
 impl Model {
     /// The normal statistics of the trained model on the plan's training images, and,
     /// when the plan cross-fits, those of every leave-fold-out subset of them (see the
-    /// module's documentation). Held-out calibration images are not used, so their scores
-    /// stay an independent sample.
+    /// module's documentation), the folds dealt by `fold_seed`. Held-out calibration
+    /// images are not used, so their scores stay an independent sample.
     pub(crate) fn fit_normal_stats(
         &self,
         weights: &Weights,
         set: &TrainingSet,
         plan: &CalibrationPlan,
+        fold_seed: u64,
     ) -> Result<FittedStats> {
         let images = &plan.train;
         let fold_of = if plan.folds > 0 {
-            assign_folds(images.len(), plan.folds, self.config().seed)
+            assign_folds(images.len(), plan.folds, fold_seed)
         } else {
             Vec::new()
         };
@@ -362,13 +363,19 @@ impl Model {
 
 impl Model {
     /// The normal pool the trained model's own weights give on `set` (the set it was
-    /// trained on, with its configuration's split) when cross-fitted in `folds` folds,
-    /// without training again: for measuring cross-fitting against held-out and new good
-    /// images, and its cost, on one trained predictor. The model is not changed.
+    /// trained on, with its configuration's split) when cross-fitted in `folds` folds
+    /// dealt by `fold_seed` (training deals them by the configuration's seed), without
+    /// training again: for measuring cross-fitting against held-out and new good images,
+    /// its stability and its cost, on one trained predictor. The model is not changed.
     ///
     /// [`crate::ErrorKind::NotTrained`] for an untrained model; the split's errors.
     #[cfg(feature = "internals")]
-    pub fn cross_fitted_pool(&self, set: &TrainingSet, folds: usize) -> Result<NormalPool> {
+    pub fn cross_fitted_pool(
+        &self,
+        set: &TrainingSet,
+        folds: usize,
+        fold_seed: u64,
+    ) -> Result<NormalPool> {
         if self.calibration().is_none() {
             return Err(Error::new(
                 crate::ErrorKind::NotTrained,
@@ -384,7 +391,7 @@ impl Model {
             self.config().seed,
         )?;
         let weights = self.weights();
-        let stats = self.fit_normal_stats(weights, set, &plan)?;
+        let stats = self.fit_normal_stats(weights, set, &plan, fold_seed)?;
         Ok(self.calibrate_on_pool(weights, &stats, set, &plan)?.1)
     }
 }

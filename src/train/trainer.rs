@@ -328,7 +328,7 @@ impl Model {
         }
         let optimised = start.elapsed();
         let weights = Weights { levels };
-        let stats = self.fit_normal_stats(&weights, set, &plan)?;
+        let stats = self.fit_normal_stats(&weights, set, &plan, self.config().seed)?;
         let (calibration, normal_pool) = self.calibrate_on_pool(&weights, &stats, set, &plan)?;
         let elapsed = start.elapsed();
         let report = TrainReport {
