@@ -136,3 +136,87 @@ fn a_subset_of_directions_trains_and_is_stored_ascending() {
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(err.message().contains("direction 4"), "{err}");
 }
+
+#[test]
+fn cross_fitting_calibrates_without_held_out_images() {
+    let mut c = config();
+    c.train.calibration_fraction = 0.0;
+    c.train.min_calibration_images = 0;
+    c.train.cross_fit_folds = 3;
+    let mut model = Model::new(c).unwrap();
+    let set = training_set(&model, 6);
+    let report = model.fit(&set, |_| ControlFlow::Continue(())).unwrap();
+    assert_eq!(report.train_images, 6);
+    assert!(report.calibration_images.is_empty());
+    let pool = &report.normal_pool;
+    assert_eq!((pool.folds, pool.cross_fitted.len()), (3, 6));
+    assert!(pool.held_out.is_empty());
+    assert!(pool.cross_fitted.iter().all(|s| s.is_finite()));
+    assert!(report.calibration_elapsed <= report.elapsed);
+    let calibration = model.calibration().expect("calibrated");
+    assert_eq!(calibration.normal_scores().count, 6);
+    // Every training image is scored by statistics fitted without it: not the score the
+    // trained model (statistics of all six) gives it.
+    let in_sample: Vec<f32> = (0..6)
+        .map(|i| {
+            let (values, geometry) = set.image(i).unwrap();
+            model
+                .score_one_features(&values, &geometry, &Default::default())
+                .unwrap()
+                .image_score
+        })
+        .collect();
+    assert!(
+        pool.cross_fitted
+            .iter()
+            .zip(&in_sample)
+            .all(|(a, b)| a != b),
+        "{:?} vs {in_sample:?}",
+        pool.cross_fitted
+    );
+
+    // Held-out images join the pool.
+    let mut c = config();
+    c.train.cross_fit_folds = 2;
+    let mut model = Model::new(c).unwrap();
+    let report = model
+        .fit(&training_set(&model, 8), |_| ControlFlow::Continue(()))
+        .unwrap();
+    let pool = &report.normal_pool;
+    assert_eq!(
+        (pool.folds, pool.cross_fitted.len(), pool.held_out.len()),
+        (2, 5, 3)
+    );
+    assert_eq!(model.calibration().unwrap().normal_scores().count, 8);
+}
+
+#[test]
+fn a_pool_too_small_to_calibrate_is_refused_before_training() {
+    let refused = |folds: usize, images: u64| {
+        let mut c = config();
+        c.train.calibration_fraction = 0.0;
+        c.train.min_calibration_images = 0;
+        c.train.cross_fit_folds = folds;
+        let mut model = Model::new(c).unwrap();
+        let set = training_set(&model, images);
+        let mut steps = 0;
+        let err = model
+            .fit(&set, |_| {
+                steps += 1;
+                ControlFlow::Continue(())
+            })
+            .unwrap_err();
+        assert_eq!(steps, 0, "refused after {steps} steps");
+        assert!(model.calibration().is_none());
+        err
+    };
+    let err = refused(5, 2);
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.message().contains("at least 3 are needed"), "{err}");
+    let err = refused(2, 3);
+    assert!(err.message().contains("at least 4 are needed"), "{err}");
+    // Neither held-out images nor cross-fitting: nothing to calibrate on.
+    let err = refused(0, 8);
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.message().contains("cross_fit_folds"), "{err}");
+}

@@ -52,8 +52,13 @@ pub const MAX_BYTES: u64 = 1 << 50;
 pub const MIN_CALIBRATION_IMAGES: usize = 0;
 /// Most images held back for calibration.
 pub const MAX_CALIBRATION_IMAGES: usize = 1 << 20;
-/// Most folds of the cross-fitting of the training images' normal scores.
-pub const MAX_CROSS_FIT_FOLDS: usize = 1000;
+/// Fewest cross-fitting folds when cross-fitting is on (`train.cross_fit_folds` is 0, off,
+/// or in `[MIN_CROSS_FIT_FOLDS, MAX_CROSS_FIT_FOLDS]`): one fold would leave nothing to fit
+/// its statistics on.
+pub const MIN_CROSS_FIT_FOLDS: usize = 2;
+/// Most cross-fitting folds: each fold builds its own neighbour bank over the other
+/// folds' images, so the cost grows with the folds times the images.
+pub const MAX_CROSS_FIT_FOLDS: usize = 64;
 /// Most tokens of the neighbour memory bank (each one is read for every scored token).
 pub const MAX_BANK_TOKENS: usize = 1 << 20;
 /// Largest weight of the nearest-neighbour term, in standard deviations of the normal

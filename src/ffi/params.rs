@@ -261,9 +261,10 @@ pub struct VaradParams {
     /// 0.1.
     pub calibration_fraction: f64,
     /// Fewest images held back for calibration. Range: [0, 1048576]. Default: 3. The
-    /// thresholds need at least 3 held-back images: `varad_train` refuses a set whose split
-    /// (the larger of this and `calibration_fraction` of the images) holds fewer, before
-    /// it trains.
+    /// thresholds need at least 3 normal scores: with cross-fitting (`cross_fit_folds`)
+    /// the training images give them and held-back images are optional; without it,
+    /// `varad_train` refuses a set whose split (the larger of this and
+    /// `calibration_fraction` of the images) holds back fewer than 3, before it trains.
     pub min_calibration_images: u32,
     /// Smallest defect region reported, in pixels; 0 and 1 keep every region. Range: [0,
     /// max_image_pixels]. Default: 1.
@@ -310,8 +311,8 @@ pub struct VaradParams {
     pub neighbour_bank_tokens: u32,
     /// Folds of the cross-fitting that scores every training image out-of-sample (each
     /// fold's images scored by statistics fitted without them), so the thresholds rest on
-    /// the training images too; 0 = none (only held-back images are scored). Range: [0,
-    /// 1000]. Default: 5.
+    /// the training images too; 0 = none (only held-back images are scored), 1 is refused
+    /// (a single fold leaves no image to fit its statistics on). Range: [0, 64]. Default: 5.
     pub cross_fit_folds: u32,
     /// What calibration does when the normal scores are too few for a requested rate.
     /// Range: a `VaradBeyondData` value. Default: `VARAD_BEYOND_DATA_LOG_NORMAL_TAIL`.

@@ -71,7 +71,7 @@ pub use decision::Decision;
 pub use heatmap::grey_levels;
 pub use image_map::map_to_image;
 pub use image_score::{check_model_map, image_score, ImageScore};
-pub(crate) use quantile::quantile_of_all;
+pub(crate) use quantile::StreamingQuantile;
 pub use regions::{find_regions, Region};
 #[cfg(any(test, feature = "internals"))]
 pub use resize::resize_bilinear;

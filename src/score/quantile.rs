@@ -1,6 +1,9 @@
-//! Quantiles: of a few image scores (sorted), and of very many pixels (without sorting).
+//! Quantiles: of a few image scores (sorted), of very many pixels (without sorting), and
+//! of pixels that arrive map by map (without holding the maps).
 
 use rayon::prelude::*;
+
+use crate::{Error, ErrorKind, Result};
 
 /// Histogram bins per refinement pass.
 const BINS: usize = 4096;
@@ -69,6 +72,104 @@ fn quantile_with_limit(maps: &[&[f32]], q: f64, collect_limit: usize) -> f32 {
             return *v;
         }
         (lo, hi) = min_max_where(maps, in_bin);
+    }
+}
+
+/// The quantile [`quantile_of_all`] gives, of values that arrive map by map, without
+/// holding them all: their total count `N` is known up front, so the answer's rank
+/// `r = ceil(q * N)` is too, and only the values that can still be the answer are kept:
+/// the `N - r + 1` largest so far (the answer is the smallest of them) or, when that is
+/// the larger side, the `r` smallest (the answer is the largest of them). Memory is that
+/// many values plus one map; at `q = 1` (the largest pixel) it is one value. Exact: the
+/// same value as [`quantile_of_all`] over the same maps.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamingQuantile {
+    total: usize,
+    seen: usize,
+    /// How many values to keep.
+    keep: usize,
+    /// Whether the largest values are kept (else the smallest, stored negated so that
+    /// both sides keep the largest keys).
+    largest: bool,
+    keys: Vec<f32>,
+    /// The smallest kept key once `keys` holds `keep` of them: a smaller or equal key
+    /// cannot change the answer.
+    cutoff: Option<f32>,
+}
+
+impl StreamingQuantile {
+    /// The `q`-quantile (`0 < q <= 1`) of `total` values (at least one, no NaN), pushed
+    /// later with [`StreamingQuantile::push`].
+    pub(crate) fn new(total: usize, q: f64) -> Self {
+        assert!(total > 0 && q > 0.0 && q <= 1.0);
+        let rank = ((q * total as f64).ceil() as usize).clamp(1, total);
+        let from_top = total - rank + 1;
+        let largest = from_top <= rank;
+        StreamingQuantile {
+            total,
+            seen: 0,
+            keep: if largest { from_top } else { rank },
+            largest,
+            keys: Vec::new(),
+            cutoff: None,
+        }
+    }
+
+    /// Takes the next map's values.
+    ///
+    /// [`ErrorKind::Internal`] when the values pushed exceed the total announced.
+    pub(crate) fn push(&mut self, values: &[f32]) -> Result<()> {
+        self.seen += values.len();
+        if self.seen > self.total {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                format!(
+                    "pixel quantile: {} values arrived, {} were announced",
+                    self.seen, self.total
+                ),
+            ));
+        }
+        let sign = if self.largest { 1.0 } else { -1.0 };
+        let cutoff = self.cutoff;
+        self.keys.extend(
+            values
+                .iter()
+                .map(|&v| sign * v)
+                .filter(|&k| cutoff.is_none_or(|c| k > c)),
+        );
+        if self.keys.len() >= 2 * self.keep {
+            self.compact();
+        }
+        Ok(())
+    }
+
+    /// Keeps the `keep` largest keys and notes the smallest of them.
+    fn compact(&mut self) {
+        if self.keys.len() < self.keep {
+            return;
+        }
+        let k = self.keep - 1;
+        self.keys.select_nth_unstable_by(k, |a, b| b.total_cmp(a));
+        self.keys.truncate(self.keep);
+        self.cutoff = self.keys.iter().copied().reduce(f32::min);
+    }
+
+    /// The quantile, once every announced value was pushed.
+    ///
+    /// [`ErrorKind::Internal`] when fewer values arrived than were announced.
+    pub(crate) fn finish(mut self) -> Result<f32> {
+        if self.seen != self.total {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                format!(
+                    "pixel quantile: {} values arrived, {} were announced",
+                    self.seen, self.total
+                ),
+            ));
+        }
+        self.compact();
+        let key = self.cutoff.expect("`keep` is at most the total pushed");
+        Ok(if self.largest { key } else { -key })
     }
 }
 
@@ -143,5 +244,38 @@ mod tests {
                 "q {q}"
             );
         }
+    }
+
+    #[test]
+    fn streaming_matches_all_maps_at_once() {
+        let a: Vec<f32> = noise(3000, 21).iter().map(|v| (v * 20.0).floor()).collect();
+        let b: Vec<f32> = noise(5000, 22).iter().map(|v| v * 3.0 - 1.0).collect();
+        let c = vec![0.5f32; 700];
+        let d: Vec<f32> = noise(1, 23);
+        let maps: Vec<&[f32]> = vec![&a, &b, &c, &d];
+        let total = maps.iter().map(|m| m.len()).sum();
+        for q in [1e-9, 0.01, 0.3, 0.5, 0.5001, 0.9, 0.999, 0.9999, 1.0] {
+            let mut s = StreamingQuantile::new(total, q);
+            for m in &maps {
+                s.push(m).unwrap();
+            }
+            assert_eq!(s.finish().unwrap(), quantile_of_all(&maps, q), "q {q}");
+        }
+        // The top values of a large map arrive after a cutoff was set: they replace it.
+        let rising: Vec<f32> = (0..10_000).map(|i| i as f32).collect();
+        let mut s = StreamingQuantile::new(10_000, 0.999);
+        for chunk in rising.chunks(7) {
+            s.push(chunk).unwrap();
+        }
+        assert!(s.keys.len() <= 2 * 10 + 7, "{} values held", s.keys.len());
+        assert_eq!(s.finish().unwrap(), quantile_of_all(&[&rising], 0.999));
+    }
+
+    #[test]
+    fn streaming_refuses_a_count_other_than_announced() {
+        let mut s = StreamingQuantile::new(3, 1.0);
+        s.push(&[1.0, 2.0]).unwrap();
+        assert_eq!(s.clone().finish().unwrap_err().kind(), ErrorKind::Internal);
+        assert_eq!(s.push(&[1.0, 2.0]).unwrap_err().kind(), ErrorKind::Internal);
     }
 }

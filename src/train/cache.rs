@@ -139,6 +139,14 @@ impl TokenCache {
         Ok(())
     }
 
+    /// Where image `index` landed in the input.
+    pub fn geometry(&self, index: usize) -> Result<InputGeometry> {
+        self.entries
+            .get(index)
+            .map(|e| e.geometry)
+            .ok_or_else(|| Error::invalid_argument(format!("no cached image {index}")))
+    }
+
     /// The maps of image `index`, back in f32.
     pub fn get(&self, index: usize) -> Result<CachedImage> {
         let entry = &self.entries[index];

@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 use crate::image::{ImageView, InputGeometry};
 use crate::model::combine::resize_adjoint_of_ones;
 use crate::model::neighbours::NeighbourBank;
-use crate::model::normal_stats::LevelStatsBuilder;
-use crate::model::{LevelParams, Model, NormalStats, ScoreOptions, Weights};
+use crate::model::{LevelParams, Model, Weights};
 use crate::predictor::rng::SplitMix64;
-use crate::score::quantile_of_all;
+use crate::model::ScoreOptions;
 use crate::score::{Calibration, NormalPool};
 use crate::{Error, ErrorKind, Result};
 
 use super::adamw::AdamW;
 use super::cache::TokenCache;
+use super::cross_fit::calibration_plan;
 use super::predictor_training::start as start_training;
 
 /// Where training is, for the progress callback.
@@ -54,6 +54,12 @@ pub struct TrainReport {
     pub variance_ratios: Vec<Vec<f64>>,
     /// Wall time of `fit`.
     pub elapsed: Duration,
+    /// The part of `elapsed` after the optimisation: the normal statistics, the
+    /// cross-fitting and the calibration.
+    pub calibration_elapsed: Duration,
+    /// The out-of-sample normal scores the thresholds were fitted on, by where they came
+    /// from (cross-fitted training images, held-out images).
+    pub normal_pool: NormalPool,
     /// Token cache bytes in memory and spilled to disk.
     pub cache_bytes: (u64, u64),
 }
@@ -133,41 +139,27 @@ impl TrainingSet {
         let cached = self.cache.get(index)?;
         Ok((cached.values, cached.geometry))
     }
+
+    /// Where image `index` landed in the input (its maps are not read).
+    pub fn geometry(&self, index: usize) -> Result<InputGeometry> {
+        self.cache.geometry(index)
+    }
 }
 
-/// The images held back for calibration: `max(min, round(fraction * n))` of them, chosen
-/// by the seed. At least one image must be left to train on.
+/// The images held back for calibration without cross-fitting: `max(min, round(fraction
+/// * n))` of them, chosen by the seed, as `(train, held out)`. At least
+/// [`crate::score::MIN_NORMAL_IMAGES`] must be held back and one image left to train on
+/// ([`calibration_plan`] with 0 folds).
 pub fn calibration_split(
     n: usize,
     fraction: f64,
     min: usize,
     seed: u64,
 ) -> Result<(Vec<usize>, Vec<usize>)> {
-    let held = ((fraction * n as f64).round() as usize).max(min);
-    if held < crate::score::MIN_NORMAL_IMAGES {
-        return Err(Error::config(format!(
-            "{n} training images with calibration_fraction {fraction} and \
-             min_calibration_images {min} hold back {held} for calibration; the thresholds \
-             need at least {}: raise min_calibration_images",
-            crate::score::MIN_NORMAL_IMAGES
-        )));
-    }
-    if n <= held {
-        return Err(Error::invalid_argument(format!(
-            "{n} training images: {held} are held back for calibration, so at least {} are needed",
-            held + 1
-        )));
-    }
-    let mut order: Vec<usize> = (0..n).collect();
-    shuffle(&mut order, seed ^ 0xC0FF_EE00);
-    let mut calibration = order[..held].to_vec();
-    let mut train = order[held..].to_vec();
-    calibration.sort_unstable();
-    train.sort_unstable();
-    Ok((train, calibration))
+    calibration_plan(n, fraction, min, 0, seed).map(|p| (p.train, p.held_out))
 }
 
-fn shuffle(items: &mut [usize], seed: u64) {
+pub(super) fn shuffle(items: &mut [usize], seed: u64) {
     let mut rng = SplitMix64::new(seed);
     for i in (1..items.len()).rev() {
         let j = (rng.next_u64() % (i as u64 + 1)) as usize;
@@ -209,10 +201,14 @@ fn params_mut(levels: &mut [LevelParams], adapters: bool) -> Vec<(String, &mut [
 }
 
 impl Model {
-    /// Trains on `set` (holding back calibration images), reporting every step to
-    /// `progress`, which can stop training by returning `ControlFlow::Break`. On success
-    /// the new weights replace the model's; on cancellation (`ErrorKind::Cancelled`) or any
-    /// error the model is unchanged.
+    /// Trains on `set` (holding back calibration images; the split is checked first, see
+    /// [`calibration_plan`]), reporting every step to `progress`, which can stop training
+    /// by returning `ControlFlow::Break`. Then fits the normal statistics on the training
+    /// images and the thresholds on the out-of-sample normal scores: the held-out images'
+    /// and, with [`crate::TrainConfig::cross_fit_folds`], the training images' own,
+    /// cross-fitted (`src/train/cross_fit.rs`). On success the new weights replace the
+    /// model's; on cancellation (`ErrorKind::Cancelled`) or any error the model is
+    /// unchanged.
     pub fn fit(
         &mut self,
         set: &TrainingSet,
@@ -220,17 +216,19 @@ impl Model {
     ) -> Result<TrainReport> {
         let start = Instant::now();
         let t = self.config().train.clone();
-        let (train, calibration) = calibration_split(
+        let plan = calibration_plan(
             set.len(),
             t.calibration_fraction,
             t.min_calibration_images,
+            t.cross_fit_folds,
             self.config().seed,
         )?;
         // A rate the calibration would refuse is refused before any optimisation.
         self.config()
             .score
             .calibration
-            .check_pool_size(calibration.len())?;
+            .check_pool_size(plan.pool_size())?;
+        let train = plan.train.clone();
         let mut levels = self.weights().levels.clone();
         let adapters = self.config().adapters;
         let lengths: Vec<usize> = params_mut(&mut levels, adapters)
@@ -358,18 +356,11 @@ impl Model {
             }
             variance_ratios.push(self.variance_ratios(&levels, &set.image(train[0])?.0));
         }
-        let report = TrainReport {
-            train_images: train.len(),
-            calibration_images: calibration,
-            epoch_losses,
-            variance_ratios,
-            elapsed: start.elapsed(),
-            cache_bytes: set.cache_bytes(),
-        };
+        let optimised = start.elapsed();
         let weights = Weights { levels };
-        let mut stats = self.normal_stats_of(&weights, set, &train)?;
-        stats.neighbours = self.neighbour_bank(set, &train)?;
-        let mut calibration = self.calibrate(&weights, &stats, set, &report.calibration_images)?;
+        let stats = self.fit_normal_stats(&weights, set, &plan, self.config().seed)?;
+        let (mut calibration, normal_pool) =
+            self.calibrate_on_pool(&weights, &stats, set, &plan)?;
         let defect_scores = set
             .defective
             .iter()
@@ -377,7 +368,7 @@ impl Model {
                 self.install(|| {
                     self.score_features(
                         &weights,
-                        Some(&stats),
+                        Some(&stats.all),
                         values,
                         geometry,
                         &ScoreOptions::default(),
@@ -387,70 +378,33 @@ impl Model {
             })
             .collect::<Result<Vec<f32>>>()?;
         calibration.set_known_defects(&defect_scores)?;
+        log_extrapolation(&calibration);
+        let elapsed = start.elapsed();
+        let report = TrainReport {
+            train_images: train.len(),
+            calibration_images: plan.held_out,
+            epoch_losses,
+            variance_ratios,
+            elapsed,
+            calibration_elapsed: elapsed - optimised,
+            normal_pool,
+            cache_bytes: set.cache_bytes(),
+        };
         self.set_weights(weights)?;
-        self.set_normal_stats(stats)?;
+        self.set_normal_stats(stats.all)?;
         self.set_calibration(calibration);
         Ok(report)
-    }
-
-    /// The error statistics of the trained model on its training images (two forward
-    /// passes over them: see [`LevelStatsBuilder`]), which the map normalisations use.
-    /// Held-out calibration images are not used, so the thresholds fitted on them stay
-    /// an independent sample.
-    fn normal_stats_of(
-        &self,
-        weights: &Weights,
-        set: &TrainingSet,
-        images: &[usize],
-    ) -> Result<NormalStats> {
-        let gpu = self.gpu_predictors(weights)?;
-        let mut builders: Vec<LevelStatsBuilder> = self
-            .layout()
-            .iter()
-            .map(|l| LevelStatsBuilder::new(l.channels, l.grid.0 * l.grid.1))
-            .collect();
-        for pass in 0..2 {
-            for &i in images {
-                let features = set.image(i)?.0;
-                let mut offset = 0;
-                for (h, (layout, params)) in self.layout().iter().zip(&weights.levels).enumerate() {
-                    let n = layout.values();
-                    let level_features = &features[offset..offset + n];
-                    offset += n;
-                    let residuals = self.install(|| {
-                        self.level_residuals(
-                            gpu.as_deref().map(|g| g.as_slice()),
-                            h,
-                            params,
-                            level_features,
-                        )
-                    })?;
-                    match pass {
-                        0 => builders[h].add_first(&residuals),
-                        _ => builders[h].add_second(&residuals)?,
-                    }
-                }
-            }
-            if pass == 0 {
-                for b in &mut builders {
-                    b.end_first()?;
-                }
-            }
-        }
-        Ok(NormalStats {
-            neighbours: None,
-            levels: builders
-                .into_iter()
-                .map(LevelStatsBuilder::finish)
-                .collect::<Result<_>>()?,
-        })
     }
 
     /// The nearest-neighbour memory bank on the coarsest level's tokens of the training
     /// images, when the configuration asks for one (held-out calibration images are not
     /// used, as for the other statistics). `None` with fewer than two training images: a
     /// bank's normal distances are measured between images.
-    fn neighbour_bank(&self, set: &TrainingSet, images: &[usize]) -> Result<Option<NeighbourBank>> {
+    pub(super) fn neighbour_bank(
+        &self,
+        set: &TrainingSet,
+        images: &[usize],
+    ) -> Result<Option<NeighbourBank>> {
         let tokens = self.config().train.neighbour_bank_tokens;
         if tokens == 0 || images.len() < 2 {
             return Ok(None);
@@ -471,39 +425,6 @@ impl Model {
         Ok(Some(bank))
     }
 
-    /// Thresholds from the held-out normal images, scored with the new weights.
-    fn calibrate(
-        &self,
-        weights: &Weights,
-        stats: &NormalStats,
-        set: &TrainingSet,
-        images: &[usize],
-    ) -> Result<Calibration> {
-        let results = images
-            .iter()
-            .map(|&i| {
-                let (values, geometry) = set.image(i)?;
-                self.install(|| {
-                    self.score_features(
-                        weights,
-                        Some(stats),
-                        &values,
-                        &geometry,
-                        &ScoreOptions::default(),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let scores: Vec<f32> = results.iter().map(|r| r.image_score).collect();
-        let maps: Vec<&[f32]> = results.iter().map(|r| r.map.as_slice()).collect();
-        let config = &self.config().score.calibration;
-        if maps.iter().any(|m| m.is_empty()) {
-            return Err(Error::config("calibration: a normal map is empty"));
-        }
-        let pixel_threshold = quantile_of_all(&maps, config.pixel_quantile);
-        Calibration::fit_pool(&NormalPool::held_out(&scores), pixel_threshold, config)
-    }
-
     /// Per level: mean per-channel variance of the adapted tokens over that of the raw
     /// tokens, for one image's concatenated maps.
     fn variance_ratios(&self, levels: &[LevelParams], features: &[f32]) -> Vec<f64> {
@@ -521,6 +442,25 @@ impl Model {
                     / mean_channel_variance(&tokens, layout.channels).max(1e-30)
             })
             .collect()
+    }
+}
+
+/// Says, through the library's log, when a threshold rests on the log-normal tail rather
+/// than on the scores alone: a host that reads only the thresholds learns it there.
+fn log_extrapolation(calibration: &Calibration) {
+    let report = calibration.report();
+    for (name, rate) in [("review", &report.review), ("fail", &report.fail)] {
+        if rate.extrapolated {
+            log::warn!(
+                "the {name} threshold for a rate of {} is extrapolated by a log-normal tail \
+                 (an assumption): {} normal scores support rates down to {:.4} on their own; \
+                 {} good images would support it",
+                rate.requested,
+                report.normal_scores,
+                report.achievable_rate,
+                rate.images_needed
+            );
+        }
     }
 }
 
