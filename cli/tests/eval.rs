@@ -170,6 +170,11 @@ fn decision_tables_add_up(report: &Report) {
             assert!(!t.unavailable.is_empty(), "{}", m.method);
         }
     }
+    for m in &c.methods {
+        let normal = m.normal_scores.as_ref().expect("normal scores");
+        assert_eq!(normal.test_good.len(), c.test_good);
+        assert_eq!(normal.pool.held_out.len(), 3);
+    }
     let patchcore = &c.methods[1].decision_tables.tables;
     assert_eq!(patchcore.len(), 6, "PatchCore: both pools at 3 rates");
     assert_eq!(patchcore[0].cross_fitted, 3);

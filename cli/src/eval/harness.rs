@@ -26,7 +26,7 @@ use super::decision_tables::decision_tables;
 use super::metrics::{union_metrics, Metrics, ScoreSet};
 use super::montage::{render, to_rgb8, MontageRow};
 use super::patchcore::{PatchCore, PatchCoreConfig};
-use super::report::{Breakdown, CategoryReport, Decisions, MethodResult, Report};
+use super::report::{Breakdown, CategoryReport, Decisions, MethodResult, NormalScores, Report};
 use super::{ScoredMap, Scorer};
 use varad::image::{
     read_image_file, write_png, ImageLimits, ImageView, InputGeometry, OwnedImage, PixelFormat,
@@ -471,6 +471,16 @@ pub fn evaluate_category(
                 .calibration()
                 .map(|cal| decision_tables(cal, &c.images, &anomalous))
                 .unwrap_or_default(),
+            normal_scores: scorer.calibration().map(|cal| NormalScores {
+                pool: cal.pool().clone(),
+                test_good: c
+                    .images
+                    .iter()
+                    .zip(&anomalous)
+                    .filter(|(_, &bad)| !bad)
+                    .map(|(&s, _)| s)
+                    .collect(),
+            }),
             calibration_seconds: t.calibration_seconds,
             final_loss: t.final_loss,
             variance_ratios: t.variance_ratios.clone(),

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::decision_tables::{sum_tables, DecisionTable, DecisionTables, PoolChoice};
 use super::metrics::Metrics;
-use varad::score::Decision;
+use varad::score::{Decision, NormalPool};
 
 impl std::iter::Sum for Decisions {
     fn sum<I: Iterator<Item = Decisions>>(iter: I) -> Decisions {
@@ -130,6 +130,10 @@ pub struct MethodResult {
     /// and per review rate, against what each calibration promised.
     #[serde(default, skip_serializing_if = "DecisionTables::is_empty")]
     pub decision_tables: DecisionTables,
+    /// For a method with a calibration: the out-of-sample normal scores it was fitted on,
+    /// by source, and the good test images' scores, so the distributions can be compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normal_scores: Option<NormalScores>,
     /// Seconds spent on the out-of-sample normal scores and the calibration, when timed
     /// apart from `train_seconds` (the baseline's cross-fitting and held-out scoring).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -142,6 +146,16 @@ pub struct MethodResult {
     /// features towards what is easy to predict).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variance_ratios: Vec<f64>,
+}
+
+/// A method's normal image scores: those its calibration was fitted on, and the good test
+/// images'.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NormalScores {
+    /// The calibration's pool: cross-fitted training images' and held-out images' scores.
+    pub pool: NormalPool,
+    /// The good test images' scores, in test order.
+    pub test_good: Vec<f32>,
 }
 
 /// One category.
@@ -890,6 +904,7 @@ mod tests {
             by_size: Vec::new(),
             decisions: None,
             decision_tables: DecisionTables::default(),
+            normal_scores: None,
             calibration_seconds: None,
             final_loss: None,
             variance_ratios: Vec::new(),
