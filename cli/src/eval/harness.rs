@@ -32,7 +32,7 @@ use varad::image::{
     read_image_file, write_png, ImageLimits, ImageView, InputGeometry, OwnedImage, PixelFormat,
 };
 use varad::model::{MapNorm, ScoreOptions};
-use varad::score::{Calibration, Decision, NormalPool};
+use varad::score::{Calibration, CalibrationConfig, Decision, NormalPool};
 use varad::train::{calibration_split, TrainingSet};
 use varad::{Config, Error, Model, Result};
 
@@ -263,21 +263,15 @@ fn train(
             pc.fit()?;
             busy += start.elapsed();
             let start = Instant::now();
-            let held: Vec<ScoredMap> = held_features
-                .iter()
-                .map(|(features, geometry)| pc.score_features(features, geometry))
-                .collect::<Result<_>>()?;
-            let normal: Vec<&ScoredMap> = cross_fitted.iter().chain(&held).collect();
-            let maps: Vec<&[f32]> = normal.iter().map(|s| s.map.as_slice()).collect();
-            let config = &options.config.score.calibration;
-            let pool = NormalPool {
-                cross_fitted: cross_fitted.iter().map(|s| s.image_score).collect(),
-                held_out: held.iter().map(|s| s.image_score).collect(),
-                folds: if cross_fitted.is_empty() { 0 } else { folds },
-            };
-            let calibration =
-                Calibration::fit_pool(&pool, pixel_quantile(&maps, config.pixel_quantile)?, config)
-                    .map_err(|e| e.context("PatchCore calibration"))?;
+            let calibration = calibrate_baseline(
+                &pc,
+                &cross_fitted,
+                folds,
+                &held_features,
+                &options.config.score.calibration,
+            )
+            .map_err(|e| e.context("PatchCore calibration"))?;
+            let pool = calibration.pool().clone();
             pc.set_calibration(calibration);
             calibrating += start.elapsed();
             log(&format!(
@@ -302,6 +296,33 @@ fn train(
             })
         }
     }
+}
+
+/// The baseline's calibration, fitted as VarAD's is: on its cross-fitted training images'
+/// scores (`folds` folds; none when empty) and the held-out images' scores against its
+/// final banks, with the pixel threshold by the same quantile rule over their maps.
+fn calibrate_baseline(
+    pc: &PatchCore,
+    cross_fitted: &[ScoredMap],
+    folds: usize,
+    held_out: &[(Vec<f32>, InputGeometry)],
+    config: &CalibrationConfig,
+) -> Result<Calibration> {
+    let held: Vec<ScoredMap> = held_out
+        .iter()
+        .map(|(features, geometry)| pc.score_features(features, geometry))
+        .collect::<Result<_>>()?;
+    let maps: Vec<&[f32]> = cross_fitted
+        .iter()
+        .chain(&held)
+        .map(|s| s.map.as_slice())
+        .collect();
+    let pool = NormalPool {
+        cross_fitted: cross_fitted.iter().map(|s| s.image_score).collect(),
+        held_out: held.iter().map(|s| s.image_score).collect(),
+        folds: if cross_fitted.is_empty() { 0 } else { folds },
+    };
+    Calibration::fit_pool(&pool, pixel_quantile(&maps, config.pixel_quantile)?, config)
 }
 
 /// One method's scores over the test split.
@@ -538,4 +559,21 @@ pub fn evaluate(
         categories,
         serde_json::to_value(&options.config).unwrap_or_default(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pixel_threshold_is_the_rank_ceil_q_n_of_all_pixels() {
+        let a = [5.0, 1.0, 3.0];
+        let b = [2.0, 4.0, 6.0, 0.0];
+        let maps: Vec<&[f32]> = vec![&a, &b];
+        // 7 pixels 0..6: q = 1 is the largest, q = 0.5 rank ceil(3.5) = 4 (value 3).
+        assert_eq!(pixel_quantile(&maps, 1.0).unwrap(), 6.0);
+        assert_eq!(pixel_quantile(&maps, 0.5).unwrap(), 3.0);
+        assert_eq!(pixel_quantile(&maps, 1e-9).unwrap(), 0.0);
+        assert!(pixel_quantile(&[], 1.0).is_err());
+    }
 }

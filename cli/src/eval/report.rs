@@ -123,7 +123,7 @@ pub struct MethodResult {
     /// By defect size class (from `defects.json`; empty without it).
     pub by_size: Vec<Breakdown>,
     /// The decisions at the calibrated thresholds, for a method scored with its
-    /// calibration (VarAD with its configured map normalisation).
+    /// calibration (VarAD with its configured map normalisation, and the baseline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decisions: Option<Decisions>,
     /// For a method with a calibration: its decisions re-fitted per pool of normal scores
