@@ -209,7 +209,14 @@ pub fn decision_tables(
                 target_false_reject_rate: rate,
                 ..configured
             };
-            match Calibration::fit_pool(&pool, calibration.pixel_threshold(), &config) {
+            // Known-defective examples, if the method had any, act on every re-fit as on
+            // the method's own calibration.
+            let fitted = Calibration::fit_pool(&pool, calibration.pixel_threshold(), &config)
+                .and_then(|mut c| {
+                    c.set_known_defects(calibration.known_defects())?;
+                    Ok(c)
+                });
+            match fitted {
                 Ok(c) => out
                     .tables
                     .push(table(&c, choice, i == 0, scores, anomalous)),
@@ -439,6 +446,19 @@ mod tests {
         assert_eq!(sum[3].thresholds, None);
         // A table missing from one category is left out of the sum.
         assert_eq!(sum_tables(&[&t.tables, &t.tables[3..]]).len(), 3);
+        // Known defects caught by the method's calibration are caught by every re-fit.
+        let mut catching = Calibration::fit_pool(
+            &pool,
+            40.0,
+            &CalibrationConfig {
+                catch_known_defects: true,
+                ..config
+            },
+        )
+        .unwrap();
+        catching.set_known_defects(&[20.5]).unwrap();
+        let t = decision_tables(&catching, &scores, &anomalous);
+        assert!(t.tables.iter().all(|t| t.thresholds.unwrap()[0] == 20.5));
     }
 
     #[test]
