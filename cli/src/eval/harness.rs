@@ -76,8 +76,8 @@ pub struct EvalOptions {
     /// same trained model; the configured one is the plain `VarAD` row).
     pub map_norms: Vec<MapNorm>,
     /// Folds the PatchCore baseline's training images are cross-fitted in for its
-    /// calibration (0: none, its held-out images alone calibrate it). Default 5, as
-    /// VarAD's training cross-fits.
+    /// calibration (0: none, its held-out images alone calibrate it). Default 5, the
+    /// folds VarAD's training cross-fits in by default.
     pub cross_fit_folds: usize,
 }
 
