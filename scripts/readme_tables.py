@@ -5,8 +5,10 @@
 README's "Results on the generated high-resolution set" section shows: one row per
 category and method (pixel AUROC, AP, max-F1, image AUROC, AP, max-F1, ms per image
 after the backbone), the means, the speed-up of our default over the baseline after the
-backbone, the decisions at the calibrated thresholds (for the methods that have them), and
-pixel AUROC / AP by defect size and by defect kind.
+backbone, the decisions at the calibrated thresholds (for the methods that have them), the
+decision tables of both methods calibrated the same way (cross-fitted scores alone and with the
+held-out images; promised against observed rates; escapes side by side), and pixel AUROC / AP
+by defect size and by defect kind.
 
 Usage: readme_tables.py REPORT_JSON
 """
@@ -32,6 +34,125 @@ def ordered(methods):
     """The report's method entries in the README's order, with the README's names."""
     by_name = {m["method"]: m for m in methods}
     return [(label, by_name[name]) for name, label in NAMES if name in by_name]
+
+
+POOLS = [("cross_fitted", "cross-fitted only"), ("cross_fitted_and_held_out", "cross-fitted + held-out")]
+
+
+def promise(r):
+    """A promised rate: expected % (95% upper bound), * when extrapolated."""
+    star = "*" if r["extrapolated"] else ""
+    return f"{100 * r['expected']:.2f} (UB {100 * r['upper_bound']:.1f}){star}"
+
+
+def observed(r):
+    """An observed rate with its 95% Clopper-Pearson interval and whether the promise lies in it."""
+    rate = r["observed"] / r["good"] if r["good"] else None
+    lo, hi = r["interval"]
+    ok = "yes" if r["consistent"] else "**no**"
+    return f"{r['observed']}/{r['good']} = {pct(rate)} [{pct(lo)}, {pct(hi)}] {ok}"
+
+
+def escapes(t):
+    d = t["decisions"]["defective"]
+    n = d["pass"] + d["review"] + d["fail"]
+    return f"{d['pass']}/{n} = {pct(d['pass'] / n if n else None)}"
+
+
+def decision_tables(report, rows):
+    """The decision tables summed over the categories (both methods, both calibrations, every
+    review rate), the same at the configured rates per category, and the escapes of the two
+    methods side by side at the same promised rates."""
+    summed = [(label, m) for label, m in ordered(report["mean"]) if m.get("decision_tables")]
+    if not summed:
+        return
+    categories = len(report["categories"])
+    header = (
+        "| calibration | method | n per category | review rate | good PASS / REVIEW / FAIL "
+        "| promised review % | observed flagged [95%] in? | promised fail % "
+        "| observed fail [95%] in? | escapes |"
+    )
+    rule = "|---|---|---|---:|---:|---:|---|---:|---|---:|"
+
+    def row(first, label, t, n_cell):
+        g = t["decisions"]["good"]
+        print(
+            f"| {first} | {label} | {n_cell} | {100 * t['review']['requested']:g}% "
+            f"| {g['pass']} / {g['review']} / {g['fail']} | {promise(t['review'])} "
+            f"| {observed(t['review'])} | {promise(t['fail'])} | {observed(t['fail'])} "
+            f"| {escapes(t)} |"
+        )
+
+    print()
+    print(
+        f"Decision tables, summed over the {categories} categories (promised rates: the "
+        "calibration reports' mean, weighted by good test parts; * extrapolated by the "
+        "log-normal tail; flagged = REVIEW or FAIL; in? = the promise lies in the observed "
+        "rate's 95% Clopper-Pearson interval):"
+    )
+    print()
+    print(header)
+    print(rule)
+    for pool, pool_name in POOLS:
+        for label, m in summed:
+            for t in m["decision_tables"]:
+                if t["pool"] != pool:
+                    continue
+                n = f"{t['cross_fitted'] / categories:g} + {t['held_out'] / categories:g}"
+                row(pool_name, label, t, n)
+    print()
+    print("At the configured rates, per category:")
+    print()
+    print(header.replace("| calibration | method | n per category |", "| category | calibration | method, n |"))
+    print(rule)
+    for category, methods in rows[:-1]:
+        for pool, pool_name in POOLS:
+            for label, m in ordered(methods):
+                for t in m.get("decision_tables", {}).get("tables", []):
+                    if t["pool"] == pool and t["configured"]:
+                        row(category, pool_name, t, f"{label}, {t['cross_fitted']} + {t['held_out']}")
+    missing = [
+        f"- {c['category']} / {m['method']}: {note}"
+        for c in report["categories"]
+        for m in c["methods"]
+        for note in m.get("decision_tables", {}).get("unavailable", [])
+    ]
+    if missing:
+        print()
+        print("Not calibrated:")
+        print()
+        print("\n".join(missing))
+    labels = [label for label, _ in summed]
+    print()
+    print(
+        "Escapes (defective parts passed) and good parts flagged, summed over the categories, "
+        "at the same promised rates:"
+    )
+    print()
+    print("| calibration | review rate | " + " | ".join(f"{l} escapes | {l} good flagged" for l in labels) + " |")
+    print("|---|---:|" + "---:|---:|" * len(labels))
+    for pool, pool_name in POOLS:
+        keys = []
+        for _, m in summed:
+            for t in m["decision_tables"]:
+                key = (t["review"]["requested"], t["configured"])
+                if t["pool"] == pool and key not in keys:
+                    keys.append(key)
+        for rate, configured in keys:
+            cells = []
+            for _, m in summed:
+                t = next(
+                    (t for t in m["decision_tables"]
+                     if t["pool"] == pool and t["review"]["requested"] == rate
+                     and t["configured"] == configured),
+                    None,
+                )
+                if t is None:
+                    cells += ["-", "-"]
+                else:
+                    r = t["review"]
+                    cells += [escapes(t), f"{r['observed']}/{r['good']}"]
+            print(f"| {pool_name} | {100 * rate:g}% | " + " | ".join(cells) + " |")
 
 
 def main(path):
@@ -84,6 +205,7 @@ def main(path):
                 f"| {category} | {label} | {g['pass']} / {g['review']} / {g['fail']} "
                 f"| {b['pass']} / {b['review']} / {b['fail']} | {pct(false_fail)} | {pct(escape)} |"
             )
+    decision_tables(report, rows)
     for field, title in [("by_size", "defect size"), ("by_type", "defect kind")]:
         labels = [label for label, _ in ordered(report["categories"][0]["methods"])]
         print()

@@ -63,6 +63,7 @@ fn help_covers_every_subcommand() {
                 "--category",
                 "--method",
                 "--coreset-fraction",
+                "--patchcore-cross-fit-folds",
                 "--montage",
                 "--epochs",
                 "--input-size",

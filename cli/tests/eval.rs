@@ -7,6 +7,7 @@
 mod common;
 
 use varad_cli::eval::dataset::{Dataset, Layout};
+use varad_cli::eval::decision_tables::{DecisionTable, PoolChoice};
 use varad_cli::eval::harness::{evaluate, EvalOptions};
 use varad_cli::eval::metrics::Metrics;
 use varad_cli::eval::report::Report;
@@ -71,13 +72,17 @@ fn both_methods_on_a_tiny_mvtec_set() {
             }
         }
     }
-    // VarAD decided every test image at its calibrated thresholds; the baseline has none.
-    let decided = c.methods[0].decisions.expect("VarAD's decisions");
-    assert_eq!(
-        (decided.good.total(), decided.defective.total()),
-        (c.test_good, c.test_defective)
-    );
-    assert_eq!(c.methods[1].decisions, None);
+    // Both methods decided every test image at their calibrated thresholds.
+    for m in &c.methods {
+        let decided = m.decisions.expect("decisions");
+        assert_eq!(
+            (decided.good.total(), decided.defective.total()),
+            (c.test_good, c.test_defective),
+            "{}",
+            m.method
+        );
+    }
+    decision_tables_add_up(&report);
     let patchcore = &c.methods[1];
     assert!(
         patchcore.image.auroc.unwrap() > 0.5,
@@ -93,6 +98,100 @@ fn both_methods_on_a_tiny_mvtec_set() {
     assert!(out.join(c.montage.as_ref().unwrap()).is_file());
     let back: Report = serde_json::from_str(&report.to_json()).unwrap();
     assert_eq!(back, report);
+}
+
+/// Both methods have decision tables, calibrated the same way: the held-out images are
+/// the same 3 for both, PatchCore's 3 training images are cross-fitted (VarAD's are once
+/// its training cross-fits; until then its "cross-fitted only" tables are reported as
+/// unavailable), every table's decisions add up to the test split, the configured
+/// whole-pool table decides as the method itself did, and the sums over categories are
+/// there.
+fn decision_tables_add_up(report: &Report) {
+    let c = &report.categories[0];
+    for m in &c.methods {
+        let t = &m.decision_tables;
+        let whole: Vec<&DecisionTable> = t
+            .tables
+            .iter()
+            .filter(|t| t.pool == PoolChoice::CrossFittedAndHeldOut)
+            .collect();
+        // The configured 1% and the grid's 5% and 10%.
+        let rates: Vec<f64> = whole.iter().map(|t| t.review.requested).collect();
+        assert_eq!(rates, [0.01, 0.05, 0.1], "{}", m.method);
+        assert!(whole[0].configured && !whole[1].configured);
+        assert_eq!(
+            whole[0].decisions,
+            m.decisions.unwrap(),
+            "{}: the configured table is the method's own calibration",
+            m.method
+        );
+        for table in &t.tables {
+            let d = table.decisions;
+            assert_eq!(
+                (
+                    d.good.pass + d.good.review + d.good.fail,
+                    d.defective.total()
+                ),
+                (c.test_good, c.test_defective),
+                "{}",
+                m.method
+            );
+            assert_eq!(table.review.observed, d.good.review + d.good.fail);
+            assert_eq!(
+                (table.fail.observed, table.review.good),
+                (d.good.fail, c.test_good)
+            );
+            let [lo, hi] = table.review.interval;
+            assert!(
+                lo <= hi && (0.0..=1.0).contains(&lo) && hi <= 1.0,
+                "{table:?}"
+            );
+            if table.pool == PoolChoice::CrossFittedAndHeldOut {
+                assert_eq!(table.held_out, 3, "{}: the same held-out images", m.method);
+            }
+            assert_eq!(
+                table.normal_scores,
+                table.cross_fitted + table.held_out,
+                "{table:?}"
+            );
+        }
+        let cross_only: Vec<&DecisionTable> = t
+            .tables
+            .iter()
+            .filter(|t| t.pool == PoolChoice::CrossFitted)
+            .collect();
+        if whole[0].cross_fitted >= 3 {
+            assert_eq!(cross_only.len(), 3, "{}", m.method);
+            assert!(cross_only
+                .iter()
+                .all(|t| t.held_out == 0 && t.normal_scores == whole[0].cross_fitted));
+        } else {
+            assert!(cross_only.is_empty());
+            assert!(!t.unavailable.is_empty(), "{}", m.method);
+        }
+    }
+    for m in &c.methods {
+        let normal = m.normal_scores.as_ref().expect("normal scores");
+        assert_eq!(normal.test_good.len(), c.test_good);
+        assert_eq!(normal.pool.held_out.len(), 3);
+    }
+    let patchcore = &c.methods[1].decision_tables.tables;
+    assert_eq!(patchcore.len(), 6, "PatchCore: both pools at 3 rates");
+    assert_eq!(patchcore[0].cross_fitted, 3);
+    assert!(c.methods[1].calibration_seconds.unwrap() > 0.0);
+    for (summary, m) in report.mean.iter().zip(&c.methods) {
+        assert_eq!(
+            summary.decision_tables.len(),
+            m.decision_tables.tables.len()
+        );
+        assert_eq!(
+            summary.decision_tables[0].decisions,
+            m.decision_tables.tables[0].decisions
+        );
+    }
+    assert!(report
+        .to_markdown()
+        .contains("| stripes | PatchCore | cross-fitted only | 3 + 0 | 1.00 |"));
 }
 
 #[test]

@@ -2,6 +2,12 @@
 //! score every test image with each, and turn the maps into metrics, breakdowns and a
 //! montage.
 //!
+//! Both methods are calibrated the same way: on out-of-sample normal scores of their own
+//! training images (cross-fitted) and of the held-out images, the same images for both
+//! (VarAD's split, [`calibration_split`]); each method's decision tables then re-fit its
+//! thresholds on the cross-fitted scores alone and on the whole pool
+//! ([`super::decision_tables`]).
+//!
 //! The test split is read once: each image is decoded, scored by every method, and its
 //! pixel scores kept split by label and sorted (4 bytes a pixel per method; metrics over
 //! any group of images merge the per-image runs, see [`super::metrics::union_metrics`]). Only tile-sized copies of the maps are kept for the
@@ -16,17 +22,18 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::dataset::{read_mask, Category, Dataset};
+use super::decision_tables::decision_tables;
 use super::metrics::{union_metrics, Metrics, ScoreSet};
 use super::montage::{render, to_rgb8, MontageRow};
 use super::patchcore::{PatchCore, PatchCoreConfig};
-use super::report::{Breakdown, CategoryReport, Decisions, MethodResult, Report};
+use super::report::{Breakdown, CategoryReport, Decisions, MethodResult, NormalScores, Report};
 use super::{ScoredMap, Scorer};
 use varad::image::{
     read_image_file, write_png, ImageLimits, ImageView, InputGeometry, OwnedImage, PixelFormat,
 };
 use varad::model::{MapNorm, ScoreOptions};
-use varad::score::Decision;
-use varad::train::TrainingSet;
+use varad::score::{Calibration, CalibrationConfig, Decision, NormalPool};
+use varad::train::{calibration_split, TrainingSet};
 use varad::{Config, Error, Model, Result};
 
 /// A detection method the harness can run.
@@ -68,6 +75,10 @@ pub struct EvalOptions {
     /// Also score VarAD with these map normalisations (one report row each, from the
     /// same trained model; the configured one is the plain `VarAD` row).
     pub map_norms: Vec<MapNorm>,
+    /// Folds the PatchCore baseline's training images are cross-fitted in for its
+    /// calibration (0: none, its held-out images alone calibrate it). Default 5, the
+    /// folds VarAD's training cross-fits in by default.
+    pub cross_fit_folds: usize,
 }
 
 impl EvalOptions {
@@ -81,6 +92,7 @@ impl EvalOptions {
             montage_tile: 256,
             out_dir: None,
             map_norms: Vec::new(),
+            cross_fit_folds: 5,
         }
     }
 }
@@ -119,6 +131,41 @@ struct Trained {
     seconds: f64,
     final_loss: Option<f64>,
     variance_ratios: Vec<f64>,
+    /// Time spent on out-of-sample normal scores and the calibration, when measured apart
+    /// from `seconds`.
+    calibration_seconds: Option<f64>,
+}
+
+/// Which of `n` training images train and which are held back for calibration, as VarAD's
+/// training splits them (so both methods see the same images): `(train, held out)`.
+fn held_out_split(n: usize, config: &Config) -> Result<(Vec<usize>, Vec<usize>)> {
+    let t = &config.train;
+    calibration_split(
+        n,
+        t.calibration_fraction,
+        t.min_calibration_images,
+        config.seed,
+    )
+}
+
+/// The pixel threshold of a calibration on `maps`: the `q`-quantile of all their pixels
+/// (rank `ceil(q * N)`, no interpolation; the largest pixel at `q = 1`), the rule VarAD's
+/// calibration uses.
+fn pixel_quantile(maps: &[&[f32]], q: f64) -> Result<f32> {
+    let n: usize = maps.iter().map(|m| m.len()).sum();
+    if n == 0 {
+        return Err(Error::config("calibration: the normal maps are empty"));
+    }
+    let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+    if rank == n {
+        return Ok(maps
+            .iter()
+            .flat_map(|m| m.iter().copied())
+            .fold(f32::NEG_INFINITY, f32::max));
+    }
+    let mut all: Vec<f32> = maps.iter().flat_map(|m| m.iter().copied()).collect();
+    let (_, v, _) = all.select_nth_unstable_by(rank - 1, f32::total_cmp);
+    Ok(*v)
 }
 
 fn train(
@@ -175,34 +222,107 @@ fn train(
                 seconds: busy.as_secs_f64(),
                 final_loss: report.epoch_losses.last().copied(),
                 variance_ratios: report.variance_ratios.last().cloned().unwrap_or_default(),
+                calibration_seconds: None,
             })
         }
         Method::PatchCore => {
             let model = Model::new(options.config.clone())?;
             let mut pc = PatchCore::new(model, options.patchcore.clone())?;
-            for path in &category.train {
+            let (train, held_out) = held_out_split(category.train.len(), &options.config)?;
+            for &i in &train {
+                let path = &category.train[i];
                 let image = read(path)?;
                 let start = Instant::now();
                 pc.add(&[image.view()])
                     .map_err(|e| e.context(path.display()))?;
                 busy += start.elapsed();
             }
+            let mut calibrating = Duration::ZERO;
+            let mut held_features = Vec::new();
+            for &i in &held_out {
+                let path = &category.train[i];
+                let image = read(path)?;
+                let start = Instant::now();
+                held_features.extend(
+                    pc.model()
+                        .features(&[image.view()])
+                        .map_err(|e| e.context(path.display()))?,
+                );
+                calibrating += start.elapsed();
+            }
+            let start = Instant::now();
+            let folds = options.cross_fit_folds.min(train.len());
+            let cross_fitted = if folds >= 2 {
+                pc.cross_fit(folds)?
+            } else {
+                Vec::new()
+            };
+            let cross_fit_time = start.elapsed();
+            calibrating += cross_fit_time;
             let start = Instant::now();
             pc.fit()?;
             busy += start.elapsed();
+            let start = Instant::now();
+            let calibration = calibrate_baseline(
+                &pc,
+                &cross_fitted,
+                folds,
+                &held_features,
+                &options.config.score.calibration,
+            )
+            .map_err(|e| e.context("PatchCore calibration"))?;
+            let pool = calibration.pool().clone();
+            pc.set_calibration(calibration);
+            calibrating += start.elapsed();
             log(&format!(
-                "  PatchCore memory banks {:?} tokens, built in {:.1}s",
+                "  PatchCore memory banks {:?} tokens from {} images ({} held back for calibration), \
+                 built in {:.1}s; calibrated on {} cross-fitted ({} folds, {:.1}s) and {} held-out scores in {:.1}s",
                 pc.bank_sizes(),
-                busy.as_secs_f64()
+                train.len(),
+                held_out.len(),
+                busy.as_secs_f64(),
+                pool.cross_fitted.len(),
+                pool.folds,
+                cross_fit_time.as_secs_f64(),
+                pool.held_out.len(),
+                calibrating.as_secs_f64()
             ));
             Ok(Trained {
                 scorers: vec![Box::new(pc)],
                 seconds: busy.as_secs_f64(),
                 final_loss: None,
                 variance_ratios: Vec::new(),
+                calibration_seconds: Some(calibrating.as_secs_f64()),
             })
         }
     }
+}
+
+/// The baseline's calibration, fitted as VarAD's is: on its cross-fitted training images'
+/// scores (`folds` folds; none when empty) and the held-out images' scores against its
+/// final banks, with the pixel threshold by the same quantile rule over their maps.
+fn calibrate_baseline(
+    pc: &PatchCore,
+    cross_fitted: &[ScoredMap],
+    folds: usize,
+    held_out: &[(Vec<f32>, InputGeometry)],
+    config: &CalibrationConfig,
+) -> Result<Calibration> {
+    let held: Vec<ScoredMap> = held_out
+        .iter()
+        .map(|(features, geometry)| pc.score_features(features, geometry))
+        .collect::<Result<_>>()?;
+    let maps: Vec<&[f32]> = cross_fitted
+        .iter()
+        .chain(&held)
+        .map(|s| s.map.as_slice())
+        .collect();
+    let pool = NormalPool {
+        cross_fitted: cross_fitted.iter().map(|s| s.image_score).collect(),
+        held_out: held.iter().map(|s| s.image_score).collect(),
+        folds: if cross_fitted.is_empty() { 0 } else { folds },
+    };
+    Calibration::fit_pool(&pool, pixel_quantile(&maps, config.pixel_quantile)?, config)
 }
 
 /// One method's scores over the test split.
@@ -351,6 +471,7 @@ pub fn evaluate_category(
         }
     }
     let all: Vec<usize> = (0..n).collect();
+    let anomalous: Vec<bool> = category.test.iter().map(|s| s.is_anomalous()).collect();
     let mut methods = Vec::new();
     for ((t, scorer), c) in scorers.iter().zip(&collected) {
         let (pixel, image) = subset_metrics(c, category, &all)?;
@@ -367,6 +488,21 @@ pub fn evaluate_category(
             })?,
             by_size: breakdown(c, category, |i| category.test[i].size_class.clone())?,
             decisions: decisions(c, category),
+            decision_tables: scorer
+                .calibration()
+                .map(|cal| decision_tables(cal, &c.images, &anomalous))
+                .unwrap_or_default(),
+            normal_scores: scorer.calibration().map(|cal| NormalScores {
+                pool: cal.pool().clone(),
+                test_good: c
+                    .images
+                    .iter()
+                    .zip(&anomalous)
+                    .filter(|(_, &bad)| !bad)
+                    .map(|(&s, _)| s)
+                    .collect(),
+            }),
+            calibration_seconds: t.calibration_seconds,
             final_loss: t.final_loss,
             variance_ratios: t.variance_ratios.clone(),
         });
@@ -423,4 +559,21 @@ pub fn evaluate(
         categories,
         serde_json::to_value(&options.config).unwrap_or_default(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pixel_threshold_is_the_rank_ceil_q_n_of_all_pixels() {
+        let a = [5.0, 1.0, 3.0];
+        let b = [2.0, 4.0, 6.0, 0.0];
+        let maps: Vec<&[f32]> = vec![&a, &b];
+        // 7 pixels 0..6: q = 1 is the largest, q = 0.5 rank ceil(3.5) = 4 (value 3).
+        assert_eq!(pixel_quantile(&maps, 1.0).unwrap(), 6.0);
+        assert_eq!(pixel_quantile(&maps, 0.5).unwrap(), 3.0);
+        assert_eq!(pixel_quantile(&maps, 1e-9).unwrap(), 0.0);
+        assert!(pixel_quantile(&[], 1.0).is_err());
+    }
 }

@@ -2,6 +2,8 @@
 //! baseline on the same backbone.
 //!
 //! - [`dataset`] reads the MVTec AD, VisA and BTAD layouts.
+//! - [`decision_tables`] re-fits each method's calibration on its stored normal scores
+//!   and sets the decisions on the test split against what the calibration promised.
 //! - [`metrics`] computes exact AUROC, AP and max-F1, per pixel and per image.
 //! - [`patchcore`] is the baseline.
 //! - [`harness`] trains each method per category, scores the test split and collects the
@@ -10,6 +12,7 @@
 //! Both methods are used through [`Scorer`], so the harness treats them alike.
 
 pub mod dataset;
+pub mod decision_tables;
 pub mod harness;
 pub mod metrics;
 pub mod montage;
@@ -18,7 +21,7 @@ pub mod report;
 
 use varad::image::InputGeometry;
 use varad::model::{Model, ScoreOptions, ScoreResult};
-use varad::score::Decision;
+use varad::score::{Calibration, Decision};
 use varad::Result;
 
 /// One image's anomaly map at the image's size, smoothed, and its image score.
@@ -50,6 +53,13 @@ pub trait Scorer {
     /// One image's anomaly map and image score from its backbone level maps, concatenated
     /// as [`Model::features`] gives them for the detector's configuration.
     fn score_features(&self, features: &[f32], geometry: &InputGeometry) -> Result<ScoredMap>;
+
+    /// The calibration the decisions are made with, if the method has one whose image
+    /// scores it applies to (its normal scores by source, so the decision tables can
+    /// re-fit it).
+    fn calibration(&self) -> Option<&Calibration> {
+        None
+    }
 }
 
 impl From<ScoreResult> for ScoredMap {
@@ -73,6 +83,10 @@ impl Scorer for Model {
         self.score_one_features(features, geometry, &ScoreOptions::default())
             .map(ScoredMap::from)
     }
+
+    fn calibration(&self) -> Option<&Calibration> {
+        Model::calibration(self)
+    }
 }
 
 impl<S: Scorer + ?Sized> Scorer for std::sync::Arc<S> {
@@ -82,5 +96,9 @@ impl<S: Scorer + ?Sized> Scorer for std::sync::Arc<S> {
 
     fn score_features(&self, features: &[f32], geometry: &InputGeometry) -> Result<ScoredMap> {
         (**self).score_features(features, geometry)
+    }
+
+    fn calibration(&self) -> Option<&Calibration> {
+        (**self).calibration()
     }
 }

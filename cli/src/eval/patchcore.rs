@@ -7,6 +7,11 @@
 //! speed), and a test token's score is its Euclidean distance to the nearest bank token.
 //! The level maps are then combined exactly as VarAD's are (bilinear onto the finest grid,
 //! summed), and the image map and image score are made by the same scoring stage.
+//!
+//! Calibrated like VarAD: [`PatchCore::cross_fit`] scores every training image out of
+//! sample (its fold's memory banks are selected, by the same coreset rule, from the other
+//! folds' images), and the harness adds held-out images scored against the final banks and
+//! fits a [`Calibration`] on that pool.
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -16,7 +21,7 @@ use varad::model::combine::add_resized;
 pub use varad::model::neighbours::pool_tokens;
 use varad::model::Model;
 use varad::predictor::rng::SplitMix64;
-use varad::score::{image_score, map_to_image};
+use varad::score::{image_score, map_to_image, Calibration};
 use varad::{Error, Result};
 
 use super::{ScoredMap, Scorer};
@@ -61,9 +66,13 @@ struct Bank {
 pub struct PatchCore {
     model: Model,
     config: PatchCoreConfig,
-    /// Pooled training tokens per level, `[n, C]`, until [`PatchCore::fit`].
+    /// Pooled training tokens per level, `[n, C]`, until [`PatchCore::fit`]; each image
+    /// adds a level's whole grid, in the order added.
     candidates: Vec<Vec<f32>>,
+    /// Where each training image landed in the input, in the order added.
+    geometries: Vec<InputGeometry>,
     banks: Vec<Bank>,
+    calibration: Option<Calibration>,
 }
 
 impl std::fmt::Debug for PatchCore {
@@ -270,7 +279,9 @@ impl PatchCore {
             model,
             config,
             candidates: vec![Vec::new(); levels],
+            geometries: Vec::new(),
             banks: Vec::new(),
+            calibration: None,
         })
     }
 
@@ -297,13 +308,89 @@ impl PatchCore {
 
     /// Adds normal training images to the memory-bank candidates.
     pub fn add(&mut self, images: &[ImageView]) -> Result<()> {
-        for (features, _) in self.model.features(images)? {
+        if !self.banks.is_empty() {
+            return Err(Error::invalid_argument("PatchCore is already fitted"));
+        }
+        for (features, geometry) in self.model.features(images)? {
             let pooled = self.pooled_levels(&features);
             for (bank, tokens) in self.candidates.iter_mut().zip(pooled) {
                 bank.extend_from_slice(&tokens);
             }
+            self.geometries.push(geometry);
         }
         Ok(())
+    }
+
+    /// Training images added so far.
+    pub fn len(&self) -> usize {
+        self.geometries.len()
+    }
+
+    /// Whether no training image was added.
+    pub fn is_empty(&self) -> bool {
+        self.geometries.is_empty()
+    }
+
+    /// Image `i`'s pooled tokens in each level (a slice of the candidates).
+    fn image_tokens(&self, i: usize) -> Vec<&[f32]> {
+        self.candidates
+            .iter()
+            .zip(self.model.layout())
+            .map(|(tokens, l)| {
+                let per_image = l.values();
+                &tokens[i * per_image..(i + 1) * per_image]
+            })
+            .collect()
+    }
+
+    /// Out-of-sample maps and scores of the training images, in the order added (call
+    /// before [`PatchCore::fit`]): the images are dealt into `min(folds, images)` folds
+    /// (seeded by the configuration's seed), and each fold's images are scored against
+    /// memory banks selected, by the same coreset rule as the final banks, from the other
+    /// folds' tokens alone. Costs one coreset selection per fold over `(K - 1) / K` of
+    /// the tokens, and one scoring pass over the training images.
+    ///
+    /// [`varad::ErrorKind::InvalidArgument`] for fewer than 2 folds or training images,
+    /// or after `fit`.
+    pub fn cross_fit(&self, folds: usize) -> Result<Vec<ScoredMap>> {
+        let n = self.len();
+        let folds = folds.min(n);
+        if folds < 2 {
+            return Err(Error::invalid_argument(format!(
+                "cross-fitting needs at least 2 folds and 2 training images (got {folds} folds of {n} images)"
+            )));
+        }
+        if !self.banks.is_empty() {
+            return Err(Error::invalid_argument(
+                "PatchCore is already fitted: its training tokens are gone",
+            ));
+        }
+        let fold_of = deal_folds(n, folds, self.config.seed);
+        let mut out: Vec<Option<ScoredMap>> = vec![None; n];
+        for fold in 0..folds {
+            let (inside, outside): (Vec<usize>, Vec<usize>) =
+                (0..n).partition(|&i| fold_of[i] == fold);
+            let others: Vec<Vec<f32>> = (0..self.candidates.len())
+                .map(|h| {
+                    outside
+                        .iter()
+                        .flat_map(|&i| self.image_tokens(i)[h].iter().copied())
+                        .collect()
+                })
+                .collect();
+            let banks = self.model.install(|| self.select_banks(&others));
+            for i in inside {
+                let pooled = self.image_tokens(i);
+                let scored = self
+                    .model
+                    .install(|| self.score_pooled(&banks, &pooled, &self.geometries[i]))?;
+                out[i] = Some(scored);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|s| s.expect("every image is in a fold"))
+            .collect())
     }
 
     /// Reduces the candidates to the memory banks by coreset selection.
@@ -314,40 +401,48 @@ impl PatchCore {
             ));
         }
         let candidates = std::mem::take(&mut self.candidates);
-        let config = self.config.clone();
-        let layout = self.model.layout().to_vec();
-        self.banks = self.model.install(|| {
-            candidates
-                .into_iter()
-                .zip(&layout)
-                .enumerate()
-                .map(|(h, (tokens, level))| {
-                    let dims = level.channels;
-                    let n = tokens.len() / dims;
-                    let mut k = ((config.coreset_fraction * n as f64).ceil() as usize).max(1);
-                    if let Some(cap) = config.max_bank {
-                        k = k.min(cap.max(1));
-                    }
-                    let seed = config.seed ^ (h as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                    let start = (SplitMix64::new(seed).next_u64() % n as u64) as usize;
-                    let chosen = if k >= n {
-                        (0..n).collect()
-                    } else if dims > config.projection_dims {
-                        let p = random_projection(dims, config.projection_dims, seed);
-                        let projected = project(&tokens, &p, dims, config.projection_dims);
-                        greedy_coreset(&projected, config.projection_dims, k, start)
-                    } else {
-                        greedy_coreset(&tokens, dims, k, start)
-                    };
-                    let bank: Vec<f32> = chosen
-                        .iter()
-                        .flat_map(|&i| tokens[i * dims..(i + 1) * dims].iter().copied())
-                        .collect();
-                    Bank::new(bank, dims)
-                })
-                .collect()
-        });
+        self.banks = self.model.install(|| self.select_banks(&candidates));
         Ok(())
+    }
+
+    /// Each level's memory bank from its `[n, C]` candidate tokens, by coreset selection.
+    fn select_banks(&self, candidates: &[Vec<f32>]) -> Vec<Bank> {
+        let config = &self.config;
+        candidates
+            .iter()
+            .zip(self.model.layout())
+            .enumerate()
+            .map(|(h, (tokens, level))| {
+                let dims = level.channels;
+                let n = tokens.len() / dims;
+                let mut k = ((config.coreset_fraction * n as f64).ceil() as usize).max(1);
+                if let Some(cap) = config.max_bank {
+                    k = k.min(cap.max(1));
+                }
+                let seed = config.seed ^ (h as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let start = (SplitMix64::new(seed).next_u64() % n as u64) as usize;
+                let chosen = if k >= n {
+                    (0..n).collect()
+                } else if dims > config.projection_dims {
+                    let p = random_projection(dims, config.projection_dims, seed);
+                    let projected = project(tokens, &p, dims, config.projection_dims);
+                    greedy_coreset(&projected, config.projection_dims, k, start)
+                } else {
+                    greedy_coreset(tokens, dims, k, start)
+                };
+                let bank: Vec<f32> = chosen
+                    .iter()
+                    .flat_map(|&i| tokens[i * dims..(i + 1) * dims].iter().copied())
+                    .collect();
+                Bank::new(bank, dims)
+            })
+            .collect()
+    }
+
+    /// Thresholds for the decisions: [`Scorer::score_features`] then decides every image
+    /// (fitted by the harness on this baseline's out-of-sample normal scores).
+    pub fn set_calibration(&mut self, calibration: Calibration) {
+        self.calibration = Some(calibration);
     }
 
     /// Tokens in each level's memory bank.
@@ -355,27 +450,28 @@ impl PatchCore {
         self.banks.iter().map(Bank::len).collect()
     }
 
-    /// The raw map on the finest grid of one image's concatenated level maps.
-    fn raw_map(&self, features: &[f32]) -> Vec<f32> {
+    /// The raw map on the finest grid of one image's pooled level tokens against `banks`.
+    fn raw_map(&self, banks: &[Bank], pooled: &[&[f32]]) -> Vec<f32> {
         let finest = self.model.finest_grid();
         let mut total = vec![0f32; finest.0 * finest.1];
-        for ((pooled, bank), level) in self
-            .pooled_levels(features)
-            .iter()
-            .zip(&self.banks)
-            .zip(self.model.layout())
-        {
+        for ((pooled, bank), level) in pooled.iter().zip(banks).zip(self.model.layout()) {
             let map = bank.nearest(pooled);
             add_resized(&map, level.grid, &mut total, finest);
         }
         total
     }
 
-    fn score_one(&self, features: &[f32], geometry: &InputGeometry) -> Result<ScoredMap> {
+    /// One image's map and score against `banks`, decided when calibrated.
+    fn score_pooled(
+        &self,
+        banks: &[Bank],
+        pooled: &[&[f32]],
+        geometry: &InputGeometry,
+    ) -> Result<ScoredMap> {
         let (gh, gw) = self.model.finest_grid();
         let config = self.model.config();
         let map = map_to_image(
-            &self.raw_map(features),
+            &self.raw_map(banks, pooled),
             gh,
             gw,
             geometry,
@@ -387,9 +483,31 @@ impl PatchCore {
             width: geometry.image_width as usize,
             height: geometry.image_height as usize,
             image_score: score,
-            decision: None,
+            decision: self.calibration.as_ref().map(|c| c.decide(score)),
         })
     }
+
+    fn score_one(&self, features: &[f32], geometry: &InputGeometry) -> Result<ScoredMap> {
+        let pooled = self.pooled_levels(features);
+        let refs: Vec<&[f32]> = pooled.iter().map(|p| p.as_slice()).collect();
+        self.score_pooled(&self.banks, &refs, geometry)
+    }
+}
+
+/// Image `i`'s fold, for `n` images dealt into `folds` folds in an order shuffled by
+/// `seed`: fold sizes differ by at most one.
+pub fn deal_folds(n: usize, folds: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = SplitMix64::new(seed ^ 0xF01D_5EED);
+    for i in (1..n).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    let mut fold_of = vec![0; n];
+    for (position, &i) in order.iter().enumerate() {
+        fold_of[i] = position % folds.max(1);
+    }
+    fold_of
 }
 
 /// `[n, dims_in]` rows times the `[dims_in, dims_out]` projection.
@@ -407,6 +525,10 @@ fn project(tokens: &[f32], p: &[f32], dims_in: usize, dims_out: usize) -> Vec<f3
 impl Scorer for PatchCore {
     fn name(&self) -> &str {
         "PatchCore"
+    }
+
+    fn calibration(&self) -> Option<&Calibration> {
+        self.calibration.as_ref()
     }
 
     fn score_features(&self, features: &[f32], geometry: &InputGeometry) -> Result<ScoredMap> {
@@ -470,6 +592,20 @@ mod tests {
         let picks = greedy_coreset(&two, 2, 2, 0);
         assert!(picks[1] >= 10, "{picks:?}");
         assert_eq!(greedy_coreset(&two, 2, 100, 0).len(), 20);
+    }
+
+    #[test]
+    fn folds_are_seeded_and_balanced() {
+        let folds = deal_folds(11, 5, 3);
+        assert_eq!(folds, deal_folds(11, 5, 3));
+        assert_ne!(folds, deal_folds(11, 5, 4));
+        let mut sizes = [0; 5];
+        for &f in &folds {
+            sizes[f] += 1;
+        }
+        assert_eq!(sizes.iter().sum::<usize>(), 11);
+        assert!(sizes.iter().all(|&s| s == 2 || s == 3), "{sizes:?}");
+        assert_eq!(deal_folds(3, 5, 0).iter().max(), Some(&2));
     }
 
     #[test]

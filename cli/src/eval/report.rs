@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use super::decision_tables::{sum_tables, DecisionTable, DecisionTables, PoolChoice};
 use super::metrics::Metrics;
-use varad::score::Decision;
+use varad::score::{Decision, NormalPool};
 
 impl std::iter::Sum for Decisions {
     fn sum<I: Iterator<Item = Decisions>>(iter: I) -> Decisions {
@@ -122,9 +123,21 @@ pub struct MethodResult {
     /// By defect size class (from `defects.json`; empty without it).
     pub by_size: Vec<Breakdown>,
     /// The decisions at the calibrated thresholds, for a method scored with its
-    /// calibration (VarAD with its configured map normalisation).
+    /// calibration (VarAD with its configured map normalisation, and the baseline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decisions: Option<Decisions>,
+    /// For a method with a calibration: its decisions re-fitted per pool of normal scores
+    /// and per review rate, against what each calibration promised.
+    #[serde(default, skip_serializing_if = "DecisionTables::is_empty")]
+    pub decision_tables: DecisionTables,
+    /// For a method with a calibration: the out-of-sample normal scores it was fitted on,
+    /// by source, and the good test images' scores, so the distributions can be compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normal_scores: Option<NormalScores>,
+    /// Seconds spent on the out-of-sample normal scores and the calibration, when timed
+    /// apart from `train_seconds` (the baseline's cross-fitting and held-out scoring).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration_seconds: Option<f64>,
     /// VarAD only: the last epoch's mean training loss.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_loss: Option<f64>,
@@ -133,6 +146,16 @@ pub struct MethodResult {
     /// features towards what is easy to predict).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variance_ratios: Vec<f64>,
+}
+
+/// A method's normal image scores: those its calibration was fitted on, and the good test
+/// images'.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NormalScores {
+    /// The calibration's pool: cross-fitted training images' and held-out images' scores.
+    pub pool: NormalPool,
+    /// The good test images' scores, in test order.
+    pub test_good: Vec<f32>,
 }
 
 /// One category.
@@ -176,6 +199,13 @@ pub struct MethodSummary {
     /// The decisions summed over the categories (when every category has them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decisions: Option<Decisions>,
+    /// The decision tables summed over the categories
+    /// ([`super::decision_tables::sum_tables`]: those every category has).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decision_tables: Vec<DecisionTable>,
+    /// Mean calibration seconds, over the categories that timed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration_seconds: Option<f64>,
 }
 
 /// The whole evaluation.
@@ -241,6 +271,16 @@ impl Report {
                         .iter()
                         .map(|r| r.decisions)
                         .sum::<Option<Decisions>>(),
+                    decision_tables: if results.is_empty() {
+                        Vec::new()
+                    } else {
+                        let tables: Vec<&[DecisionTable]> = results
+                            .iter()
+                            .map(|r| r.decision_tables.tables.as_slice())
+                            .collect();
+                        sum_tables(&tables)
+                    },
+                    calibration_seconds: mean(results.iter().map(|r| r.calibration_seconds)),
                 }
             })
             .collect();
@@ -351,6 +391,7 @@ impl Report {
             }
         }
         s.push_str(&self.decisions_markdown());
+        s.push_str(&self.decision_tables_markdown());
         let montages: Vec<&str> = self
             .categories
             .iter()
@@ -410,6 +451,109 @@ impl Report {
                 pct(d.false_fail_rate()),
                 pct(d.escape_rate())
             );
+        }
+        s
+    }
+}
+
+/// A rate as a percentage with two decimals.
+fn pct2(v: f64) -> String {
+    format!("{:.2}", 100.0 * v)
+}
+
+/// A promise and its check, in one cell: `expected (95% UB up)*` where `*` marks an
+/// extrapolated threshold.
+fn promise_cell(r: &super::decision_tables::RateCheck) -> String {
+    format!(
+        "{} (UB {}){}",
+        pct2(r.expected),
+        pct2(r.upper_bound),
+        if r.extrapolated { "*" } else { "" }
+    )
+}
+
+/// An observed rate with its interval and whether the promise lies inside it.
+fn observed_cell(r: &super::decision_tables::RateCheck) -> String {
+    format!(
+        "{}/{} = {} [{}, {}] {}",
+        r.observed,
+        r.good,
+        pct(r.observed_rate()),
+        pct(Some(r.interval[0])),
+        pct(Some(r.interval[1])),
+        if r.consistent { "yes" } else { "NO" }
+    )
+}
+
+impl Report {
+    /// The decision tables: per category the configured rates, then summed over the
+    /// categories at every rate; empty when no method has them.
+    fn decision_tables_markdown(&self) -> String {
+        let mut s = String::new();
+        let mut rows: Vec<(&str, &str, &DecisionTable)> = Vec::new();
+        for c in &self.categories {
+            for m in &c.methods {
+                for t in m.decision_tables.tables.iter().filter(|t| t.configured) {
+                    rows.push((&c.category, &m.method, t));
+                }
+            }
+        }
+        if self.categories.len() > 1 {
+            for pool in PoolChoice::ALL {
+                for m in &self.mean {
+                    for t in m.decision_tables.iter().filter(|t| t.pool == pool) {
+                        rows.push(("**all**", &m.method, t));
+                    }
+                }
+            }
+        }
+        let notes: Vec<String> = self
+            .categories
+            .iter()
+            .flat_map(|c| {
+                c.methods.iter().flat_map(move |m| {
+                    m.decision_tables
+                        .unavailable
+                        .iter()
+                        .map(move |u| format!("- {} / {}: {u}", c.category, m.method))
+                })
+            })
+            .collect();
+        if rows.is_empty() && notes.is_empty() {
+            return s;
+        }
+        s.push_str(
+            "\nDecision tables: each method calibrated on its cross-fitted normal scores alone \
+             and on those plus the held-out images' (n = cross-fitted + held-out). Promised: the \
+             calibration report's expected rate % (95% upper bound; * extrapolated by the \
+             log-normal tail). Observed on the good test parts: flagged (REVIEW or FAIL) and \
+             FAIL, with the 95% Clopper-Pearson interval and whether the promise lies in it. \
+             Escapes: defective parts passed.\n\n\
+             | category | method | calibration | n | review rate | good PASS / REVIEW / FAIL | promised review % | observed flagged % [95%] ok | promised fail % | observed fail % [95%] ok | escapes |\n\
+             |---|---|---|---|---:|---:|---:|---|---:|---|---:|\n",
+        );
+        for (category, method, t) in rows {
+            let g = t.decisions.good;
+            let _ = writeln!(
+                s,
+                "| {category} | {method} | {} | {} + {} | {} | {} / {} / {} | {} | {} | {} | {} | {} = {} % |",
+                t.pool.name(),
+                t.cross_fitted,
+                t.held_out,
+                pct2(t.review.requested),
+                g.pass,
+                g.review,
+                g.fail,
+                promise_cell(&t.review),
+                observed_cell(&t.review),
+                promise_cell(&t.fail),
+                observed_cell(&t.fail),
+                t.decisions.defective.pass,
+                pct(t.decisions.escape_rate())
+            );
+        }
+        if !notes.is_empty() {
+            let _ = writeln!(s, "\nNot calibrated:\n\n{}", notes.join("\n"));
         }
         s
     }
@@ -759,6 +903,9 @@ mod tests {
             }],
             by_size: Vec::new(),
             decisions: None,
+            decision_tables: DecisionTables::default(),
+            normal_scores: None,
+            calibration_seconds: None,
             final_loss: None,
             variance_ratios: Vec::new(),
         }

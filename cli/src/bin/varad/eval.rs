@@ -61,6 +61,12 @@ pub struct Args {
     /// PatchCore: at most this many memory-bank tokens per level [default: no cap].
     #[arg(long, value_name = "N")]
     coreset_max: Option<usize>,
+    /// PatchCore: folds its training images are cross-fitted in for its calibration (each
+    /// fold's memory banks selected without the fold: about (K - 1)^2 / K times the bank
+    /// selection's time more), 0 = none (the held-out images alone calibrate it)
+    /// [default: as VarAD's training cross-fits].
+    #[arg(long, value_name = "K")]
+    patchcore_cross_fit_folds: Option<usize>,
     /// Also report VarAD under these map normalisations, comma-separated (each a row of
     /// its own, scored with the same trained model), e.g. none,level,channel,position,position_two_sided.
     #[arg(long, value_name = "NORMS", value_delimiter = ',', value_parser = crate::config_args::parse_map_norm)]
@@ -159,6 +165,9 @@ fn evaluate_once(
         ..PatchCoreConfig::default()
     };
     options.map_norms = args.compare_map_norms.clone();
+    if let Some(folds) = args.patchcore_cross_fit_folds {
+        options.cross_fit_folds = folds;
+    }
     options.montage_images = args.montage;
     options.montage_tile = args.tile;
     options.out_dir = Some(out.to_path_buf());
