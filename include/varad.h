@@ -92,10 +92,10 @@
  * ========================================================================== */
 
 #define VARAD_VERSION_MAJOR 1
-#define VARAD_VERSION_MINOR 1
+#define VARAD_VERSION_MINOR 2
 #define VARAD_VERSION_PATCH 0
-#define VARAD_VERSION_NUMBER 1001000
-#define VARAD_VERSION_STRING "1.1.0"
+#define VARAD_VERSION_NUMBER 1002000
+#define VARAD_VERSION_STRING "1.2.0"
 
 #ifdef __cplusplus
 extern "C" {
@@ -524,9 +524,10 @@ typedef struct VaradParams {
   // 0.1.
   double calibration_fraction;
   // Fewest images held back for calibration. Range: [0, 1048576]. Default: 3. The
-  // thresholds need at least 3 held-back images: `varad_train` refuses a set whose split
-  // (the larger of this and `calibration_fraction` of the images) holds fewer, before
-  // it trains.
+  // thresholds need at least 3 normal scores: with cross-fitting (`cross_fit_folds`)
+  // the training images give them and held-back images are optional; without it,
+  // `varad_train` refuses a set whose split (the larger of this and
+  // `calibration_fraction` of the images) holds back fewer than 3, before it trains.
   uint32_t min_calibration_images;
   // Smallest defect region reported, in pixels; 0 and 1 keep every region. Range: [0,
   // max_image_pixels]. Default: 1.
@@ -573,8 +574,8 @@ typedef struct VaradParams {
   uint32_t neighbour_bank_tokens;
   // Folds of the cross-fitting that scores every training image out-of-sample (each
   // fold's images scored by statistics fitted without them), so the thresholds rest on
-  // the training images too; 0 = none (only held-back images are scored). Range: [0,
-  // 1000]. Default: 5.
+  // the training images too; 0 = none (only held-back images are scored), 1 is refused
+  // (a single fold leaves no image to fit its statistics on). Range: [0, 64]. Default: 5.
   uint32_t cross_fit_folds;
   // What calibration does when the normal scores are too few for a requested rate.
   // Range: a `VaradBeyondData` value. Default: `VARAD_BEYOND_DATA_LOG_NORMAL_TAIL`.

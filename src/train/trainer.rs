@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use crate::image::{ImageView, InputGeometry};
 use crate::model::combine::resize_adjoint_of_ones;
 use crate::model::neighbours::NeighbourBank;
+use crate::model::ScoreOptions;
 use crate::model::{LevelParams, Model, Weights};
 use crate::predictor::rng::SplitMix64;
-use crate::model::ScoreOptions;
 use crate::score::{Calibration, NormalPool};
 use crate::{Error, ErrorKind, Result};
 

@@ -4,7 +4,7 @@
 //!
 //! Both methods are calibrated the same way: on out-of-sample normal scores of their own
 //! training images (cross-fitted) and of the held-out images, the same images for both
-//! (VarAD's split, [`calibration_split`]); each method's decision tables then re-fit its
+//! (VarAD's split, [`calibration_plan`]); each method's decision tables then re-fit its
 //! thresholds on the cross-fitted scores alone and on the whole pool
 //! ([`super::decision_tables`]).
 //!
@@ -33,7 +33,7 @@ use varad::image::{
 };
 use varad::model::{MapNorm, ScoreOptions};
 use varad::score::{Calibration, CalibrationConfig, Decision, NormalPool};
-use varad::train::{calibration_split, TrainingSet};
+use varad::train::{calibration_plan, TrainingSet};
 use varad::{Config, Error, Model, Result};
 
 /// A detection method the harness can run.
@@ -76,8 +76,8 @@ pub struct EvalOptions {
     /// same trained model; the configured one is the plain `VarAD` row).
     pub map_norms: Vec<MapNorm>,
     /// Folds the PatchCore baseline's training images are cross-fitted in for its
-    /// calibration (0: none, its held-out images alone calibrate it). Default 5, the
-    /// folds VarAD's training cross-fits in by default.
+    /// calibration (0: none, its held-out images alone calibrate it). Default: the folds
+    /// of the configuration's training, so both methods are calibrated the same way.
     pub cross_fit_folds: usize,
 }
 
@@ -85,14 +85,14 @@ impl EvalOptions {
     /// Both methods, 12-image montages of 256-pixel tiles, nothing written.
     pub fn new(config: Config) -> Self {
         EvalOptions {
-            config,
             methods: vec![Method::Varad, Method::PatchCore],
             patchcore: PatchCoreConfig::default(),
             montage_images: 12,
             montage_tile: 256,
             out_dir: None,
+            cross_fit_folds: config.train.cross_fit_folds,
+            config,
             map_norms: Vec::new(),
-            cross_fit_folds: 5,
         }
     }
 }
@@ -140,12 +140,14 @@ struct Trained {
 /// training splits them (so both methods see the same images): `(train, held out)`.
 fn held_out_split(n: usize, config: &Config) -> Result<(Vec<usize>, Vec<usize>)> {
     let t = &config.train;
-    calibration_split(
+    let plan = calibration_plan(
         n,
         t.calibration_fraction,
         t.min_calibration_images,
+        t.cross_fit_folds,
         config.seed,
-    )
+    )?;
+    Ok((plan.train, plan.held_out))
 }
 
 /// The pixel threshold of a calibration on `maps`: the `q`-quantile of all their pixels
@@ -222,7 +224,7 @@ fn train(
                 seconds: busy.as_secs_f64(),
                 final_loss: report.epoch_losses.last().copied(),
                 variance_ratios: report.variance_ratios.last().cloned().unwrap_or_default(),
-                calibration_seconds: None,
+                calibration_seconds: Some(report.calibration_elapsed.as_secs_f64()),
             })
         }
         Method::PatchCore => {
