@@ -308,7 +308,7 @@ mod tests {
         );
         assert!(
             err.message()
-                .contains("train.cross_fit_folds 1001 is not in [0, 1000]"),
+                .contains("train.cross_fit_folds 1001 is not in [2, 64]"),
             "{err}"
         );
     }
