@@ -62,19 +62,8 @@ pub unsafe extern "C" fn varad_training_set_add(
     model: *const VaradModel,
     image: *const VaradImageView,
 ) -> VaradStatus {
-    ffi_boundary(|| {
-        // SAFETY: forwarded from this function's contract.
-        let set = unsafe { try_mut(set, "set") }?;
-        // SAFETY: forwarded.
-        let model = unsafe { try_ref(model, "model") }?;
-        // SAFETY: forwarded.
-        let image = unsafe { try_ref(image, "image") }?;
-        let model = model.current();
-        // SAFETY: forwarded.
-        let view = unsafe { image_view(image, &limits(&model)) }?;
-        set.set.add(&model, &[view])?;
-        Ok(())
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe { add_image(set, model, image, TrainingSet::add) }
 }
 
 /// Adds one known-defective example (an image of a bad part) to `set`: runs the backbone
@@ -99,8 +88,23 @@ pub unsafe extern "C" fn varad_training_set_add_defective(
     model: *const VaradModel,
     image: *const VaradImageView,
 ) -> VaradStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { add_image(set, model, image, TrainingSet::add_defective) }
+}
+
+/// The checks and view conversion both adding functions share; `add` is the set's method
+/// that keeps the image (a good one or a known-defective example).
+///
+/// # Safety
+/// As `varad_training_set_add`.
+unsafe fn add_image(
+    set: *mut VaradTrainingSet,
+    model: *const VaradModel,
+    image: *const VaradImageView,
+    add: fn(&mut TrainingSet, &crate::Model, &[crate::image::ImageView]) -> crate::Result<()>,
+) -> VaradStatus {
     ffi_boundary(|| {
-        // SAFETY: forwarded from this function's contract.
+        // SAFETY: forwarded from the caller's contract.
         let set = unsafe { try_mut(set, "set") }?;
         // SAFETY: forwarded.
         let model = unsafe { try_ref(model, "model") }?;
@@ -109,7 +113,7 @@ pub unsafe extern "C" fn varad_training_set_add_defective(
         let model = model.current();
         // SAFETY: forwarded.
         let view = unsafe { image_view(image, &limits(&model)) }?;
-        set.set.add_defective(&model, &[view])?;
+        add(&mut set.set, &model, &[view])?;
         Ok(())
     })
 }
