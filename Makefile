@@ -246,7 +246,7 @@ demo: setup
 	@echo
 	@echo "report: out/demo/report.md (and report.json); heatmaps next to the ground truth: out/demo/montage_*.png"
 
-## results: the README's result tables, rerun (about 25 minutes on 2 cores). Generates
+## results: the README's result tables, rerun (about 50 minutes on 2 cores). Generates
 ## the four-category set twice, plain and with production variation (make_synthetic_set.py
 ## --vary: shifted, rotated, under drifting light; the same parts and defects), evaluates
 ## VarAD (three map normalisations of one trained model) and the baseline on each, and
