@@ -412,6 +412,12 @@ fn next_up(t: f32) -> f32 {
     }
 }
 
+/// How many of the ascending `sorted` scores lie below `t` (the rank a threshold at `t`
+/// has among them).
+fn scores_below(sorted: &[f32], t: f32) -> usize {
+    sorted.partition_point(|&s| s < t)
+}
+
 /// The threshold for `rate` over the ascending `sorted` scores, and whether it was
 /// extrapolated beyond them. Within the data: just above the order statistic of rank
 /// `ceil((n + 1)(1 - rate))`, so that the scores it was fitted on pass (decisions use
@@ -614,7 +620,7 @@ impl Calibration {
         } else {
             review
         };
-        let below = sorted.iter().filter(|&&s| s < review).count();
+        let below = scores_below(&sorted, review);
         Ok(Calibration {
             fields: CalibrationFields {
                 config: *config,
@@ -670,12 +676,7 @@ impl Calibration {
 
     fn update_bound(&mut self) {
         let f = &mut self.fields;
-        let below = f
-            .normal_scores
-            .sorted
-            .iter()
-            .filter(|&&s| s < f.review_threshold)
-            .count();
+        let below = scores_below(&f.normal_scores.sorted, f.review_threshold);
         f.false_reject_bound = expected_rate(below, f.normal_scores.count);
     }
 
@@ -750,7 +751,7 @@ impl Calibration {
         let at_or_above = if score.is_nan() {
             0
         } else {
-            s.len() - s.partition_point(|&v| v < score)
+            s.len() - scores_below(s, score)
         };
         (1 + at_or_above) as f64 / (s.len() + 1) as f64
     }
@@ -771,12 +772,7 @@ impl Calibration {
         let pool = self.pool();
         let n = f.normal_scores.count;
         let rate = |threshold: f32, requested: f64, extrapolated: bool| {
-            let below = f
-                .normal_scores
-                .sorted
-                .iter()
-                .filter(|&&s| s < threshold)
-                .count();
+            let below = scores_below(&f.normal_scores.sorted, threshold);
             let conformal_rate = expected_rate(below, n);
             let (needed, confident) = images_needed(requested);
             RateReport {

@@ -96,7 +96,7 @@ fn beta_fraction(x: f64, a: f64, b: f64) -> f64 {
 
 /// The `p`-quantile of `Beta(a, b)` (`0 < p < 1`), by bisection on the distribution
 /// function (monotone; 100 halvings reach f64 resolution).
-pub(crate) fn beta_quantile(p: f64, a: f64, b: f64) -> f64 {
+pub fn beta_quantile(p: f64, a: f64, b: f64) -> f64 {
     let (mut lo, mut hi) = (0.0f64, 1.0f64);
     for _ in 0..100 {
         let mid = 0.5 * (lo + hi);

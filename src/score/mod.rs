@@ -71,6 +71,12 @@ pub use decision::Decision;
 pub use heatmap::grey_levels;
 pub use image_map::map_to_image;
 pub use image_score::{check_model_map, image_score, ImageScore};
+// The evaluation harness calibrates its baseline with the same pixel rule.
+#[cfg(feature = "internals")]
+pub use conformal::beta_quantile;
+#[cfg(feature = "internals")]
+pub use quantile::StreamingQuantile;
+#[cfg(not(feature = "internals"))]
 pub(crate) use quantile::StreamingQuantile;
 pub use regions::{find_regions, Region};
 #[cfg(any(test, feature = "internals"))]

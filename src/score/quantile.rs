@@ -83,7 +83,7 @@ fn quantile_with_limit(maps: &[&[f32]], q: f64, collect_limit: usize) -> f32 {
 /// many values plus one map; at `q = 1` (the largest pixel) it is one value. Exact: the
 /// same value as [`quantile_of_all`] over the same maps.
 #[derive(Debug, Clone)]
-pub(crate) struct StreamingQuantile {
+pub struct StreamingQuantile {
     total: usize,
     seen: usize,
     /// How many values to keep.
@@ -100,7 +100,7 @@ pub(crate) struct StreamingQuantile {
 impl StreamingQuantile {
     /// The `q`-quantile (`0 < q <= 1`) of `total` values (at least one, no NaN), pushed
     /// later with [`StreamingQuantile::push`].
-    pub(crate) fn new(total: usize, q: f64) -> Self {
+    pub fn new(total: usize, q: f64) -> Self {
         assert!(total > 0 && q > 0.0 && q <= 1.0);
         let rank = ((q * total as f64).ceil() as usize).clamp(1, total);
         let from_top = total - rank + 1;
@@ -118,7 +118,7 @@ impl StreamingQuantile {
     /// Takes the next map's values.
     ///
     /// [`ErrorKind::Internal`] when the values pushed exceed the total announced.
-    pub(crate) fn push(&mut self, values: &[f32]) -> Result<()> {
+    pub fn push(&mut self, values: &[f32]) -> Result<()> {
         self.seen += values.len();
         if self.seen > self.total {
             return Err(Error::new(
@@ -157,7 +157,7 @@ impl StreamingQuantile {
     /// The quantile, once every announced value was pushed.
     ///
     /// [`ErrorKind::Internal`] when fewer values arrived than were announced.
-    pub(crate) fn finish(mut self) -> Result<f32> {
+    pub fn finish(mut self) -> Result<f32> {
         if self.seen != self.total {
             return Err(Error::new(
                 ErrorKind::Internal,

@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::report::{Decisions, Tally};
-use varad::score::{Calibration, NormalPool, RateReport};
+use varad::score::{beta_quantile, Calibration, NormalPool, RateReport};
 
 /// The review rates every method is also judged at, beside its configured rate.
 pub const REVIEW_RATE_GRID: [f64; 3] = [0.01, 0.05, 0.1];
@@ -310,46 +310,24 @@ pub fn sum_tables(per_category: &[&[DecisionTable]]) -> Vec<DecisionTable> {
 }
 
 /// The Clopper-Pearson interval of a binomial proportion: `successes` of `trials`, at
-/// `confidence` (two-sided, equal tails). The lower end is the `p` at which
-/// `P(X >= successes)` is `(1 - confidence) / 2` (0 for no success), the upper end the
-/// `p` at which `P(X <= successes)` is (1 for all successes); `[0, 1]` without trials.
-/// These are the Beta quantiles `B((1-c)/2; x, n-x+1)` and `B((1+c)/2; x+1, n-x)`, found
-/// here by bisection on the binomial tails, which are exact sums for the few trials of an
-/// evaluation.
+/// `confidence` (two-sided, equal tails): the Beta quantiles `B((1-c)/2; x, n-x+1)` (0 for
+/// no success) and `B((1+c)/2; x+1, n-x)` (1 for all successes); `[0, 1]` without trials.
 pub fn binomial_interval(successes: usize, trials: usize, confidence: f64) -> [f64; 2] {
     let (x, n) = (successes.min(trials), trials);
     if n == 0 {
         return [0.0, 1.0];
     }
     let tail = (1.0 - confidence) / 2.0;
-    // ln k! for k = 0..=n.
-    let mut ln_fact = vec![0.0f64; n + 1];
-    for k in 1..=n {
-        ln_fact[k] = ln_fact[k - 1] + (k as f64).ln();
-    }
-    let pmf = |k: usize, p: f64| {
-        (ln_fact[n] - ln_fact[k] - ln_fact[n - k]
-            + k as f64 * p.ln()
-            + (n - k) as f64 * (1.0 - p).ln())
-        .exp()
+    let lower = if x == 0 {
+        0.0
+    } else {
+        beta_quantile(tail, x as f64, (n - x + 1) as f64)
     };
-    let at_least = |p: f64| (x..=n).map(|k| pmf(k, p)).sum::<f64>();
-    let at_most = |p: f64| (0..=x).map(|k| pmf(k, p)).sum::<f64>();
-    // Both tails are monotone in p: P(X >= x) rises, P(X <= x) falls.
-    let solve = |rising: bool, f: &dyn Fn(f64) -> f64| {
-        let (mut lo, mut hi) = (0.0f64, 1.0f64);
-        for _ in 0..200 {
-            let mid = 0.5 * (lo + hi);
-            if (f(mid) < tail) == rising {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-        }
-        0.5 * (lo + hi)
+    let upper = if x == n {
+        1.0
+    } else {
+        beta_quantile(1.0 - tail, (x + 1) as f64, (n - x) as f64)
     };
-    let lower = if x == 0 { 0.0 } else { solve(true, &at_least) };
-    let upper = if x == n { 1.0 } else { solve(false, &at_most) };
     [lower, upper]
 }
 

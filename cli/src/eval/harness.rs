@@ -32,7 +32,7 @@ use varad::image::{
     read_image_file, write_png, ImageLimits, ImageView, InputGeometry, OwnedImage, PixelFormat,
 };
 use varad::model::{MapNorm, ScoreOptions};
-use varad::score::{Calibration, CalibrationConfig, Decision, NormalPool};
+use varad::score::{Calibration, CalibrationConfig, Decision, NormalPool, StreamingQuantile};
 use varad::train::{calibration_plan, TrainingSet};
 use varad::{Config, Error, Model, Result};
 
@@ -158,16 +158,11 @@ fn pixel_quantile(maps: &[&[f32]], q: f64) -> Result<f32> {
     if n == 0 {
         return Err(Error::config("calibration: the normal maps are empty"));
     }
-    let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-    if rank == n {
-        return Ok(maps
-            .iter()
-            .flat_map(|m| m.iter().copied())
-            .fold(f32::NEG_INFINITY, f32::max));
+    let mut quantile = StreamingQuantile::new(n, q);
+    for map in maps {
+        quantile.push(map)?;
     }
-    let mut all: Vec<f32> = maps.iter().flat_map(|m| m.iter().copied()).collect();
-    let (_, v, _) = all.select_nth_unstable_by(rank - 1, f32::total_cmp);
-    Ok(*v)
+    quantile.finish()
 }
 
 fn train(
