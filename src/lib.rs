@@ -38,8 +38,8 @@ pub mod image;
 pub mod model;
 pub mod model_file;
 internal_mod!(predictor);
+mod platform;
 pub mod score;
-mod threads;
 pub mod train;
 
 pub use config::{Config, ScoreConfig, TrainConfig};

@@ -310,12 +310,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
             .map_err(|e| Error::io(&temp, "write", &e))?;
         file.sync_all().map_err(|e| Error::io(&temp, "sync", &e))?;
         drop(file);
-        std::fs::rename(&temp, path).map_err(|e| Error::io(path, "replace", &e))?;
-        if let Ok(d) = std::fs::File::open(&dir) {
-            // Not every file system can sync a folder; the data itself is already synced.
-            let _ = d.sync_all();
-        }
-        Ok(())
+        crate::platform::replace_file(&temp, path).map_err(|e| Error::io(path, "replace", &e))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);
@@ -344,22 +339,14 @@ fn remove_stale_temps(dir: &Path, name: &str) {
         let Some(pid) = file_name
             .strip_prefix(&prefix)
             .and_then(|rest| rest.strip_suffix(".tmp"))
-            .and_then(|pid| pid.parse::<libc::pid_t>().ok())
+            .and_then(|pid| pid.parse::<u32>().ok())
         else {
             continue;
         };
-        if pid > 0 && !process_exists(pid) {
+        if !crate::platform::process_exists(pid) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
-}
-
-/// Whether a process with this pid exists (signal 0 checks without sending anything;
-/// EPERM means it exists but belongs to another user).
-fn process_exists(pid: libc::pid_t) -> bool {
-    // SAFETY: kill with signal 0 has no effect beyond the existence and permission check.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 fn record(model: &Model) -> BackboneRecord {

@@ -5,11 +5,14 @@
 //!
 //! 1. an explicit path from the configuration;
 //! 2. the `ORT_DYLIB_PATH` environment variable;
-//! 3. the project's setup folder (`.deps/venv`, where `make setup` installs the
+//! 3. the folder of this library's own file (`varad.dll` or `libvarad.so`), where an
+//!    application or a package ships the two side by side;
+//! 4. the project's setup folder (`.deps/venv`, where `make setup` installs the
 //!    `onnxruntime` wheel from PyPI), as seen from the source tree this library was
-//!    built from;
-//! 4. the system library path: the directories in `LD_LIBRARY_PATH`, then the usual
-//!    system directories.
+//!    built from, when that tree's path means anything on this system;
+//! 5. on Linux, the system library path: the directories in `LD_LIBRARY_PATH`, then the
+//!    usual system directories. Never on Windows, where a library found by name can be
+//!    the old `onnxruntime.dll` that Windows itself keeps in System32.
 //!
 //! A path given by 1 or 2 must work: when it does not, loading fails with an error naming
 //! it, instead of quietly taking another library. ONNX Runtime allows one environment per
@@ -37,6 +40,8 @@ pub enum RuntimeSource {
     Explicit,
     /// The `ORT_DYLIB_PATH` environment variable.
     EnvironmentVariable,
+    /// The folder of this library's own file.
+    ModuleFolder,
     /// The project's setup folder (`.deps/venv`).
     SetupFolder,
     /// A directory of the system library path.
@@ -170,13 +175,19 @@ pub fn locate(explicit: Option<&Path>) -> Result<(PathBuf, RuntimeSource)> {
         );
     }
     let mut searched = Vec::new();
+    if let Some(dir) = crate::platform::own_module_dir() {
+        if let Some(file) = newest_library_in(&dir) {
+            return Ok((file, RuntimeSource::ModuleFolder));
+        }
+        searched.push(dir);
+    }
     for dir in setup_folder_dirs() {
         if let Some(file) = newest_library_in(&dir) {
             return Ok((file, RuntimeSource::SetupFolder));
         }
         searched.push(dir);
     }
-    for dir in system_dirs() {
+    for dir in crate::platform::system_library_dirs() {
         if let Some(file) = newest_library_in(&dir) {
             return Ok((file, RuntimeSource::SystemPath));
         }
@@ -229,9 +240,14 @@ fn library_stem() -> String {
 }
 
 /// The `onnxruntime/capi` folders of every Python in the setup venv (the wheel keeps
-/// the library there, under its versioned name only).
+/// the library there, under its versioned name only). None when the source tree's path
+/// is not absolute here (a library cross-built on Linux, running on Windows).
 fn setup_folder_dirs() -> Vec<PathBuf> {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/venv");
+    let source_tree = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if !source_tree.is_absolute() {
+        return Vec::new();
+    }
+    let venv = source_tree.join(".deps/venv");
     let mut dirs = Vec::new();
     for lib in ["lib", "lib64"] {
         let Ok(entries) = std::fs::read_dir(venv.join(lib)) else {
@@ -255,21 +271,6 @@ fn setup_folder_dirs() -> Vec<PathBuf> {
     }
     if dirs.is_empty() {
         dirs.push(venv.join("lib/python3/site-packages/onnxruntime/capi"));
-    }
-    dirs
-}
-
-fn system_dirs() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("LD_LIBRARY_PATH")
-        .map(|v| {
-            std::env::split_paths(&v)
-                .filter(|p| p.is_absolute())
-                .collect()
-        })
-        .unwrap_or_default();
-    let arch_dir = format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH);
-    for dir in ["/usr/local/lib", "/usr/lib", arch_dir.as_str(), "/lib"] {
-        dirs.push(PathBuf::from(dir));
     }
     dirs
 }
@@ -364,28 +365,35 @@ mod tests {
     #[test]
     fn picks_the_newest_versioned_library() {
         let dir = temp_dir("newest");
+        let stem = library_stem();
+        let providers = format!(
+            "{}onnxruntime_providers_shared{}",
+            std::env::consts::DLL_PREFIX,
+            std::env::consts::DLL_SUFFIX
+        );
         for name in [
-            "libonnxruntime.so.1.9.0",
-            "libonnxruntime.so.1.23.2",
-            "libonnxruntime.so.1.19.0",
-            "libonnxruntime_providers_shared.so",
-            "libonnxruntime.so.1.30.0-dev",
+            format!("{stem}.1.9.0"),
+            format!("{stem}.1.23.2"),
+            format!("{stem}.1.19.0"),
+            providers,
+            format!("{stem}.1.30.0-dev"),
         ] {
             std::fs::write(dir.join(name), b"").unwrap();
         }
         let found = newest_library_in(&dir).unwrap();
-        assert_eq!(found.file_name().unwrap(), "libonnxruntime.so.1.23.2");
+        assert_eq!(
+            found.file_name().unwrap().to_str(),
+            Some(&*format!("{stem}.1.23.2"))
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn explicit_path_that_is_missing_is_an_error_not_a_fallback() {
-        let err = locate(Some(Path::new("/nonexistent/libonnxruntime.so"))).unwrap_err();
+        let missing = temp_dir("missing").join(library_stem());
+        let err = locate(Some(&missing)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::RuntimeNotFound);
-        assert!(
-            err.message().contains("/nonexistent/libonnxruntime.so"),
-            "{err}"
-        );
+        assert!(err.message().contains(&*missing.to_string_lossy()), "{err}");
     }
 
     #[test]

@@ -106,7 +106,7 @@ impl Backbone {
                     "intra_threads is 0; give a positive count, or none for one per physical core",
                 )),
                 Some(n) => n,
-                None => crate::threads::physical_cores(),
+                None => crate::platform::physical_cores(),
             };
         let sessions = SessionPool::open(
             runtime,

@@ -99,7 +99,7 @@ impl SessionPool {
         }
         onnx_file::check(&bytes).map_err(|e| e.context(path.display()))?;
         let (session, device) = create_session(runtime, &bytes, path, device, intra_threads)?;
-        let capacity = (crate::threads::physical_cores() / intra_threads).max(1);
+        let capacity = (crate::platform::physical_cores() / intra_threads).max(1);
         let pool = Arc::new(SessionPool {
             graph: describe(&session),
             key: key.clone(),

@@ -124,7 +124,7 @@ impl Model {
         config.directions.sort_unstable();
         config.validate()?;
         let threads = if config.threads == 0 {
-            crate::threads::physical_cores()
+            crate::platform::physical_cores()
         } else {
             config.threads
         };

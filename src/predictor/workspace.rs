@@ -128,7 +128,7 @@ impl<T> Clone for WorkspacePool<T> {
 impl<T> Default for WorkspacePool<T> {
     /// A pool of its own, keeping one free workspace per physical core.
     fn default() -> Self {
-        WorkspacePool::keeping(crate::threads::physical_cores())
+        WorkspacePool::keeping(crate::platform::physical_cores())
     }
 }
 

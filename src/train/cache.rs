@@ -4,8 +4,6 @@
 //! the process dies) and are read back when a batch needs them.
 
 use std::fs::File;
-use std::io::Write;
-use std::os::unix::fs::FileExt;
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -127,7 +125,7 @@ impl TokenCache {
             let offset = self.spill_bytes;
             let file = self.spill_file()?;
             let raw: Vec<u8> = half.iter().flat_map(|v| v.to_le_bytes()).collect();
-            file.write_all_at(&raw, offset)
+            crate::platform::write_all_at(file, &raw, offset)
                 .map_err(|e| spill_error("write", &e))?;
             self.spill_bytes += bytes;
             Storage::Spilled {
@@ -159,7 +157,7 @@ impl TokenCache {
                     .as_ref()
                     .expect("a spilled entry has a spill file");
                 let mut raw = vec![0u8; len * 2];
-                file.read_exact_at(&mut raw, *offset)
+                crate::platform::read_exact_at(file, &mut raw, *offset)
                     .map_err(|e| spill_error("read", &e))?;
                 for (v, b) in values.iter_mut().zip(raw.chunks_exact(2)) {
                     *v = f16::from_le_bytes([b[0], b[1]]).to_f32();
@@ -174,23 +172,9 @@ impl TokenCache {
 
     fn spill_file(&mut self) -> Result<&File> {
         if self.spill.is_none() {
-            let path = std::env::temp_dir().join(format!(
-                "varad-token-cache-{}-{:x}",
-                std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos())
-            ));
-            let mut file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(|e| Error::io(&path, "create the token cache spill file", &e))?;
-            // Unlinked at once: the space is freed when the cache is dropped or the process
-            // ends, however it ends.
-            let _ = std::fs::remove_file(&path);
-            file.flush().map_err(|e| spill_error("flush", &e))?;
+            let dir = std::env::temp_dir();
+            let file = crate::platform::anonymous_scratch_file(&dir, "varad-token-cache")
+                .map_err(|e| Error::io(&dir, "create the token cache spill file in", &e))?;
             self.spill = Some(file);
         }
         Ok(self.spill.as_ref().expect("just created"))
