@@ -11,7 +11,7 @@ CXX         ?= c++
 CWARN       := -Wall -Wextra -Wpedantic -Werror
 
 .PHONY: all setup backbones build test test-rust test-c test-python test-header lint header header-check symbols demo results bench synthetic clean \
-        examples examples-asan install test-install test-csharp tools test-c-asan test-old-client valgrind fuzz fuzz-build fuzz-smoke
+        examples examples-asan install test-install test-csharp tools windows symbols-windows windows-toolchain test-c-asan test-old-client valgrind fuzz fuzz-build fuzz-smoke
 
 all: build
 
@@ -61,6 +61,45 @@ symbols:
 	@if grep -v '^varad_' target/exported-symbols.txt; then echo "libvarad.so exports symbols outside varad_* (above)"; exit 1; fi
 	@diff -u target/declared-symbols.txt target/exported-symbols.txt || { echo "the header's functions and libvarad.so's exports differ (- declared only, + exported only)"; exit 1; }
 	@echo "libvarad.so exports exactly the $$(wc -l < target/exported-symbols.txt) varad_* functions include/varad.h declares"
+
+## windows: varad.dll cross-built for Windows x64 with Rust's x86_64-pc-windows-gnu target
+## and MinGW, into target/windows/: bin/varad.dll, lib/libvarad.dll.a (MinGW's import
+## library), lib/varad.def and lib/varad.lib (the import library MSVC's link.exe takes,
+## written by MinGW's dlltool from the .def). The toolchain comes from rustup and Debian
+## (windows-toolchain). WINDOWS_PROFILE=debug builds the debug DLL instead.
+WIN_TARGET      := x86_64-pc-windows-gnu
+WINDOWS_PROFILE ?= release
+WIN_OUT         := target/windows
+WIN_BUILD       := target/$(WIN_TARGET)/$(WINDOWS_PROFILE)
+windows-toolchain: tools
+	@rustup target list --installed 2>/dev/null | grep -qx $(WIN_TARGET) || rustup target add $(WIN_TARGET)
+	bash scripts/ensure-tools.sh x86_64-w64-mingw32-gcc
+
+windows: windows-toolchain
+	$(CARGO) build --lib --target $(WIN_TARGET) $(if $(filter release,$(WINDOWS_PROFILE)),--release,)
+	@mkdir -p $(WIN_OUT)/bin $(WIN_OUT)/lib
+	cp $(WIN_BUILD)/varad.dll $(WIN_OUT)/bin/varad.dll
+	cp $(WIN_BUILD)/libvarad.dll.a $(WIN_OUT)/lib/libvarad.dll.a
+	@{ echo "LIBRARY varad.dll"; echo "EXPORTS"; \
+	   x86_64-w64-mingw32-objdump -p $(WIN_OUT)/bin/varad.dll | \
+	   awk '/\[Ordinal\/Name Pointer\] Table/ {t=1; next} t && /^\t\[/ {print "    " $$NF; next} t {t=0}'; \
+	 } > $(WIN_OUT)/lib/varad.def
+	x86_64-w64-mingw32-dlltool -m i386:x86-64 -d $(WIN_OUT)/lib/varad.def -D varad.dll -l $(WIN_OUT)/lib/varad.lib
+	@echo "windows: $(WIN_OUT)/bin/varad.dll ($(WINDOWS_PROFILE)), import libraries and .def in $(WIN_OUT)/lib"
+
+## symbols-windows: varad.dll exports exactly the header's varad_* functions, and imports
+## only DLLs every Windows has (no MinGW runtime such as libgcc_s_seh-1.dll or
+## libwinpthread-1.dll, which a user's machine would lack)
+WIN_SYSTEM_DLLS := kernel32 ntdll msvcrt advapi32 bcrypt bcryptprimitives userenv ws2_32 ole32 oleaut32 shell32 user32 api-ms-win-core-[a-z0-9-]*
+symbols-windows: windows
+	@x86_64-w64-mingw32-objdump -p $(WIN_OUT)/bin/varad.dll > target/windows-objdump.txt
+	@awk '/\[Ordinal\/Name Pointer\] Table/ {t=1; next} t && /^\t\[/ {print $$NF; next} t {t=0}' target/windows-objdump.txt | sort > target/windows-exported.txt
+	@grep -v -e '^ *//' -e '^ *[/]*\*' include/varad.h | sed -n 's/.*\b\(varad_[a-z0-9_]*\)(.*/\1/p' | sort -u > target/declared-symbols.txt
+	@diff -u target/declared-symbols.txt target/windows-exported.txt || { echo "the header's functions and varad.dll's exports differ (- declared only, + exported only)"; exit 1; }
+	@sed -n 's/^\tDLL Name: //p' target/windows-objdump.txt | tr 'A-Z' 'a-z' | sort -u > target/windows-imports.txt
+	@if grep -v -x -E '($(shell echo $(WIN_SYSTEM_DLLS) | sed 's/ /|/g'))\.dll' target/windows-imports.txt; then \
+	  echo "varad.dll imports the DLLs above, which are not part of Windows"; exit 1; fi
+	@echo "varad.dll exports exactly the $$(wc -l < target/windows-exported.txt) varad_* functions include/varad.h declares and imports only system DLLs: $$(tr '\n' ' ' < target/windows-imports.txt)"
 
 ## test-header: the header compiles alone as C99 and as C++17 with strict warnings
 test-header:

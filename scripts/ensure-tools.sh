@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure the named commands exist, installing their Debian packages when missing and
 # when allowed (root with apt-get); idempotent and quiet. Usage: ensure-tools.sh CMD...
-#   cmake -> cmake, mcs -> mono-mcs, mono -> mono-runtime
+#   cmake -> cmake, mcs -> mono-mcs, mono -> mono-runtime,
+#   x86_64-w64-mingw32-gcc -> gcc-mingw-w64-x86-64 (with binutils: objdump, dlltool),
+#   wine -> wine64 (Wine 8 on Debian 12: runs the Windows build's tests)
 set -euo pipefail
 missing=()
 for cmd in "$@"; do
@@ -10,6 +12,8 @@ for cmd in "$@"; do
     cmake) missing+=(cmake) ;;
     mcs) missing+=(mono-mcs) ;;
     mono) missing+=(mono-runtime) ;;
+    x86_64-w64-mingw32-gcc) missing+=(gcc-mingw-w64-x86-64) ;;
+    wine) missing+=(wine64) ;;
     *) echo "ensure-tools: no package known for $cmd" >&2; exit 1 ;;
   esac
 done
