@@ -119,6 +119,9 @@ symbols-windows: windows
 ## The C programs run against the DLL that is shipped: the release build of `make
 ## windows`, which symbols-windows builds anyway (the debug DLL would add a second
 ## library build for nothing). The Rust tests build in the test profile, as on Linux.
+## Cost on 2 cores: the release DLL about 2 minutes and the Windows test binaries about
+## 4 from a clean target/, the prefix and the wheel about 20 s once, the runs under Wine
+## about 45 s.
 ## The CUDA emulator's unit tests are skipped under Wine: they compile a C++ kernel
 ## emulator with the host's C++ compiler into a .so and load it, which a Windows test
 ## process cannot. On ONNX Runtime 1.23 for Windows, "Failed to create DXGI factory." on
@@ -128,7 +131,8 @@ WIN_CC     := x86_64-w64-mingw32-gcc -std=c99 $(CWARN) -static
 WINE_RUN   := $(CURDIR)/tests/windows/wine-run.sh
 ORT_WIN    := .deps/windows
 # Maps of the same model on the same images, Windows vs Linux, relative to each map's
-# largest value; the same bound for scores.
+# largest value; the same bound for scores. Measured: one model scored on both, no
+# difference at all; a model trained on each (same images, same order), 3e-7.
 MAP_TOLERANCE := 1e-5
 WIN_RUST_TESTS := model_file crash_safety concurrency shared_sessions score_threads backbone image_files ffi resource_limits
 
@@ -176,8 +180,9 @@ test-windows: windows windows-test-setup
 	$(WINE_RUN) $(WIN_TEST)/bin/layout.exe > $(WIN_TEST)/layout-windows.txt
 	@diff -u $(WIN_TEST)/layout-linux.txt $(WIN_TEST)/layout-windows.txt || { echo "struct layouts differ between Linux (-) and Windows (+)"; exit 1; }
 	@echo "layout: $$(wc -l < $(WIN_TEST)/layout-linux.txt) sizes and offsets the same on Linux and Windows"
-	@# Rust tests under Wine. Cargo runs them from the repository root, which Wine maps
-	@# to Z:; the test helpers' ONNX Runtime search knows only Linux's setup folder.
+	@# Rust tests under Wine, run from the repository root (Z: in Wine). A Windows build
+	@# never looks in the Linux setup folder (.deps/venv), so ORT_DYLIB_PATH names the
+	@# wheel's DLL.
 	CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=$(WINE_RUN) ORT_DYLIB_PATH='Z:$(CURDIR)/$(ORT_WIN)/onnxruntime.dll' \
 	  $(CARGO) test --target $(WIN_TARGET) -p varad --features internals --lib $(addprefix --test ,$(WIN_RUST_TESTS)) -- --skip cuda::emulator
 	@echo "test-windows: all checks passed"
