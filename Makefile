@@ -11,7 +11,7 @@ CXX         ?= c++
 CWARN       := -Wall -Wextra -Wpedantic -Werror
 
 .PHONY: all setup backbones build test test-rust test-c test-python test-header lint header header-check symbols demo results bench synthetic clean \
-        examples examples-asan install test-install test-csharp tools windows symbols-windows windows-toolchain test-c-asan test-old-client valgrind fuzz fuzz-build fuzz-smoke
+        examples examples-asan install test-install test-csharp tools windows symbols-windows windows-toolchain windows-test-setup test-windows test-c-asan test-old-client valgrind fuzz fuzz-build fuzz-smoke
 
 all: build
 
@@ -27,7 +27,7 @@ build:
 	$(CARGO) build --release
 
 ## test: everything CI checks
-test: setup lint header-check test-header symbols test-rust test-c test-c-asan test-old-client test-python examples examples-asan test-install test-csharp
+test: setup lint header-check test-header symbols test-rust test-c test-c-asan test-old-client test-python examples examples-asan test-install test-csharp symbols-windows test-windows
 	@echo "make test: all checks passed"
 
 test-rust:
@@ -101,8 +101,97 @@ symbols-windows: windows
 	  echo "varad.dll imports the DLLs above, which are not part of Windows"; exit 1; fi
 	@echo "varad.dll exports exactly the $$(wc -l < target/windows-exported.txt) varad_* functions include/varad.h declares and imports only system DLLs: $$(tr '\n' ' ' < target/windows-imports.txt)"
 
-## test-header: the header compiles alone as C99 and as C++17 with strict warnings
-test-header:
+## test-windows: the Windows build under Wine 8 (wine64), in a prefix of its own
+## (target/wine-prefix, never ~/.wine) with onnxruntime.dll from the win_amd64 wheel of the
+## pinned onnxruntime (.deps/windows/; tests/windows/setup.sh makes both, once):
+##   - the C API tests (tests/c/), the examples (examples-c/check.sh), the old client and a
+##     UTF-8 path test (tests/windows/utf8_path.c), cross-built with MinGW and linked
+##     -static (no MinGW runtime DLL beside them; varad.dll itself needs none, see
+##     symbols-windows), run from a folder holding varad.dll and onnxruntime.dll with
+##     ORT_DYLIB_PATH unset: ONNX Runtime is found beside varad.dll;
+##   - maps and decisions of the Windows build equal to the Linux build's (debug
+##     libvarad.so) on the same images, for a model trained on Linux and one trained on
+##     Windows, each loaded on the other platform (tests/windows/maps.c, compare_maps.py);
+##   - every public struct's size and field offsets the same for MinGW (LLP64) as for
+##     Linux (LP64) (tests/windows/layout.py);
+##   - the library's unit tests and the integration tests about files, paths, threads and
+##     the runtime loader, with wine as cargo's runner for the Windows target.
+## The C programs run against the DLL that is shipped: the release build of `make
+## windows`, which symbols-windows builds anyway (the debug DLL would add a second
+## library build for nothing). The Rust tests build in the test profile, as on Linux.
+## Cost on 2 cores: the release DLL about 2 minutes and the Windows test binaries about
+## 4 from a clean target/, the prefix and the wheel about 20 s once, the runs under Wine
+## about 45 s.
+## The CUDA emulator's unit tests are skipped under Wine: they compile a C++ kernel
+## emulator with the host's C++ compiler into a .so and load it, which a Windows test
+## process cannot. On ONNX Runtime 1.23 for Windows, "Failed to create DXGI factory." on
+## stderr is its GPU device discovery finding no DirectX under Wine, not an error.
+WIN_TEST   := target/windows-test
+WIN_CC     := x86_64-w64-mingw32-gcc -std=c99 $(CWARN) -static
+WINE_RUN   := $(CURDIR)/tests/windows/wine-run.sh
+ORT_WIN    := .deps/windows
+# Maps of the same model on the same images, Windows vs Linux, relative to each map's
+# largest value; the same bound for scores. Measured: one model scored on both, no
+# difference at all; a model trained on each (same images, same order), 3e-7.
+MAP_TOLERANCE := 1e-5
+WIN_RUST_TESTS := model_file crash_safety concurrency shared_sessions score_threads backbone image_files ffi resource_limits
+
+windows-test-setup: windows-toolchain $(PY)
+	bash scripts/ensure-tools.sh wine
+	bash tests/windows/setup.sh $(PY)
+
+test-windows: windows windows-test-setup
+	$(CARGO) build
+	@rm -rf $(WIN_TEST)/bin && mkdir -p $(WIN_TEST)/bin $(WIN_TEST)/linux $(WIN_TEST)/old-client/include target/c target/old-client
+	cp $(WIN_OUT)/bin/varad.dll $(ORT_WIN)/*.dll $(WIN_TEST)/bin/
+	@set -e; for src in $(C_TESTS) $(addprefix examples-c/,$(addsuffix .c,$(EXAMPLES))) tests/windows/utf8_path.c tests/windows/maps.c; do \
+	  echo "CC (mingw) $$src"; \
+	  $(WIN_CC) -Iinclude -Itests/c $$src $(WIN_OUT)/lib/libvarad.dll.a -lpthread -o $(WIN_TEST)/bin/$$(basename $$src .c).exe; \
+	done
+	$(PY) tests/old_client/make_old_header.py include/varad.h $(WIN_TEST)/old-client/include/varad.h
+	$(WIN_CC) -I$(WIN_TEST)/old-client/include -Itests/c tests/old_client/old_client.c $(WIN_OUT)/lib/libvarad.dll.a -o $(WIN_TEST)/bin/old_client.exe
+	@set -e; unset ORT_DYLIB_PATH; for t in $(basename $(notdir $(C_TESTS))) old_client; do \
+	  echo "wine $$t"; $(WINE_RUN) $(WIN_TEST)/bin/$$t.exe; \
+	done
+	unset ORT_DYLIB_PATH; EXAMPLE_RUNNER=$(WINE_RUN) bash examples-c/check.sh $(WIN_TEST)/bin $(EXAMPLE_BACKBONE) $(PY) $(WIN_TEST)/examples
+	unset ORT_DYLIB_PATH; $(WINE_RUN) $(WIN_TEST)/bin/utf8_path.exe $(WIN_TEST) $(EXAMPLE_BACKBONE) $(WIN_TEST)/examples/images/test/defect.png
+	@test -s "$(WIN_TEST)/Prüfstand-検査/modell-ü.varad" || { echo "utf8_path: no model file under its UTF-8 name on the Linux side"; exit 1; }
+	@# Linux and Windows on the same images: a model trained by each, scored by both.
+	@set -e; for src in examples-c/train.c tests/windows/maps.c; do \
+	  $(CC) -std=c99 $(CWARN) -Iinclude $$src $(LINK_DEBUG) -o $(WIN_TEST)/linux/$$(basename $$src .c); \
+	done
+	@rm -rf $(WIN_TEST)/compare && mkdir -p $(WIN_TEST)/compare
+	$(WIN_TEST)/linux/train --input 112 --epochs 3 $(EXAMPLE_BACKBONE) $(WIN_TEST)/examples/images/good $(WIN_TEST)/compare/linux.varad > $(WIN_TEST)/compare/train-linux.log
+	cp $(WIN_TEST)/examples/model.varad $(WIN_TEST)/compare/windows.varad
+	@set -e; unset ORT_DYLIB_PATH; for model in linux windows; do \
+	  out=$(WIN_TEST)/compare/$$model-trained; \
+	  $(WIN_TEST)/linux/maps $(WIN_TEST)/compare/$$model.varad $$out.on-linux.txt $(WIN_TEST)/examples/images/*/*.png; \
+	  $(WINE_RUN) $(WIN_TEST)/bin/maps.exe $(WIN_TEST)/compare/$$model.varad $$out.on-windows.txt $(WIN_TEST)/examples/images/*/*.png; \
+	  echo "model trained on $$model, scored on Linux and on Windows:"; \
+	  $(PY) tests/windows/compare_maps.py $(MAP_TOLERANCE) $$out.on-linux.txt $$out.on-windows.txt; \
+	done
+	@echo "models trained on Linux and on Windows, each scored on its own platform:"
+	$(PY) tests/windows/compare_maps.py $(MAP_TOLERANCE) $(WIN_TEST)/compare/linux-trained.on-linux.txt $(WIN_TEST)/compare/windows-trained.on-windows.txt
+	@# The ABI's layout: LLP64 (MinGW) as LP64 (Linux).
+	$(PY) tests/windows/layout.py include/varad.h $(WIN_TEST)/layout.c
+	$(CC) -std=c99 $(CWARN) -Iinclude $(WIN_TEST)/layout.c -o $(WIN_TEST)/linux/layout
+	$(WIN_CC) -Iinclude $(WIN_TEST)/layout.c -o $(WIN_TEST)/bin/layout.exe
+	$(WIN_TEST)/linux/layout > $(WIN_TEST)/layout-linux.txt
+	$(WINE_RUN) $(WIN_TEST)/bin/layout.exe > $(WIN_TEST)/layout-windows.txt
+	@diff -u $(WIN_TEST)/layout-linux.txt $(WIN_TEST)/layout-windows.txt || { echo "struct layouts differ between Linux (-) and Windows (+)"; exit 1; }
+	@echo "layout: $$(wc -l < $(WIN_TEST)/layout-linux.txt) sizes and offsets the same on Linux and Windows"
+	@# Rust tests under Wine, run from the repository root (Z: in Wine). A Windows build
+	@# never looks in the Linux setup folder (.deps/venv), so ORT_DYLIB_PATH names the
+	@# wheel's DLL.
+	CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=$(WINE_RUN) ORT_DYLIB_PATH='Z:$(CURDIR)/$(ORT_WIN)/onnxruntime.dll' \
+	  $(CARGO) test --target $(WIN_TARGET) -p varad --features internals --lib $(addprefix --test ,$(WIN_RUST_TESTS)) -- --skip cuda::emulator
+	@echo "test-windows: all checks passed"
+
+## test-header: the header compiles alone as C99 and as C++17 with strict warnings, and
+## uses no type whose size differs between Linux and Windows (`long`, `wchar_t`, `long
+## double`: tests/windows/layout.py refuses them)
+test-header: $(PY)
+	$(PY) tests/windows/layout.py include/varad.h target/layout.c
 	printf '#include "varad.h"\nint main(void) { return varad_version_number() == VARAD_VERSION_NUMBER ? 0 : 1; }\n' > target/header_c.c
 	$(CC) -std=c99 $(CWARN) -Iinclude -c target/header_c.c -o target/header_c.o
 	cp target/header_c.c target/header_cpp.cpp

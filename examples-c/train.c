@@ -3,7 +3,10 @@
  *   train [--input N] [--epochs N] BACKBONE.onnx GOOD_IMAGE_DIR MODEL_OUT
  *
  * --input N sets an N x N backbone input (default: the backbone's preferred size).
- * Every file in the folder that the library can read (PNG, JPEG, TIFF, BMP) is used. */
+ * Every file in the folder that the library can read (PNG, JPEG, TIFF, BMP) is used, in
+ * the order of their names: the order a folder lists its files in differs between file
+ * systems, and the training images' order decides which are held back for calibration,
+ * so sorting makes a rerun anywhere train the same model. */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <stdio.h>
@@ -15,6 +18,49 @@
 static int fail(const char *what) {
     fprintf(stderr, "train: %s: %s\n", what, varad_last_error_message());
     return 1;
+}
+
+static int by_name(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The names in the folder not starting with '.', sorted, into `*out` (NULL when there are
+ * none) and their number into `*count`; the caller frees each name and the array.
+ * Returns 0, or 1 on failure (reported). */
+static int sorted_names(const char *dir_path, char ***out, size_t *count) {
+    DIR *dir = opendir(dir_path);
+    struct dirent *entry;
+    char **names = NULL;
+    size_t n = 0, capacity = 0;
+    if (!dir) {
+        perror(dir_path);
+        return 1;
+    }
+    while ((entry = readdir(dir)) != NULL) {
+        size_t len = strlen(entry->d_name);
+        if (entry->d_name[0] == '.') continue;
+        if (n == capacity) {
+            char **grown;
+            capacity = capacity ? 2 * capacity : 64;
+            grown = realloc(names, capacity * sizeof *names);
+            if (!grown) break;
+            names = grown;
+        }
+        names[n] = malloc(len + 1);
+        if (!names[n]) break;
+        memcpy(names[n++], entry->d_name, len + 1);
+    }
+    closedir(dir);
+    if (entry != NULL) {
+        fprintf(stderr, "train: out of memory listing %s\n", dir_path);
+        while (n > 0) free(names[--n]);
+        free(names);
+        return 1;
+    }
+    if (n > 0) qsort(names, n, sizeof *names, by_name);
+    *out = names;
+    *count = n;
+    return 0;
 }
 
 static int32_t on_progress(const VaradProgress *p, void *user_data) {
@@ -32,8 +78,8 @@ int main(int argc, char **argv) {
     VaradTrainingSet *set = NULL;
     VaradTrainReport report;
     VaradCalibrationReport calibration;
-    DIR *dir;
-    struct dirent *entry;
+    char **names = NULL;
+    size_t n_names = 0, i;
     int arg = 1, added = 0;
     char path[4096];
 
@@ -65,16 +111,11 @@ int main(int argc, char **argv) {
     if (varad_create(&params, &model) != VARAD_OK) return fail("cannot create the model");
     if (varad_training_set_create(model, &set) != VARAD_OK) return fail("training set");
 
-    dir = opendir(argv[arg + 1]);
-    if (!dir) {
-        perror(argv[arg + 1]);
-        return 1;
-    }
-    while ((entry = readdir(dir)) != NULL) {
+    if (sorted_names(argv[arg + 1], &names, &n_names) != 0) return 1;
+    for (i = 0; i < n_names; i++) {
         VaradImage *image = NULL;
         VaradImageView view;
-        if (entry->d_name[0] == '.') continue;
-        snprintf(path, sizeof path, "%s/%s", argv[arg + 1], entry->d_name);
+        snprintf(path, sizeof path, "%s/%s", argv[arg + 1], names[i]);
         if (varad_image_read(path, &image) != VARAD_OK) {
             fprintf(stderr, "skipping %s: %s\n", path, varad_last_error_message());
             continue;
@@ -83,13 +124,13 @@ int main(int argc, char **argv) {
         if (varad_image_view(image, &view) != VARAD_OK ||
             varad_training_set_add(set, model, &view) != VARAD_OK) {
             varad_image_destroy(image);
-            closedir(dir);
             return fail(path);
         }
         varad_image_destroy(image);
         added++;
     }
-    closedir(dir);
+    for (i = 0; i < n_names; i++) free(names[i]);
+    free(names);
     printf("training on %d images\n", added);
 
     memset(&report, 0, sizeof report);

@@ -3,7 +3,8 @@
 # when allowed (root with apt-get); idempotent and quiet. Usage: ensure-tools.sh CMD...
 #   cmake -> cmake, mcs -> mono-mcs, mono -> mono-runtime,
 #   x86_64-w64-mingw32-gcc -> gcc-mingw-w64-x86-64 (with binutils: objdump, dlltool),
-#   wine -> wine64 (Wine 8 on Debian 12: runs the Windows build's tests)
+#   wine -> wine64 wine (Wine 8 on Debian 12: runs the Windows build's tests; wine64 has
+#   the 64-bit loader, wine the commands wine, wineboot and wineserver)
 set -euo pipefail
 missing=()
 for cmd in "$@"; do
@@ -13,7 +14,7 @@ for cmd in "$@"; do
     mcs) missing+=(mono-mcs) ;;
     mono) missing+=(mono-runtime) ;;
     x86_64-w64-mingw32-gcc) missing+=(gcc-mingw-w64-x86-64) ;;
-    wine) missing+=(wine64) ;;
+    wine) missing+=(wine64 wine) ;;
     *) echo "ensure-tools: no package known for $cmd" >&2; exit 1 ;;
   esac
 done

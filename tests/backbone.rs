@@ -302,8 +302,9 @@ fn the_runtime_is_loaded_once_and_reported_through_c() {
             VaradStatus::VARAD_OK
         );
         let copied = CStr::from_ptr(copy.as_ptr()).to_str().unwrap();
+        // Named as an absolute path: `Z:\nonexistent\...` on Windows.
         assert!(
-            copied.contains("/nonexistent/libonnxruntime.so"),
+            copied.contains("nonexistent") && copied.contains("libonnxruntime.so"),
             "{copied}"
         );
         // Copying does not clear it.

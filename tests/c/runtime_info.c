@@ -1,8 +1,13 @@
 /* Links libvarad from C, loads ONNX Runtime, prints which file and version were loaded,
- * and checks the error paths of the copy-into-buffer functions. Exit status 0 = pass. */
+ * and checks the error paths of the copy-into-buffer functions. On Windows, with
+ * ORT_DYLIB_PATH unset, ONNX Runtime must come from the folder of varad.dll itself.
+ * Exit status 0 = pass. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _WIN32
+#include <windows.h>
+#endif
 
 #include "varad.h"
 
@@ -22,7 +27,8 @@ int main(void) {
 
     /* A path that does not exist is refused with a message naming it. */
     CHECK(varad_runtime_load("/nonexistent/libonnxruntime.so") == VARAD_ERR_RUNTIME_NOT_FOUND);
-    CHECK(strstr(varad_last_error_message(), "/nonexistent/libonnxruntime.so") != NULL);
+    CHECK(strstr(varad_last_error_message(), "nonexistent") != NULL);
+    CHECK(strstr(varad_last_error_message(), "libonnxruntime.so") != NULL);
 
     if (varad_runtime_load(NULL) != VARAD_OK) {
         fprintf(stderr, "varad_runtime_load: %s\n", varad_last_error_message());
@@ -39,7 +45,25 @@ int main(void) {
     CHECK(varad_runtime_version(version, sizeof version, &needed) == VARAD_OK);
     CHECK(strlen(version) + 1 == needed);
     CHECK(varad_runtime_path(path, sizeof path, NULL) == VARAD_OK);
+#ifdef _WIN32
+    /* An absolute path with a drive; with no ORT_DYLIB_PATH, beside varad.dll. */
+    CHECK(path[0] != '\0' && path[1] == ':' && path[2] == '\\');
+    {
+        const char *env = getenv("ORT_DYLIB_PATH");
+        char dll[4096];
+        char *slash;
+        DWORD n = GetModuleFileNameA(GetModuleHandleA("varad.dll"), dll, sizeof dll);
+        CHECK(n > 0 && n < sizeof dll);
+        slash = strrchr(dll, '\\');
+        if ((env == NULL || env[0] == '\0') && slash != NULL &&
+            (size_t)(slash + 1 - dll) + strlen("onnxruntime.dll") < sizeof dll) {
+            strcpy(slash + 1, "onnxruntime.dll");
+            CHECK(strcmp(path, dll) == 0);
+        }
+    }
+#else
     CHECK(path[0] == '/');
+#endif
 
     printf("varad %s, ONNX Runtime %s from %s\n", varad_version_string(), version, path);
     if (failures) {

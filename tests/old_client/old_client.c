@@ -10,8 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _WIN32
+#include <windows.h>
+#else
 #include <sys/mman.h>
 #include <unistd.h>
+#endif
 
 #include "varad.h"
 
@@ -19,6 +23,20 @@
 
 /* `size` zeroed bytes ending exactly where an inaccessible page begins. */
 static void *at_page_end(size_t size) {
+#ifdef _WIN32
+    SYSTEM_INFO info;
+    DWORD old_protect;
+    size_t page;
+    unsigned char *base;
+    GetSystemInfo(&info);
+    page = info.dwPageSize;
+    base = VirtualAlloc(NULL, 2 * page, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE);
+    if (base == NULL || size > page ||
+        !VirtualProtect(base + page, page, PAGE_NOACCESS, &old_protect)) {
+        fprintf(stderr, "old_client: guard page: error %lu\n", (unsigned long)GetLastError());
+        exit(1);
+    }
+#else
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     unsigned char *base = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE,
                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -26,6 +44,7 @@ static void *at_page_end(size_t size) {
         perror("old_client: guard page");
         exit(1);
     }
+#endif
     return base + page - size;
 }
 
