@@ -3,6 +3,7 @@
 # when allowed (root with apt-get); idempotent and quiet. Usage: ensure-tools.sh CMD...
 #   cmake -> cmake, mcs -> mono-mcs, mono -> mono-runtime,
 #   x86_64-w64-mingw32-gcc -> gcc-mingw-w64-x86-64 (with binutils: objdump, dlltool),
+#   x86_64-w64-mingw32-g++ -> g++-mingw-w64-x86-64, pkg-config -> pkg-config,
 #   wine -> wine64 (Wine 8 on Debian 12: runs the Windows build's tests)
 set -euo pipefail
 missing=()
@@ -13,6 +14,8 @@ for cmd in "$@"; do
     mcs) missing+=(mono-mcs) ;;
     mono) missing+=(mono-runtime) ;;
     x86_64-w64-mingw32-gcc) missing+=(gcc-mingw-w64-x86-64) ;;
+    x86_64-w64-mingw32-g++) missing+=(g++-mingw-w64-x86-64) ;;
+    pkg-config) missing+=(pkg-config) ;;
     wine) missing+=(wine64) ;;
     *) echo "ensure-tools: no package known for $cmd" >&2; exit 1 ;;
   esac
