@@ -280,7 +280,7 @@ package: symbols windows tools
 ## their CMake packages used by the C++ consumer of test-install (Linux: built and run;
 ## Windows: cross-built with MinGW)
 test-package: package setup
-	bash scripts/ensure-tools.sh x86_64-w64-mingw32-g++ pkg-config
+	bash scripts/ensure-tools.sh x86_64-w64-mingw32-g++ pkg-config xbuild
 	bash tests/package/check.sh
 
 bench: setup

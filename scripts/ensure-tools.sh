@@ -4,6 +4,7 @@
 #   cmake -> cmake, mcs -> mono-mcs, mono -> mono-runtime,
 #   x86_64-w64-mingw32-gcc -> gcc-mingw-w64-x86-64 (with binutils: objdump, dlltool),
 #   x86_64-w64-mingw32-g++ -> g++-mingw-w64-x86-64, pkg-config -> pkg-config,
+#   xbuild -> mono-xbuild (mono's MSBuild clone: runs the NuGet package's build targets),
 #   wine -> wine64 (Wine 8 on Debian 12: runs the Windows build's tests)
 set -euo pipefail
 missing=()
@@ -16,6 +17,7 @@ for cmd in "$@"; do
     x86_64-w64-mingw32-gcc) missing+=(gcc-mingw-w64-x86-64) ;;
     x86_64-w64-mingw32-g++) missing+=(g++-mingw-w64-x86-64) ;;
     pkg-config) missing+=(pkg-config) ;;
+    xbuild) missing+=(mono-xbuild) ;;
     wine) missing+=(wine64) ;;
     *) echo "ensure-tools: no package known for $cmd" >&2; exit 1 ;;
   esac

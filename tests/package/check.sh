@@ -60,6 +60,29 @@ print(f"nuget: Varad {version}, Apache-2.0, depends on Microsoft.ML.OnnxRuntime 
 PY
 MONO_PATH=target/mono-tools/usr/lib/mono/gac/Mono.Cecil/0.11.0.0__0738eb9f132ed756 \
   mono target/package/csharp/Retarget.exe --check "$pkg/lib/netstandard2.0/Varad.dll"
+# The build targets, under xbuild for want of MSBuild: a .NET Framework x64 build gets
+# varad.dll in its output folder, a .NET (Core) build does not (it reads runtimes/), and
+# 32-bit builds fail with the reason.
+targets_case() {  # expect (copies|nothing|fails) NAME, then MSBuild properties
+  local expect=$1 name=$2; shift 2
+  local out=$work/nuget/targets/$name/ status=0
+  xbuild /nologo /v:minimal tests/package/targets-consumer.proj /p:VaradTargets="$pkg/buildTransitive/Varad.targets" \
+    /p:OutDir="$out" "$@" > "$work/nuget/targets-$name.log" 2>&1 || status=$?
+  case $expect in
+    copies) [ $status -eq 0 ] && [ -f "$out/varad.dll" ] ;;
+    nothing) [ $status -eq 0 ] && [ ! -e "$out/varad.dll" ] ;;
+    fails) [ $status -ne 0 ] && grep -q "error : Varad: varad.dll is built for x64 only" "$work/nuget/targets-$name.log" ;;
+  esac || { echo "nuget targets: $name should have $expect:"; cat "$work/nuget/targets-$name.log"; exit 1; }
+}
+targets_case copies netfx-x64 /p:TargetFrameworkIdentifier=.NETFramework /p:PlatformTarget=x64
+targets_case copies netfx-anycpu-library /p:TargetFrameworkIdentifier=.NETFramework /p:PlatformTarget=AnyCPU /p:Prefer32Bit=true /p:OutputType=Library
+targets_case nothing netcore-x64 /p:TargetFrameworkIdentifier=.NETCoreApp /p:PlatformTarget=x64
+targets_case fails netfx-x86 /p:TargetFrameworkIdentifier=.NETFramework /p:PlatformTarget=x86
+targets_case fails netfx-prefer32 /p:TargetFrameworkIdentifier=.NETFramework /p:PlatformTarget=AnyCPU /p:Prefer32Bit=true /p:OutputType=Exe
+targets_case fails netcore-win-x86 /p:TargetFrameworkIdentifier=.NETCoreApp /p:RuntimeIdentifier=win-x86
+cmp -s "$pkg/buildTransitive/Varad.targets" "$pkg/build/Varad.targets" || { echo "nuget: build/ and buildTransitive/ targets differ"; exit 1; }
+echo "nuget targets: varad.dll copied for .NET Framework x64 only; x86 and 32-bit-preferring builds refused (xbuild)"
+
 # The output folder a build would make: the assembly, the native library and ONNX Runtime
 # side by side.
 app=$work/nuget/app
