@@ -268,17 +268,18 @@ test-csharp: tools
 	mcs -nologo -warnaserror -out:target/csharp/VaradTest.exe bindings/csharp/Varad.cs bindings/csharp/VaradTest.cs
 	LD_LIBRARY_PATH=$(CURDIR)/target/debug mono target/csharp/VaradTest.exe $(EXAMPLE_BACKBONE)
 
-## package: dist/ with the NuGet package, the Python wheel and the Linux and Windows
-## release archives (packaging/package.sh), from the release builds of `symbols` and
-## `windows`, which `make test` runs anyway
+## package: dist/ with the NuGet package, the Python wheels (Linux, Windows) and the Linux
+## and Windows release archives (packaging/package.sh), from the release builds of
+## `symbols` and `windows`, which `make test` needs anyway
 package: symbols windows tools
 	bash packaging/package.sh
 
 ## test-package: each package used as its users would (tests/package/check.sh): the NuGet
-## package's assembly and Linux library from a C# consumer under mono, the wheel pip-installed
-## into a fresh venv (onnxruntime and numpy from PyPI), the archives' contents listed and
-## their CMake packages used by the C++ consumer of test-install (Linux: built and run;
-## Windows: cross-built with MinGW)
+## package's assembly and Linux library from a C# consumer under mono, its build targets
+## under xbuild; the Linux wheel pip-installed into a fresh venv (onnxruntime and numpy
+## from PyPI) and used from outside the checkout, its platform tag checked by auditwheel;
+## the archives' contents listed and their CMake packages used by the C++ consumer of
+## test-install (Linux: built and run; Windows: cross-built with MinGW)
 test-package: package setup
 	bash scripts/ensure-tools.sh x86_64-w64-mingw32-g++ pkg-config xbuild
 	bash tests/package/check.sh

@@ -6,7 +6,7 @@ the wheel's only compiled part is the library, built by cargo, not by a Python b
 backend. Entries carry a fixed timestamp, so the same inputs give the same bytes.
 
     make_packages.py nuget --version V --ort-version V --dll D --so S --assembly A [--doc X] --out F
-    make_packages.py wheel --version V --so S --out-dir DIR
+    make_packages.py wheel --version V --so LIB --platform TAG --out-dir DIR
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ Version: {version}
 Summary: High-resolution industrial anomaly detection (VarAD), Python bindings with the native library
 License: Apache-2.0
 Classifier: License :: OSI Approved :: Apache Software License
-Classifier: Operating System :: POSIX :: Linux
+Classifier: Operating System :: {os_classifier}
 Classifier: Programming Language :: Python :: 3
 Requires-Python: >=3.8
 Requires-Dist: numpy>=1.21
@@ -138,7 +138,10 @@ def wheel(args: argparse.Namespace) -> None:
     files = {
         "varad/__init__.py": (ROOT / "bindings/python/varad/__init__.py").read_bytes(),
         f"varad/{pathlib.Path(args.so).name}": pathlib.Path(args.so).read_bytes(),
-        f"{info}/METADATA": METADATA.format(version=args.version, readme=WHEEL_README).encode(),
+        f"{info}/METADATA": METADATA.format(
+            version=args.version, readme=WHEEL_README,
+            os_classifier="Microsoft :: Windows" if args.platform.startswith("win") else "POSIX :: Linux",
+        ).encode(),
         f"{info}/WHEEL": WHEEL.format(tag=tag).encode(),
         f"{info}/LICENSE": (ROOT / "LICENSE").read_bytes(),
     }
@@ -165,10 +168,9 @@ def main() -> None:
     n.add_argument("--out", required=True)
     w = sub.add_parser("wheel")
     w.add_argument("--version", required=True)
-    w.add_argument("--so", required=True)
-    # linux_x86_64, not manylinux: the library is built on Debian 12 (glibc 2.36) and
-    # not checked against a manylinux policy.
-    w.add_argument("--platform", default="linux_x86_64")
+    w.add_argument("--so", required=True, help="libvarad.so, or varad.dll for a Windows wheel")
+    # The platform tag (manylinux_2_35_x86_64: see package.sh).
+    w.add_argument("--platform", required=True)
     w.add_argument("--out-dir", required=True)
     args = parser.parse_args()
     {"nuget": nuget, "wheel": wheel}[args.command](args)

@@ -2,7 +2,8 @@
 # make package: writes dist/ from the release builds `make symbols` (Linux) and
 # `make windows` (Windows) left in target/:
 #   Varad.<version>.nupkg                     C# binding (netstandard2.0) + both native libraries
-#   varad-<version>-py3-none-linux_x86_64.whl Python binding with libvarad.so inside
+#   varad-<version>-py3-none-<platform>.whl   Python binding with libvarad.so inside
+#   varad-<version>-py3-none-win_amd64.whl     the same with varad.dll
 #   varad-<version>-x86_64-linux.tar.gz       the `make install` layout
 #   varad-<version>-x86_64-windows.zip        the same for Windows: bin/varad.dll, import libraries
 # The packaged libraries are copies without debug info (the release profile keeps it for
@@ -15,6 +16,7 @@ stage=target/package
 dist=dist
 linux_lib=target/release/libvarad.so
 windows_dir=target/windows
+WHEEL_PLATFORM=${WHEEL_PLATFORM:-manylinux_2_35_x86_64}
 for f in "$linux_lib" target/release/libvarad.a "$windows_dir/bin/varad.dll" "$windows_dir/lib/varad.lib"; do
   [ -f "$f" ] || { echo "package: $f missing (make symbols windows builds it)" >&2; exit 1; }
 done
@@ -48,7 +50,15 @@ python3 packaging/make_packages.py nuget --version "$version" --ort-version "$or
   --dll "$stage/native/varad.dll" --so "$stage/native/libvarad.so" --out "$dist/Varad.$version.nupkg"
 
 step "Python wheel"
-python3 packaging/make_packages.py wheel --version "$version" --so "$stage/native/libvarad.so" --out-dir "$dist" >/dev/null
+# The tag auditwheel gives libvarad.so built on Debian 12: its newest glibc symbol version
+# is 2.35 and it needs nothing beyond glibc and libgcc_s. test-package asks auditwheel
+# again, so a build that needs more fails there instead of shipping a wrong tag.
+python3 packaging/make_packages.py wheel --version "$version" --so "$stage/native/libvarad.so" \
+  --platform "$WHEEL_PLATFORM" --out-dir "$dist" >/dev/null
+# The same for Windows x64, with varad.dll (the binding looks for it on Windows, and for
+# onnxruntime.dll in the onnxruntime package). Not run here: there is no Windows Python.
+python3 packaging/make_packages.py wheel --version "$version" --so "$stage/native/varad.dll" \
+  --platform win_amd64 --out-dir "$dist" >/dev/null
 
 # The archives' pkg-config files find their prefix from their own folder, as the CMake
 # packages do, so the archives unpack anywhere.

@@ -100,10 +100,14 @@ grep -q "loaded ONNX Runtime .* from $app/.* (ModuleFolder)" "$work/nuget/run.lo
   || { echo "nuget: ONNX Runtime was not loaded from beside the packaged libvarad.so"; exit 1; }
 
 # ---- wheel ----
-wheel=dist/varad-$version-py3-none-linux_x86_64.whl
+wheel_platform=manylinux_2_35_x86_64
+wheel=dist/varad-$version-py3-none-$wheel_platform.whl
+windows_wheel=dist/varad-$version-py3-none-win_amd64.whl
 python3 -c 'import sys, zipfile; print("\n".join(zipfile.ZipFile(sys.argv[1]).namelist()))' "$wheel" | same_files wheel \
   varad/__init__.py varad/libvarad.so "varad-$version.dist-info/"{METADATA,WHEEL,LICENSE,RECORD}
-python3 - "$wheel" <<'PY'
+python3 -c 'import sys, zipfile; print("\n".join(zipfile.ZipFile(sys.argv[1]).namelist()))' "$windows_wheel" | same_files windows-wheel \
+  varad/__init__.py varad/varad.dll "varad-$version.dist-info/"{METADATA,WHEEL,LICENSE,RECORD}
+for w in "$wheel" "$windows_wheel"; do python3 - "$w" <<'PY'
 import base64, hashlib, sys, zipfile
 wheel = zipfile.ZipFile(sys.argv[1])
 record = [line.split(",") for line in wheel.read(next(n for n in wheel.namelist() if n.endswith("/RECORD"))).decode().splitlines()]
@@ -114,14 +118,25 @@ for name, digest, size in record:
     expected = "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
     assert digest == expected and int(size) == len(data), f"RECORD is wrong for {name}"
 assert len(record) == len(wheel.namelist()), "RECORD does not list every file"
-print(f"wheel: RECORD matches its {len(record)} files")
+tag = wheel.filename.rsplit("-", 1)[1][: -len(".whl")]
+meta = wheel.read(next(n for n in wheel.namelist() if n.endswith("/WHEEL"))).decode()
+assert f"Tag: py3-none-{tag}" in meta.splitlines(), meta
+print(f"wheel {tag}: RECORD matches its {len(record)} files, WHEEL names the file's tag")
 PY
+done
 python3 -m venv "$work/wheel/venv"
 grep -E '^(onnxruntime|numpy)==' scripts/requirements.txt > "$work/wheel/constraints.txt"
 "$work/wheel/venv/bin/pip" install --quiet --disable-pip-version-check -c "$work/wheel/constraints.txt" "$root/$wheel"
 outside=$(mktemp -d)
 (cd "$outside" && env -u VARAD_LIBRARY -u ORT_DYLIB_PATH -u PYTHONPATH "$work/wheel/venv/bin/python" "$root/tests/package/wheel_check.py" "$backbone")
 rm -rf "$outside"
+# The platform tag is the one auditwheel (PyPI's manylinux checker) finds for the library.
+"$work/wheel/venv/bin/pip" install --quiet --disable-pip-version-check auditwheel==6.8.2
+"$work/wheel/venv/bin/auditwheel" show --json "$wheel" 2>/dev/null > "$work/wheel/auditwheel.json"
+audited=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["overall_tag"])' "$work/wheel/auditwheel.json")
+[ "$audited" = "$wheel_platform" ] \
+  || { echo "wheel: tagged $wheel_platform, but auditwheel finds the library consistent with $audited"; exit 1; }
+echo "wheel: auditwheel agrees with its tag $wheel_platform"
 
 # ---- archives ----
 linux=varad-$version-x86_64-linux
