@@ -28,6 +28,8 @@ same_files() {
   diff -u "$work/$what.expected" "$work/$what.actual" || { echo "$what: the files differ from the expected list (- expected, + found)"; exit 1; }
   echo "$what: $(wc -l < "$work/$what.actual") files as expected"
 }
+last=$SECONDS
+took() { echo "$1: $((SECONDS - last)) s"; last=$SECONDS; }
 ort_lib=$("$venv_python" -c 'import pathlib, onnxruntime; print(sorted((pathlib.Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime.so.*"))[-1])')
 
 # ---- NuGet ----
@@ -60,6 +62,17 @@ print(f"nuget: Varad {version}, Apache-2.0, depends on Microsoft.ML.OnnxRuntime 
 PY
 MONO_PATH=target/mono-tools/usr/lib/mono/gac/Mono.Cecil/0.11.0.0__0738eb9f132ed756 \
   mono target/package/csharp/Retarget.exe --check "$pkg/lib/netstandard2.0/Varad.dll"
+# The packaged libraries (copies without debug info) still export exactly the header's
+# functions.
+grep -v -e '^ *//' -e '^ *[/]*\*' include/varad.h | sed -n 's/.*\b\(varad_[a-z0-9_]*\)(.*/\1/p' | sort -u > "$work/declared.txt"
+nm -D --defined-only "$pkg/runtimes/linux-x64/native/libvarad.so" | awk '{print $3}' | sort > "$work/exported-so.txt"
+x86_64-w64-mingw32-objdump -p "$pkg/runtimes/win-x64/native/varad.dll" > "$work/objdump-dll.txt"
+awk '/\[Ordinal\/Name Pointer\] Table/ {t=1; next} t && /^\t\[/ {print $NF; next} t {t=0}' "$work/objdump-dll.txt" | sort > "$work/exported-dll.txt"
+for exported in "$work/exported-so.txt" "$work/exported-dll.txt"; do
+  diff -u "$work/declared.txt" "$exported" || { echo "nuget: $exported differs from the header's functions"; exit 1; }
+done
+echo "nuget: both native libraries export the header's $(wc -l < "$work/declared.txt") functions"
+
 # The build targets, under xbuild for want of MSBuild: a .NET Framework x64 build gets
 # varad.dll in its output folder, a .NET (Core) build does not (it reads runtimes/), and
 # 32-bit builds fail with the reason.
@@ -99,6 +112,8 @@ facades=$root/target/mono-tools/usr/lib/mono/4.5/Facades
 grep -q "loaded ONNX Runtime .* from $app/.* (ModuleFolder)" "$work/nuget/run.log" \
   || { echo "nuget: ONNX Runtime was not loaded from beside the packaged libvarad.so"; exit 1; }
 
+took "nuget checks"
+
 # ---- wheel ----
 wheel_platform=manylinux_2_35_x86_64
 wheel=dist/varad-$version-py3-none-$wheel_platform.whl
@@ -137,6 +152,8 @@ audited=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["over
 [ "$audited" = "$wheel_platform" ] \
   || { echo "wheel: tagged $wheel_platform, but auditwheel finds the library consistent with $audited"; exit 1; }
 echo "wheel: auditwheel agrees with its tag $wheel_platform"
+
+took "wheel checks (a fresh venv, onnxruntime and numpy from PyPI)"
 
 # ---- archives ----
 linux=varad-$version-x86_64-linux
@@ -179,4 +196,5 @@ for exe in "$work/windows/build/consumer.exe" "$work/windows/consumer_msvc_impli
     || { echo "windows archive: $exe does not import varad.dll"; exit 1; }
 done
 echo "windows archive: the test-install consumer links varad.dll through the CMake package and through varad.lib"
-echo "test-package: NuGet package, wheel and both archives checked"
+took "archive checks"
+echo "test-package: NuGet package, wheels and both archives checked in $SECONDS s"
