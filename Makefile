@@ -11,7 +11,7 @@ CXX         ?= c++
 CWARN       := -Wall -Wextra -Wpedantic -Werror
 
 .PHONY: all setup backbones build test test-rust test-c test-python test-header lint header header-check symbols demo results bench synthetic clean \
-        examples examples-asan install test-install test-csharp tools windows symbols-windows windows-toolchain windows-test-setup test-windows test-c-asan test-old-client valgrind fuzz fuzz-build fuzz-smoke
+        examples examples-asan install install-files test-install test-csharp package test-package tools windows symbols-windows windows-toolchain windows-test-setup test-windows test-c-asan test-old-client valgrind fuzz fuzz-build fuzz-smoke
 
 all: build
 
@@ -27,7 +27,7 @@ build:
 	$(CARGO) build --release
 
 ## test: everything CI checks
-test: setup lint header-check test-header symbols test-rust test-c test-c-asan test-old-client test-python examples examples-asan test-install test-csharp symbols-windows test-windows
+test: setup lint header-check test-header symbols test-rust test-c test-c-asan test-old-client test-python examples examples-asan test-install test-csharp symbols-windows test-windows test-package
 	@echo "make test: all checks passed"
 
 test-rust:
@@ -322,6 +322,10 @@ V_MINOR := $(word 2,$(subst ., ,$(VERSION)))
 SUBST   := sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@MAJOR@|$(V_MAJOR)|g' -e 's|@MINOR@|$(V_MINOR)|g'
 install:
 	$(CARGO) build $(if $(filter release,$(PROFILE)),--release,)
+	$(MAKE) --no-print-directory install-files
+
+## install-files: install's copying alone, of what is already built (make package uses it)
+install-files:
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/lib/cmake/varad
 	install -m 644 include/varad.h $(DESTDIR)$(PREFIX)/include/varad.h
 	install -m 755 target/$(PROFILE)/libvarad.so $(DESTDIR)$(PREFIX)/lib/libvarad.so
@@ -352,6 +356,22 @@ test-csharp: tools
 	@mkdir -p target/csharp
 	mcs -nologo -warnaserror -out:target/csharp/VaradTest.exe bindings/csharp/Varad.cs bindings/csharp/VaradTest.cs
 	LD_LIBRARY_PATH=$(CURDIR)/target/debug mono target/csharp/VaradTest.exe $(EXAMPLE_BACKBONE)
+
+## package: dist/ with the NuGet package, the Python wheels (Linux, Windows) and the Linux
+## and Windows release archives (packaging/package.sh), from the release builds of
+## `symbols` and `windows`, which `make test` needs anyway
+package: symbols windows tools
+	bash packaging/package.sh
+
+## test-package: each package used as its users would (tests/package/check.sh): the NuGet
+## package's assembly and Linux library from a C# consumer under mono, its build targets
+## under xbuild; the Linux wheel pip-installed into a fresh venv (onnxruntime and numpy
+## from PyPI) and used from outside the checkout, its platform tag checked by auditwheel;
+## the archives' contents listed and their CMake packages used by the C++ consumer of
+## test-install (Linux: built and run; Windows: cross-built with MinGW)
+test-package: package setup
+	bash scripts/ensure-tools.sh x86_64-w64-mingw32-g++ pkg-config xbuild
+	bash tests/package/check.sh
 
 bench: setup
 	$(CARGO) bench --bench tokenizer

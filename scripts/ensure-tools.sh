@@ -3,6 +3,8 @@
 # when allowed (root with apt-get); idempotent and quiet. Usage: ensure-tools.sh CMD...
 #   cmake -> cmake, mcs -> mono-mcs, mono -> mono-runtime,
 #   x86_64-w64-mingw32-gcc -> gcc-mingw-w64-x86-64 (with binutils: objdump, dlltool),
+#   x86_64-w64-mingw32-g++ -> g++-mingw-w64-x86-64, pkg-config -> pkg-config,
+#   xbuild -> mono-xbuild (mono's MSBuild clone: runs the NuGet package's build targets),
 #   wine -> wine64 wine (Wine 8 on Debian 12: runs the Windows build's tests; wine64 has
 #   the 64-bit loader, wine the commands wine, wineboot and wineserver)
 set -euo pipefail
@@ -14,6 +16,9 @@ for cmd in "$@"; do
     mcs) missing+=(mono-mcs) ;;
     mono) missing+=(mono-runtime) ;;
     x86_64-w64-mingw32-gcc) missing+=(gcc-mingw-w64-x86-64) ;;
+    x86_64-w64-mingw32-g++) missing+=(g++-mingw-w64-x86-64) ;;
+    pkg-config) missing+=(pkg-config) ;;
+    xbuild) missing+=(mono-xbuild) ;;
     wine) missing+=(wine64 wine) ;;
     *) echo "ensure-tools: no package known for $cmd" >&2; exit 1 ;;
   esac

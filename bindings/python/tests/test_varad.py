@@ -241,3 +241,24 @@ def test_the_calibration_report_p_values_and_known_defects(trained, tmp_path):
         tiny_model(beyond_data="guess")
     with pytest.raises(varad.VaradError, match="params.target_false_fail_rate"):
         tiny_model(target_false_fail_rate=1.0)
+
+
+def test_the_runtime_is_the_installed_onnxruntime_package(trained, monkeypatch):
+    # The test venv has the onnxruntime wheel: its library is what a model runs on
+    # (the one the `trained` fixture loaded), found without ORT_DYLIB_PATH.
+    monkeypatch.delenv("ORT_DYLIB_PATH", raising=False)
+    installed = varad._installed_runtime()
+    assert installed is not None and pathlib.Path(installed).is_file()
+    assert pathlib.Path(installed).parent.name == "capi"
+    assert pathlib.Path(varad.runtime_path()).samefile(installed)
+    monkeypatch.setenv("ORT_DYLIB_PATH", installed)
+    assert varad._installed_runtime() is None
+
+
+def test_a_library_beside_the_package_comes_before_the_checkouts(monkeypatch, tmp_path):
+    package = tmp_path / "varad"
+    package.mkdir()
+    (package / "libvarad.so").write_bytes(b"")
+    monkeypatch.delenv("VARAD_LIBRARY", raising=False)
+    monkeypatch.setattr(varad, "__file__", str(package / "__init__.py"))
+    assert varad._find_library() == str(package / "libvarad.so")

@@ -10,15 +10,20 @@ with ctypes: nothing to compile.
     model.save("model.varad"); model = varad.Model.load("model.varad")
 
 The library is found through the VARAD_LIBRARY environment variable (a path to
-libvarad.so), then the checkout's target/{debug,release}/, then the system library path.
-Errors raise VaradError (status code, name and the library's message).
+libvarad.so), then this package's own folder (where the wheel puts it), then the
+checkout's target/{debug,release}/, then the system library path. ONNX Runtime is the
+one of the installed `onnxruntime` Python package, unless a model names another
+(`runtime_path=`) or ORT_DYLIB_PATH is set; without that package the library searches
+(see varad.h). Errors raise VaradError (status code, name and the library's message).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.util
 import os
+import sys
 import pathlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, List, Optional, Sequence
@@ -36,6 +41,7 @@ __all__ = [
     "CancelledError",
     "BusyError",
     "library_version",
+    "runtime_path",
     "set_log_callback",
     "HEADER_VERSION",
 ]
@@ -263,19 +269,55 @@ LOG_LEVELS = {"error": 1, "warn": 2, "info": 3, "debug": 4}
 # ---- the library ----
 
 
+_LIBRARY_FILE = "varad.dll" if sys.platform == "win32" else "libvarad.so"
+
+
 def _find_library() -> str:
     env = os.environ.get("VARAD_LIBRARY")
     if env:
         return env
+    # The wheel ships the library inside the package, beside this file.
+    bundled = pathlib.Path(__file__).resolve().parent / _LIBRARY_FILE
+    if bundled.is_file():
+        return str(bundled)
     root = pathlib.Path(__file__).resolve().parents[3]
     for profile in ("debug", "release"):
-        candidate = root / "target" / profile / "libvarad.so"
+        candidate = root / "target" / profile / _LIBRARY_FILE
         if candidate.is_file():
             return str(candidate)
     found = ctypes.util.find_library("varad")
     if found:
         return found
     raise OSError("libvarad not found: set VARAD_LIBRARY to the path of libvarad.so")
+
+
+def _installed_runtime() -> Optional[str]:
+    """The ONNX Runtime library file of the installed `onnxruntime` Python package (the
+    wheel's dependency), found without importing it; None when ORT_DYLIB_PATH is set (the
+    library honours it) or the package is absent (the library then searches)."""
+    if os.environ.get("ORT_DYLIB_PATH"):
+        return None
+    try:
+        spec = importlib.util.find_spec("onnxruntime")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    capi = pathlib.Path(list(spec.submodule_search_locations)[0]) / "capi"
+    if sys.platform == "win32":
+        candidates = [capi / "onnxruntime.dll"]
+    else:
+        # The wheel ships only the versioned name (libonnxruntime.so.1.23.2).
+        candidates = sorted(capi.glob("libonnxruntime.so*"), key=_runtime_version, reverse=True)
+    for candidate in candidates:
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+def _runtime_version(path: pathlib.Path) -> tuple:
+    tail = path.name[len("libonnxruntime.so"):].lstrip(".")
+    return tuple(int(part) if part.isdigit() else -1 for part in tail.split(".")) if tail else ()
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -317,6 +359,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "varad_result_regions": (st, [V, P(P(_Region)), P(c_size_t), P(c_size_t)]),
         "varad_write_heatmap_png": (st, [V, ctypes.c_char_p, ctypes.c_float]),
         "varad_set_log_callback": (st, [_LOG_CB, V, ctypes.c_uint32]),
+        "varad_runtime_path": (st, [ctypes.c_char_p, c_size_t, P(c_size_t)]),
     }
     for name, (restype, argtypes) in sigs.items():
         fn = getattr(lib, name)
@@ -349,6 +392,18 @@ _lib = _load_library()
 def library_version() -> str:
     """The loaded libvarad's version, e.g. "1.0.0"."""
     return _lib.varad_version_string().decode()
+
+
+def runtime_path() -> Optional[str]:
+    """The absolute path of the ONNX Runtime library this process loaded (on the first
+    model created or loaded), or None before that."""
+    needed = c_size_t()
+    status = _lib.varad_runtime_path(None, 0, ctypes.byref(needed))
+    if status == 7:  # VARAD_ERR_RUNTIME_NOT_FOUND: not loaded yet
+        return None
+    buf = ctypes.create_string_buffer(needed.value)
+    _check(_lib.varad_runtime_path(buf, needed.value, ctypes.byref(needed)))
+    return buf.value.decode()
 
 
 # The C callback in force: ctypes frees a callback that nothing references.
@@ -594,6 +649,8 @@ class Model:
         `beyond_data` takes "log_normal_tail" or "refuse" (or the C value) and
         `catch_known_defects` a bool."""
         p = _init(_Params, _lib.varad_params_init)
+        if runtime_path is None:
+            runtime_path = _installed_runtime()
         keep = [_encode(backbone), _encode(runtime_path)]
         p.backbone_path, p.runtime_path = keep
         if input_size is not None:
@@ -620,8 +677,8 @@ class Model:
     def load(cls, path, *, backbone=None, device=None, threads=None) -> "Model":
         """Loads a model file; `backbone`, `device` and `threads` override what was saved."""
         lp = _init(_LoadParams, _lib.varad_load_params_init)
-        keep = _encode(backbone)
-        lp.backbone_path = keep
+        keep = [_encode(backbone), _encode(_installed_runtime())]
+        lp.backbone_path, lp.runtime_path = keep
         if device is not None:
             lp.device = DEVICES[device]
         if threads is not None:
