@@ -461,8 +461,9 @@ typedef struct VaradParams {
   size_t size;
   // The backbone ONNX file (borrowed during `varad_create`). Required. Default: NULL.
   const char *backbone_path;
-  // The ONNX Runtime library file. Default: NULL (search: `ORT_DYLIB_PATH`, the
-  // project's setup folder, the system library path).
+  // The ONNX Runtime library file. Default: NULL (search: `ORT_DYLIB_PATH`, the folder
+  // of this library's own file, the project's setup folder, then on Linux the system
+  // library path; never a search by name on Windows).
   const char *runtime_path;
   // Comma-separated backbone output names to use, finest first. Default: NULL (the
   // backbone's `varad.default_levels`, or all its outputs when it declares none).
@@ -1354,8 +1355,10 @@ extern "C" {
 #endif // __cplusplus
 
 // Loads the ONNX Runtime library now (creating a model does it too). `path` names the
-// library file; NULL searches: `ORT_DYLIB_PATH`, then the project's setup folder, then
-// the system library path. A process holds one ONNX Runtime: once loaded, later calls
+// library file; NULL searches: `ORT_DYLIB_PATH`, then the folder of this library's own
+// file (`varad.dll`, `libvarad.so`), then the project's setup folder, then on Linux the
+// system library path (never a search by name on Windows, where System32 may hold an
+// older `onnxruntime.dll`). A process holds one ONNX Runtime: once loaded, later calls
 // succeed if `path` is NULL or names the same file.
 //
 // Ownership: `path` is borrowed for the call. Thread safety: any thread; concurrent

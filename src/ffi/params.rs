@@ -198,8 +198,9 @@ pub struct VaradParams {
     pub size: usize,
     /// The backbone ONNX file (borrowed during `varad_create`). Required. Default: NULL.
     pub backbone_path: *const c_char,
-    /// The ONNX Runtime library file. Default: NULL (search: `ORT_DYLIB_PATH`, the
-    /// project's setup folder, the system library path).
+    /// The ONNX Runtime library file. Default: NULL (search: `ORT_DYLIB_PATH`, the folder
+    /// of this library's own file, the project's setup folder, then on Linux the system
+    /// library path; never a search by name on Windows).
     pub runtime_path: *const c_char,
     /// Comma-separated backbone output names to use, finest first. Default: NULL (the
     /// backbone's `varad.default_levels`, or all its outputs when it declares none).

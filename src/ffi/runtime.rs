@@ -17,8 +17,10 @@ fn loaded() -> Result<&'static runtime::Runtime, FfiError> {
 }
 
 /// Loads the ONNX Runtime library now (creating a model does it too). `path` names the
-/// library file; NULL searches: `ORT_DYLIB_PATH`, then the project's setup folder, then
-/// the system library path. A process holds one ONNX Runtime: once loaded, later calls
+/// library file; NULL searches: `ORT_DYLIB_PATH`, then the folder of this library's own
+/// file (`varad.dll`, `libvarad.so`), then the project's setup folder, then on Linux the
+/// system library path (never a search by name on Windows, where System32 may hold an
+/// older `onnxruntime.dll`). A process holds one ONNX Runtime: once loaded, later calls
 /// succeed if `path` is NULL or names the same file.
 ///
 /// Ownership: `path` is borrowed for the call. Thread safety: any thread; concurrent

@@ -20,8 +20,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// The ONNX Runtime library file (default: ORT_DYLIB_PATH, then the project's
-    /// setup folder, then the system library path).
+    /// The ONNX Runtime library file (default: ORT_DYLIB_PATH, then the folder of the
+    /// varad library, then the project's setup folder, then the system library path).
     #[arg(long, global = true, value_name = "FILE")]
     runtime: Option<PathBuf>,
     #[command(subcommand)]
