@@ -174,22 +174,23 @@ pub fn locate(explicit: Option<&Path>) -> Result<(PathBuf, RuntimeSource)> {
             DYLIB_ENV_VAR,
         );
     }
+    let candidates = crate::platform::own_module_dir()
+        .into_iter()
+        .map(|dir| (dir, RuntimeSource::ModuleFolder))
+        .chain(
+            setup_folder_dirs()
+                .into_iter()
+                .map(|dir| (dir, RuntimeSource::SetupFolder)),
+        )
+        .chain(
+            crate::platform::system_library_dirs()
+                .into_iter()
+                .map(|dir| (dir, RuntimeSource::SystemPath)),
+        );
     let mut searched = Vec::new();
-    if let Some(dir) = crate::platform::own_module_dir() {
+    for (dir, source) in candidates {
         if let Some(file) = newest_library_in(&dir) {
-            return Ok((file, RuntimeSource::ModuleFolder));
-        }
-        searched.push(dir);
-    }
-    for dir in setup_folder_dirs() {
-        if let Some(file) = newest_library_in(&dir) {
-            return Ok((file, RuntimeSource::SetupFolder));
-        }
-        searched.push(dir);
-    }
-    for dir in crate::platform::system_library_dirs() {
-        if let Some(file) = newest_library_in(&dir) {
-            return Ok((file, RuntimeSource::SystemPath));
+            return Ok((file, source));
         }
         searched.push(dir);
     }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
-    CloseHandle, GetLastError, ERROR_ACCESS_DENIED, ERROR_INSUFFICIENT_BUFFER,
+    CloseHandle, GetLastError, ERROR_ACCESS_DENIED, ERROR_HANDLE_EOF, ERROR_INSUFFICIENT_BUFFER,
     ERROR_SHARING_VIOLATION, HMODULE, STILL_ACTIVE,
 };
 use windows_sys::Win32::Storage::FileSystem::{
@@ -214,7 +214,7 @@ pub fn read_exact_at(file: &File, mut bytes: &mut [u8], mut offset: u64) -> std:
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             // Reading at or past the end of a file is an error on Windows, not a 0.
-            Err(e) if e.raw_os_error() == Some(38) => {
+            Err(e) if e.raw_os_error() == Some(ERROR_HANDLE_EOF as i32) => {
                 return Err(std::io::ErrorKind::UnexpectedEof.into())
             }
             Err(e) => return Err(e),

@@ -399,7 +399,7 @@ def runtime_path() -> Optional[str]:
     model created or loaded), or None before that."""
     needed = c_size_t()
     status = _lib.varad_runtime_path(None, 0, ctypes.byref(needed))
-    if status == 7:  # VARAD_ERR_RUNTIME_NOT_FOUND: not loaded yet
+    if STATUS_NAMES.get(status) == "VARAD_ERR_RUNTIME_NOT_FOUND":  # not loaded yet
         return None
     buf = ctypes.create_string_buffer(needed.value)
     _check(_lib.varad_runtime_path(buf, needed.value, ctypes.byref(needed)))
