@@ -444,6 +444,38 @@ enum VaradBeyondData
 typedef uint32_t VaradBeyondData;
 #endif // __cplusplus
 
+// How the nearest-neighbour term's memory bank is chosen from the training images'
+// tokens: `VaradParams.neighbour_bank_selection`.
+enum VaradBankSelection
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+  // A seeded random draw.
+  VARAD_BANK_SELECTION_RANDOM = 0,
+  // Greedy k-center coreset selection: the bank covers every normal token as closely
+  // as its size allows, rare patterns included.
+  VARAD_BANK_SELECTION_CORESET = 1,
+};
+#ifndef __cplusplus
+typedef uint32_t VaradBankSelection;
+#endif // __cplusplus
+
+// Which levels get a nearest-neighbour memory bank: `VaradParams.neighbour_bank_levels`.
+enum VaradBankLevels
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+  // The coarsest level only.
+  VARAD_BANK_LEVELS_COARSEST = 0,
+  // Every used level, each with its own bank of `neighbour_bank_tokens` tokens.
+  VARAD_BANK_LEVELS_ALL = 1,
+};
+#ifndef __cplusplus
+typedef uint32_t VaradBankLevels;
+#endif // __cplusplus
+
 // How `varad_create` builds a model. Fill one with `varad_params_init`, set
 // `backbone_path` and what you want to change, pass its address.
 //
@@ -570,8 +602,9 @@ typedef struct VaradParams {
   // distance on normal images; 0 = off (never added to `VARAD_MAP_NORM_NONE`).
   // Range: [0, 100]. Default: 1.0.
   float neighbour_weight;
-  // Tokens of the memory bank training draws for that term from the coarsest level;
-  // 0 = no bank. Range: [0, 1048576] (2^20). Default: 1024.
+  // Tokens of each memory bank training builds for that term (on the levels
+  // `neighbour_bank_levels` names); 0 = no bank. Range: [0, 1048576] (2^20). Default:
+  // 1024.
   uint32_t neighbour_bank_tokens;
   // Folds of the cross-fitting that scores every training image out-of-sample (each
   // fold's images scored by statistics fitted without them), so the thresholds rest on
@@ -593,6 +626,12 @@ typedef struct VaradParams {
   // Reserved, must be 0: keeps the struct free of padding (see
   // `VaradLoadParams.reserved`). Range: [0, 0]. Default: 0.
   uint32_t reserved;
+  // How each neighbour bank's tokens are chosen. Range: a `VaradBankSelection` value.
+  // Default: `VARAD_BANK_SELECTION_RANDOM`.
+  VaradBankSelection neighbour_bank_selection;
+  // Which levels get a neighbour bank. Range: a `VaradBankLevels` value. Default:
+  // `VARAD_BANK_LEVELS_COARSEST`.
+  VaradBankLevels neighbour_bank_levels;
 } VaradParams;
 
 // What `varad_load` may change about a saved model: where its files are and where it

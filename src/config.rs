@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::image::ResizeMode;
-use crate::model::MapNorm;
+use crate::model::{BankLevels, BankSelection, MapNorm, NeighbourTerm};
 use crate::score::CalibrationConfig;
 use crate::{Device, Error, Result};
 
@@ -123,6 +123,15 @@ pub struct TrainConfig {
     /// 0, they have no bank.)
     #[serde(default)]
     pub neighbour_bank_tokens: usize,
+    /// How the bank's tokens are chosen ([`BankSelection`]). Default `random`. (Absent
+    /// from model files written before it existed: `random`, how their banks were drawn.)
+    #[serde(default)]
+    pub neighbour_bank_selection: BankSelection,
+    /// Which levels get a bank of `neighbour_bank_tokens` tokens each ([`BankLevels`]).
+    /// Default `coarsest`. (Absent from model files written before it existed:
+    /// `coarsest`, the only bank they had.)
+    #[serde(default)]
+    pub neighbour_bank_levels: BankLevels,
     /// Folds of the cross-fitting that gives every training image an out-of-sample score
     /// for calibration: 0 = off (only held-out images calibrate); otherwise `K`, at least
     /// 2, used as `min(K, training images)`. For each fold, the normal statistics (channel
@@ -167,6 +176,11 @@ pub struct ScoreConfig {
     /// written before it existed: 0.)
     #[serde(default)]
     pub neighbour_weight: f32,
+    /// How a position's distance to the bank becomes the term ([`NeighbourTerm`]).
+    /// Default `above_normal`. (Absent from model files written before it existed:
+    /// `above_normal`, the term they were calibrated with.)
+    #[serde(default)]
+    pub neighbour_term: NeighbourTerm,
 }
 
 fn default_directions() -> Vec<usize> {
@@ -200,6 +214,8 @@ impl Default for TrainConfig {
             calibration_fraction: 0.1,
             min_calibration_images: 3,
             neighbour_bank_tokens: 1024,
+            neighbour_bank_selection: BankSelection::Random,
+            neighbour_bank_levels: BankLevels::Coarsest,
             cross_fit_folds: 5,
         }
     }
@@ -214,6 +230,7 @@ impl Default for ScoreConfig {
             max_batch_bytes: default_max_batch_bytes(),
             map_norm: MapNorm::PositionTwoSided,
             neighbour_weight: 1.0,
+            neighbour_term: NeighbourTerm::AboveNormal,
         }
     }
 }

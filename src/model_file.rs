@@ -45,8 +45,11 @@ use crate::{Config, Device, Error, ErrorKind, Result};
 /// normal scores by source, its extrapolation flags and known-defect scores, and the
 /// configuration has the conformal calibration's settings (a 1.1 library, which reads up
 /// to 2, then says the file is newer instead of naming an unknown field). Formats 1 and
-/// 2 are read with the calibration rules they were written with.
-pub const FORMAT_VERSION: u32 = 3;
+/// 2 are read with the calibration rules they were written with. 4: a neighbour bank per
+/// level (`neighbour_banks`, tensors `normal_stats.neighbours.{level}.tokens`) and the
+/// configuration's bank selection and levels; a format 3 file's single bank
+/// (`neighbours`, tensor `normal_stats.neighbours.tokens`) is still read.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The first format whose files carry checksums: files of this format or newer without
 /// them are refused.
@@ -71,10 +74,16 @@ struct FileMetadata {
     /// they existed: `false`.)
     #[serde(default)]
     normal_stats: bool,
-    /// The nearest-neighbour bank beside the `normal_stats.neighbours.tokens` tensor, when
-    /// the model has one. (Absent from files written before it existed: none.)
-    #[serde(default)]
+    /// Format 3's nearest-neighbour bank beside the `normal_stats.neighbours.tokens`
+    /// tensor, when the model had one. (Absent from files written before it existed, and
+    /// never written from format 4 on: `neighbour_banks` holds every bank.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     neighbours: Option<NeighbourRecord>,
+    /// The nearest-neighbour banks, in level order, each beside its
+    /// `normal_stats.neighbours.{level}.tokens` tensor. (Absent from files written before
+    /// format 4: none.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    neighbour_banks: Vec<NeighbourRecord>,
     /// The SHA-256 (lowercase hex) of every tensor's bytes, by tensor name. (Absent from
     /// format 1 files, written before checksums existed.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,8 +104,29 @@ struct NeighbourRecord {
     std: f32,
 }
 
-/// The neighbour bank's tensor.
-const NEIGHBOUR_TOKENS: &str = "normal_stats.neighbours.tokens";
+/// Format 3's single neighbour bank's tensor.
+const NEIGHBOUR_TOKENS_V3: &str = "normal_stats.neighbours.tokens";
+
+/// The tensor of the neighbour bank on level `level`.
+fn neighbour_tokens_name(level: usize) -> String {
+    format!("normal_stats.neighbours.{level}.tokens")
+}
+
+impl FileMetadata {
+    /// Every neighbour bank the file records, with its tensor's name: format 3's single
+    /// one or format 4's list.
+    fn banks(&self) -> Vec<(&NeighbourRecord, String)> {
+        self.neighbours
+            .iter()
+            .map(|r| (r, NEIGHBOUR_TOKENS_V3.to_string()))
+            .chain(
+                self.neighbour_banks
+                    .iter()
+                    .map(|r| (r, neighbour_tokens_name(r.level))),
+            )
+            .collect()
+    }
+}
 
 /// The backbone a model was trained on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,9 +216,10 @@ pub fn save(model: &Model, path: &Path) -> Result<()> {
             }
         }
     }
-    if let Some(bank) = model.normal_stats().and_then(|s| s.neighbours.as_ref()) {
+    let banks = model.normal_stats().map_or(&[][..], |s| &s.neighbours[..]);
+    for bank in banks {
         tensors.push((
-            NEIGHBOUR_TOKENS.to_string(),
+            neighbour_tokens_name(bank.level),
             vec![bank.len(), bank.dims],
             le_bytes(&bank.tokens),
         ));
@@ -200,15 +231,16 @@ pub fn save(model: &Model, path: &Path) -> Result<()> {
         backbone: record(model),
         calibration: model.calibration().cloned(),
         normal_stats: model.normal_stats().is_some(),
-        neighbours: model
-            .normal_stats()
-            .and_then(|s| s.neighbours.as_ref())
+        neighbours: None,
+        neighbour_banks: banks
+            .iter()
             .map(|b| NeighbourRecord {
                 level: b.level,
                 tokens: b.len(),
                 mean: b.mean,
                 std: b.std,
-            }),
+            })
+            .collect(),
         tensor_sha256: Some(
             tensors
                 .iter()
@@ -435,16 +467,21 @@ fn check_tensor_table(
             }
         }
     }
-    if let Some(record) = &metadata.neighbours {
+    if metadata.neighbours.is_some() && !metadata.neighbour_banks.is_empty() {
+        problems.push("both a format 3 neighbour bank and format 4 ones".to_string());
+    }
+    let banks = metadata.banks();
+    if banks.windows(2).any(|w| w[0].0.level >= w[1].0.level) {
+        problems.push("neighbour banks not one per level in level order".to_string());
+    }
+    for (record, name) in banks {
         match metadata.backbone.levels.get(record.level) {
             _ if !metadata.normal_stats => {
                 problems.push("a neighbour bank without the normal statistics".to_string())
             }
-            Some(&(_, c, _)) if (1..=MAX_BANK_TOKENS).contains(&record.tokens) => expect(
-                NEIGHBOUR_TOKENS.to_string(),
-                vec![record.tokens, c],
-                &mut problems,
-            ),
+            Some(&(_, c, _)) if (1..=MAX_BANK_TOKENS).contains(&record.tokens) => {
+                expect(name, vec![record.tokens, c], &mut problems)
+            }
             Some(_) => problems.push(format!("a neighbour bank of {} tokens", record.tokens)),
             None => problems.push(format!(
                 "a neighbour bank on level {} of {}",
@@ -773,25 +810,23 @@ fn extract_normal_stats(
             .map_err(|e| format!("normal_stats.{h}.{} (level `{name}`)", e.message()))?;
         levels.push(stats);
     }
-    let neighbours = match &metadata.neighbours {
-        None => None,
-        Some(record) => {
-            let bank = NeighbourBank {
-                level: record.level,
-                dims: metadata
-                    .backbone
-                    .levels
-                    .get(record.level)
-                    .map_or(0, |l| l.1),
-                tokens: read(NEIGHBOUR_TOKENS)?,
-                mean: record.mean,
-                std: record.std,
-            };
-            bank.check(levels.len(), bank.dims)
-                .map_err(|e| e.message().to_string())?;
-            Some(bank)
-        }
-    };
+    let mut neighbours = Vec::new();
+    for (record, name) in metadata.banks() {
+        let bank = NeighbourBank {
+            level: record.level,
+            dims: metadata
+                .backbone
+                .levels
+                .get(record.level)
+                .map_or(0, |l| l.1),
+            tokens: read(&name)?,
+            mean: record.mean,
+            std: record.std,
+        };
+        bank.check(levels.len(), bank.dims)
+            .map_err(|e| format!("{name}: {}", e.message()))?;
+        neighbours.push(bank);
+    }
     Ok(Some(NormalStats { levels, neighbours }))
 }
 

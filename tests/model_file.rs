@@ -5,9 +5,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{texture, trained_tiny_model};
+use common::{texture, tiny_config, trained_tiny_model, training_set};
 use varad::image::{ImageView, PixelFormat};
-use varad::model::{MapNorm, ScoreOptions};
+use varad::model::{BankLevels, BankSelection, MapNorm, NeighbourTerm, ScoreOptions};
 use varad::model_file::LoadOptions;
 use varad::{ErrorKind, Model};
 
@@ -264,23 +264,26 @@ fn drop_stats_record(json: &mut String) {
     drop_neighbour_record(json);
 }
 
-/// Removes the neighbour bank's record (if any) from a model file's metadata JSON.
+/// Removes the neighbour banks' records (if any) from a model file's metadata JSON.
 fn drop_neighbour_record(json: &mut String) {
-    if let Some(start) = json.find(",\"neighbours\":{") {
-        let end = start + json[start..].find('}').unwrap() + 1;
-        json.replace_range(start..end, "");
-    }
+    let mut value: serde_json::Value = serde_json::from_str(json).unwrap();
+    value.as_object_mut().unwrap().remove("neighbour_banks");
+    *json = value.to_string();
 }
+
+/// The tensor of the tiny model's bank (on its coarsest level, 2).
+const BANK_TENSOR: &str = "normal_stats.neighbours.2.tokens";
 
 #[test]
 fn the_neighbour_bank_is_saved_checked_and_weighted() {
     let dir = temp_dir("bank");
     let model = trained_tiny_model();
-    let bank = model
+    let banks = &model
         .normal_stats()
-        .and_then(|s| s.neighbours.as_ref())
-        .expect("training builds a bank by default");
-    assert_eq!(bank.level, model.layout().len() - 1);
+        .expect("training records the normal statistics")
+        .neighbours;
+    assert_eq!(banks.len(), 1, "training builds one bank by default");
+    assert_eq!(banks[0].level, model.layout().len() - 1);
     let path = dir.join("model.safetensors");
     model.save(&path).unwrap();
     let loaded = Model::load(&path, &LoadOptions::default()).unwrap();
@@ -300,6 +303,26 @@ fn the_neighbour_bank_is_saved_checked_and_weighted() {
     };
     let (off, one, two) = (raw(0.0), raw(1.0), raw(2.0));
     assert_ne!(off, one);
+    // Overriding the weight per call scores as a model configured with it, without a
+    // decision (the calibration was made with the configured weight).
+    let overridden = |weight: Option<f32>, term: Option<NeighbourTerm>| {
+        let pixels = texture(99, 150);
+        let view = ImageView::packed(&pixels, 150, 150, PixelFormat::Rgb8).unwrap();
+        let options = ScoreOptions {
+            raw_map: true,
+            neighbour_weight: weight,
+            neighbour_term: term,
+            ..Default::default()
+        };
+        loaded.score(&[view], &options).unwrap().remove(0)
+    };
+    let two_per_call = overridden(Some(2.0), None);
+    assert_eq!(two_per_call.raw_map.unwrap().values, two);
+    assert!(two_per_call.assessment.is_none());
+    assert!(overridden(Some(1.0), None).assessment.is_some());
+    let scaled = overridden(None, Some(NeighbourTerm::Scaled));
+    assert!(scaled.assessment.is_none());
+    assert_ne!(scaled.raw_map.unwrap().values, one);
     for ((o, a), b) in off.iter().zip(&one).zip(&two) {
         assert!(
             (2.0 * (a - o) - (b - o)).abs() <= 1e-4 * (1.0 + b.abs()),
@@ -311,32 +334,30 @@ fn the_neighbour_bank_is_saved_checked_and_weighted() {
 
     let load = |p: &Path| Model::load(p, &LoadOptions::default());
     let missing = dir.join("missing.safetensors");
-    rewrite(&path, &missing, |t, _| {
-        t.retain(|(n, ..)| n != "normal_stats.neighbours.tokens")
-    });
+    rewrite(&path, &missing, |t, _| t.retain(|(n, ..)| n != BANK_TENSOR));
     let err = load(&missing).unwrap_err();
     assert!(
-        err.message()
-            .contains("normal_stats.neighbours.tokens is missing"),
+        err.message().contains(&format!("{BANK_TENSOR} is missing")),
         "{err}"
     );
     let nan = dir.join("nan.safetensors");
     rewrite(&path, &nan, |t, _| {
-        let e = t
-            .iter_mut()
-            .find(|(n, ..)| n == "normal_stats.neighbours.tokens")
-            .unwrap();
+        let e = t.iter_mut().find(|(n, ..)| n == BANK_TENSOR).unwrap();
         e.3[..4].copy_from_slice(&f32::NAN.to_le_bytes());
     });
     let err = load(&nan).unwrap_err();
     assert!(
-        err.message()
-            .contains("normal_stats.neighbours.tokens holds a non-finite value (NaN) at index 0"),
+        err.message().contains(&format!(
+            "{BANK_TENSOR} holds a non-finite value (NaN) at index 0"
+        )),
         "{err}"
     );
     let wrong_level = dir.join("level.safetensors");
     rewrite(&path, &wrong_level, |_, json| {
-        *json = json.replace("\"neighbours\":{\"level\":2", "\"neighbours\":{\"level\":7");
+        *json = json.replace(
+            "\"neighbour_banks\":[{\"level\":2",
+            "\"neighbour_banks\":[{\"level\":7",
+        );
     });
     let err = load(&wrong_level).unwrap_err();
     assert!(
@@ -349,9 +370,89 @@ fn the_neighbour_bank_is_saved_checked_and_weighted() {
     let err = load(&unannounced).unwrap_err();
     assert!(
         err.message()
-            .contains("unexpected tensors normal_stats.neighbours.tokens"),
+            .contains(&format!("unexpected tensors {BANK_TENSOR}")),
         "{err}"
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_format_3_file_with_its_single_bank_still_loads() {
+    // What varad 1.2 wrote: format 3, the bank's record under `neighbours`, its tensor
+    // `normal_stats.neighbours.tokens`, a configuration without the bank's selection,
+    // levels and term.
+    let dir = temp_dir("format3");
+    let model = trained_tiny_model();
+    let path = dir.join("model.safetensors");
+    model.save(&path).unwrap();
+    let old = dir.join("old.safetensors");
+    rewrite(&path, &old, |t, json| {
+        t.iter_mut().find(|(n, ..)| n == BANK_TENSOR).unwrap().0 =
+            "normal_stats.neighbours.tokens".to_string();
+        let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+        let o = v.as_object_mut().unwrap();
+        let bank = o.remove("neighbour_banks").unwrap()[0].clone();
+        o.insert("neighbours".into(), bank);
+        o.insert("format_version".into(), 3.into());
+        for field in ["neighbour_bank_selection", "neighbour_bank_levels"] {
+            o["config"]["train"].as_object_mut().unwrap().remove(field);
+        }
+        o["config"]["score"]
+            .as_object_mut()
+            .unwrap()
+            .remove("neighbour_term");
+        *json = v.to_string();
+    });
+    let loaded = Model::load(&old, &LoadOptions::default()).unwrap();
+    assert_eq!(loaded.normal_stats(), model.normal_stats());
+    assert_eq!(loaded.config(), model.config());
+    assert_eq!(scores(&loaded), scores(&model));
+    // Both forms at once are refused.
+    let both = dir.join("both.safetensors");
+    rewrite(&old, &both, |_, json| {
+        let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+        let bank = v["neighbours"].clone();
+        v["neighbour_banks"] = vec![bank].into();
+        *json = v.to_string();
+    });
+    let err = Model::load(&both, &LoadOptions::default()).unwrap_err();
+    assert!(
+        err.message().contains("both a format 3 neighbour bank"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn coreset_banks_on_every_level_round_trip() {
+    let dir = temp_dir("banks");
+    let mut config = tiny_config();
+    config.train.neighbour_bank_selection = BankSelection::Coreset;
+    config.train.neighbour_bank_levels = BankLevels::All;
+    config.score.neighbour_term = NeighbourTerm::Scaled;
+    let mut model = Model::new(config).unwrap();
+    let set = training_set(&model, 6);
+    model
+        .fit(&set, |_| std::ops::ControlFlow::Continue(()))
+        .unwrap();
+    let banks = &model.normal_stats().unwrap().neighbours;
+    let levels: Vec<usize> = banks.iter().map(|b| b.level).collect();
+    assert_eq!(levels, (0..model.layout().len()).collect::<Vec<_>>());
+    let path = dir.join("model.safetensors");
+    model.save(&path).unwrap();
+    let loaded = Model::load(&path, &LoadOptions::default()).unwrap();
+    assert_eq!(loaded.normal_stats(), model.normal_stats());
+    assert_eq!(loaded.config(), model.config());
+    assert_eq!(scores(&loaded), scores(&model));
+    // Banks out of level order are refused.
+    let swapped = dir.join("swapped.safetensors");
+    rewrite(&path, &swapped, |_, json| {
+        let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+        v["neighbour_banks"].as_array_mut().unwrap().swap(0, 1);
+        *json = v.to_string();
+    });
+    let err = Model::load(&swapped, &LoadOptions::default()).unwrap_err();
+    assert!(err.message().contains("level order"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -680,10 +781,10 @@ fn zero_negative_and_nan_statistics_are_refused_behind_valid_checksums() {
             "predictors.1.layers.0.mixer.A_log holds a non-finite value",
         ),
         (
-            "normal_stats.neighbours.tokens",
+            BANK_TENSOR,
             Some(11),
             f32::NAN,
-            "normal_stats.neighbours.tokens holds a non-finite value",
+            "normal_stats.neighbours.2.tokens holds a non-finite value",
         ),
     ];
     for (name, index, value, expected) in cases {
@@ -703,7 +804,7 @@ fn zero_negative_and_nan_statistics_are_refused_behind_valid_checksums() {
     ] {
         rewrite(&path, &edited, |_, json| {
             let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
-            v["neighbours"][field] = serde_json::from_str(value).unwrap();
+            v["neighbour_banks"][0][field] = serde_json::from_str(value).unwrap();
             *json = v.to_string();
         });
         let err = load_default(&edited).unwrap_err();

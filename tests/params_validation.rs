@@ -137,6 +137,8 @@ fn setters() -> Vec<(&'static str, Setter, bool)> {
         target_false_fail_rate: f64,
         catch_known_defects: u32,
         reserved: u32,
+        neighbour_bank_selection: u32,
+        neighbour_bank_levels: u32,
     ]
 }
 
@@ -149,6 +151,8 @@ fn enum_accepts(field: &str, value: u32) -> Option<bool> {
         "resize_mode" => Some(VaradResizeMode::try_from(value).is_ok()),
         "map_norm" => Some(VaradMapNorm::try_from(value).is_ok()),
         "beyond_data" => Some(VaradBeyondData::try_from(value).is_ok()),
+        "neighbour_bank_selection" => Some(VaradBankSelection::try_from(value).is_ok()),
+        "neighbour_bank_levels" => Some(VaradBankLevels::try_from(value).is_ok()),
         "device" => Some(
             VaradDevice::try_from(value).is_ok()
                 && value != VaradDevice::VARAD_DEVICE_AS_SAVED as u32,

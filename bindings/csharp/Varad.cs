@@ -40,6 +40,14 @@ namespace Varad
     /// are too few for a requested rate (NativeParams.beyond_data).</summary>
     public enum BeyondData : uint { LogNormalTail = 0, Refuse = 1 }
 
+    /// <summary>The VaradBankSelection values: how each nearest-neighbour bank's tokens are
+    /// chosen (NativeParams.neighbour_bank_selection).</summary>
+    public enum BankSelection : uint { Random = 0, Coreset = 1 }
+
+    /// <summary>The VaradBankLevels values: which levels get a nearest-neighbour bank
+    /// (NativeParams.neighbour_bank_levels).</summary>
+    public enum BankLevels : uint { Coarsest = 0, All = 1 }
+
     /// <summary>The VaradLogLevel values.</summary>
     public enum LogLevel : uint { Error = 1, Warn = 2, Info = 3, Debug = 4 }
 
@@ -80,6 +88,8 @@ namespace Varad
         public double target_false_fail_rate;
         public uint catch_known_defects;
         public uint reserved;
+        public uint neighbour_bank_selection;
+        public uint neighbour_bank_levels;
     }
 
     [StructLayout(LayoutKind.Sequential)]

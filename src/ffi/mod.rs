@@ -42,7 +42,8 @@ pub use model::{
 };
 #[cfg(feature = "internals")]
 pub use params::{
-    varad_load_params_init, varad_params_init, varad_score_params_init, VaradBeyondData,
+    varad_load_params_init, varad_params_init, varad_score_params_init, VaradBankLevels,
+    VaradBankSelection, VaradBeyondData,
     VaradDevice, VaradLoadParams, VaradMapNorm, VaradParams, VaradResizeMode, VaradScoreParams,
 };
 #[cfg(feature = "internals")]

@@ -11,7 +11,7 @@ use super::sized::{init_sized, SizedStruct};
 use super::status::VaradStatus;
 use crate::config::ranges::{MAX_CUDA_DEVICE, MAX_THREADS};
 use crate::image::ResizeMode;
-use crate::model::MapNorm;
+use crate::model::{BankLevels, BankSelection, MapNorm};
 use crate::model_file::LoadOptions;
 use crate::score::{BeyondData, ImageScore};
 use crate::{Config, Device};
@@ -140,6 +140,74 @@ impl From<BeyondData> for VaradBeyondData {
     }
 }
 
+/// How the nearest-neighbour term's memory bank is chosen from the training images'
+/// tokens: `VaradParams.neighbour_bank_selection`.
+#[repr(u32)]
+#[allow(non_camel_case_types, dead_code)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VaradBankSelection {
+    /// A seeded random draw.
+    VARAD_BANK_SELECTION_RANDOM = 0,
+    /// Greedy k-center coreset selection: the bank covers every normal token as closely
+    /// as its size allows, rare patterns included.
+    VARAD_BANK_SELECTION_CORESET = 1,
+}
+c_enum_try_from!(VaradBankSelection {
+    VARAD_BANK_SELECTION_RANDOM,
+    VARAD_BANK_SELECTION_CORESET,
+});
+
+impl From<VaradBankSelection> for BankSelection {
+    fn from(value: VaradBankSelection) -> Self {
+        match value {
+            VaradBankSelection::VARAD_BANK_SELECTION_RANDOM => BankSelection::Random,
+            VaradBankSelection::VARAD_BANK_SELECTION_CORESET => BankSelection::Coreset,
+        }
+    }
+}
+
+impl From<BankSelection> for VaradBankSelection {
+    fn from(value: BankSelection) -> Self {
+        match value {
+            BankSelection::Random => VaradBankSelection::VARAD_BANK_SELECTION_RANDOM,
+            BankSelection::Coreset => VaradBankSelection::VARAD_BANK_SELECTION_CORESET,
+        }
+    }
+}
+
+/// Which levels get a nearest-neighbour memory bank: `VaradParams.neighbour_bank_levels`.
+#[repr(u32)]
+#[allow(non_camel_case_types, dead_code)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VaradBankLevels {
+    /// The coarsest level only.
+    VARAD_BANK_LEVELS_COARSEST = 0,
+    /// Every used level, each with its own bank of `neighbour_bank_tokens` tokens.
+    VARAD_BANK_LEVELS_ALL = 1,
+}
+c_enum_try_from!(VaradBankLevels {
+    VARAD_BANK_LEVELS_COARSEST,
+    VARAD_BANK_LEVELS_ALL,
+});
+
+impl From<VaradBankLevels> for BankLevels {
+    fn from(value: VaradBankLevels) -> Self {
+        match value {
+            VaradBankLevels::VARAD_BANK_LEVELS_COARSEST => BankLevels::Coarsest,
+            VaradBankLevels::VARAD_BANK_LEVELS_ALL => BankLevels::All,
+        }
+    }
+}
+
+impl From<BankLevels> for VaradBankLevels {
+    fn from(value: BankLevels) -> Self {
+        match value {
+            BankLevels::Coarsest => VaradBankLevels::VARAD_BANK_LEVELS_COARSEST,
+            BankLevels::All => VaradBankLevels::VARAD_BANK_LEVELS_ALL,
+        }
+    }
+}
+
 /// A `VaradDevice` as a struct field or argument holds it: any `uint32_t` a caller
 /// passes (the header names it `VaradDevice`).
 /// cbindgen:ignore
@@ -153,6 +221,12 @@ pub type MapNormValue = u32;
 /// A `VaradBeyondData` as a struct field holds it.
 /// cbindgen:ignore
 pub type BeyondDataValue = u32;
+/// A `VaradBankSelection` as a struct field holds it.
+/// cbindgen:ignore
+pub type BankSelectionValue = u32;
+/// A `VaradBankLevels` as a struct field holds it.
+/// cbindgen:ignore
+pub type BankLevelsValue = u32;
 
 /// The engine's device for a C device code: `None` for `VARAD_DEVICE_AS_SAVED` where
 /// that is allowed. Where it is not, the error lists only the codes the field takes.
@@ -307,8 +381,9 @@ pub struct VaradParams {
     /// distance on normal images; 0 = off (never added to `VARAD_MAP_NORM_NONE`).
     /// Range: [0, 100]. Default: 1.0.
     pub neighbour_weight: f32,
-    /// Tokens of the memory bank training draws for that term from the coarsest level;
-    /// 0 = no bank. Range: [0, 1048576] (2^20). Default: 1024.
+    /// Tokens of each memory bank training builds for that term (on the levels
+    /// `neighbour_bank_levels` names); 0 = no bank. Range: [0, 1048576] (2^20). Default:
+    /// 1024.
     pub neighbour_bank_tokens: u32,
     /// Folds of the cross-fitting that scores every training image out-of-sample (each
     /// fold's images scored by statistics fitted without them), so the thresholds rest on
@@ -330,6 +405,12 @@ pub struct VaradParams {
     /// Reserved, must be 0: keeps the struct free of padding (see
     /// `VaradLoadParams.reserved`). Range: [0, 0]. Default: 0.
     pub reserved: u32,
+    /// How each neighbour bank's tokens are chosen. Range: a `VaradBankSelection` value.
+    /// Default: `VARAD_BANK_SELECTION_RANDOM`.
+    pub neighbour_bank_selection: BankSelectionValue,
+    /// Which levels get a neighbour bank. Range: a `VaradBankLevels` value. Default:
+    /// `VARAD_BANK_LEVELS_COARSEST`.
+    pub neighbour_bank_levels: BankLevelsValue,
 }
 
 // SAFETY: repr(C), starts with `size`, fields are integers, floats and raw pointers, no
@@ -398,6 +479,8 @@ pub(crate) fn default_params() -> VaradParams {
         target_false_fail_rate: cal.target_false_fail_rate,
         catch_known_defects: cal.catch_known_defects as u32,
         reserved: 0,
+        neighbour_bank_selection: VaradBankSelection::from(t.neighbour_bank_selection) as u32,
+        neighbour_bank_levels: VaradBankLevels::from(t.neighbour_bank_levels) as u32,
     }
 }
 
@@ -458,6 +541,14 @@ pub(crate) unsafe fn config_from(p: &VaradParams) -> Result<Config, FfiError> {
     t.min_calibration_images = p.min_calibration_images as usize;
     t.neighbour_bank_tokens = p.neighbour_bank_tokens as usize;
     t.cross_fit_folds = p.cross_fit_folds as usize;
+    t.neighbour_bank_selection = enum_arg::<VaradBankSelection>(
+        p.neighbour_bank_selection,
+        "params.neighbour_bank_selection",
+    )?
+    .into();
+    t.neighbour_bank_levels =
+        enum_arg::<VaradBankLevels>(p.neighbour_bank_levels, "params.neighbour_bank_levels")?
+            .into();
     let s = &mut c.score;
     s.neighbour_weight = p.neighbour_weight;
     s.min_region_area = p.min_region_area as usize;
@@ -802,6 +893,8 @@ mod tests {
             target_false_fail_rate,
             catch_known_defects,
             reserved,
+            neighbour_bank_selection,
+            neighbour_bank_levels,
         });
         assert_no_padding!(VaradLoadParams {
             size,

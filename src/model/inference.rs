@@ -7,7 +7,7 @@ use crate::image::{ImageView, InputGeometry};
 use crate::score::{assess, image_score, map_to_image, AssessOptions, Assessment, Calibration};
 use crate::{Error, ErrorKind, Result};
 
-use super::{MapNorm, Model, NormalStats, Weights};
+use super::{MapNorm, MapSettings, Model, NeighbourTerm, NormalStats, Weights};
 
 /// Per-call scoring options.
 #[derive(Debug, Clone, Copy, Default)]
@@ -22,6 +22,12 @@ pub struct ScoreOptions<'a> {
     /// one trained model). The calibration was made with the configured one, so with
     /// another the results carry no assessment.
     pub map_norm: Option<MapNorm>,
+    /// Score with this nearest-neighbour weight instead of the configured one; as
+    /// `map_norm`, the results then carry no assessment.
+    pub neighbour_weight: Option<f32>,
+    /// Score with this nearest-neighbour term instead of the configured one; as
+    /// `map_norm`, the results then carry no assessment.
+    pub neighbour_term: Option<NeighbourTerm>,
 }
 
 /// The raw anomaly map on the finest token grid.
@@ -46,8 +52,9 @@ pub struct ScoreResult {
     pub height: usize,
     /// The image score under the configured policy (the map's maximum by default).
     pub image_score: f32,
-    /// Normalised score, decision and defect regions; `None` only when scored with a map
-    /// normalisation other than the calibrated one ([`ScoreOptions::map_norm`]).
+    /// Normalised score, decision and defect regions; `None` only when scored with map
+    /// settings other than the calibrated ones ([`ScoreOptions::map_norm`] and the
+    /// neighbour overrides).
     pub assessment: Option<Assessment>,
     /// The raw token-grid map, when asked for.
     pub raw_map: Option<GridMap>,
@@ -182,9 +189,15 @@ impl Model {
         options: &ScoreOptions,
     ) -> Result<ScoreResult> {
         let (grid_h, grid_w) = self.finest_grid();
-        let configured = self.config.score.map_norm;
-        let norm = options.map_norm.unwrap_or(configured);
-        let raw = self.raw_map_normalised(weights, stats, norm, features)?;
+        let configured = MapSettings::configured(&self.config);
+        let settings = MapSettings {
+            map_norm: options.map_norm.unwrap_or(configured.map_norm),
+            neighbour_weight: options
+                .neighbour_weight
+                .unwrap_or(configured.neighbour_weight),
+            neighbour_term: options.neighbour_term.unwrap_or(configured.neighbour_term),
+        };
+        let raw = self.raw_map_normalised(weights, stats, &settings, features)?;
         let map = map_to_image(&raw, grid_h, grid_w, geometry, self.config.score.sigma)?;
         // A NaN here is the model's (its weights or statistics), not the caller's.
         crate::score::check_model_map(&map, geometry.image_width as usize)?;
@@ -201,7 +214,7 @@ impl Model {
             ));
         }
         let assessment = match &self.calibration {
-            Some(calibration) if norm == configured => Some(assess(
+            Some(calibration) if settings == configured => Some(assess(
                 &map,
                 width,
                 height,

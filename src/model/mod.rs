@@ -2,6 +2,7 @@
 //! with their shift, and the anomaly map (DESIGN.md, "The pipeline").
 
 internal_mod!(combine);
+internal_mod!(coreset);
 mod inference;
 internal_mod!(level);
 mod live;
@@ -12,9 +13,9 @@ mod varad;
 
 pub use inference::{GridMap, ScoreOptions, ScoreResult};
 pub use live::LiveModel;
-pub use neighbours::NeighbourBank;
+pub use neighbours::{BankLevels, BankSelection, NeighbourBank, NeighbourTerm};
 pub use normal_stats::{MapNorm, NormalStats};
-pub use varad::{LevelLayout, Model, PredictorDevice, Weights};
+pub use varad::{LevelLayout, MapSettings, Model, PredictorDevice, Weights};
 
 pub(crate) use level::LevelParams;
 pub use scan::DIRECTIONS;

@@ -10,10 +10,127 @@
 //! (leave-one-image-out, so a training token is not its own neighbour).
 
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use super::normal_stats::FLOOR;
 use crate::predictor::rng::SplitMix64;
 use crate::{Error, ErrorKind, Result};
+
+/// How a neighbour bank's tokens are chosen from the training images' tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BankSelection {
+    /// A seeded random draw: the bank samples the normal tokens in proportion, and a
+    /// pattern rarer than one in `size` tokens may be left out.
+    #[default]
+    Random,
+    /// Greedy k-center coreset selection ([`super::coreset`]): the bank covers every
+    /// normal token as closely as its size allows, rare patterns included.
+    Coreset,
+}
+
+impl BankSelection {
+    /// The name used in configurations and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            BankSelection::Random => "random",
+            BankSelection::Coreset => "coreset",
+        }
+    }
+}
+
+impl std::str::FromStr for BankSelection {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "random" => Ok(BankSelection::Random),
+            "coreset" => Ok(BankSelection::Coreset),
+            other => Err(Error::config(format!(
+                "unknown neighbour bank selection `{other}`: random or coreset"
+            ))),
+        }
+    }
+}
+
+/// Which levels get a neighbour bank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BankLevels {
+    /// The coarsest level only.
+    #[default]
+    Coarsest,
+    /// Every used level, each with its own bank of `neighbour_bank_tokens` tokens.
+    All,
+}
+
+impl BankLevels {
+    /// The name used in configurations and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            BankLevels::Coarsest => "coarsest",
+            BankLevels::All => "all",
+        }
+    }
+}
+
+impl std::str::FromStr for BankLevels {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "coarsest" => Ok(BankLevels::Coarsest),
+            "all" => Ok(BankLevels::All),
+            other => Err(Error::config(format!(
+                "unknown neighbour bank levels `{other}`: coarsest or all"
+            ))),
+        }
+    }
+}
+
+/// How a position's distance to the bank becomes the term's map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NeighbourTerm {
+    /// Standard deviations above the normal mean distance, 0 below it: a token closer
+    /// to the bank than usual adds nothing.
+    #[default]
+    AboveNormal,
+    /// The whole distance in standard deviations of the normal distances: the same
+    /// ranking above the mean, and below it the closer token still ranks lower (the map
+    /// stays non-negative; it is [`NeighbourTerm::AboveNormal`] without the floor, shifted
+    /// by the normal mean's constant).
+    Scaled,
+}
+
+impl NeighbourTerm {
+    /// The name used in configurations and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            NeighbourTerm::AboveNormal => "above_normal",
+            NeighbourTerm::Scaled => "scaled",
+        }
+    }
+}
+
+impl std::str::FromStr for NeighbourTerm {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "above_normal" => Ok(NeighbourTerm::AboveNormal),
+            "scaled" => Ok(NeighbourTerm::Scaled),
+            other => Err(Error::config(format!(
+                "unknown neighbour term `{other}`: above_normal or scaled"
+            ))),
+        }
+    }
+}
+
+/// Width of the random projection coreset selection measures distances in: selection
+/// touches every training token once per chosen token, and this bounds that work on wide
+/// levels while keeping distances within a few percent.
+const CORESET_PROJECTION: usize = 64;
 
 /// A memory bank of normal tokens of one level and the distances seen on normal images.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,11 +294,12 @@ pub fn nearest_squared(queries: &[f32], bank: &[f32], dims: usize) -> Vec<f32> {
 }
 
 impl NeighbourBank {
-    /// A bank of at most `size` tokens drawn at random (seeded) from the pooled tokens of
+    /// A bank of at most `size` tokens chosen by `selection` from the pooled tokens of
     /// `images` normal images, and the mean and spread of each image's distances to the
     /// bank tokens drawn from the *other* images. `image(i)` gives image `i`'s level map
-    /// `[dims, grid.0, grid.1]`; it is asked for each image twice, one at a time, so the
-    /// images need not all be in memory.
+    /// `[dims, grid.0, grid.1]`; a random draw asks for each image twice, one at a time, so
+    /// the images need not all be in memory; a coreset holds every image's pooled tokens
+    /// while it selects.
     ///
     /// [`ErrorKind::InvalidArgument`] with fewer than two images (no other image to be
     /// the neighbour of) or `size` 0; `image`'s errors.
@@ -189,7 +307,7 @@ impl NeighbourBank {
         level: usize,
         images: usize,
         (dims, grid): (usize, (usize, usize)),
-        size: usize,
+        (size, selection): (usize, BankSelection),
         seed: u64,
         image: impl Fn(usize) -> Result<Vec<f32>>,
     ) -> Result<NeighbourBank> {
@@ -209,33 +327,47 @@ impl NeighbourBank {
             }
             Ok(pool_tokens(&map, dims, grid))
         };
-        // A seeded partial Fisher-Yates shuffle over every (image, position): the drawn
-        // tokens in (image, position) order, with the image each came from.
         let total = images * len;
         let size = size.min(total);
-        let mut order: Vec<usize> = (0..total).collect();
-        let mut rng = SplitMix64::new(seed);
-        for i in 0..size {
-            let j = i + (rng.next_u64() % (total - i) as u64) as usize;
-            order.swap(i, j);
-        }
-        let mut drawn = order[..size].to_vec();
-        drawn.sort_unstable();
+        // The chosen tokens in (image, position) order, with the image each came from.
         let mut tokens = Vec::with_capacity(size * dims);
         let mut source = Vec::with_capacity(size);
-        let mut next = 0;
-        for i in 0..images {
-            let mine = drawn[next..].iter().take_while(|&&t| t / len == i).count();
-            if mine == 0 {
-                continue;
+        match selection {
+            BankSelection::Random => {
+                // A seeded partial Fisher-Yates shuffle over every (image, position).
+                let mut order: Vec<usize> = (0..total).collect();
+                let mut rng = SplitMix64::new(seed);
+                for i in 0..size {
+                    let j = i + (rng.next_u64() % (total - i) as u64) as usize;
+                    order.swap(i, j);
+                }
+                let mut drawn = order[..size].to_vec();
+                drawn.sort_unstable();
+                let mut next = 0;
+                for i in 0..images {
+                    let mine = drawn[next..].iter().take_while(|&&t| t / len == i).count();
+                    if mine == 0 {
+                        continue;
+                    }
+                    let own = pooled(i)?;
+                    for &t in &drawn[next..next + mine] {
+                        let p = t % len;
+                        tokens.extend_from_slice(&own[p * dims..(p + 1) * dims]);
+                        source.push(i);
+                    }
+                    next += mine;
+                }
             }
-            let own = pooled(i)?;
-            for &t in &drawn[next..next + mine] {
-                let p = t % len;
-                tokens.extend_from_slice(&own[p * dims..(p + 1) * dims]);
-                source.push(i);
+            BankSelection::Coreset => {
+                let mut all = Vec::with_capacity(total * dims);
+                for i in 0..images {
+                    all.extend_from_slice(&pooled(i)?);
+                }
+                for t in super::coreset::select(&all, dims, size, CORESET_PROJECTION, seed) {
+                    tokens.extend_from_slice(&all[t * dims..(t + 1) * dims]);
+                    source.push(t / len);
+                }
             }
-            next += mine;
         }
         // Leave one image out: its distances to the bank tokens from the other images.
         let mut sum = 0f64;
@@ -285,16 +417,19 @@ impl NeighbourBank {
     }
 
     /// The term's map on the level's grid for one image's level map `[dims, h, w]`: each
-    /// position's squared distance to the bank in standard deviations above the normal
-    /// mean, and 0 where it is below (a token closer to normal than usual is no evidence
-    /// either way, and the map must stay non-negative: calibration takes its largest value
-    /// on normal images as the unit of the score).
-    pub fn map(&self, level_map: &[f32], grid: (usize, usize)) -> Vec<f32> {
+    /// position's squared distance to the bank in standard deviations of the normal
+    /// distances, as `term` says ([`NeighbourTerm`]). Never negative: calibration takes
+    /// the map's largest value on normal images as the unit of the score.
+    pub fn map(&self, level_map: &[f32], grid: (usize, usize), term: NeighbourTerm) -> Vec<f32> {
         let pooled = pool_tokens(level_map, self.dims, grid);
         let spread = (self.std as f64).max(FLOOR);
+        let offset = match term {
+            NeighbourTerm::AboveNormal => self.mean as f64,
+            NeighbourTerm::Scaled => 0.0,
+        };
         nearest_squared(&pooled, &self.tokens, self.dims)
             .into_iter()
-            .map(|d| ((d as f64 - self.mean as f64) / spread).max(0.0) as f32)
+            .map(|d| ((d as f64 - offset) / spread).max(0.0) as f32)
             .collect()
     }
 
@@ -400,6 +535,45 @@ mod tests {
     }
 
     #[test]
+    fn a_coreset_bank_keeps_the_rare_normal_pattern_a_random_draw_misses() {
+        // Four normal images of small noise; one of them has a bright 1-token spot (a rare
+        // but normal pattern). A 12-token coreset holds tokens of that spot; a 12-token
+        // random draw of the 144 tokens (seeded) holds none.
+        let (dims, grid) = (3, (6, 6));
+        let len = grid.0 * grid.1;
+        let mut normal: Vec<Vec<f32>> = (0..4)
+            .map(|i| values(dims * len, 20 + i).iter().map(|v| v * 0.05).collect())
+            .collect();
+        for c in 0..dims {
+            normal[2][c * len + 3 * grid.1 + 3] = 5.0;
+        }
+        let build = |selection| {
+            NeighbourBank::build(0, 4, (dims, grid), (12, selection), 5, |i| {
+                Ok(normal[i].clone())
+            })
+            .unwrap()
+        };
+        let bright = |bank: &NeighbourBank| {
+            bank.tokens
+                .chunks_exact(dims)
+                .filter(|t| t.iter().all(|&v| v > 0.3))
+                .count()
+        };
+        let coreset = build(BankSelection::Coreset);
+        assert_eq!(coreset.len(), 12);
+        assert!(bright(&coreset) >= 1, "{:?}", coreset.tokens);
+        assert_eq!(coreset, build(BankSelection::Coreset));
+        coreset.check(1, dims).unwrap();
+        let random = build(BankSelection::Random);
+        assert_eq!(bright(&random), 0, "{:?}", random.tokens);
+        // The tokens are pooled tokens of the images.
+        let pooled: Vec<Vec<f32>> = normal.iter().map(|m| pool_tokens(m, dims, grid)).collect();
+        for t in coreset.tokens.chunks_exact(dims) {
+            assert!(pooled.iter().any(|p| p.chunks_exact(dims).any(|q| q == t)));
+        }
+    }
+
+    #[test]
     fn bank_scores_the_unfamiliar_high_and_is_seeded() {
         let (dims, grid) = (3, (6, 6));
         let len = grid.0 * grid.1;
@@ -408,7 +582,14 @@ mod tests {
             .map(|i| values(dims * len, 10 + i).iter().map(|v| v * 0.1).collect())
             .collect();
         let build = |images: usize, size: usize, seed: u64| {
-            NeighbourBank::build(1, images, (dims, grid), size, seed, |i| Ok(normal[i].clone()))
+            NeighbourBank::build(
+                1,
+                images,
+                (dims, grid),
+                (size, BankSelection::Random),
+                seed,
+                |i| Ok(normal[i].clone()),
+            )
         };
         let bank = build(4, 50, 3).unwrap();
         assert_eq!(bank.len(), 50);
@@ -439,7 +620,7 @@ mod tests {
         // A new normal image scores near 0 on average; one with a bright patch scores far
         // above the normal spread there, and only there.
         let fresh: Vec<f32> = values(dims * len, 99).iter().map(|v| v * 0.1).collect();
-        let normal_map = bank.map(&fresh, grid);
+        let normal_map = bank.map(&fresh, grid, NeighbourTerm::AboveNormal);
         let mean = normal_map.iter().sum::<f32>() / len as f32;
         assert!(mean < 1.5, "normal mean {mean}");
         assert!(normal_map.iter().all(|&v| v >= 0.0));
@@ -447,7 +628,7 @@ mod tests {
         for c in 0..dims {
             defect[c * len + 2 * grid.1 + 2] = 2.0;
         }
-        let defect_map = bank.map(&defect, grid);
+        let defect_map = bank.map(&defect, grid, NeighbourTerm::AboveNormal);
         let peak = defect_map
             .iter()
             .enumerate()
@@ -459,6 +640,28 @@ mod tests {
         assert!(*peak.1 > 10.0, "defect peak {}", peak.1);
         // Far from the patch the map is as on the normal image.
         assert_eq!(defect_map[len - 1], normal_map[len - 1]);
+        // The scaled term is the same distance without the floor, shifted by the normal
+        // mean: equal where the floor does not bite, never negative, and it still ranks
+        // positions the floor flattened.
+        let scaled = bank.map(&fresh, grid, NeighbourTerm::Scaled);
+        let shift = bank.mean / bank.std;
+        let mut flattened = 0;
+        for (a, s) in normal_map.iter().zip(&scaled) {
+            assert!(*s >= 0.0);
+            if *a > 0.0 {
+                assert!((s - a - shift).abs() <= 1e-4 * s.max(1.0), "{s} vs {a} + {shift}");
+            } else {
+                assert!(*s <= shift + 1e-4);
+                flattened += 1;
+            }
+        }
+        let distinct: std::collections::BTreeSet<u32> = scaled
+            .iter()
+            .zip(&normal_map)
+            .filter(|(_, a)| **a == 0.0)
+            .map(|(s, _)| s.to_bits())
+            .collect();
+        assert!(flattened > 1 && distinct.len() > 1, "{flattened} {}", distinct.len());
         assert!(build(1, 50, 3).is_err());
         assert!(build(4, 0, 3).is_err());
         // The drawn tokens are pooled tokens of the images.

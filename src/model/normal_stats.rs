@@ -102,9 +102,9 @@ pub struct LevelStats {
 pub struct NormalStats {
     /// One entry per used level.
     pub levels: Vec<LevelStats>,
-    /// The nearest-neighbour term's memory bank, when training built one
-    /// ([`crate::TrainConfig::neighbour_bank_tokens`]).
-    pub neighbours: Option<NeighbourBank>,
+    /// The nearest-neighbour term's memory banks, at most one per level, in level order;
+    /// empty when training built none ([`crate::TrainConfig::neighbour_bank_tokens`]).
+    pub neighbours: Vec<NeighbourBank>,
 }
 
 /// Smallest variance or spread divided by: keeps a dead channel (all residuals zero on
@@ -129,7 +129,7 @@ impl NormalStats {
                     position_std: vec![1.0; len],
                 })
                 .collect(),
-            neighbours: None,
+            neighbours: Vec::new(),
         }
     }
 }

@@ -11,12 +11,37 @@ use crate::image::{ImageLimits, ImageView, InputGeometry, InputSpec};
 use crate::predictor::{PredictorConfig, WorkspacePool};
 use crate::score::Calibration;
 use crate::Device;
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 
 use super::combine::add_resized;
 use super::level::{squared_norms, LevelParams};
+use super::neighbours::NeighbourTerm;
 use super::normal_stats::{MapNorm, NormalStats};
 use super::scan::{DirectionMean, Scans};
+
+/// How one image's map is composed from the levels: the map normalisation and the
+/// nearest-neighbour term (the configuration's `score` settings, or a variant of them to
+/// compare on one trained model).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MapSettings {
+    /// How each level's residuals become its map.
+    pub map_norm: MapNorm,
+    /// Weight of the nearest-neighbour term (not added to `MapNorm::None`).
+    pub neighbour_weight: f32,
+    /// How a position's distance to a bank becomes the term.
+    pub neighbour_term: NeighbourTerm,
+}
+
+impl MapSettings {
+    /// The settings `config` scores with.
+    pub fn configured(config: &Config) -> MapSettings {
+        MapSettings {
+            map_norm: config.score.map_norm,
+            neighbour_weight: config.score.neighbour_weight,
+            neighbour_term: config.score.neighbour_term,
+        }
+    }
+}
 
 /// The trained parameters of every level, immutable once built: scoring threads share
 /// them through an `Arc`; training builds a new set and swaps it in.
@@ -356,9 +381,15 @@ impl Model {
             s.check(l.channels, l.grid.0 * l.grid.1)
                 .map_err(|e| e.context(format!("level `{}`", l.name)))?;
         }
-        if let Some(bank) = &stats.neighbours {
+        for (i, bank) in stats.neighbours.iter().enumerate() {
             let channels = self.layout.get(bank.level).map_or(0, |l| l.channels);
             bank.check(self.layout.len(), channels)?;
+            if i > 0 && stats.neighbours[i - 1].level >= bank.level {
+                return Err(Error::new(
+                    ErrorKind::ModelFile,
+                    "neighbour banks: at most one per level, in level order",
+                ));
+            }
         }
         self.normal_stats = Some(Arc::new(stats));
         Ok(())
@@ -417,19 +448,20 @@ impl Model {
         self.raw_map_normalised(
             weights,
             self.normal_stats.as_deref(),
-            self.config.score.map_norm,
+            &MapSettings::configured(&self.config),
             features,
         )
     }
 
-    /// [`Model::raw_map_with`] with the normalisation `norm` over `stats`.
+    /// [`Model::raw_map_with`] composed as `settings` say, over `stats`.
     pub fn raw_map_normalised(
         &self,
         weights: &Weights,
         stats: Option<&NormalStats>,
-        norm: MapNorm,
+        settings: &MapSettings,
         features: &[f32],
     ) -> Result<Vec<f32>> {
+        let norm = settings.map_norm;
         let stats = match (norm, stats) {
             (MapNorm::None, _) => None,
             (_, Some(s)) => Some(s),
@@ -459,10 +491,15 @@ impl Model {
             };
             self.workspaces.give_back(residuals);
             add_resized(&map, layout.grid, &mut total, finest);
-            if let Some(bank) = stats.and_then(|s| s.neighbours.as_ref()) {
-                let weight = self.config.score.neighbour_weight;
-                if bank.level == h && weight > 0.0 {
-                    let mut term = bank.map(&features[offset..offset + n], layout.grid);
+            let banks = stats.map_or(&[][..], |s| &s.neighbours[..]);
+            if let Some(bank) = banks.iter().find(|b| b.level == h) {
+                let weight = settings.neighbour_weight;
+                if weight > 0.0 {
+                    let mut term = bank.map(
+                        &features[offset..offset + n],
+                        layout.grid,
+                        settings.neighbour_term,
+                    );
                     term.iter_mut().for_each(|v| *v *= weight);
                     add_resized(&term, layout.grid, &mut total, finest);
                 }

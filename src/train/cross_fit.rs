@@ -283,14 +283,14 @@ impl Model {
                     .collect();
                 Ok(NormalStats {
                     levels,
-                    neighbours: self.neighbour_bank(set, &others)?,
+                    neighbours: self.neighbour_banks(set, &others)?,
                 })
             })
             .collect::<Result<_>>()?;
         Ok(FittedStats {
             all: NormalStats {
                 levels: all,
-                neighbours: self.neighbour_bank(set, images)?,
+                neighbours: self.neighbour_banks(set, images)?,
             },
             without_fold,
             fold_of,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::image::{ImageView, InputGeometry};
 use crate::model::combine::resize_adjoint_of_ones;
-use crate::model::neighbours::NeighbourBank;
+use crate::model::neighbours::{BankLevels, NeighbourBank};
 use crate::model::ScoreOptions;
 use crate::model::{LevelParams, Model, Weights};
 use crate::predictor::rng::SplitMix64;
@@ -396,33 +396,44 @@ impl Model {
         Ok(report)
     }
 
-    /// The nearest-neighbour memory bank on the coarsest level's tokens of the training
-    /// images, when the configuration asks for one (held-out calibration images are not
-    /// used, as for the other statistics). `None` with fewer than two training images: a
-    /// bank's normal distances are measured between images.
-    pub(super) fn neighbour_bank(
+    /// The nearest-neighbour memory banks on the configured levels' tokens of the
+    /// training images (held-out calibration images are not used, as for the other
+    /// statistics), in level order. None when the configuration asks for none, or with
+    /// fewer than two training images: a bank's normal distances are measured between
+    /// images.
+    pub(super) fn neighbour_banks(
         &self,
         set: &TrainingSet,
         images: &[usize],
-    ) -> Result<Option<NeighbourBank>> {
-        let tokens = self.config().train.neighbour_bank_tokens;
-        if tokens == 0 || images.len() < 2 {
-            return Ok(None);
+    ) -> Result<Vec<NeighbourBank>> {
+        let train = &self.config().train;
+        if train.neighbour_bank_tokens == 0 || images.len() < 2 {
+            return Ok(Vec::new());
         }
-        let level = self.layout().len() - 1;
-        let range = self.level_range(level);
-        let layout = &self.layout()[level];
-        let bank = self.install(|| {
-            NeighbourBank::build(
-                level,
-                images.len(),
-                (layout.channels, layout.grid),
-                tokens,
-                self.config().seed,
-                |i| Ok(set.image(images[i])?.0[range.clone()].to_vec()),
-            )
-        })?;
-        Ok(Some(bank))
+        let coarsest = self.layout().len() - 1;
+        let levels = match train.neighbour_bank_levels {
+            BankLevels::Coarsest => coarsest..coarsest + 1,
+            BankLevels::All => 0..coarsest + 1,
+        };
+        levels
+            .map(|level| {
+                let range = self.level_range(level);
+                let layout = &self.layout()[level];
+                // The coarsest level keeps the seed it always had, so its bank is the same.
+                let seed = self.config().seed
+                    ^ ((coarsest - level) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                self.install(|| {
+                    NeighbourBank::build(
+                        level,
+                        images.len(),
+                        (layout.channels, layout.grid),
+                        (train.neighbour_bank_tokens, train.neighbour_bank_selection),
+                        seed,
+                        |i| Ok(set.image(images[i])?.0[range.clone()].to_vec()),
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Per level: mean per-channel variance of the adapted tokens over that of the raw

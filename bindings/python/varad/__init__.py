@@ -81,6 +81,14 @@ DEVICES = {"auto": 0, "cpu": 1, "cuda": 2}
 DECISIONS = {1: "pass", 2: "review", 3: "fail"}
 THRESHOLDS = {"image": 1, "review": 2, "fail": 3, "pixel": 4}
 BEYOND_DATA = {"log_normal_tail": 0, "refuse": 1}
+BANK_SELECTION = {"random": 0, "coreset": 1}
+BANK_LEVELS = {"coarsest": 0, "all": 1}
+# The VaradParams fields that take a C enum, by the names a caller may pass instead.
+_NAMED = {
+    "beyond_data": BEYOND_DATA,
+    "neighbour_bank_selection": BANK_SELECTION,
+    "neighbour_bank_levels": BANK_LEVELS,
+}
 
 
 class VaradError(Exception):
@@ -164,6 +172,8 @@ class _Params(ctypes.Structure):
         ("target_false_fail_rate", ctypes.c_double),
         ("catch_known_defects", ctypes.c_uint32),
         ("reserved", ctypes.c_uint32),
+        ("neighbour_bank_selection", ctypes.c_uint32),
+        ("neighbour_bank_levels", ctypes.c_uint32),
     ]
 
 
@@ -646,8 +656,9 @@ class Model:
         raises VaradError VARAD_ERR_CONFIG naming every such field (`params.sigma`), before
         the backbone is opened; an integer the field's C type cannot hold raises
         ValueError (ctypes would silently wrap it into another, perhaps valid, value).
-        `beyond_data` takes "log_normal_tail" or "refuse" (or the C value) and
-        `catch_known_defects` a bool."""
+        `beyond_data` takes "log_normal_tail" or "refuse", `neighbour_bank_selection`
+        "random" or "coreset", `neighbour_bank_levels` "coarsest" or "all" (each or the C
+        value), and `catch_known_defects` a bool."""
         p = _init(_Params, _lib.varad_params_init)
         if runtime_path is None:
             runtime_path = _installed_runtime()
@@ -661,10 +672,11 @@ class Model:
         for key, value in params.items():
             if key not in known or key in ("size", "backbone_path", "runtime_path", "levels"):
                 raise TypeError(f"unknown model parameter {key!r}")
-            if key == "beyond_data" and isinstance(value, str):
-                if value not in BEYOND_DATA:
-                    raise ValueError(f"beyond_data must be one of {', '.join(BEYOND_DATA)}, not {value!r}")
-                value = BEYOND_DATA[value]
+            if key in _NAMED and isinstance(value, str):
+                names = _NAMED[key]
+                if value not in names:
+                    raise ValueError(f"{key} must be one of {', '.join(names)}, not {value!r}")
+                value = names[value]
             if isinstance(value, bool):
                 value = int(value)
             _check_fits(_Params, key, value)

@@ -31,7 +31,7 @@ use super::{ScoredMap, Scorer};
 use varad::image::{
     read_image_file, write_png, ImageLimits, ImageView, InputGeometry, OwnedImage, PixelFormat,
 };
-use varad::model::{MapNorm, ScoreOptions};
+use varad::model::{MapNorm, NeighbourTerm, ScoreOptions};
 use varad::score::{Calibration, CalibrationConfig, Decision, NormalPool, StreamingQuantile};
 use varad::train::{calibration_plan, TrainingSet};
 use varad::{Config, Error, Model, Result};
@@ -75,6 +75,12 @@ pub struct EvalOptions {
     /// Also score VarAD with these map normalisations (one report row each, from the
     /// same trained model; the configured one is the plain `VarAD` row).
     pub map_norms: Vec<MapNorm>,
+    /// Also score VarAD with these nearest-neighbour weights, each with the configured
+    /// term and with every term of `neighbour_terms` (a row each, same trained model).
+    pub neighbour_weights: Vec<f32>,
+    /// Also score VarAD with these nearest-neighbour terms, each with the configured
+    /// weight and with every weight of `neighbour_weights`.
+    pub neighbour_terms: Vec<NeighbourTerm>,
     /// Folds the PatchCore baseline's training images are cross-fitted in for its
     /// calibration (0: none, its held-out images alone calibrate it). Default: the folds
     /// of the configuration's training, so both methods are calibrated the same way.
@@ -93,6 +99,8 @@ impl EvalOptions {
             cross_fit_folds: config.train.cross_fit_folds,
             config,
             map_norms: Vec::new(),
+            neighbour_weights: Vec::new(),
+            neighbour_terms: Vec::new(),
         }
     }
 }
@@ -101,10 +109,13 @@ fn read(path: &Path) -> Result<OwnedImage> {
     read_image_file(path, &ImageLimits::default())
 }
 
-/// VarAD scored with a given map normalisation (a report row of its own).
+/// VarAD scored with other map settings than it was calibrated with (a report row of its
+/// own, without decisions).
 struct VaradVariant {
     model: Arc<Model>,
-    map_norm: MapNorm,
+    map_norm: Option<MapNorm>,
+    neighbour_weight: Option<f32>,
+    neighbour_term: Option<NeighbourTerm>,
     name: String,
 }
 
@@ -115,7 +126,9 @@ impl Scorer for VaradVariant {
 
     fn score_features(&self, features: &[f32], geometry: &InputGeometry) -> Result<ScoredMap> {
         let options = ScoreOptions {
-            map_norm: Some(self.map_norm),
+            map_norm: self.map_norm,
+            neighbour_weight: self.neighbour_weight,
+            neighbour_term: self.neighbour_term,
             ..Default::default()
         };
         self.model
@@ -210,9 +223,51 @@ fn train(
             for &norm in options.map_norms.iter().filter(|&&n| n != configured) {
                 scorers.push(Box::new(VaradVariant {
                     model: Arc::clone(&model),
-                    map_norm: norm,
+                    map_norm: Some(norm),
+                    neighbour_weight: None,
+                    neighbour_term: None,
                     name: format!("VarAD [map_norm={norm}]"),
                 }));
+            }
+            let score = &model.config().score;
+            let weights: Vec<Option<f32>> = std::iter::once(None)
+                .chain(
+                    options
+                        .neighbour_weights
+                        .iter()
+                        .filter(|&&w| w != score.neighbour_weight)
+                        .map(|&w| Some(w)),
+                )
+                .collect();
+            let terms: Vec<Option<NeighbourTerm>> = std::iter::once(None)
+                .chain(
+                    options
+                        .neighbour_terms
+                        .iter()
+                        .filter(|&&t| t != score.neighbour_term)
+                        .map(|&t| Some(t)),
+                )
+                .collect();
+            for &weight in &weights {
+                for &term in &terms {
+                    let mut changed = Vec::new();
+                    if let Some(w) = weight {
+                        changed.push(format!("neighbour_weight={w}"));
+                    }
+                    if let Some(t) = term {
+                        changed.push(format!("neighbour_term={}", t.name()));
+                    }
+                    if changed.is_empty() {
+                        continue;
+                    }
+                    scorers.push(Box::new(VaradVariant {
+                        model: Arc::clone(&model),
+                        map_norm: None,
+                        neighbour_weight: weight,
+                        neighbour_term: term,
+                        name: format!("VarAD [{}]", changed.join(", ")),
+                    }));
+                }
             }
             Ok(Trained {
                 scorers,

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use varad::image::{ImageView, InputGeometry};
 use varad::model::combine::add_resized;
+use varad::model::coreset::{greedy_coreset, matmul, project, random_projection};
 pub use varad::model::neighbours::pool_tokens;
 use varad::model::Model;
 use varad::predictor::rng::SplitMix64;
@@ -82,99 +83,6 @@ impl std::fmt::Debug for PatchCore {
             .field("bank_sizes", &self.bank_sizes())
             .finish_non_exhaustive()
     }
-}
-
-/// A `dims_in x dims_out` Gaussian projection matrix (entries `N(0, 1/dims_out)`, which
-/// keeps distances in expectation), from `seed`.
-pub fn random_projection(dims_in: usize, dims_out: usize, seed: u64) -> Vec<f32> {
-    let mut rng = SplitMix64::new(seed);
-    let scale = (1.0 / dims_out as f64).sqrt();
-    (0..dims_in * dims_out)
-        .map(|_| {
-            // Box-Muller; 1 - u keeps the logarithm finite.
-            let (u, v) = (1.0 - rng.next_f64(), rng.next_f64());
-            ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos() * scale) as f32
-        })
-        .collect()
-}
-
-/// `a [m x k] * b [k x n]`, row-major, through matrixmultiply's GEMM.
-fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut c = vec![0f32; m * n];
-    // SAFETY: the slices hold m*k, k*n and m*n values and the strides describe row-major
-    // matrices of exactly those shapes.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            n as isize,
-            1,
-            0.0,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
-    c
-}
-
-/// Greedy k-center selection of `k` of the `tokens.len() / dims` rows: start at `start`,
-/// then repeatedly take the row farthest from everything taken so far (ties to the lowest
-/// index, so the result is the same for any thread count).
-pub fn greedy_coreset(tokens: &[f32], dims: usize, k: usize, start: usize) -> Vec<usize> {
-    let n = tokens.len() / dims;
-    let k = k.min(n);
-    if k == 0 {
-        return Vec::new();
-    }
-    let mut chosen = Vec::with_capacity(k);
-    let mut nearest = vec![f32::INFINITY; n];
-    let mut next = start.min(n - 1);
-    const CHUNK: usize = 1024;
-    for _ in 0..k {
-        chosen.push(next);
-        let centre = &tokens[next * dims..(next + 1) * dims];
-        // Update every row's distance to the chosen set and find the farthest row, per
-        // chunk in parallel, reduced in chunk order.
-        let (_, far) = nearest
-            .par_chunks_mut(CHUNK)
-            .zip(tokens.par_chunks(CHUNK * dims))
-            .enumerate()
-            .map(|(c, (near, rows))| {
-                let mut best = (f32::NEG_INFINITY, usize::MAX);
-                for (i, (d, row)) in near.iter_mut().zip(rows.chunks_exact(dims)).enumerate() {
-                    let dist: f32 = row.iter().zip(centre).map(|(a, b)| (a - b) * (a - b)).sum();
-                    if dist < *d {
-                        *d = dist;
-                    }
-                    if *d > best.0 {
-                        best = (*d, c * CHUNK + i);
-                    }
-                }
-                best
-            })
-            .reduce(
-                || (f32::NEG_INFINITY, usize::MAX),
-                |a, b| {
-                    if b.0 > a.0 || (b.0 == a.0 && b.1 < a.1) {
-                        b
-                    } else {
-                        a
-                    }
-                },
-            );
-        if far == usize::MAX {
-            break;
-        }
-        next = far;
-    }
-    chosen
 }
 
 impl Bank {
@@ -510,18 +418,6 @@ pub fn deal_folds(n: usize, folds: usize, seed: u64) -> Vec<usize> {
     fold_of
 }
 
-/// `[n, dims_in]` rows times the `[dims_in, dims_out]` projection.
-fn project(tokens: &[f32], p: &[f32], dims_in: usize, dims_out: usize) -> Vec<f32> {
-    const ROWS: usize = 4096;
-    let mut out = vec![0f32; tokens.len() / dims_in * dims_out];
-    out.par_chunks_mut(ROWS * dims_out)
-        .zip(tokens.par_chunks(ROWS * dims_in))
-        .for_each(|(o, t)| {
-            o.copy_from_slice(&matmul(t, p, t.len() / dims_in, dims_in, dims_out));
-        });
-    out
-}
-
 impl Scorer for PatchCore {
     fn name(&self) -> &str {
         "PatchCore"
@@ -567,34 +463,6 @@ mod tests {
     }
 
     #[test]
-    fn coreset_is_deterministic_and_spreads_out() {
-        let tokens = noise(3000 * 16, 4);
-        let run = |threads| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap()
-                .install(|| greedy_coreset(&tokens, 16, 50, 7))
-        };
-        let one = run(1);
-        assert_eq!(one, run(2));
-        assert_eq!(one.len(), 50);
-        assert_eq!(one[0], 7);
-        let mut unique = one.clone();
-        unique.sort_unstable();
-        unique.dedup();
-        assert_eq!(unique.len(), 50);
-        // Two tight clusters: the second pick is in the other cluster.
-        let mut two = vec![0f32; 20 * 2];
-        for i in 10..20 {
-            two[i * 2] = 100.0;
-        }
-        let picks = greedy_coreset(&two, 2, 2, 0);
-        assert!(picks[1] >= 10, "{picks:?}");
-        assert_eq!(greedy_coreset(&two, 2, 100, 0).len(), 20);
-    }
-
-    #[test]
     fn folds_are_seeded_and_balanced() {
         let folds = deal_folds(11, 5, 3);
         assert_eq!(folds, deal_folds(11, 5, 3));
@@ -606,23 +474,5 @@ mod tests {
         assert_eq!(sizes.iter().sum::<usize>(), 11);
         assert!(sizes.iter().all(|&s| s == 2 || s == 3), "{sizes:?}");
         assert_eq!(deal_folds(3, 5, 0).iter().max(), Some(&2));
-    }
-
-    #[test]
-    fn projection_is_seeded_and_keeps_distances_roughly() {
-        assert_eq!(random_projection(8, 4, 1), random_projection(8, 4, 1));
-        assert_ne!(random_projection(8, 4, 1), random_projection(8, 4, 2));
-        let p = random_projection(256, 128, 9);
-        let x = noise(2 * 256, 5);
-        let y = project(&x, &p, 256, 128);
-        let d = |v: &[f32], n: usize| {
-            v[..n]
-                .iter()
-                .zip(&v[n..])
-                .map(|(a, b)| (a - b) * (a - b))
-                .sum::<f32>()
-        };
-        let ratio = d(&y, 128) / d(&x, 256);
-        assert!((0.6..1.4).contains(&ratio), "{ratio}");
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use varad::model::MapNorm;
+use varad::model::{BankLevels, BankSelection, MapNorm, NeighbourTerm};
 use varad::score::BeyondData;
 use varad::{Config, Device, Error, Result};
 
@@ -67,6 +67,20 @@ pub struct ConfigArgs {
     /// 1024].
     #[arg(long, value_name = "N")]
     pub neighbour_bank_tokens: Option<usize>,
+    /// How that bank's tokens are chosen from the training images': random (a seeded
+    /// draw) or coreset (greedy k-center: covers rare normal patterns too) [default: the
+    /// configuration's, random].
+    #[arg(long, value_name = "RULE", value_parser = parse_bank_selection)]
+    pub neighbour_bank_selection: Option<BankSelection>,
+    /// Which levels get a bank: coarsest or all (each its own bank of
+    /// --neighbour-bank-tokens tokens) [default: the configuration's, coarsest].
+    #[arg(long, value_name = "LEVELS", value_parser = parse_bank_levels)]
+    pub neighbour_bank_levels: Option<BankLevels>,
+    /// How a position's distance to a bank becomes the term: above_normal (standard
+    /// deviations above the normal mean, 0 below it) or scaled (the whole distance in
+    /// standard deviations) [default: the configuration's, above_normal].
+    #[arg(long, value_name = "TERM", value_parser = parse_neighbour_term)]
+    pub neighbour_term: Option<NeighbourTerm>,
     /// Folds of the cross-fitting that scores every training image out-of-sample for the
     /// calibration, 0 = none (only held-back images are scored) [default: the
     /// configuration's, 5].
@@ -102,6 +116,24 @@ pub fn parse_beyond_data(text: &str) -> std::result::Result<BeyondData, String> 
 /// Parses a map normalisation name.
 pub fn parse_map_norm(text: &str) -> std::result::Result<MapNorm, String> {
     text.parse::<MapNorm>().map_err(|e| e.message().to_string())
+}
+
+/// Parses a neighbour bank selection name.
+pub fn parse_bank_selection(text: &str) -> std::result::Result<BankSelection, String> {
+    text.parse::<BankSelection>()
+        .map_err(|e| e.message().to_string())
+}
+
+/// Parses a neighbour bank levels name.
+pub fn parse_bank_levels(text: &str) -> std::result::Result<BankLevels, String> {
+    text.parse::<BankLevels>()
+        .map_err(|e| e.message().to_string())
+}
+
+/// Parses a neighbour term name.
+pub fn parse_neighbour_term(text: &str) -> std::result::Result<NeighbourTerm, String> {
+    text.parse::<NeighbourTerm>()
+        .map_err(|e| e.message().to_string())
 }
 
 /// Parses one scan direction, 0 to 3.
@@ -192,6 +224,15 @@ impl ConfigArgs {
         }
         if let Some(v) = self.neighbour_bank_tokens {
             config.train.neighbour_bank_tokens = v;
+        }
+        if let Some(v) = self.neighbour_bank_selection {
+            config.train.neighbour_bank_selection = v;
+        }
+        if let Some(v) = self.neighbour_bank_levels {
+            config.train.neighbour_bank_levels = v;
+        }
+        if let Some(v) = self.neighbour_term {
+            config.score.neighbour_term = v;
         }
         if let Some(v) = self.cross_fit_folds {
             config.train.cross_fit_folds = v;

@@ -71,6 +71,14 @@ pub struct Args {
     /// its own, scored with the same trained model), e.g. none,level,channel,position,position_two_sided.
     #[arg(long, value_name = "NORMS", value_delimiter = ',', value_parser = crate::config_args::parse_map_norm)]
     compare_map_norms: Vec<varad::model::MapNorm>,
+    /// Also report VarAD with these nearest-neighbour weights, comma-separated (a row
+    /// each, scored with the same trained model, without decisions), e.g. 0,2.
+    #[arg(long, value_name = "WEIGHTS", value_delimiter = ',')]
+    compare_neighbour_weights: Vec<f32>,
+    /// Also report VarAD with these nearest-neighbour terms, comma-separated (a row each,
+    /// and one for each with every weight of --compare-neighbour-weights), e.g. scaled.
+    #[arg(long, value_name = "TERMS", value_delimiter = ',', value_parser = crate::config_args::parse_neighbour_term)]
+    compare_neighbour_terms: Vec<varad::model::NeighbourTerm>,
     /// Test images shown in each category's montage (0 = no montage).
     #[arg(long, value_name = "N", default_value = "12")]
     montage: usize,
@@ -165,6 +173,8 @@ fn evaluate_once(
         ..PatchCoreConfig::default()
     };
     options.map_norms = args.compare_map_norms.clone();
+    options.neighbour_weights = args.compare_neighbour_weights.clone();
+    options.neighbour_terms = args.compare_neighbour_terms.clone();
     if let Some(folds) = args.patchcore_cross_fit_folds {
         options.cross_fit_folds = folds;
     }
