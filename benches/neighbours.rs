@@ -1,7 +1,11 @@
 //! The nearest-neighbour term's speed at the default's shape (the stride-16 level of a
 //! 1024 x 1024 input: 64 x 64 tokens of 112 channels, a bank of 1024 tokens): the pooling
 //! against its definition, and the nearest distances (one GEMM per block of tokens)
-//! against the plain per-pair loop, each pair measured in the same run.
+//! against the plain per-pair loop, each pair measured in the same run. Then the term on
+//! both levels of that input (stride 8: 128 x 128 tokens of 40 channels; stride 16) with
+//! banks of 1024 and 2048 tokens a level, against the same exact search over the banks the
+//! PatchCore baseline keeps at 36 training images (10% of their tokens: 58,983 at stride 8
+//! and 14,746 at stride 16), also in the same run.
 //!
 //! `cargo bench --features internals --bench neighbours`; prints milliseconds (median)
 //! and the ratios.
@@ -23,6 +27,31 @@ fn nearest_naive(queries: &[f32], bank: &[f32], dims: usize) -> Vec<f32> {
                 .fold(f32::INFINITY, f32::min)
         })
         .collect()
+}
+
+/// Seeded uniform values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = SplitMix64::new(seed);
+    (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect()
+}
+
+/// Median milliseconds of the nearest distances of both levels' pooled tokens to banks of
+/// `banks` tokens (stride 8, stride 16).
+fn both_levels_ms(runs: usize, banks: (usize, usize)) -> f64 {
+    let levels = [(40, (128, 128), banks.0), (112, (64, 64), banks.1)];
+    let inputs: Vec<(usize, Vec<f32>, Vec<f32>)> = levels
+        .iter()
+        .enumerate()
+        .map(|(i, &(c, grid, n))| {
+            let map = values(c * grid.0 * grid.1, 10 + i as u64);
+            (c, pool_tokens(&map, c, grid), values(n * c, 20 + i as u64))
+        })
+        .collect();
+    median_ms(runs, || {
+        for (c, pooled, bank) in &inputs {
+            std::hint::black_box(nearest_squared(pooled, bank, *c));
+        }
+    })
 }
 
 fn main() {
@@ -59,4 +88,12 @@ fn main() {
         grid.0 * grid.1,
         naive / fast
     );
+    let baseline = both_levels_ms(3, (58_983, 14_746));
+    for tokens in [1024, 2048] {
+        let ours = both_levels_ms(11, (tokens, tokens));
+        println!(
+            "both levels, banks of {tokens}: {ours:.2} ms; the baseline's banks (58983 + 14746): {baseline:.2} ms: {:.1}x",
+            baseline / ours
+        );
+    }
 }

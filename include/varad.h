@@ -92,10 +92,10 @@
  * ========================================================================== */
 
 #define VARAD_VERSION_MAJOR 1
-#define VARAD_VERSION_MINOR 2
+#define VARAD_VERSION_MINOR 3
 #define VARAD_VERSION_PATCH 0
-#define VARAD_VERSION_NUMBER 1002000
-#define VARAD_VERSION_STRING "1.2.0"
+#define VARAD_VERSION_NUMBER 1003000
+#define VARAD_VERSION_STRING "1.3.0"
 
 #ifdef __cplusplus
 extern "C" {
@@ -476,6 +476,23 @@ enum VaradBankLevels
 typedef uint32_t VaradBankLevels;
 #endif // __cplusplus
 
+// How a position's distance to a nearest-neighbour bank becomes the term:
+// `VaradParams.neighbour_term`.
+enum VaradNeighbourTerm
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+  // Standard deviations above the normal mean distance, 0 below it.
+  VARAD_NEIGHBOUR_TERM_ABOVE_NORMAL = 0,
+  // The whole distance in standard deviations of the normal distances (the default):
+  // below the normal mean a closer token still ranks lower.
+  VARAD_NEIGHBOUR_TERM_SCALED = 1,
+};
+#ifndef __cplusplus
+typedef uint32_t VaradNeighbourTerm;
+#endif // __cplusplus
+
 // How `varad_create` builds a model. Fill one with `varad_params_init`, set
 // `backbone_path` and what you want to change, pass its address.
 //
@@ -627,11 +644,16 @@ typedef struct VaradParams {
   // `VaradLoadParams.reserved`). Range: [0, 0]. Default: 0.
   uint32_t reserved;
   // How each neighbour bank's tokens are chosen. Range: a `VaradBankSelection` value.
-  // Default: `VARAD_BANK_SELECTION_RANDOM`.
+  // Default: `VARAD_BANK_SELECTION_CORESET`.
   VaradBankSelection neighbour_bank_selection;
   // Which levels get a neighbour bank. Range: a `VaradBankLevels` value. Default:
-  // `VARAD_BANK_LEVELS_COARSEST`.
+  // `VARAD_BANK_LEVELS_ALL`.
   VaradBankLevels neighbour_bank_levels;
+  // How a position's distance to a bank becomes the nearest-neighbour term. Range: a
+  // `VaradNeighbourTerm` value. Default: `VARAD_NEIGHBOUR_TERM_SCALED`.
+  VaradNeighbourTerm neighbour_term;
+  // Reserved, must be 0: keeps the struct free of padding. Range: [0, 0]. Default: 0.
+  uint32_t reserved2;
 } VaradParams;
 
 // What `varad_load` may change about a saved model: where its files are and where it

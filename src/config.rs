@@ -116,20 +116,24 @@ pub struct TrainConfig {
     pub calibration_fraction: f64,
     /// Fewest images held back for calibration. Default 3.
     pub min_calibration_images: usize,
-    /// Tokens of the nearest-neighbour memory bank that training draws from the coarsest
-    /// level's normal tokens (see [`ScoreConfig::neighbour_weight`]); 0 = no bank. Default
-    /// 1024: its scoring cost is one `[grid x 1024 x C]` product per image, whatever the
-    /// number of training images. (Absent from model files written before it existed:
-    /// 0, they have no bank.)
+    /// Tokens of each nearest-neighbour memory bank that training builds from the normal
+    /// tokens of the levels `neighbour_bank_levels` names (see
+    /// [`ScoreConfig::neighbour_weight`]); 0 = no bank. Default 1024: its scoring cost is
+    /// one `[grid x 1024 x C]` product per level and image, whatever the number of
+    /// training images (measured against 2048 in docs/results.md). (Absent from model
+    /// files written before it existed: 0, they have no bank.)
     #[serde(default)]
     pub neighbour_bank_tokens: usize,
-    /// How the bank's tokens are chosen ([`BankSelection`]). Default `random`. (Absent
-    /// from model files written before it existed: `random`, how their banks were drawn.)
+    /// How the banks' tokens are chosen ([`BankSelection`]). Default `coreset`: with more
+    /// training images the bank covers more of their variety at the same size and scoring
+    /// cost, where a random draw only samples it (docs/results.md). (Absent from model
+    /// files written before it existed: `random`, how their banks were drawn.)
     #[serde(default)]
     pub neighbour_bank_selection: BankSelection,
     /// Which levels get a bank of `neighbour_bank_tokens` tokens each ([`BankLevels`]).
-    /// Default `coarsest`. (Absent from model files written before it existed:
-    /// `coarsest`, the only bank they had.)
+    /// Default `all`: the finer level's bank sees small and thin defects that the coarse
+    /// one averages away (docs/results.md). (Absent from model files written before it
+    /// existed: `coarsest`, the only bank they had.)
     #[serde(default)]
     pub neighbour_bank_levels: BankLevels,
     /// Folds of the cross-fitting that gives every training image an out-of-sample score
@@ -177,8 +181,9 @@ pub struct ScoreConfig {
     #[serde(default)]
     pub neighbour_weight: f32,
     /// How a position's distance to the bank becomes the term ([`NeighbourTerm`]).
-    /// Default `above_normal`. (Absent from model files written before it existed:
-    /// `above_normal`, the term they were calibrated with.)
+    /// Default `scaled`: it ranks the positions the floor of `above_normal` flattens, which
+    /// faint defect pixels often are (docs/results.md). (Absent from model files written
+    /// before it existed: `above_normal`, the term they were calibrated with.)
     #[serde(default)]
     pub neighbour_term: NeighbourTerm,
 }
@@ -214,8 +219,8 @@ impl Default for TrainConfig {
             calibration_fraction: 0.1,
             min_calibration_images: 3,
             neighbour_bank_tokens: 1024,
-            neighbour_bank_selection: BankSelection::Random,
-            neighbour_bank_levels: BankLevels::Coarsest,
+            neighbour_bank_selection: BankSelection::Coreset,
+            neighbour_bank_levels: BankLevels::All,
             cross_fit_folds: 5,
         }
     }
@@ -230,7 +235,7 @@ impl Default for ScoreConfig {
             max_batch_bytes: default_max_batch_bytes(),
             map_norm: MapNorm::PositionTwoSided,
             neighbour_weight: 1.0,
-            neighbour_term: NeighbourTerm::AboveNormal,
+            neighbour_term: NeighbourTerm::Scaled,
         }
     }
 }

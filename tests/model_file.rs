@@ -271,8 +271,24 @@ fn drop_neighbour_record(json: &mut String) {
     *json = value.to_string();
 }
 
-/// The tensor of the tiny model's bank (on its coarsest level, 2).
-const BANK_TENSOR: &str = "normal_stats.neighbours.2.tokens";
+/// The tensor of the tiny model's first bank (on its finest level; by default every level
+/// has one).
+const BANK_TENSOR: &str = "normal_stats.neighbours.0.tokens";
+
+/// A tiny model trained with 1.2's neighbour settings: one randomly drawn bank on the
+/// coarsest level, the term above the normal mean.
+fn trained_tiny_model_of_1_2() -> Model {
+    let mut config = tiny_config();
+    config.train.neighbour_bank_selection = BankSelection::Random;
+    config.train.neighbour_bank_levels = BankLevels::Coarsest;
+    config.score.neighbour_term = NeighbourTerm::AboveNormal;
+    let mut model = Model::new(config).unwrap();
+    let set = training_set(&model, 6);
+    model
+        .fit(&set, |_| std::ops::ControlFlow::Continue(()))
+        .unwrap();
+    model
+}
 
 #[test]
 fn the_neighbour_bank_is_saved_checked_and_weighted() {
@@ -282,8 +298,12 @@ fn the_neighbour_bank_is_saved_checked_and_weighted() {
         .normal_stats()
         .expect("training records the normal statistics")
         .neighbours;
-    assert_eq!(banks.len(), 1, "training builds one bank by default");
-    assert_eq!(banks[0].level, model.layout().len() - 1);
+    let levels: Vec<usize> = banks.iter().map(|b| b.level).collect();
+    assert_eq!(
+        levels,
+        (0..model.layout().len()).collect::<Vec<_>>(),
+        "training builds a bank on every level by default"
+    );
     let path = dir.join("model.safetensors");
     model.save(&path).unwrap();
     let loaded = Model::load(&path, &LoadOptions::default()).unwrap();
@@ -320,9 +340,11 @@ fn the_neighbour_bank_is_saved_checked_and_weighted() {
     assert_eq!(two_per_call.raw_map.unwrap().values, two);
     assert!(two_per_call.assessment.is_none());
     assert!(overridden(Some(1.0), None).assessment.is_some());
-    let scaled = overridden(None, Some(NeighbourTerm::Scaled));
-    assert!(scaled.assessment.is_none());
-    assert_ne!(scaled.raw_map.unwrap().values, one);
+    // The default term is `scaled`; the other one per call changes the map.
+    assert_eq!(loaded.config().score.neighbour_term, NeighbourTerm::Scaled);
+    let above = overridden(None, Some(NeighbourTerm::AboveNormal));
+    assert!(above.assessment.is_none());
+    assert_ne!(above.raw_map.unwrap().values, one);
     for ((o, a), b) in off.iter().zip(&one).zip(&two) {
         assert!(
             (2.0 * (a - o) - (b - o)).abs() <= 1e-4 * (1.0 + b.abs()),
@@ -355,7 +377,7 @@ fn the_neighbour_bank_is_saved_checked_and_weighted() {
     let wrong_level = dir.join("level.safetensors");
     rewrite(&path, &wrong_level, |_, json| {
         *json = json.replace(
-            "\"neighbour_banks\":[{\"level\":2",
+            "\"neighbour_banks\":[{\"level\":0",
             "\"neighbour_banks\":[{\"level\":7",
         );
     });
@@ -382,13 +404,15 @@ fn a_format_3_file_with_its_single_bank_still_loads() {
     // `normal_stats.neighbours.tokens`, a configuration without the bank's selection,
     // levels and term.
     let dir = temp_dir("format3");
-    let model = trained_tiny_model();
+    let model = trained_tiny_model_of_1_2();
     let path = dir.join("model.safetensors");
     model.save(&path).unwrap();
     let old = dir.join("old.safetensors");
     rewrite(&path, &old, |t, json| {
-        t.iter_mut().find(|(n, ..)| n == BANK_TENSOR).unwrap().0 =
-            "normal_stats.neighbours.tokens".to_string();
+        t.iter_mut()
+            .find(|(n, ..)| n == "normal_stats.neighbours.2.tokens")
+            .unwrap()
+            .0 = "normal_stats.neighbours.tokens".to_string();
         let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
         let o = v.as_object_mut().unwrap();
         let bank = o.remove("neighbour_banks").unwrap()[0].clone();
@@ -784,7 +808,7 @@ fn zero_negative_and_nan_statistics_are_refused_behind_valid_checksums() {
             BANK_TENSOR,
             Some(11),
             f32::NAN,
-            "normal_stats.neighbours.2.tokens holds a non-finite value",
+            "normal_stats.neighbours.0.tokens holds a non-finite value",
         ),
     ];
     for (name, index, value, expected) in cases {

@@ -139,6 +139,8 @@ fn setters() -> Vec<(&'static str, Setter, bool)> {
         reserved: u32,
         neighbour_bank_selection: u32,
         neighbour_bank_levels: u32,
+        neighbour_term: u32,
+        reserved2: u32,
     ]
 }
 
@@ -153,6 +155,7 @@ fn enum_accepts(field: &str, value: u32) -> Option<bool> {
         "beyond_data" => Some(VaradBeyondData::try_from(value).is_ok()),
         "neighbour_bank_selection" => Some(VaradBankSelection::try_from(value).is_ok()),
         "neighbour_bank_levels" => Some(VaradBankLevels::try_from(value).is_ok()),
+        "neighbour_term" => Some(VaradNeighbourTerm::try_from(value).is_ok()),
         "device" => Some(
             VaradDevice::try_from(value).is_ok()
                 && value != VaradDevice::VARAD_DEVICE_AS_SAVED as u32,

@@ -48,6 +48,10 @@ namespace Varad
     /// (NativeParams.neighbour_bank_levels).</summary>
     public enum BankLevels : uint { Coarsest = 0, All = 1 }
 
+    /// <summary>The VaradNeighbourTerm values: how a position's distance to a bank becomes
+    /// the nearest-neighbour term (NativeParams.neighbour_term).</summary>
+    public enum NeighbourTerm : uint { AboveNormal = 0, Scaled = 1 }
+
     /// <summary>The VaradLogLevel values.</summary>
     public enum LogLevel : uint { Error = 1, Warn = 2, Info = 3, Debug = 4 }
 
@@ -90,6 +94,8 @@ namespace Varad
         public uint reserved;
         public uint neighbour_bank_selection;
         public uint neighbour_bank_levels;
+        public uint neighbour_term;
+        public uint reserved2;
     }
 
     [StructLayout(LayoutKind.Sequential)]
@@ -390,7 +396,7 @@ namespace Varad
     public sealed class Model : IDisposable
     {
         /// <summary>The varad.h version these bindings were written for.</summary>
-        public const uint HeaderVersionNumber = 1002000;
+        public const uint HeaderVersionNumber = 1003000;
         readonly ModelHandle handle;
 
         static void CheckVersion()

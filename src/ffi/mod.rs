@@ -44,7 +44,7 @@ pub use model::{
 pub use params::{
     varad_load_params_init, varad_params_init, varad_score_params_init, VaradBankLevels,
     VaradBankSelection, VaradBeyondData,
-    VaradDevice, VaradLoadParams, VaradMapNorm, VaradParams, VaradResizeMode, VaradScoreParams,
+    VaradDevice, VaradLoadParams, VaradMapNorm, VaradNeighbourTerm, VaradParams, VaradResizeMode, VaradScoreParams,
 };
 #[cfg(feature = "internals")]
 pub use result::{

@@ -11,7 +11,7 @@ use super::sized::{init_sized, SizedStruct};
 use super::status::VaradStatus;
 use crate::config::ranges::{MAX_CUDA_DEVICE, MAX_THREADS};
 use crate::image::ResizeMode;
-use crate::model::{BankLevels, BankSelection, MapNorm};
+use crate::model::{BankLevels, BankSelection, MapNorm, NeighbourTerm};
 use crate::model_file::LoadOptions;
 use crate::score::{BeyondData, ImageScore};
 use crate::{Config, Device};
@@ -208,6 +208,41 @@ impl From<BankLevels> for VaradBankLevels {
     }
 }
 
+/// How a position's distance to a nearest-neighbour bank becomes the term:
+/// `VaradParams.neighbour_term`.
+#[repr(u32)]
+#[allow(non_camel_case_types, dead_code)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VaradNeighbourTerm {
+    /// Standard deviations above the normal mean distance, 0 below it.
+    VARAD_NEIGHBOUR_TERM_ABOVE_NORMAL = 0,
+    /// The whole distance in standard deviations of the normal distances (the default):
+    /// below the normal mean a closer token still ranks lower.
+    VARAD_NEIGHBOUR_TERM_SCALED = 1,
+}
+c_enum_try_from!(VaradNeighbourTerm {
+    VARAD_NEIGHBOUR_TERM_ABOVE_NORMAL,
+    VARAD_NEIGHBOUR_TERM_SCALED,
+});
+
+impl From<VaradNeighbourTerm> for NeighbourTerm {
+    fn from(value: VaradNeighbourTerm) -> Self {
+        match value {
+            VaradNeighbourTerm::VARAD_NEIGHBOUR_TERM_ABOVE_NORMAL => NeighbourTerm::AboveNormal,
+            VaradNeighbourTerm::VARAD_NEIGHBOUR_TERM_SCALED => NeighbourTerm::Scaled,
+        }
+    }
+}
+
+impl From<NeighbourTerm> for VaradNeighbourTerm {
+    fn from(value: NeighbourTerm) -> Self {
+        match value {
+            NeighbourTerm::AboveNormal => VaradNeighbourTerm::VARAD_NEIGHBOUR_TERM_ABOVE_NORMAL,
+            NeighbourTerm::Scaled => VaradNeighbourTerm::VARAD_NEIGHBOUR_TERM_SCALED,
+        }
+    }
+}
+
 /// A `VaradDevice` as a struct field or argument holds it: any `uint32_t` a caller
 /// passes (the header names it `VaradDevice`).
 /// cbindgen:ignore
@@ -227,6 +262,9 @@ pub type BankSelectionValue = u32;
 /// A `VaradBankLevels` as a struct field holds it.
 /// cbindgen:ignore
 pub type BankLevelsValue = u32;
+/// A `VaradNeighbourTerm` as a struct field holds it.
+/// cbindgen:ignore
+pub type NeighbourTermValue = u32;
 
 /// The engine's device for a C device code: `None` for `VARAD_DEVICE_AS_SAVED` where
 /// that is allowed. Where it is not, the error lists only the codes the field takes.
@@ -406,11 +444,16 @@ pub struct VaradParams {
     /// `VaradLoadParams.reserved`). Range: [0, 0]. Default: 0.
     pub reserved: u32,
     /// How each neighbour bank's tokens are chosen. Range: a `VaradBankSelection` value.
-    /// Default: `VARAD_BANK_SELECTION_RANDOM`.
+    /// Default: `VARAD_BANK_SELECTION_CORESET`.
     pub neighbour_bank_selection: BankSelectionValue,
     /// Which levels get a neighbour bank. Range: a `VaradBankLevels` value. Default:
-    /// `VARAD_BANK_LEVELS_COARSEST`.
+    /// `VARAD_BANK_LEVELS_ALL`.
     pub neighbour_bank_levels: BankLevelsValue,
+    /// How a position's distance to a bank becomes the nearest-neighbour term. Range: a
+    /// `VaradNeighbourTerm` value. Default: `VARAD_NEIGHBOUR_TERM_SCALED`.
+    pub neighbour_term: NeighbourTermValue,
+    /// Reserved, must be 0: keeps the struct free of padding. Range: [0, 0]. Default: 0.
+    pub reserved2: u32,
 }
 
 // SAFETY: repr(C), starts with `size`, fields are integers, floats and raw pointers, no
@@ -481,6 +524,8 @@ pub(crate) fn default_params() -> VaradParams {
         reserved: 0,
         neighbour_bank_selection: VaradBankSelection::from(t.neighbour_bank_selection) as u32,
         neighbour_bank_levels: VaradBankLevels::from(t.neighbour_bank_levels) as u32,
+        neighbour_term: VaradNeighbourTerm::from(c.score.neighbour_term) as u32,
+        reserved2: 0,
     }
 }
 
@@ -551,6 +596,8 @@ pub(crate) unsafe fn config_from(p: &VaradParams) -> Result<Config, FfiError> {
             .into();
     let s = &mut c.score;
     s.neighbour_weight = p.neighbour_weight;
+    s.neighbour_term =
+        enum_arg::<VaradNeighbourTerm>(p.neighbour_term, "params.neighbour_term")?.into();
     s.min_region_area = p.min_region_area as usize;
     s.max_batch_bytes = p.max_batch_bytes;
     s.sigma = p.sigma;
@@ -563,24 +610,24 @@ pub(crate) unsafe fn config_from(p: &VaradParams) -> Result<Config, FfiError> {
     s.calibration.pixel_quantile = p.pixel_quantile;
     s.calibration.target_false_fail_rate = p.target_false_fail_rate;
     s.calibration.catch_known_defects = p.catch_known_defects != 0;
-    check_ranges(&c, p.reserved)?;
+    check_ranges(&c, &[("reserved", p.reserved), ("reserved2", p.reserved2)])?;
     Ok(c)
 }
 
 /// `VARAD_ERR_CONFIG` naming, by their `VaradParams` field names, every value of `c` out
 /// of its range; the ranges are the engine's ([`Config::problems`]), and `reserved` must
 /// be 0.
-fn check_ranges(c: &Config, reserved: u32) -> Result<(), FfiError> {
+fn check_ranges(c: &Config, reserved: &[(&str, u32)]) -> Result<(), FfiError> {
     let problems = c.problems();
-    if problems.is_empty() && reserved == 0 {
+    if problems.is_empty() && reserved.iter().all(|&(_, v)| v == 0) {
         return Ok(());
     }
     let mut list: Vec<String> = problems
         .iter()
         .map(|p| format!("params.{} {}", params_field(p.field), p.problem))
         .collect();
-    if reserved != 0 {
-        list.push(format!("params.reserved {reserved} is not in [0, 0]"));
+    for &(name, value) in reserved.iter().filter(|&&(_, v)| v != 0) {
+        list.push(format!("params.{name} {value} is not in [0, 0]"));
     }
     Err(FfiError::new(
         VaradStatus::VARAD_ERR_CONFIG,
@@ -895,6 +942,8 @@ mod tests {
             reserved,
             neighbour_bank_selection,
             neighbour_bank_levels,
+            neighbour_term,
+            reserved2,
         });
         assert_no_padding!(VaradLoadParams {
             size,

@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 # The C header these bindings mirror (include/varad.h, VARAD_VERSION_*).
-HEADER_VERSION = (1, 2, 0)
+HEADER_VERSION = (1, 3, 0)
 HEADER_VERSION_NUMBER = HEADER_VERSION[0] * 1_000_000 + HEADER_VERSION[1] * 1000 + HEADER_VERSION[2]
 
 STATUS_NAMES = {
@@ -83,11 +83,13 @@ THRESHOLDS = {"image": 1, "review": 2, "fail": 3, "pixel": 4}
 BEYOND_DATA = {"log_normal_tail": 0, "refuse": 1}
 BANK_SELECTION = {"random": 0, "coreset": 1}
 BANK_LEVELS = {"coarsest": 0, "all": 1}
+NEIGHBOUR_TERM = {"above_normal": 0, "scaled": 1}
 # The VaradParams fields that take a C enum, by the names a caller may pass instead.
 _NAMED = {
     "beyond_data": BEYOND_DATA,
     "neighbour_bank_selection": BANK_SELECTION,
     "neighbour_bank_levels": BANK_LEVELS,
+    "neighbour_term": NEIGHBOUR_TERM,
 }
 
 
@@ -174,6 +176,8 @@ class _Params(ctypes.Structure):
         ("reserved", ctypes.c_uint32),
         ("neighbour_bank_selection", ctypes.c_uint32),
         ("neighbour_bank_levels", ctypes.c_uint32),
+        ("neighbour_term", ctypes.c_uint32),
+        ("reserved2", ctypes.c_uint32),
     ]
 
 
@@ -657,8 +661,8 @@ class Model:
         the backbone is opened; an integer the field's C type cannot hold raises
         ValueError (ctypes would silently wrap it into another, perhaps valid, value).
         `beyond_data` takes "log_normal_tail" or "refuse", `neighbour_bank_selection`
-        "random" or "coreset", `neighbour_bank_levels` "coarsest" or "all" (each or the C
-        value), and `catch_known_defects` a bool."""
+        "random" or "coreset", `neighbour_bank_levels` "coarsest" or "all", `neighbour_term`
+        "above_normal" or "scaled" (each or the C value), and `catch_known_defects` a bool."""
         p = _init(_Params, _lib.varad_params_init)
         if runtime_path is None:
             runtime_path = _installed_runtime()

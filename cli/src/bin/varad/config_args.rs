@@ -63,22 +63,22 @@ pub struct ConfigArgs {
     /// library's `ScoreConfig::neighbour_weight`) [default: the configuration's, 1].
     #[arg(long, value_name = "W")]
     pub neighbour_weight: Option<f32>,
-    /// Tokens of that term's memory bank, 0 = no bank [default: the configuration's,
-    /// 1024].
+    /// Tokens of each of that term's memory banks, 0 = no bank [default: the
+    /// configuration's, 1024].
     #[arg(long, value_name = "N")]
     pub neighbour_bank_tokens: Option<usize>,
     /// How that bank's tokens are chosen from the training images': random (a seeded
     /// draw) or coreset (greedy k-center: covers rare normal patterns too) [default: the
-    /// configuration's, random].
+    /// configuration's, coreset].
     #[arg(long, value_name = "RULE", value_parser = parse_bank_selection)]
     pub neighbour_bank_selection: Option<BankSelection>,
     /// Which levels get a bank: coarsest or all (each its own bank of
-    /// --neighbour-bank-tokens tokens) [default: the configuration's, coarsest].
+    /// --neighbour-bank-tokens tokens) [default: the configuration's, all].
     #[arg(long, value_name = "LEVELS", value_parser = parse_bank_levels)]
     pub neighbour_bank_levels: Option<BankLevels>,
     /// How a position's distance to a bank becomes the term: above_normal (standard
     /// deviations above the normal mean, 0 below it) or scaled (the whole distance in
-    /// standard deviations) [default: the configuration's, above_normal].
+    /// standard deviations) [default: the configuration's, scaled].
     #[arg(long, value_name = "TERM", value_parser = parse_neighbour_term)]
     pub neighbour_term: Option<NeighbourTerm>,
     /// Folds of the cross-fitting that scores every training image out-of-sample for the
