@@ -23,9 +23,22 @@ pub fn random_projection(dims_in: usize, dims_out: usize, seed: u64) -> Vec<f32>
 
 /// `a [m x k] * b [k x n]`, row-major, through matrixmultiply's GEMM.
 pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    gemm(a, (b, (n as isize, 1)), m, k, n)
+}
+
+/// `a [m x k] * b^T` for `b [n x k]` row-major: `[m x n]`, row-major.
+pub fn matmul_transposed(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    gemm(a, (b, (1, k as isize)), m, k, n)
+}
+
+/// `a [m x k]` (row-major) times the `[k x n]` matrix `b` read with the (row, column)
+/// strides given, through matrixmultiply's GEMM; `[m x n]`, row-major.
+fn gemm(a: &[f32], (b, (rsb, csb)): (&[f32], (isize, isize)), m: usize, k: usize, n: usize) -> Vec<f32> {
+    assert!(a.len() >= m * k && b.len() >= k * n, "gemm: operands too short");
     let mut c = vec![0f32; m * n];
-    // SAFETY: the slices hold m*k, k*n and m*n values and the strides describe row-major
-    // matrices of exactly those shapes.
+    // SAFETY: `a` holds m*k values read row-major; `b` holds k*n values and both callers'
+    // strides address exactly those (row-major b, or row-major b^T read transposed); `c`
+    // holds m*n values.
     unsafe {
         matrixmultiply::sgemm(
             m,
@@ -36,8 +49,8 @@ pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
             k as isize,
             1,
             b.as_ptr(),
-            n as isize,
-            1,
+            rsb,
+            csb,
             0.0,
             c.as_mut_ptr(),
             n as isize,

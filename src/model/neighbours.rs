@@ -12,6 +12,7 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::coreset::matmul_transposed;
 use super::normal_stats::FLOOR;
 use crate::predictor::rng::SplitMix64;
 use crate::{Error, ErrorKind, Result};
@@ -233,32 +234,6 @@ pub fn pool_tokens_naive(map: &[f32], channels: usize, (h, w): (usize, usize)) -
         }
     }
     out
-}
-
-/// `a [m x k] * b^T` for `b [n x k]`, row-major `[m x n]`, through matrixmultiply's GEMM.
-fn matmul_transposed(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut c = vec![0f32; m * n];
-    // SAFETY: `a` holds m*k and `b` n*k values, row-major; reading `b` with row stride 1
-    // and column stride k is its transpose [k x n]; `c` holds m*n values.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            1,
-            k as isize,
-            0.0,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
-    c
 }
 
 /// Squared Euclidean distance from each row of `queries` (`[m, dims]`) to its nearest row

@@ -230,24 +230,14 @@ fn train(
                 }));
             }
             let score = &model.config().score;
-            let weights: Vec<Option<f32>> = std::iter::once(None)
-                .chain(
-                    options
-                        .neighbour_weights
-                        .iter()
-                        .filter(|&&w| w != score.neighbour_weight)
-                        .map(|&w| Some(w)),
-                )
-                .collect();
-            let terms: Vec<Option<NeighbourTerm>> = std::iter::once(None)
-                .chain(
-                    options
-                        .neighbour_terms
-                        .iter()
-                        .filter(|&&t| t != score.neighbour_term)
-                        .map(|&t| Some(t)),
-                )
-                .collect();
+            // Each setting asked for, besides the configured one (None), once.
+            fn others<T: Copy + PartialEq>(asked: &[T], configured: T) -> Vec<Option<T>> {
+                std::iter::once(None)
+                    .chain(asked.iter().filter(|&&v| v != configured).map(|&v| Some(v)))
+                    .collect()
+            }
+            let weights = others(&options.neighbour_weights, score.neighbour_weight);
+            let terms = others(&options.neighbour_terms, score.neighbour_term);
             for &weight in &weights {
                 for &term in &terms {
                     let mut changed = Vec::new();
