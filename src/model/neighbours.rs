@@ -307,6 +307,9 @@ impl NeighbourBank {
         // The chosen tokens in (image, position) order, with the image each came from.
         let mut tokens = Vec::with_capacity(size * dims);
         let mut source = Vec::with_capacity(size);
+        // A coreset holds every image's pooled tokens; the leave-one-out pass below reads
+        // them from there instead of pooling each image again.
+        let mut all = Vec::new();
         match selection {
             BankSelection::Random => {
                 // A seeded partial Fisher-Yates shuffle over every (image, position).
@@ -334,7 +337,7 @@ impl NeighbourBank {
                 }
             }
             BankSelection::Coreset => {
-                let mut all = Vec::with_capacity(total * dims);
+                all.reserve_exact(total * dims);
                 for i in 0..images {
                     all.extend_from_slice(&pooled(i)?);
                 }
@@ -359,7 +362,14 @@ impl NeighbourBank {
             if others.is_empty() {
                 continue;
             }
-            for d in nearest_squared(&pooled(i)?, &others, dims) {
+            let fresh;
+            let own: &[f32] = if all.is_empty() {
+                fresh = pooled(i)?;
+                &fresh
+            } else {
+                &all[i * len * dims..(i + 1) * len * dims]
+            };
+            for d in nearest_squared(own, &others, dims) {
                 sum += d as f64;
                 sq += d as f64 * d as f64;
                 count += 1;
