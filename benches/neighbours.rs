@@ -7,6 +7,11 @@
 //! PatchCore baseline keeps at 36 training images (10% of their tokens: 58,983 at stride 8
 //! and 14,746 at stride 16), also in the same run.
 //!
+//! Then the inverted-file search (8 probed cells) over banks of 4096 and 8192 tokens a
+//! level against the exact search over the same banks and over the 1024-token banks, and
+//! the greedy coreset selection with its triangle-inequality pruning against the plain
+//! loop (the same choices), on clustered tokens of the stride-16 shape.
+//!
 //! `cargo bench --features internals --bench neighbours`; prints milliseconds (median)
 //! and the ratios.
 
@@ -14,6 +19,8 @@ mod common;
 
 use common::median_ms;
 
+use varad::model::coreset::{greedy_coreset, greedy_coreset_naive};
+use varad::model::inverted_file::InvertedFile;
 use varad::model::neighbours::{nearest_squared, pool_tokens, pool_tokens_naive};
 use varad::predictor::rng::SplitMix64;
 
@@ -33,6 +40,56 @@ fn nearest_naive(queries: &[f32], bank: &[f32], dims: usize) -> Vec<f32> {
 fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = SplitMix64::new(seed);
     (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect()
+}
+
+/// Rows around 256 seeded centres, each centre a point of a 16-dimensional subspace: the
+/// clustered, low-dimensional shape backbone tokens have (uniform noise, with nothing to
+/// prune or cluster, would be the worst case of both).
+fn clustered(rows: usize, dims: usize, seed: u64) -> Vec<f32> {
+    let basis = values(16 * dims, seed);
+    let weights = values(256 * 16, seed + 1);
+    let centres: Vec<f32> = (0..256 * dims)
+        .map(|i| {
+            let (c, d) = (i / dims, i % dims);
+            (0..16)
+                .map(|j| weights[c * 16 + j] * basis[j * dims + d])
+                .sum()
+        })
+        .collect();
+    let spread = values(rows * dims, seed + 2);
+    let mut rng = SplitMix64::new(seed + 3);
+    let mut out = Vec::with_capacity(rows * dims);
+    for r in 0..rows {
+        let c = (rng.next_u64() % 256) as usize;
+        out.extend((0..dims).map(|d| centres[c * dims + d] + 0.1 * spread[r * dims + d]));
+    }
+    out
+}
+
+/// Median milliseconds of the nearest distances of both levels' pooled tokens to banks of
+/// `banks` tokens (stride 8, stride 16): exact with `probes` 0, else through an
+/// inverted file probing `probes` cells (built before the timing).
+fn both_levels_search_ms(runs: usize, banks: (usize, usize), probes: usize) -> f64 {
+    let levels = [(40, (128, 128), banks.0), (112, (64, 64), banks.1)];
+    let inputs: Vec<(usize, Vec<f32>, Vec<f32>, InvertedFile)> = levels
+        .iter()
+        .enumerate()
+        .map(|(i, &(c, grid, n))| {
+            let pooled = clustered(grid.0 * grid.1, c, 10 + i as u64);
+            let bank = clustered(n, c, 10 + i as u64 + 100);
+            let index = InvertedFile::build(&bank, c, 1);
+            (c, pooled, bank, index)
+        })
+        .collect();
+    median_ms(runs, || {
+        for (c, pooled, bank, index) in &inputs {
+            if probes == 0 {
+                std::hint::black_box(nearest_squared(pooled, bank, *c));
+            } else {
+                std::hint::black_box(index.nearest_squared(pooled, probes));
+            }
+        }
+    })
 }
 
 /// Median milliseconds of the nearest distances of both levels' pooled tokens to banks of
@@ -96,4 +153,25 @@ fn main() {
             baseline / ours
         );
     }
+    let exact_small = both_levels_search_ms(11, (1024, 1024), 0);
+    for tokens in [4096, 8192] {
+        let exact = both_levels_search_ms(5, (tokens, tokens), 0);
+        let approximate = both_levels_search_ms(11, (tokens, tokens), 8);
+        println!(
+            "both levels, clustered banks of {tokens}: inverted file (8 probes) {approximate:.2} ms, exact {exact:.2} ms: {:.1}x; exact over banks of 1024: {exact_small:.2} ms",
+            exact / approximate
+        );
+    }
+    let (rows, dims, picks) = (147_456, 64, 1024);
+    let tokens = clustered(rows, dims, 30);
+    let pruned = median_ms(3, || {
+        std::hint::black_box(greedy_coreset(&tokens, dims, picks, 0));
+    });
+    let plain = median_ms(1, || {
+        std::hint::black_box(greedy_coreset_naive(&tokens, dims, picks, 0));
+    });
+    println!(
+        "coreset of {picks} from {rows} clustered tokens of {dims}: pruned {pruned:.0} ms, plain loop {plain:.0} ms: {:.1}x",
+        plain / pruned
+    );
 }

@@ -92,10 +92,10 @@
  * ========================================================================== */
 
 #define VARAD_VERSION_MAJOR 1
-#define VARAD_VERSION_MINOR 3
+#define VARAD_VERSION_MINOR 4
 #define VARAD_VERSION_PATCH 0
-#define VARAD_VERSION_NUMBER 1003000
-#define VARAD_VERSION_STRING "1.3.0"
+#define VARAD_VERSION_NUMBER 1004000
+#define VARAD_VERSION_STRING "1.4.0"
 
 #ifdef __cplusplus
 extern "C" {
@@ -621,7 +621,7 @@ typedef struct VaradParams {
   float neighbour_weight;
   // Tokens of each memory bank training builds for that term (on the levels
   // `neighbour_bank_levels` names); 0 = no bank. Range: [0, 1048576] (2^20). Default:
-  // 1024.
+  // 8192.
   uint32_t neighbour_bank_tokens;
   // Folds of the cross-fitting that scores every training image out-of-sample (each
   // fold's images scored by statistics fitted without them), so the thresholds rest on
@@ -654,6 +654,13 @@ typedef struct VaradParams {
   VaradNeighbourTerm neighbour_term;
   // Reserved, must be 0: keeps the struct free of padding. Range: [0, 0]. Default: 0.
   uint32_t reserved2;
+  // How the nearest-neighbour term searches each bank: 0 = exactly (every bank token);
+  // N = in an inverted-file index of about sqrt(bank tokens) cells, measuring only the
+  // tokens of each position's N nearest cells (faster, approximate). Range: [0, 65536].
+  // Default: 8.
+  uint32_t neighbour_probes;
+  // Reserved, must be 0: keeps the struct free of padding. Range: [0, 0]. Default: 0.
+  uint32_t reserved3;
 } VaradParams;
 
 // What `varad_load` may change about a saved model: where its files are and where it

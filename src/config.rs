@@ -118,10 +118,11 @@ pub struct TrainConfig {
     pub min_calibration_images: usize,
     /// Tokens of each nearest-neighbour memory bank that training builds from the normal
     /// tokens of the levels `neighbour_bank_levels` names (see
-    /// [`ScoreConfig::neighbour_weight`]); 0 = no bank. Default 1024: its scoring cost is
-    /// one `[grid x 1024 x C]` product per level and image, whatever the number of
-    /// training images (measured against 2048 in docs/results.md). (Absent from model
-    /// files written before it existed: 0, they have no bank.)
+    /// [`ScoreConfig::neighbour_weight`]); 0 = no bank. Default 8192: with the inverted
+    /// file's search ([`ScoreConfig::neighbour_probes`]) it scores in about the time an
+    /// exact search of 1024 tokens took, and it holds the fine variety of natural textures
+    /// that a smaller bank misses (measured against 1024 and 2048 in docs/results.md).
+    /// (Absent from model files written before it existed: 0, they have no bank.)
     #[serde(default)]
     pub neighbour_bank_tokens: usize,
     /// How the banks' tokens are chosen ([`BankSelection`]). Default `coreset`: with more
@@ -186,6 +187,15 @@ pub struct ScoreConfig {
     /// before it existed: `above_normal`, the term they were calibrated with.)
     #[serde(default)]
     pub neighbour_term: NeighbourTerm,
+    /// How the term searches a bank: 0 = exactly (every bank token), N = approximately,
+    /// in an inverted-file index of about `sqrt(bank tokens)` cells, measuring only the
+    /// tokens of each position's N nearest cells (`src/model/inverted_file.rs`). Its
+    /// cost grows with the square root of the bank, which lets larger banks score within
+    /// the time an exact search of a small one takes. Default 8 (docs/results.md says what
+    /// it was chosen on). (Absent from model files written before it existed: 0, the exact
+    /// search they were calibrated with.)
+    #[serde(default)]
+    pub neighbour_probes: usize,
 }
 
 fn default_directions() -> Vec<usize> {
@@ -218,7 +228,7 @@ impl Default for TrainConfig {
             cache_disk_limit_bytes: default_cache_disk_limit(),
             calibration_fraction: 0.1,
             min_calibration_images: 3,
-            neighbour_bank_tokens: 1024,
+            neighbour_bank_tokens: 8192,
             neighbour_bank_selection: BankSelection::Coreset,
             neighbour_bank_levels: BankLevels::All,
             cross_fit_folds: 5,
@@ -236,6 +246,7 @@ impl Default for ScoreConfig {
             map_norm: MapNorm::PositionTwoSided,
             neighbour_weight: 1.0,
             neighbour_term: NeighbourTerm::Scaled,
+            neighbour_probes: 8,
         }
     }
 }
@@ -391,6 +402,12 @@ impl Config {
             "score.neighbour_weight",
             s.neighbour_weight.into(),
             NEIGHBOUR_WEIGHT,
+        );
+        p.int(
+            "score.neighbour_probes",
+            s.neighbour_probes as u64,
+            0,
+            MAX_NEIGHBOUR_PROBES as u64,
         );
         s.calibration.check(self.max_image_pixels, &mut p);
         p.0
@@ -691,6 +708,12 @@ mod tests {
                 |c, v| c.score.neighbour_weight = v as f32,
                 0.0,
                 100.0,
+            ),
+            (
+                "score.neighbour_probes",
+                |c, v| c.score.neighbour_probes = v as usize,
+                0.0,
+                65536.0,
             ),
             (
                 "score.calibration.score_policy.k",

@@ -48,8 +48,11 @@ use crate::{Config, Device, Error, ErrorKind, Result};
 /// 2 are read with the calibration rules they were written with. 4: a neighbour bank per
 /// level (`neighbour_banks`, tensors `normal_stats.neighbours.{level}.tokens`) and the
 /// configuration's bank selection and levels; a format 3 file's single bank
-/// (`neighbours`, tensor `normal_stats.neighbours.tokens`) is still read.
-pub const FORMAT_VERSION: u32 = 4;
+/// (`neighbours`, tensor `normal_stats.neighbours.tokens`) is still read. 5: the same
+/// layout; the configuration has the neighbour search's `score.neighbour_probes` (a 1.3
+/// library then says the file is newer instead of naming an unknown field; format 4 files
+/// load with exact search, as they were calibrated).
+pub const FORMAT_VERSION: u32 = 5;
 
 /// The first format whose files carry checksums: files of this format or newer without
 /// them are refused.
@@ -822,6 +825,7 @@ fn extract_normal_stats(
             tokens: read(&name)?,
             mean: record.mean,
             std: record.std,
+            index: Default::default(),
         };
         bank.check(levels.len(), bank.dims)
             .map_err(|e| format!("{name}: {}", e.message()))?;

@@ -282,6 +282,7 @@ fn trained_tiny_model_of_1_2() -> Model {
     config.train.neighbour_bank_selection = BankSelection::Random;
     config.train.neighbour_bank_levels = BankLevels::Coarsest;
     config.score.neighbour_term = NeighbourTerm::AboveNormal;
+    config.score.neighbour_probes = 0;
     let mut model = Model::new(config).unwrap();
     let set = training_set(&model, 6);
     model
@@ -325,17 +326,35 @@ fn the_neighbour_bank_is_saved_checked_and_weighted() {
     assert_ne!(off, one);
     // Overriding the weight per call scores as a model configured with it, without a
     // decision (the calibration was made with the configured weight).
-    let overridden = |weight: Option<f32>, term: Option<NeighbourTerm>| {
-        let pixels = texture(99, 150);
-        let view = ImageView::packed(&pixels, 150, 150, PixelFormat::Rgb8).unwrap();
-        let options = ScoreOptions {
-            raw_map: true,
-            neighbour_weight: weight,
-            neighbour_term: term,
-            ..Default::default()
+    let overridden_with =
+        |weight: Option<f32>, term: Option<NeighbourTerm>, probes: Option<usize>| {
+            let pixels = texture(99, 150);
+            let view = ImageView::packed(&pixels, 150, 150, PixelFormat::Rgb8).unwrap();
+            let options = ScoreOptions {
+                raw_map: true,
+                neighbour_weight: weight,
+                neighbour_term: term,
+                neighbour_probes: probes,
+                ..Default::default()
+            };
+            loaded.score(&[view], &options).unwrap().remove(0)
         };
-        loaded.score(&[view], &options).unwrap().remove(0)
-    };
+    let overridden = |weight, term| overridden_with(weight, term, None);
+    // The configured search probes some cells; probing every cell is the exact search
+    // (0), up to the rounding of the blocked products; either carries no decision.
+    assert!(loaded.config().score.neighbour_probes > 0);
+    let exact = overridden_with(None, None, Some(0));
+    let every_cell = overridden_with(None, None, Some(1 << 16));
+    assert!(exact.assessment.is_none() && every_cell.assessment.is_none());
+    for (e, a) in exact
+        .raw_map
+        .unwrap()
+        .values
+        .iter()
+        .zip(&every_cell.raw_map.unwrap().values)
+    {
+        assert!((e - a).abs() <= 1e-3 * (1.0 + e.abs()), "{e} vs {a}");
+    }
     let two_per_call = overridden(Some(2.0), None);
     assert_eq!(two_per_call.raw_map.unwrap().values, two);
     assert!(two_per_call.assessment.is_none());
@@ -421,10 +440,9 @@ fn a_format_3_file_with_its_single_bank_still_loads() {
         for field in ["neighbour_bank_selection", "neighbour_bank_levels"] {
             o["config"]["train"].as_object_mut().unwrap().remove(field);
         }
-        o["config"]["score"]
-            .as_object_mut()
-            .unwrap()
-            .remove("neighbour_term");
+        for field in ["neighbour_term", "neighbour_probes"] {
+            o["config"]["score"].as_object_mut().unwrap().remove(field);
+        }
         *json = v.to_string();
     });
     let loaded = Model::load(&old, &LoadOptions::default()).unwrap();
@@ -444,6 +462,38 @@ fn a_format_3_file_with_its_single_bank_still_loads() {
         err.message().contains("both a format 3 neighbour bank"),
         "{err}"
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_format_4_file_loads_with_the_exact_search_it_was_calibrated_with() {
+    // What varad 1.3 wrote: format 4, no `neighbour_probes` in the configuration.
+    let dir = temp_dir("format4");
+    let mut config = tiny_config();
+    config.score.neighbour_probes = 0;
+    let mut model = Model::new(config).unwrap();
+    let set = training_set(&model, 6);
+    model
+        .fit(&set, |_| std::ops::ControlFlow::Continue(()))
+        .unwrap();
+    let path = dir.join("model.safetensors");
+    model.save(&path).unwrap();
+    let old = dir.join("old.safetensors");
+    rewrite(&path, &old, |_, json| {
+        let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+        let o = v.as_object_mut().unwrap();
+        o.insert("format_version".into(), 4.into());
+        o["config"]["score"]
+            .as_object_mut()
+            .unwrap()
+            .remove("neighbour_probes")
+            .unwrap();
+        *json = v.to_string();
+    });
+    let loaded = Model::load(&old, &LoadOptions::default()).unwrap();
+    assert_eq!(loaded.config().score.neighbour_probes, 0);
+    assert_eq!(loaded.config(), model.config());
+    assert_eq!(scores(&loaded), scores(&model));
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -141,6 +141,8 @@ fn setters() -> Vec<(&'static str, Setter, bool)> {
         neighbour_bank_levels: u32,
         neighbour_term: u32,
         reserved2: u32,
+        neighbour_probes: u32,
+        reserved3: u32,
     ]
 }
 

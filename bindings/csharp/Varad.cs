@@ -96,6 +96,8 @@ namespace Varad
         public uint neighbour_bank_levels;
         public uint neighbour_term;
         public uint reserved2;
+        public uint neighbour_probes;
+        public uint reserved3;
     }
 
     [StructLayout(LayoutKind.Sequential)]
@@ -396,7 +398,7 @@ namespace Varad
     public sealed class Model : IDisposable
     {
         /// <summary>The varad.h version these bindings were written for.</summary>
-        public const uint HeaderVersionNumber = 1003000;
+        public const uint HeaderVersionNumber = 1004000;
         readonly ModelHandle handle;
 
         static void CheckVersion()

@@ -61,6 +61,10 @@ pub const MIN_CROSS_FIT_FOLDS: usize = 2;
 pub const MAX_CROSS_FIT_FOLDS: usize = 64;
 /// Most tokens of the neighbour memory bank (each one is read for every scored token).
 pub const MAX_BANK_TOKENS: usize = 1 << 20;
+/// The most cells `score.neighbour_probes` may name: an index over the largest bank has
+/// `sqrt(MAX_BANK_TOKENS)` = 1024 cells, and anything above probes them all anyway; the
+/// bound keeps a typo from reading as a request.
+pub const MAX_NEIGHBOUR_PROBES: usize = 1 << 16;
 /// Largest weight of the nearest-neighbour term, in standard deviations of the normal
 /// distance: beyond it the term alone decides every pixel.
 pub const MAX_NEIGHBOUR_WEIGHT: f32 = 100.0;

@@ -421,7 +421,7 @@ pub struct VaradParams {
     pub neighbour_weight: f32,
     /// Tokens of each memory bank training builds for that term (on the levels
     /// `neighbour_bank_levels` names); 0 = no bank. Range: [0, 1048576] (2^20). Default:
-    /// 1024.
+    /// 8192.
     pub neighbour_bank_tokens: u32,
     /// Folds of the cross-fitting that scores every training image out-of-sample (each
     /// fold's images scored by statistics fitted without them), so the thresholds rest on
@@ -454,6 +454,13 @@ pub struct VaradParams {
     pub neighbour_term: NeighbourTermValue,
     /// Reserved, must be 0: keeps the struct free of padding. Range: [0, 0]. Default: 0.
     pub reserved2: u32,
+    /// How the nearest-neighbour term searches each bank: 0 = exactly (every bank token);
+    /// N = in an inverted-file index of about sqrt(bank tokens) cells, measuring only the
+    /// tokens of each position's N nearest cells (faster, approximate). Range: [0, 65536].
+    /// Default: 8.
+    pub neighbour_probes: u32,
+    /// Reserved, must be 0: keeps the struct free of padding. Range: [0, 0]. Default: 0.
+    pub reserved3: u32,
 }
 
 // SAFETY: repr(C), starts with `size`, fields are integers, floats and raw pointers, no
@@ -526,6 +533,8 @@ pub(crate) fn default_params() -> VaradParams {
         neighbour_bank_levels: VaradBankLevels::from(t.neighbour_bank_levels) as u32,
         neighbour_term: VaradNeighbourTerm::from(c.score.neighbour_term) as u32,
         reserved2: 0,
+        neighbour_probes: c.score.neighbour_probes as u32,
+        reserved3: 0,
     }
 }
 
@@ -596,6 +605,7 @@ pub(crate) unsafe fn config_from(p: &VaradParams) -> Result<Config, FfiError> {
             .into();
     let s = &mut c.score;
     s.neighbour_weight = p.neighbour_weight;
+    s.neighbour_probes = p.neighbour_probes as usize;
     s.neighbour_term =
         enum_arg::<VaradNeighbourTerm>(p.neighbour_term, "params.neighbour_term")?.into();
     s.min_region_area = p.min_region_area as usize;
@@ -610,7 +620,14 @@ pub(crate) unsafe fn config_from(p: &VaradParams) -> Result<Config, FfiError> {
     s.calibration.pixel_quantile = p.pixel_quantile;
     s.calibration.target_false_fail_rate = p.target_false_fail_rate;
     s.calibration.catch_known_defects = p.catch_known_defects != 0;
-    check_ranges(&c, &[("reserved", p.reserved), ("reserved2", p.reserved2)])?;
+    check_ranges(
+        &c,
+        &[
+            ("reserved", p.reserved),
+            ("reserved2", p.reserved2),
+            ("reserved3", p.reserved3),
+        ],
+    )?;
     Ok(c)
 }
 
@@ -944,6 +961,8 @@ mod tests {
             neighbour_bank_levels,
             neighbour_term,
             reserved2,
+            neighbour_probes,
+            reserved3,
         });
         assert_no_padding!(VaradLoadParams {
             size,

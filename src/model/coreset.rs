@@ -73,10 +73,117 @@ pub fn project(tokens: &[f32], p: &[f32], dims_in: usize, dims_out: usize) -> Ve
     out
 }
 
+/// Squared Euclidean distance, summed in eight lanes so that the compiler can keep it in
+/// vector registers (a single running sum is a dependency chain it may not reorder).
+/// Both selections use it, so they round alike.
+#[inline]
+fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (a8.remainder(), b8.remainder());
+    for (x, y) in a8.zip(b8) {
+        for l in 0..8 {
+            let d = x[l] - y[l];
+            lanes[l] += d * d;
+        }
+    }
+    let mut sum: f32 = lanes.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        sum += (x - y) * (x - y);
+    }
+    sum
+}
+
 /// Greedy k-center selection of `k` of the `tokens.len() / dims` rows: start at `start`,
 /// then repeatedly take the row farthest from everything taken so far (ties to the lowest
 /// index, so the result is the same for any thread count).
+///
+/// Each row remembers which centre is nearest to it. A new centre `c` cannot come closer
+/// to a row `x` whose nearest centre is `a` when `|a - c| >= 2 |x - a|` (triangle
+/// inequality), so such rows are skipped without reading their values: late in a
+/// selection nearly every row is, and the work per step falls from all rows' values to
+/// two numbers a row. A chunk's farthest row is found again only when one of its rows got
+/// closer. The choices are those of [`greedy_coreset_naive`]; the skip keeps a small
+/// margin so that rounding cannot make them differ.
 pub fn greedy_coreset(tokens: &[f32], dims: usize, k: usize, start: usize) -> Vec<usize> {
+    const CHUNK: usize = 1024;
+    // Skip only when the squared centre gap exceeds 4 (1 + margin) times the row's squared
+    // distance: then the new distance is above the old one by far more than rounding.
+    const SKIP: f32 = 4.0 * (1.0 + 1e-4);
+    const NONE: u32 = u32::MAX;
+    let n = tokens.len() / dims.max(1);
+    let k = k.min(n);
+    if k == 0 {
+        return Vec::new();
+    }
+    let squared = squared_distance;
+    let mut chosen: Vec<usize> = Vec::with_capacity(k);
+    let mut nearest = vec![f32::INFINITY; n];
+    let mut owner = vec![NONE; n];
+    let mut farthest = vec![(f32::NEG_INFINITY, usize::MAX); n.div_ceil(CHUNK)];
+    let mut gaps: Vec<f32> = Vec::with_capacity(k);
+    let mut next = start.min(n - 1);
+    for _ in 0..k {
+        let centre = &tokens[next * dims..(next + 1) * dims];
+        let me = chosen.len() as u32;
+        // Squared distance from the new centre to every earlier one.
+        gaps.clear();
+        gaps.par_extend(
+            chosen
+                .par_iter()
+                .map(|&c| squared(&tokens[c * dims..(c + 1) * dims], centre)),
+        );
+        chosen.push(next);
+        let gaps = &gaps;
+        nearest
+            .par_chunks_mut(CHUNK)
+            .zip(owner.par_chunks_mut(CHUNK))
+            .zip(farthest.par_iter_mut())
+            .zip(tokens.par_chunks(CHUNK * dims))
+            .enumerate()
+            .for_each(|(c, (((near, own), far), rows))| {
+                let mut changed = false;
+                for (i, row) in rows.chunks_exact(dims).enumerate() {
+                    if own[i] != NONE && gaps[own[i] as usize] > SKIP * near[i] {
+                        continue;
+                    }
+                    let dist = squared(row, centre);
+                    if dist < near[i] {
+                        near[i] = dist;
+                        own[i] = me;
+                        changed = true;
+                    }
+                }
+                if changed {
+                    let mut best = (f32::NEG_INFINITY, usize::MAX);
+                    for (i, &d) in near.iter().enumerate() {
+                        if d > best.0 {
+                            best = (d, c * CHUNK + i);
+                        }
+                    }
+                    *far = best;
+                }
+            });
+        // The farthest row overall, ties to the lowest index.
+        let far = farthest.iter().fold((f32::NEG_INFINITY, usize::MAX), |a, &b| {
+            if b.0 > a.0 || (b.0 == a.0 && b.1 < a.1) {
+                b
+            } else {
+                a
+            }
+        });
+        if far.1 == usize::MAX {
+            break;
+        }
+        next = far.1;
+    }
+    chosen
+}
+
+/// [`greedy_coreset`] as its definition reads: every step measures every row against the
+/// new centre. The twin the pruned selection is tested and benchmarked against.
+#[cfg(any(test, feature = "internals"))]
+pub fn greedy_coreset_naive(tokens: &[f32], dims: usize, k: usize, start: usize) -> Vec<usize> {
     let n = tokens.len() / dims;
     let k = k.min(n);
     if k == 0 {
@@ -98,7 +205,7 @@ pub fn greedy_coreset(tokens: &[f32], dims: usize, k: usize, start: usize) -> Ve
             .map(|(c, (near, rows))| {
                 let mut best = (f32::NEG_INFINITY, usize::MAX);
                 for (i, (d, row)) in near.iter_mut().zip(rows.chunks_exact(dims)).enumerate() {
-                    let dist: f32 = row.iter().zip(centre).map(|(a, b)| (a - b) * (a - b)).sum();
+                    let dist = squared_distance(row, centre);
                     if dist < *d {
                         *d = dist;
                     }
@@ -183,6 +290,23 @@ mod tests {
         let picks = greedy_coreset(&two, 2, 2, 0);
         assert!(picks[1] >= 10, "{picks:?}");
         assert_eq!(greedy_coreset(&two, 2, 100, 0).len(), 20);
+    }
+
+    #[test]
+    fn pruned_selection_chooses_what_the_definition_chooses() {
+        // Clustered rows (where the pruning skips most of them) and plain noise, narrow
+        // and wide, with selections long enough that late steps skip nearly everything.
+        for (rows, dims, k, seed) in [(4000, 8, 600, 1), (2500, 40, 400, 2), (1500, 64, 1500, 3)] {
+            let centres = noise(20 * dims, seed + 10);
+            let spread = noise(rows * dims, seed);
+            let clustered: Vec<f32> = (0..rows * dims)
+                .map(|i| centres[(i / dims % 20) * dims + i % dims] * 5.0 + spread[i] * 0.3)
+                .collect();
+            for tokens in [&clustered, &spread] {
+                let fast = greedy_coreset(tokens, dims, k, 5);
+                assert_eq!(fast, greedy_coreset_naive(tokens, dims, k, 5), "{rows} x {dims}, k {k}");
+            }
+        }
     }
 
     #[test]

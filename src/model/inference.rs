@@ -28,6 +28,9 @@ pub struct ScoreOptions<'a> {
     /// Score with this nearest-neighbour term instead of the configured one; as
     /// `map_norm`, the results then carry no assessment.
     pub neighbour_term: Option<NeighbourTerm>,
+    /// Search the neighbour banks probing this many cells instead of the configured
+    /// number (0 = exact); as `map_norm`, the results then carry no assessment.
+    pub neighbour_probes: Option<usize>,
 }
 
 /// The raw anomaly map on the finest token grid.
@@ -196,6 +199,9 @@ impl Model {
                 .neighbour_weight
                 .unwrap_or(configured.neighbour_weight),
             neighbour_term: options.neighbour_term.unwrap_or(configured.neighbour_term),
+            neighbour_probes: options
+                .neighbour_probes
+                .unwrap_or(configured.neighbour_probes),
         };
         let raw = self.raw_map_normalised(weights, stats, &settings, features)?;
         let map = map_to_image(&raw, grid_h, grid_w, geometry, self.config.score.sigma)?;

@@ -4,6 +4,7 @@
 internal_mod!(combine);
 internal_mod!(coreset);
 mod inference;
+internal_mod!(inverted_file);
 internal_mod!(level);
 mod live;
 internal_mod!(neighbours);
@@ -13,7 +14,7 @@ mod varad;
 
 pub use inference::{GridMap, ScoreOptions, ScoreResult};
 pub use live::LiveModel;
-pub use neighbours::{BankLevels, BankSelection, NeighbourBank, NeighbourTerm};
+pub use neighbours::{BankLevels, BankSelection, NeighbourBank, NeighbourTerm, SearchIndex};
 pub use normal_stats::{MapNorm, NormalStats};
 pub use varad::{LevelLayout, MapSettings, Model, PredictorDevice, Weights};
 

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::coreset::matmul_transposed;
+use super::inverted_file::InvertedFile;
 use super::normal_stats::FLOOR;
 use crate::predictor::rng::SplitMix64;
 use crate::{Error, ErrorKind, Result};
@@ -146,6 +147,41 @@ pub struct NeighbourBank {
     pub mean: f32,
     /// Its standard deviation.
     pub std: f32,
+    /// The approximate search's index over `tokens`, built on first use.
+    pub index: SearchIndex,
+}
+
+/// A bank's [`InvertedFile`], built from its tokens the first time a search probes it and
+/// shared by every scoring thread after that. A cache: two banks are equal when their
+/// tokens and statistics are, whether or not either has built it.
+#[derive(Default)]
+pub struct SearchIndex(once_cell::sync::OnceCell<InvertedFile>);
+
+impl SearchIndex {
+    /// The index, built now if it was not (single-threaded, so no scoring thread waiting
+    /// for it can be drawn into building it).
+    pub fn get(&self, tokens: &[f32], dims: usize) -> &InvertedFile {
+        // A fixed seed: the same bank always clusters the same way.
+        self.0.get_or_init(|| InvertedFile::build(tokens, dims, 0x1f1e))
+    }
+}
+
+impl Clone for SearchIndex {
+    fn clone(&self) -> Self {
+        SearchIndex(self.0.clone())
+    }
+}
+
+impl PartialEq for SearchIndex {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for SearchIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "SearchIndex(built)" } else { "SearchIndex(not built)" })
+    }
 }
 
 /// `[C, h, w]` channel-major level map to `[h * w, C]` tokens, each the mean of its 3 x 3
@@ -268,6 +304,54 @@ pub fn nearest_squared(queries: &[f32], bank: &[f32], dims: usize) -> Vec<f32> {
     out
 }
 
+/// The bank of `tokens` (each from image `source[t]`) with the mean and spread of the
+/// `included` images' distances to the bank tokens of the *other* included images
+/// (`own(i)` gives image `i`'s pooled tokens).
+fn leave_one_out<'a>(
+    level: usize,
+    dims: usize,
+    tokens: &[f32],
+    source: &[usize],
+    included: &[bool],
+    own: &impl Fn(usize) -> Result<std::borrow::Cow<'a, [f32]>>,
+) -> Result<NeighbourBank> {
+    let mut sum = 0f64;
+    let mut sq = 0f64;
+    let mut count = 0usize;
+    for i in (0..included.len()).filter(|&i| included[i]) {
+        let others: Vec<f32> = tokens
+            .chunks_exact(dims)
+            .zip(source)
+            .filter(|(_, &s)| s != i)
+            .flat_map(|(t, _)| t)
+            .copied()
+            .collect();
+        if others.is_empty() {
+            continue;
+        }
+        for d in nearest_squared(&own(i)?, &others, dims) {
+            sum += d as f64;
+            sq += d as f64 * d as f64;
+            count += 1;
+        }
+    }
+    if count == 0 {
+        return Err(Error::invalid_argument(
+            "every neighbour-bank token came from one image: give the bank more tokens",
+        ));
+    }
+    let mean = sum / count as f64;
+    let std = (sq / count as f64 - mean * mean).max(0.0).sqrt();
+    Ok(NeighbourBank {
+        level,
+        dims,
+        tokens: tokens.to_vec(),
+        mean: mean as f32,
+        std: std as f32,
+        index: SearchIndex::default(),
+    })
+}
+
 impl NeighbourBank {
     /// A bank of at most `size` tokens chosen by `selection` from the pooled tokens of
     /// `images` normal images, and the mean and spread of each image's distances to the
@@ -281,14 +365,47 @@ impl NeighbourBank {
     pub fn build(
         level: usize,
         images: usize,
-        (dims, grid): (usize, (usize, usize)),
-        (size, selection): (usize, BankSelection),
+        shape: (usize, (usize, usize)),
+        bank: (usize, BankSelection),
         seed: u64,
         image: impl Fn(usize) -> Result<Vec<f32>>,
     ) -> Result<NeighbourBank> {
+        let (all, _) = Self::build_with_folds(level, images, shape, bank, seed, &[], image)?;
+        Ok(all)
+    }
+
+    /// [`NeighbourBank::build`], and with it, for each fold `f` of the images
+    /// (`fold_of[i]` is image `i`'s fold; empty: no folds), the bank without that fold's
+    /// images: the same selection's tokens that came from the other folds, with the normal
+    /// distances measured again on the other folds' images. One selection serves every
+    /// fold, so cross-fitting costs no selection of its own; a fold's bank is the one the
+    /// full bank would be had the fold's images never been seen, except that the tokens
+    /// it loses are not replaced by others of the remaining images (its distances are, if
+    /// anything, a little larger: the calibration errs towards fewer false alarms).
+    ///
+    /// A fold that leaves fewer than two images gets no bank (`None`): no other image
+    /// could be a neighbour.
+    ///
+    /// Errors as [`NeighbourBank::build`], and [`ErrorKind::InvalidArgument`] when
+    /// `fold_of` is neither empty nor one fold an image.
+    pub fn build_with_folds(
+        level: usize,
+        images: usize,
+        (dims, grid): (usize, (usize, usize)),
+        (size, selection): (usize, BankSelection),
+        seed: u64,
+        fold_of: &[usize],
+        image: impl Fn(usize) -> Result<Vec<f32>>,
+    ) -> Result<(NeighbourBank, Vec<Option<NeighbourBank>>)> {
         if images < 2 || size == 0 {
             return Err(Error::invalid_argument(format!(
                 "a neighbour bank needs at least 2 images and 1 token, got {images} images and {size} tokens"
+            )));
+        }
+        if !fold_of.is_empty() && fold_of.len() != images {
+            return Err(Error::invalid_argument(format!(
+                "neighbour bank folds: {} fold numbers for {images} images",
+                fold_of.len()
             )));
         }
         let len = grid.0 * grid.1;
@@ -307,7 +424,7 @@ impl NeighbourBank {
         // The chosen tokens in (image, position) order, with the image each came from.
         let mut tokens = Vec::with_capacity(size * dims);
         let mut source = Vec::with_capacity(size);
-        // A coreset holds every image's pooled tokens; the leave-one-out pass below reads
+        // A coreset holds every image's pooled tokens; the leave-one-out passes below read
         // them from there instead of pooling each image again.
         let mut all = Vec::new();
         match selection {
@@ -347,48 +464,40 @@ impl NeighbourBank {
                 }
             }
         }
-        // Leave one image out: its distances to the bank tokens from the other images.
-        let mut sum = 0f64;
-        let mut sq = 0f64;
-        let mut count = 0usize;
-        for i in 0..images {
-            let others: Vec<f32> = tokens
-                .chunks_exact(dims)
-                .zip(&source)
-                .filter(|(_, &s)| s != i)
-                .flat_map(|(t, _)| t)
-                .copied()
-                .collect();
-            if others.is_empty() {
+        let own = |i: usize| -> Result<std::borrow::Cow<'_, [f32]>> {
+            Ok(if all.is_empty() {
+                std::borrow::Cow::Owned(pooled(i)?)
+            } else {
+                std::borrow::Cow::Borrowed(&all[i * len * dims..(i + 1) * len * dims])
+            })
+        };
+        let every: Vec<bool> = vec![true; images];
+        let full = leave_one_out(level, dims, &tokens, &source, &every, &own)?;
+        let folds = fold_of.iter().max().map_or(0, |&f| f + 1);
+        let mut without = Vec::with_capacity(folds);
+        for f in 0..folds {
+            let kept: Vec<bool> = fold_of.iter().map(|&g| g != f).collect();
+            if kept.iter().filter(|&&k| k).count() < 2 {
+                without.push(None);
                 continue;
             }
-            let fresh;
-            let own: &[f32] = if all.is_empty() {
-                fresh = pooled(i)?;
-                &fresh
-            } else {
-                &all[i * len * dims..(i + 1) * len * dims]
-            };
-            for d in nearest_squared(own, &others, dims) {
-                sum += d as f64;
-                sq += d as f64 * d as f64;
-                count += 1;
-            }
+            let (fold_tokens, fold_source): (Vec<&[f32]>, Vec<usize>) = tokens
+                .chunks_exact(dims)
+                .zip(&source)
+                .filter(|(_, &s)| kept[s])
+                .map(|(t, &s)| (t, s))
+                .unzip();
+            let fold_tokens: Vec<f32> = fold_tokens.concat();
+            without.push(Some(leave_one_out(
+                level,
+                dims,
+                &fold_tokens,
+                &fold_source,
+                &kept,
+                &own,
+            )?));
         }
-        if count == 0 {
-            return Err(Error::invalid_argument(
-                "every neighbour-bank token came from one image: give the bank more tokens",
-            ));
-        }
-        let mean = sum / count as f64;
-        let std = (sq / count as f64 - mean * mean).max(0.0).sqrt();
-        Ok(NeighbourBank {
-            level,
-            dims,
-            tokens,
-            mean: mean as f32,
-            std: std as f32,
-        })
+        Ok((full, without))
     }
 
     /// The number of tokens in the bank.
@@ -403,16 +512,31 @@ impl NeighbourBank {
 
     /// The term's map on the level's grid for one image's level map `[dims, h, w]`: each
     /// position's squared distance to the bank in standard deviations of the normal
-    /// distances, as `term` says ([`NeighbourTerm`]). Never negative: calibration takes
-    /// the map's largest value on normal images as the unit of the score.
-    pub fn map(&self, level_map: &[f32], grid: (usize, usize), term: NeighbourTerm) -> Vec<f32> {
+    /// distances, as `term` says ([`NeighbourTerm`]). The distance is exact with `probes`
+    /// 0, else searched in the bank's [`InvertedFile`] probing `probes` cells (exact too
+    /// when that is every cell). Never negative: calibration takes the map's largest value
+    /// on normal images as the unit of the score.
+    pub fn map(
+        &self,
+        level_map: &[f32],
+        grid: (usize, usize),
+        term: NeighbourTerm,
+        probes: usize,
+    ) -> Vec<f32> {
         let pooled = pool_tokens(level_map, self.dims, grid);
         let spread = (self.std as f64).max(FLOOR);
         let offset = match term {
             NeighbourTerm::AboveNormal => self.mean as f64,
             NeighbourTerm::Scaled => 0.0,
         };
-        nearest_squared(&pooled, &self.tokens, self.dims)
+        let distances = if probes == 0 {
+            nearest_squared(&pooled, &self.tokens, self.dims)
+        } else {
+            self.index
+                .get(&self.tokens, self.dims)
+                .nearest_squared(&pooled, probes)
+        };
+        distances
             .into_iter()
             .map(|d| ((d as f64 - offset) / spread).max(0.0) as f32)
             .collect()
@@ -559,6 +683,55 @@ mod tests {
     }
 
     #[test]
+    fn a_fold_bank_keeps_the_other_folds_tokens_and_measures_the_other_folds_images() {
+        // Six images in three folds; image 4 (fold 1) is unlike the others. Without fold
+        // 1 the bank holds no token of images 1 and 4, and its normal distances, measured
+        // between the four remaining images alone, are those of a bank built from them
+        // with the same tokens.
+        let (dims, grid) = (3, (5, 5));
+        let len = grid.0 * grid.1;
+        let maps: Vec<Vec<f32>> = (0..6)
+            .map(|i| {
+                let scale = if i == 4 { 3.0 } else { 0.1 };
+                values(dims * len, 40 + i).iter().map(|v| v * scale).collect()
+            })
+            .collect();
+        let fold_of = [0, 1, 2, 0, 1, 2];
+        for selection in [BankSelection::Coreset, BankSelection::Random] {
+            let (all, folds) = NeighbourBank::build_with_folds(
+                0,
+                6,
+                (dims, grid),
+                (60, selection),
+                3,
+                &fold_of,
+                |i| Ok(maps[i].clone()),
+            )
+            .unwrap();
+            assert_eq!(
+                all,
+                NeighbourBank::build(0, 6, (dims, grid), (60, selection), 3, |i| Ok(maps[i].clone()))
+                    .unwrap()
+            );
+            assert_eq!(folds.len(), 3);
+            let pooled: Vec<Vec<f32>> = maps.iter().map(|m| pool_tokens(m, dims, grid)).collect();
+            let from = |t: &[f32]| (0..6).find(|&i| pooled[i].chunks_exact(dims).any(|q| q == t)).unwrap();
+            let without = folds[1].as_ref().unwrap();
+            assert!(without.len() < all.len());
+            assert!(without.tokens.chunks_exact(dims).all(|t| fold_of[from(t)] != 1));
+            // The remaining images are closer to each other than image 4 is to anything.
+            assert!(without.mean < all.mean, "{} vs {}", without.mean, all.mean);
+            for t in all.tokens.chunks_exact(dims).filter(|t| fold_of[from(t)] != 1) {
+                assert!(without.tokens.chunks_exact(dims).any(|q| q == t));
+            }
+        }
+        // A fold that leaves one image gets no bank.
+        let (_, folds) = NeighbourBank::build_with_folds(0, 2, (dims, grid), (10, BankSelection::Coreset), 3, &[0, 1], |i| Ok(maps[i].clone())).unwrap();
+        assert!(folds.iter().all(Option::is_none));
+        assert!(NeighbourBank::build_with_folds(0, 6, (dims, grid), (10, BankSelection::Coreset), 3, &[0, 1], |i| Ok(maps[i].clone())).is_err());
+    }
+
+    #[test]
     fn bank_scores_the_unfamiliar_high_and_is_seeded() {
         let (dims, grid) = (3, (6, 6));
         let len = grid.0 * grid.1;
@@ -605,7 +778,7 @@ mod tests {
         // A new normal image scores near 0 on average; one with a bright patch scores far
         // above the normal spread there, and only there.
         let fresh: Vec<f32> = values(dims * len, 99).iter().map(|v| v * 0.1).collect();
-        let normal_map = bank.map(&fresh, grid, NeighbourTerm::AboveNormal);
+        let normal_map = bank.map(&fresh, grid, NeighbourTerm::AboveNormal, 0);
         let mean = normal_map.iter().sum::<f32>() / len as f32;
         assert!(mean < 1.5, "normal mean {mean}");
         assert!(normal_map.iter().all(|&v| v >= 0.0));
@@ -613,7 +786,7 @@ mod tests {
         for c in 0..dims {
             defect[c * len + 2 * grid.1 + 2] = 2.0;
         }
-        let defect_map = bank.map(&defect, grid, NeighbourTerm::AboveNormal);
+        let defect_map = bank.map(&defect, grid, NeighbourTerm::AboveNormal, 0);
         let peak = defect_map
             .iter()
             .enumerate()
@@ -628,7 +801,7 @@ mod tests {
         // The scaled term is the same distance without the floor, shifted by the normal
         // mean: equal where the floor does not bite, never negative, and it still ranks
         // positions the floor flattened.
-        let scaled = bank.map(&fresh, grid, NeighbourTerm::Scaled);
+        let scaled = bank.map(&fresh, grid, NeighbourTerm::Scaled, 0);
         let shift = bank.mean / bank.std;
         let mut flattened = 0;
         for (a, s) in normal_map.iter().zip(&scaled) {

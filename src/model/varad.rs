@@ -30,6 +30,8 @@ pub struct MapSettings {
     pub neighbour_weight: f32,
     /// How a position's distance to a bank becomes the term.
     pub neighbour_term: NeighbourTerm,
+    /// Cells the term's search probes in each bank's index; 0 = exact search.
+    pub neighbour_probes: usize,
 }
 
 impl MapSettings {
@@ -39,6 +41,7 @@ impl MapSettings {
             map_norm: config.score.map_norm,
             neighbour_weight: config.score.neighbour_weight,
             neighbour_term: config.score.neighbour_term,
+            neighbour_probes: config.score.neighbour_probes,
         }
     }
 }
@@ -391,6 +394,12 @@ impl Model {
                 ));
             }
         }
+        if self.config.score.neighbour_probes > 0 {
+            // Built here rather than by the first part scored, which would wait for it.
+            for bank in &stats.neighbours {
+                bank.index.get(&bank.tokens, bank.dims);
+            }
+        }
         self.normal_stats = Some(Arc::new(stats));
         Ok(())
     }
@@ -499,6 +508,7 @@ impl Model {
                         &features[offset..offset + n],
                         layout.grid,
                         settings.neighbour_term,
+                        settings.neighbour_probes,
                     );
                     term.iter_mut().for_each(|v| *v *= weight);
                     add_resized(&term, layout.grid, &mut total, finest);

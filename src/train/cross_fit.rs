@@ -271,26 +271,18 @@ impl Model {
                 without[f].push(stats);
             }
         }
+        let (banks, mut fold_banks) = self.neighbour_banks_with_folds(set, images, &fold_of)?;
+        // A fold with no image gets no statistics of its own either.
+        fold_banks.resize(plan.folds, Vec::new());
         let without_fold = without
             .into_iter()
-            .enumerate()
-            .map(|(f, levels)| {
-                let others: Vec<usize> = images
-                    .iter()
-                    .zip(&fold_of)
-                    .filter(|(_, &g)| g != f)
-                    .map(|(&i, _)| i)
-                    .collect();
-                Ok(NormalStats {
-                    levels,
-                    neighbours: self.neighbour_banks(set, &others)?,
-                })
-            })
-            .collect::<Result<_>>()?;
+            .zip(fold_banks)
+            .map(|(levels, neighbours)| NormalStats { levels, neighbours })
+            .collect();
         Ok(FittedStats {
             all: NormalStats {
                 levels: all,
-                neighbours: self.neighbour_banks(set, images)?,
+                neighbours: banks,
             },
             without_fold,
             fold_of,

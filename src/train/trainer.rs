@@ -397,43 +397,53 @@ impl Model {
     }
 
     /// The nearest-neighbour memory banks on the configured levels' tokens of the
-    /// training images (held-out calibration images are not used, as for the other
-    /// statistics), in level order. None when the configuration asks for none, or with
-    /// fewer than two training images: a bank's normal distances are measured between
-    /// images.
-    pub(super) fn neighbour_banks(
+    /// training images `images` (held-out calibration images are not used, as for the
+    /// other statistics), in level order, and for each fold of those images (`fold_of[k]`
+    /// is `images[k]`'s fold; empty: no folds) the banks without that fold's images, from
+    /// the same selection ([`NeighbourBank::build_with_folds`]): `(all, without[fold])`.
+    /// No banks when the configuration asks for none, or where fewer than two images
+    /// remain: a bank's normal distances are measured between images.
+    pub(super) fn neighbour_banks_with_folds(
         &self,
         set: &TrainingSet,
         images: &[usize],
-    ) -> Result<Vec<NeighbourBank>> {
+        fold_of: &[usize],
+    ) -> Result<(Vec<NeighbourBank>, Vec<Vec<NeighbourBank>>)> {
         let train = &self.config().train;
+        let folds = fold_of.iter().max().map_or(0, |&f| f + 1);
         if train.neighbour_bank_tokens == 0 || images.len() < 2 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), vec![Vec::new(); folds]));
         }
         let coarsest = self.layout().len() - 1;
         let levels = match train.neighbour_bank_levels {
             BankLevels::Coarsest => coarsest..coarsest + 1,
             BankLevels::All => 0..coarsest + 1,
         };
-        levels
-            .map(|level| {
-                let range = self.level_range(level);
-                let layout = &self.layout()[level];
-                // The coarsest level keeps the seed it always had, so its bank is the same.
-                let seed = self.config().seed
-                    ^ ((coarsest - level) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                self.install(|| {
-                    NeighbourBank::build(
-                        level,
-                        images.len(),
-                        (layout.channels, layout.grid),
-                        (train.neighbour_bank_tokens, train.neighbour_bank_selection),
-                        seed,
-                        |i| Ok(set.image(images[i])?.0[range.clone()].to_vec()),
-                    )
-                })
-            })
-            .collect()
+        let mut all = Vec::new();
+        let mut without = vec![Vec::new(); folds];
+        for level in levels {
+            let range = self.level_range(level);
+            let layout = &self.layout()[level];
+            // The coarsest level keeps the seed it always had, so its bank is the same.
+            let seed = self.config().seed
+                ^ ((coarsest - level) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let (bank, fold_banks) = self.install(|| {
+                NeighbourBank::build_with_folds(
+                    level,
+                    images.len(),
+                    (layout.channels, layout.grid),
+                    (train.neighbour_bank_tokens, train.neighbour_bank_selection),
+                    seed,
+                    fold_of,
+                    |i| Ok(set.image(images[i])?.0[range.clone()].to_vec()),
+                )
+            })?;
+            all.push(bank);
+            for (f, b) in fold_banks.into_iter().enumerate() {
+                without[f].extend(b);
+            }
+        }
+        Ok((all, without))
     }
 
     /// Per level: mean per-channel variance of the adapted tokens over that of the raw

@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 # The C header these bindings mirror (include/varad.h, VARAD_VERSION_*).
-HEADER_VERSION = (1, 3, 0)
+HEADER_VERSION = (1, 4, 0)
 HEADER_VERSION_NUMBER = HEADER_VERSION[0] * 1_000_000 + HEADER_VERSION[1] * 1000 + HEADER_VERSION[2]
 
 STATUS_NAMES = {
@@ -178,6 +178,8 @@ class _Params(ctypes.Structure):
         ("neighbour_bank_levels", ctypes.c_uint32),
         ("neighbour_term", ctypes.c_uint32),
         ("reserved2", ctypes.c_uint32),
+        ("neighbour_probes", ctypes.c_uint32),
+        ("reserved3", ctypes.c_uint32),
     ]
 
 

@@ -81,6 +81,9 @@ pub struct EvalOptions {
     /// Also score VarAD with these nearest-neighbour terms, each with the configured
     /// weight and with every weight of `neighbour_weights`.
     pub neighbour_terms: Vec<NeighbourTerm>,
+    /// Also score VarAD searching its neighbour banks with these numbers of probed cells
+    /// (0 = exact), each with the configured weight and term (a row each).
+    pub neighbour_probes: Vec<usize>,
     /// Folds the PatchCore baseline's training images are cross-fitted in for its
     /// calibration (0: none, its held-out images alone calibrate it). Default: the folds
     /// of the configuration's training, so both methods are calibrated the same way.
@@ -101,6 +104,7 @@ impl EvalOptions {
             map_norms: Vec::new(),
             neighbour_weights: Vec::new(),
             neighbour_terms: Vec::new(),
+            neighbour_probes: Vec::new(),
         }
     }
 }
@@ -116,6 +120,7 @@ struct VaradVariant {
     map_norm: Option<MapNorm>,
     neighbour_weight: Option<f32>,
     neighbour_term: Option<NeighbourTerm>,
+    neighbour_probes: Option<usize>,
     name: String,
 }
 
@@ -129,6 +134,7 @@ impl Scorer for VaradVariant {
             map_norm: self.map_norm,
             neighbour_weight: self.neighbour_weight,
             neighbour_term: self.neighbour_term,
+            neighbour_probes: self.neighbour_probes,
             ..Default::default()
         };
         self.model
@@ -226,6 +232,7 @@ fn train(
                     map_norm: Some(norm),
                     neighbour_weight: None,
                     neighbour_term: None,
+                    neighbour_probes: None,
                     name: format!("VarAD [map_norm={norm}]"),
                 }));
             }
@@ -255,9 +262,23 @@ fn train(
                         map_norm: None,
                         neighbour_weight: weight,
                         neighbour_term: term,
+                        neighbour_probes: None,
                         name: format!("VarAD [{}]", changed.join(", ")),
                     }));
                 }
+            }
+            for probes in others(&options.neighbour_probes, score.neighbour_probes)
+                .into_iter()
+                .flatten()
+            {
+                scorers.push(Box::new(VaradVariant {
+                    model: Arc::clone(&model),
+                    map_norm: None,
+                    neighbour_weight: None,
+                    neighbour_term: None,
+                    neighbour_probes: Some(probes),
+                    name: format!("VarAD [neighbour_probes={probes}]"),
+                }));
             }
             Ok(Trained {
                 scorers,

@@ -64,7 +64,7 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "W")]
     pub neighbour_weight: Option<f32>,
     /// Tokens of each of that term's memory banks, 0 = no bank [default: the
-    /// configuration's, 1024].
+    /// configuration's, 8192].
     #[arg(long, value_name = "N")]
     pub neighbour_bank_tokens: Option<usize>,
     /// How that bank's tokens are chosen from the training images': random (a seeded
@@ -81,6 +81,11 @@ pub struct ConfigArgs {
     /// standard deviations) [default: the configuration's, scaled].
     #[arg(long, value_name = "TERM", value_parser = parse_neighbour_term)]
     pub neighbour_term: Option<NeighbourTerm>,
+    /// How the term searches each bank: 0 = exactly, N = in an inverted-file index,
+    /// measuring only the tokens of each position's N nearest cells of about
+    /// sqrt(bank tokens) [default: the configuration's, 8].
+    #[arg(long, value_name = "N")]
+    pub neighbour_probes: Option<usize>,
     /// Folds of the cross-fitting that scores every training image out-of-sample for the
     /// calibration, 0 = none (only held-back images are scored) [default: the
     /// configuration's, 5].
@@ -233,6 +238,9 @@ impl ConfigArgs {
         }
         if let Some(v) = self.neighbour_term {
             config.score.neighbour_term = v;
+        }
+        if let Some(v) = self.neighbour_probes {
+            config.score.neighbour_probes = v;
         }
         if let Some(v) = self.cross_fit_folds {
             config.train.cross_fit_folds = v;

@@ -79,6 +79,11 @@ pub struct Args {
     /// and one for each with every weight of --compare-neighbour-weights), e.g. scaled.
     #[arg(long, value_name = "TERMS", value_delimiter = ',', value_parser = crate::config_args::parse_neighbour_term)]
     compare_neighbour_terms: Vec<varad::model::NeighbourTerm>,
+    /// Also report VarAD searching its neighbour banks probing these numbers of cells,
+    /// comma-separated (a row each, same trained model, without decisions; 0 = exact
+    /// search), e.g. 0,4,16.
+    #[arg(long, value_name = "N,...", value_delimiter = ',')]
+    compare_neighbour_probes: Vec<usize>,
     /// Test images shown in each category's montage (0 = no montage).
     #[arg(long, value_name = "N", default_value = "12")]
     montage: usize,
@@ -175,6 +180,7 @@ fn evaluate_once(
     options.map_norms = args.compare_map_norms.clone();
     options.neighbour_weights = args.compare_neighbour_weights.clone();
     options.neighbour_terms = args.compare_neighbour_terms.clone();
+    options.neighbour_probes = args.compare_neighbour_probes.clone();
     if let Some(folds) = args.patchcore_cross_fit_folds {
         options.cross_fit_folds = folds;
     }
