@@ -21,6 +21,9 @@ use crate::predictor::rng::SplitMix64;
 /// clustering costs little in recall and keeps building an index under a second.
 const ITERATIONS: usize = 8;
 
+/// Rows a cell the clustering learns from at most (every row is still assigned a cell).
+const TRAINING_ROWS_PER_CELL: usize = 256;
+
 /// Queries searched together: enough that each probed cell gathers several queries for
 /// its GEMM, few enough that the blocks spread over the threads.
 const QUERY_BLOCK: usize = 1024;
@@ -83,22 +86,35 @@ impl InvertedFile {
     pub fn build(bank: &[f32], dims: usize, seed: u64) -> InvertedFile {
         let n = bank.len() / dims;
         let cells = cells_for(n);
-        // Starting centroids: a seeded partial shuffle of the rows.
+        // A seeded shuffle: its first `cells` rows start the centroids, and the clustering
+        // learns from at most `TRAINING_ROWS_PER_CELL` rows a cell of it, which bounds the
+        // cost on the largest banks; every row is assigned at the end.
+        let training = n.min(cells * TRAINING_ROWS_PER_CELL);
         let mut order: Vec<usize> = (0..n).collect();
         let mut rng = SplitMix64::new(seed);
-        for i in 0..cells {
+        for i in 0..training {
             let j = i + (rng.next_u64() % (n - i) as u64) as usize;
             order.swap(i, j);
         }
+        let gathered: Vec<f32>;
+        let sample: &[f32] = if training == n {
+            bank
+        } else {
+            gathered = order[..training]
+                .iter()
+                .flat_map(|&r| bank[r * dims..(r + 1) * dims].iter().copied())
+                .collect();
+            &gathered
+        };
         let mut centroids: Vec<f32> = order[..cells]
             .iter()
             .flat_map(|&r| bank[r * dims..(r + 1) * dims].iter().copied())
             .collect();
-        let mut cell_of = assign(bank, &centroids, dims);
+        let mut cell_of = assign(sample, &centroids, dims);
         for _ in 0..ITERATIONS {
             let mut sums = vec![0f64; cells * dims];
             let mut counts = vec![0usize; cells];
-            for (row, &c) in bank.chunks_exact(dims).zip(&cell_of) {
+            for (row, &c) in sample.chunks_exact(dims).zip(&cell_of) {
                 counts[c] += 1;
                 for (s, &v) in sums[c * dims..(c + 1) * dims].iter_mut().zip(row) {
                     *s += v as f64;
@@ -112,12 +128,13 @@ impl InvertedFile {
                     *out = (s / counts[c] as f64) as f32;
                 }
             }
-            let next = assign(bank, &centroids, dims);
+            let next = assign(sample, &centroids, dims);
             if next == cell_of {
                 break;
             }
             cell_of = next;
         }
+        let cell_of = assign(bank, &centroids, dims);
         // Tokens in cell order (stable within a cell).
         let mut offsets = vec![0usize; cells + 1];
         for &c in &cell_of {
@@ -266,6 +283,26 @@ mod tests {
         // More probes find more; eight of 64 cells find nearly every nearest token.
         assert!(found[1] >= found[0], "{found:?}");
         assert!(found[1] as f64 >= 0.95 * 3000.0, "{found:?}");
+    }
+
+    #[test]
+    fn a_bank_larger_than_the_clustering_learns_from_still_indexes_every_token() {
+        // 70,000 tokens in 265 cells: the clustering learns from 256 a cell (67,840).
+        let dims = 4;
+        let bank = clustered(70_000, dims, 5);
+        let index = InvertedFile::build(&bank, dims, 3);
+        assert_eq!(index.cells(), 265);
+        let mut held: Vec<&[f32]> = index.tokens.chunks_exact(dims).collect();
+        let mut given: Vec<&[f32]> = bank.chunks_exact(dims).collect();
+        let order = |a: &&[f32], b: &&[f32]| a.partial_cmp(b).unwrap();
+        held.sort_by(order);
+        given.sort_by(order);
+        assert_eq!(held, given);
+        let queries = clustered(500, dims, 6);
+        let exact = nearest_squared(&queries, &bank, dims);
+        for (a, e) in index.nearest_squared(&queries, 265).iter().zip(&exact) {
+            assert!((a - e).abs() <= 1e-3 * e.max(1.0), "{a} vs {e}");
+        }
     }
 
     #[test]

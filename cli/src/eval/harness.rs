@@ -32,7 +32,10 @@ use varad::image::{
     read_image_file, write_png, ImageLimits, ImageView, InputGeometry, OwnedImage, PixelFormat,
 };
 use varad::model::{MapNorm, NeighbourTerm, ScoreOptions};
-use varad::score::{Calibration, CalibrationConfig, Decision, NormalPool, StreamingQuantile};
+use varad::score::{
+    image_score, Calibration, CalibrationConfig, Decision, ImageScore, NormalPool,
+    StreamingQuantile,
+};
 use varad::train::{calibration_plan, TrainingSet};
 use varad::{Config, Error, Model, Result};
 
@@ -84,6 +87,9 @@ pub struct EvalOptions {
     /// Also score VarAD searching its neighbour banks with these numbers of probed cells
     /// (0 = exact), each with the configured weight and term (a row each).
     pub neighbour_probes: Vec<usize>,
+    /// Also report VarAD with the image score the mean of the map's top k pixels, for
+    /// each k here (a row each, the configured model's maps, without decisions).
+    pub top_k: Vec<usize>,
     /// Folds the PatchCore baseline's training images are cross-fitted in for its
     /// calibration (0: none, its held-out images alone calibrate it). Default: the folds
     /// of the configuration's training, so both methods are calibrated the same way.
@@ -105,6 +111,7 @@ impl EvalOptions {
             neighbour_weights: Vec::new(),
             neighbour_terms: Vec::new(),
             neighbour_probes: Vec::new(),
+            top_k: Vec::new(),
         }
     }
 }
@@ -121,6 +128,9 @@ struct VaradVariant {
     neighbour_weight: Option<f32>,
     neighbour_term: Option<NeighbourTerm>,
     neighbour_probes: Option<usize>,
+    /// The image score as the mean of the map's top k pixels instead of the configured
+    /// policy.
+    top_k: Option<usize>,
     name: String,
 }
 
@@ -137,9 +147,15 @@ impl Scorer for VaradVariant {
             neighbour_probes: self.neighbour_probes,
             ..Default::default()
         };
-        self.model
+        let mut scored = self
+            .model
             .score_one_features(features, geometry, &options)
-            .map(ScoredMap::from)
+            .map(ScoredMap::from)?;
+        if let Some(k) = self.top_k {
+            scored.image_score = image_score(&scored.map, None, ImageScore::TopKMean { k })?;
+            scored.decision = None;
+        }
+        Ok(scored)
     }
 }
 
@@ -233,6 +249,7 @@ fn train(
                     neighbour_weight: None,
                     neighbour_term: None,
                     neighbour_probes: None,
+                    top_k: None,
                     name: format!("VarAD [map_norm={norm}]"),
                 }));
             }
@@ -263,6 +280,7 @@ fn train(
                         neighbour_weight: weight,
                         neighbour_term: term,
                         neighbour_probes: None,
+                        top_k: None,
                         name: format!("VarAD [{}]", changed.join(", ")),
                     }));
                 }
@@ -277,7 +295,19 @@ fn train(
                     neighbour_weight: None,
                     neighbour_term: None,
                     neighbour_probes: Some(probes),
+                    top_k: None,
                     name: format!("VarAD [neighbour_probes={probes}]"),
+                }));
+            }
+            for &k in &options.top_k {
+                scorers.push(Box::new(VaradVariant {
+                    model: Arc::clone(&model),
+                    map_norm: None,
+                    neighbour_weight: None,
+                    neighbour_term: None,
+                    neighbour_probes: None,
+                    top_k: Some(k),
+                    name: format!("VarAD [image_score=top_{k}_mean]"),
                 }));
             }
             Ok(Trained {

@@ -84,6 +84,11 @@ pub struct Args {
     /// search), e.g. 0,4,16.
     #[arg(long, value_name = "N,...", value_delimiter = ',')]
     compare_neighbour_probes: Vec<usize>,
+    /// Also report VarAD with the image score the mean of the map's top K pixels, for
+    /// each K, comma-separated (a row each, the same maps, without decisions), e.g.
+    /// 100,1000.
+    #[arg(long, value_name = "K,...", value_delimiter = ',')]
+    compare_top_k: Vec<usize>,
     /// Test images shown in each category's montage (0 = no montage).
     #[arg(long, value_name = "N", default_value = "12")]
     montage: usize,
@@ -181,6 +186,7 @@ fn evaluate_once(
     options.neighbour_weights = args.compare_neighbour_weights.clone();
     options.neighbour_terms = args.compare_neighbour_terms.clone();
     options.neighbour_probes = args.compare_neighbour_probes.clone();
+    options.top_k = args.compare_top_k.clone();
     if let Some(folds) = args.patchcore_cross_fit_folds {
         options.cross_fit_folds = folds;
     }
