@@ -37,7 +37,7 @@ enum Command {
     /// Score images with a saved model: anomaly maps, overlays and verdicts.
     Score(score::Args),
     /// Evaluate VarAD and a PatchCore baseline on an MVTec AD, VisA or BTAD data set.
-    Eval(eval::Args),
+    Eval(Box<eval::Args>),
     /// Time each stage of scoring one image: decode, preprocess, backbone, predictor,
     /// post-processing.
     Bench(bench::Args),
@@ -84,7 +84,7 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(args, runtime),
         Command::Train(args) => train::run(args, runtime),
         Command::Score(args) => score::run(args, runtime),
-        Command::Eval(args) => eval::run(args, runtime),
+        Command::Eval(args) => eval::run(*args, runtime),
         Command::Bench(args) => bench::run(args, runtime),
     };
     match result {
