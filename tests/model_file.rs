@@ -278,11 +278,18 @@ const BANK_TENSOR: &str = "normal_stats.neighbours.0.tokens";
 /// A tiny model trained with 1.2's neighbour settings: one randomly drawn bank on the
 /// coarsest level, the term above the normal mean.
 fn trained_tiny_model_of_1_2() -> Model {
+    trained_tiny_model_with(|config| {
+        config.train.neighbour_bank_selection = BankSelection::Random;
+        config.train.neighbour_bank_levels = BankLevels::Coarsest;
+        config.score.neighbour_term = NeighbourTerm::AboveNormal;
+        config.score.neighbour_probes = 0;
+    })
+}
+
+/// A tiny model trained on 6 textures with the tiny configuration as `change` leaves it.
+fn trained_tiny_model_with(change: impl FnOnce(&mut varad::Config)) -> Model {
     let mut config = tiny_config();
-    config.train.neighbour_bank_selection = BankSelection::Random;
-    config.train.neighbour_bank_levels = BankLevels::Coarsest;
-    config.score.neighbour_term = NeighbourTerm::AboveNormal;
-    config.score.neighbour_probes = 0;
+    change(&mut config);
     let mut model = Model::new(config).unwrap();
     let set = training_set(&model, 6);
     model
@@ -469,13 +476,7 @@ fn a_format_3_file_with_its_single_bank_still_loads() {
 fn a_format_4_file_loads_with_the_exact_search_it_was_calibrated_with() {
     // What varad 1.3 wrote: format 4, no `neighbour_probes` in the configuration.
     let dir = temp_dir("format4");
-    let mut config = tiny_config();
-    config.score.neighbour_probes = 0;
-    let mut model = Model::new(config).unwrap();
-    let set = training_set(&model, 6);
-    model
-        .fit(&set, |_| std::ops::ControlFlow::Continue(()))
-        .unwrap();
+    let model = trained_tiny_model_with(|config| config.score.neighbour_probes = 0);
     let path = dir.join("model.safetensors");
     model.save(&path).unwrap();
     let old = dir.join("old.safetensors");

@@ -134,6 +134,22 @@ struct VaradVariant {
     name: String,
 }
 
+impl VaradVariant {
+    /// `model` scored as configured, under the row name `name`: each variant changes one
+    /// or two of the settings from here.
+    fn named(model: &Arc<Model>, name: String) -> VaradVariant {
+        VaradVariant {
+            model: Arc::clone(model),
+            map_norm: None,
+            neighbour_weight: None,
+            neighbour_term: None,
+            neighbour_probes: None,
+            top_k: None,
+            name,
+        }
+    }
+}
+
 impl Scorer for VaradVariant {
     fn name(&self) -> &str {
         &self.name
@@ -244,13 +260,8 @@ fn train(
             let mut scorers: Vec<Box<dyn Scorer>> = vec![Box::new(Arc::clone(&model))];
             for &norm in options.map_norms.iter().filter(|&&n| n != configured) {
                 scorers.push(Box::new(VaradVariant {
-                    model: Arc::clone(&model),
                     map_norm: Some(norm),
-                    neighbour_weight: None,
-                    neighbour_term: None,
-                    neighbour_probes: None,
-                    top_k: None,
-                    name: format!("VarAD [map_norm={norm}]"),
+                    ..VaradVariant::named(&model, format!("VarAD [map_norm={norm}]"))
                 }));
             }
             let score = &model.config().score;
@@ -275,13 +286,9 @@ fn train(
                         continue;
                     }
                     scorers.push(Box::new(VaradVariant {
-                        model: Arc::clone(&model),
-                        map_norm: None,
                         neighbour_weight: weight,
                         neighbour_term: term,
-                        neighbour_probes: None,
-                        top_k: None,
-                        name: format!("VarAD [{}]", changed.join(", ")),
+                        ..VaradVariant::named(&model, format!("VarAD [{}]", changed.join(", ")))
                     }));
                 }
             }
@@ -290,24 +297,14 @@ fn train(
                 .flatten()
             {
                 scorers.push(Box::new(VaradVariant {
-                    model: Arc::clone(&model),
-                    map_norm: None,
-                    neighbour_weight: None,
-                    neighbour_term: None,
                     neighbour_probes: Some(probes),
-                    top_k: None,
-                    name: format!("VarAD [neighbour_probes={probes}]"),
+                    ..VaradVariant::named(&model, format!("VarAD [neighbour_probes={probes}]"))
                 }));
             }
             for &k in &options.top_k {
                 scorers.push(Box::new(VaradVariant {
-                    model: Arc::clone(&model),
-                    map_norm: None,
-                    neighbour_weight: None,
-                    neighbour_term: None,
-                    neighbour_probes: None,
                     top_k: Some(k),
-                    name: format!("VarAD [image_score=top_{k}_mean]"),
+                    ..VaradVariant::named(&model, format!("VarAD [image_score=top_{k}_mean]"))
                 }));
             }
             Ok(Trained {
