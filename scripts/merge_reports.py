@@ -19,6 +19,7 @@ VARAD_ONLY = {
     ("train", "neighbour_bank_levels"),
     ("score", "neighbour_weight"),
     ("score", "neighbour_term"),
+    ("score", "neighbour_probes"),
 }
 
 
