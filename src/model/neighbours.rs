@@ -158,9 +158,10 @@ pub struct NeighbourBank {
 pub struct SearchIndex(once_cell::sync::OnceCell<InvertedFile>);
 
 impl SearchIndex {
-    /// The index, built now if it was not (single-threaded, so no scoring thread waiting
-    /// for it can be drawn into building it).
-    pub fn get(&self, tokens: &[f32], dims: usize) -> &InvertedFile {
+    /// The index of `tokens`, built now if it was not (single-threaded, so no scoring
+    /// thread waiting for it can be drawn into building it). Only its bank calls it, with
+    /// its own tokens ([`NeighbourBank::search_index`]).
+    fn get(&self, tokens: &[f32], dims: usize) -> &InvertedFile {
         // A fixed seed: the same bank always clusters the same way.
         self.0.get_or_init(|| InvertedFile::build(tokens, dims, 0x1f1e))
     }
@@ -500,6 +501,12 @@ impl NeighbourBank {
         Ok((full, without))
     }
 
+    /// The bank's inverted-file index, built on the first call (a model builds it when its
+    /// statistics are set, so that no scored part waits for it).
+    pub fn search_index(&self) -> &InvertedFile {
+        self.index.get(&self.tokens, self.dims)
+    }
+
     /// The number of tokens in the bank.
     pub fn len(&self) -> usize {
         self.tokens.len() / self.dims.max(1)
@@ -532,9 +539,7 @@ impl NeighbourBank {
         let distances = if probes == 0 {
             nearest_squared(&pooled, &self.tokens, self.dims)
         } else {
-            self.index
-                .get(&self.tokens, self.dims)
-                .nearest_squared(&pooled, probes)
+            self.search_index().nearest_squared(&pooled, probes)
         };
         distances
             .into_iter()

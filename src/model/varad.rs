@@ -397,7 +397,7 @@ impl Model {
         if self.config.score.neighbour_probes > 0 {
             // Built here rather than by the first part scored, which would wait for it.
             for bank in &stats.neighbours {
-                bank.index.get(&bank.tokens, bank.dims);
+                bank.search_index();
             }
         }
         self.normal_stats = Some(Arc::new(stats));
